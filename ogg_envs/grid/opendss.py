@@ -1,0 +1,643 @@
+"""The physical feeder: one OpenDSS engine per grid, driven by the markets' dispatch.
+
+``OpenDSSGrid`` compiles a feeder once, keeps bulk index maps (nodes, loads, lines) and then
+runs each grid step as "write dispatch, solve, bulk-read results" without any per-element
+Python loop on the read side. Every instance owns its own engine context
+(``opendssdirect.NewContext()``), so several grids live side by side in one process.
+
+Sign conventions: loads consume positive kW; generators and storage inject positive kW
+(storage charging is negative). Line flows are measured at a branch's first terminal, positive
+in the direction from its upstream (source side) bus to its downstream bus.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import opendssdirect as odd
+
+from .topology import Topology
+
+__all__ = ["OpenDSSGrid", "PowerFlowResult", "FeederError"]
+
+
+class FeederError(ValueError):
+    """A feeder model that OpenDSS cannot compile or that lacks what the grid layer needs."""
+
+
+@dataclass
+class PowerFlowResult:
+    """What one power flow says about the feeder.
+
+    ``voltages_pu`` is keyed "bus.phase" (line-to-neutral, on the bus's L-N base);
+    ``voltages_ll_pu`` is keyed "bus.ab" / "bus.bc" / "bus.ca" for three-phase buses. On a
+    delta feeder (``grid.delta``) only the line-to-line values are meaningful and violations are
+    judged on them. When ``converged`` is False every numerical field is NaN: a non-converged
+    solution is never to be used as a state of the feeder.
+    """
+
+    converged: bool
+    iterations: int
+    voltages_pu: dict[str, float]
+    voltages_ll_pu: dict[str, float]
+    line_flows_kw: dict[str, float]
+    line_loading_pct: dict[str, float]
+    losses_kw: float
+    losses_kvar: float
+    substation_kw: float
+    substation_kvar: float
+    voltage_violations: dict[str, float] = field(default_factory=dict)
+    thermal_overloads: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Converged and no violation of any kind."""
+        return self.converged and not self.voltage_violations and not self.thermal_overloads
+
+    def bus_voltage_violations(self) -> dict[str, float]:
+        """Worst violating node voltage per bus (bus name -> pu)."""
+        out: dict[str, float] = {}
+        for node, v in self.voltage_violations.items():
+            bus = node.split(".")[0]
+            if bus not in out or abs(v - 1.0) > abs(out[bus] - 1.0):
+                out[bus] = v
+        return out
+
+    def summary(self) -> dict:
+        return {
+            "converged": self.converged,
+            "losses_kw": self.losses_kw,
+            "substation_kw": self.substation_kw,
+            "n_voltage_violations": len(self.voltage_violations),
+            "n_thermal_overloads": len(self.thermal_overloads),
+            "min_voltage_pu": min(self._judged_voltages().values(), default=float("nan")),
+            "max_loading_pct": max(self.line_loading_pct.values(), default=float("nan")),
+        }
+
+    def _judged_voltages(self) -> dict[str, float]:
+        return self.voltages_ll_pu if self._delta else self.voltages_pu
+
+    _delta: bool = False
+
+
+def _check_finite(name: str, value: float, *, nonnegative: bool = False) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: dispatch value must be finite, got {value!r}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name}: dispatch value must be >= 0, got {value!r}")
+    return value
+
+
+class OpenDSSGrid:
+    """A feeder compiled into its own OpenDSS engine.
+
+    Build one from a bundled feeder (``OpenDSSGrid.from_feeder("ieee34")``) or from any
+    OpenDSS model (``OpenDSSGrid("path/to/master.dss")``). The model must define the circuit
+    and its voltage bases; the grid compiles it once and solves the base case.
+
+    Args:
+        master: path to the master ``.dss`` file.
+        commands: alternatively, the OpenDSS commands that build the circuit.
+        voltage_band: (low, high) pu band outside which a node voltage is a violation.
+        bus_coords: bus -> (x, y) for drawing; read from a ``buscoords`` file if the model has one.
+        locked_taps: hold regulator taps where the model left them (``controlmode=off``).
+        delta: whether only line-to-line voltages are meaningful (3-wire delta feeder).
+        name: label of the feeder.
+    """
+
+    def __init__(
+        self,
+        master: str | Path | None = None,
+        *,
+        commands: list[str] | None = None,
+        voltage_band: tuple[float, float] = (0.95, 1.05),
+        bus_coords: dict[str, tuple[float, float]] | None = None,
+        locked_taps: bool = False,
+        delta: bool = False,
+        name: str | None = None,
+        tolerance: float = 1e-4,
+        max_iterations: int = 100,
+    ):
+        if (master is None) == (commands is None):
+            raise ValueError("give exactly one of `master` (a .dss path) or `commands`")
+        low, high = voltage_band
+        if not (0 < low < high):
+            raise ValueError(f"voltage_band must satisfy 0 < low < high, got {voltage_band}")
+        self._init_args = dict(
+            master=str(master) if master is not None else None,
+            commands=list(commands) if commands is not None else None,
+            voltage_band=(float(low), float(high)),
+            bus_coords=dict(bus_coords) if bus_coords else None,
+            locked_taps=locked_taps,
+            delta=delta,
+            name=name,
+            tolerance=tolerance,
+            max_iterations=max_iterations,
+        )
+        self._added: list[tuple[str, tuple, dict]] = []  # replayed after unpickling
+        self._build()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_feeder(cls, feeder: str, **kwargs) -> OpenDSSGrid:
+        """One of the bundled feeders: ``"ieee34"`` or ``"ieee37"``."""
+        from .feeders import get_feeder
+
+        module = get_feeder(feeder)
+        locked = kwargs.pop("locked_taps", False)
+        kwargs.setdefault("bus_coords", module.BUS_COORDS)
+        kwargs.setdefault("delta", module.DELTA)
+        kwargs.setdefault("name", module.NAME)
+        return cls(commands=module.dss_commands(locked_taps=locked), locked_taps=locked, **kwargs)
+
+    def _build(self) -> None:
+        a = self._init_args
+        self.name = a["name"]
+        self.voltage_band = a["voltage_band"]
+        self.delta = a["delta"]
+        self.locked_taps = a["locked_taps"]
+        self.dss = odd.NewContext()
+        self.dss.Basic.AllowForms(False)
+        if a["master"] is not None:
+            self._compile_file(Path(a["master"]))
+        else:
+            self._run_commands(a["commands"], source="<commands>")
+        if not self.dss.Circuit.Name():
+            raise FeederError(f"{self.name}: the model defines no circuit")
+        self.name = self.name or self.dss.Circuit.Name()
+        self.dss.Solution.Convergence(a["tolerance"])
+        self.dss.Solution.MaxIterations(a["max_iterations"])
+        self.dss.Solution.MaxControlIterations(30)
+        if self.locked_taps:
+            self.dss.Solution.ControlMode(-1)  # OFF: taps stay where they are
+        self.bus_coords = dict(a["bus_coords"] or self._read_bus_coords())
+        base = self._solve_raw()
+        if not base[0]:
+            raise FeederError(f"{self.name}: the base case does not converge ({base[1]})")
+        self._index()
+        self._base_taps = self._read_taps()
+        self.topology = Topology.from_grid(self)
+        for method, args, kwargs in list(self._added):
+            getattr(self, method)(*args, _record=False, **kwargs)
+
+    def _compile_file(self, path: Path) -> None:
+        if not path.is_file():
+            raise FeederError(f"feeder file not found: {path}")
+        try:
+            self.dss.Text.Command(f'compile "{path.resolve()}"')
+        except Exception as exc:  # DSSException carries OpenDSS's own message
+            raise FeederError(f"OpenDSS could not compile {path}: {exc}") from None
+        self._source = str(path)
+
+    def _run_commands(self, commands: list[str], source: str) -> None:
+        for i, cmd in enumerate(commands):
+            try:
+                self.dss.Text.Command(cmd)
+            except Exception as exc:
+                raise FeederError(f"OpenDSS rejected command {i} of {source} ({cmd!r}): {exc}") \
+                    from None
+        self._source = source
+
+    def _read_bus_coords(self) -> dict[str, tuple[float, float]]:
+        coords = {}
+        for bus in self.dss.Circuit.AllBusNames():
+            self.dss.Circuit.SetActiveBus(bus)
+            if self.dss.Bus.Coorddefined():
+                coords[bus] = (self.dss.Bus.X(), self.dss.Bus.Y())
+        return coords
+
+    def _index(self) -> None:
+        """Bulk-read index maps, built once per compile (and after elements are added)."""
+        dss = self.dss
+        self.buses: list[str] = [b.lower() for b in dss.Circuit.AllBusNames()]
+        self.nodes: list[str] = [n.lower() for n in dss.Circuit.AllNodeNames()]
+        self._bus_set = set(self.buses)
+        # Bus voltage bases (kV L-N) per node, for line-to-line magnitudes.
+        base_by_bus = {}
+        for bus in self.buses:
+            dss.Circuit.SetActiveBus(bus)
+            base_by_bus[bus] = dss.Bus.kVBase()
+        self.bus_kv_ln = base_by_bus
+        node_pos = {n: i for i, n in enumerate(self.nodes)}
+        pairs, ll_names, ll_base = [], [], []
+        for bus in self.buses:
+            for (p, q), tag in (((1, 2), "ab"), ((2, 3), "bc"), ((3, 1), "ca")):
+                i, j = node_pos.get(f"{bus}.{p}"), node_pos.get(f"{bus}.{q}")
+                if i is not None and j is not None:
+                    pairs.append((i, j))
+                    ll_names.append(f"{bus}.{tag}")
+                    ll_base.append(base_by_bus[bus] * 1000.0 * math.sqrt(3.0))
+        self._ll_pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        self._ll_names = ll_names
+        self._ll_base = np.array(ll_base)
+        self.source_buses = {self.buses[0]}
+        # Loads.
+        self.load_names: list[str] = [n.lower() for n in dss.Loads.AllNames()] \
+            if dss.Loads.Count() else []
+        self.load_bus: dict[str, str] = {}
+        kw, kvar = [], []
+        for i, name in enumerate(self.load_names, start=1):
+            dss.Loads.Idx(i)
+            kw.append(dss.Loads.kW())
+            kvar.append(dss.Loads.kvar())
+            self.load_bus[name] = dss.CktElement.BusNames()[0].split(".")[0].lower()
+        self.base_load_kw = np.array(kw, dtype=float)
+        self.base_load_kvar = np.array(kvar, dtype=float)
+        self._load_kw = self.base_load_kw.copy()
+        self._load_kvar = self.base_load_kvar.copy()
+        self._load_idx = {n: i for i, n in enumerate(self.load_names)}
+        self.loads_at_bus: dict[str, list[int]] = {}
+        for i, name in enumerate(self.load_names):
+            self.loads_at_bus.setdefault(self.load_bus[name], []).append(i)
+        # Generators (including those added by the markets).
+        self.generator_names: list[str] = [n.lower() for n in dss.Generators.AllNames()] \
+            if dss.Generators.Count() else []
+        self.generator_bus: dict[str, str] = {}
+        gkw = []
+        for i, name in enumerate(self.generator_names, start=1):
+            dss.Generators.Idx(i)
+            gkw.append(dss.Generators.kW())
+            self.generator_bus[name] = dss.CktElement.BusNames()[0].split(".")[0].lower()
+        self.base_gen_kw = np.array(gkw, dtype=float)
+        self._gen_kw = self.base_gen_kw.copy()
+        self._gen_idx = {n: i for i, n in enumerate(self.generator_names)}
+        # Power-delivery elements: lines and transformers, measured at terminal 1.
+        pd_names = [n.lower() for n in dss.PDElements.AllNames()]
+        nterm = np.array(dss.PDElements.AllNumTerminals(), dtype=np.int64)
+        ncond = np.array(dss.PDElements.AllNumConductors(), dtype=np.int64)
+        nphase = np.array(dss.PDElements.AllNumPhases(), dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(nterm * ncond)[:-1]])
+        branch_rows, self.branch_names, phases = [], [], []
+        for k, name in enumerate(pd_names):
+            if name.startswith(("line.", "transformer.")):
+                branch_rows.append(k)
+                self.branch_names.append(name)
+                phases.append(nphase[k])
+        self._branch_rows = np.array(branch_rows, dtype=np.int64)
+        self._branch_start = starts[self._branch_rows]
+        self._branch_phases = np.array(phases, dtype=np.int64)
+        # Sum the phase powers of terminal 1 with one reduceat over a gathered index vector.
+        gather, seg = [], []
+        for s, p in zip(self._branch_start, self._branch_phases):
+            seg.append(len(gather))
+            gather.extend(range(s, s + p))
+        self._flow_gather = np.array(gather, dtype=np.int64)
+        self._flow_segments = np.array(seg, dtype=np.int64)
+        self.base_normamps = {}
+        for name in self.branch_names:
+            if name.startswith("line."):
+                dss.Lines.Name(name[5:])
+                self.base_normamps[name] = dss.Lines.NormAmps()
+        self._normamps = dict(self.base_normamps)
+
+    def _read_taps(self) -> dict[str, float]:
+        taps = {}
+        dss = self.dss
+        if dss.RegControls.Count():
+            for name in dss.RegControls.AllNames():
+                dss.RegControls.Name(name)
+                xf, wdg = dss.RegControls.Transformer(), dss.RegControls.Winding()
+                dss.Transformers.Name(xf)
+                dss.Transformers.Wdg(wdg)
+                taps[f"{xf}|{wdg}"] = dss.Transformers.Tap()
+        return taps
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        return {
+            "init_args": self._init_args,
+            "added": self._added,
+            "load_kw": self._load_kw,
+            "load_kvar": self._load_kvar,
+            "gen_kw": self._gen_kw,
+            "normamps": self._normamps,
+        }
+
+    def __setstate__(self, state):
+        self._init_args = state["init_args"]
+        self._added = state["added"]
+        self._build()
+        self._load_kw = np.array(state["load_kw"])
+        self._load_kvar = np.array(state["load_kvar"])
+        self._gen_kw = np.array(state["gen_kw"])
+        for name, amps in state["normamps"].items():
+            self._set_normamps(name, amps)
+
+    # ------------------------------------------------------------------ dispatch
+    def _check_bus(self, bus: str) -> str:
+        b = str(bus).lower()
+        if b not in self._bus_set:
+            raise ValueError(f"unknown bus {bus!r}; valid buses: {', '.join(self.buses)}")
+        return b
+
+    def set_load_kw(self, load: str, kw: float, kvar: float | None = None) -> None:
+        """Set one load's consumption; kvar keeps the load's base power factor if omitted."""
+        name = str(load).lower()
+        if name.startswith("load."):
+            name = name[5:]
+        if name not in self._load_idx:
+            raise ValueError(f"unknown load {load!r}; valid loads: {', '.join(self.load_names)}")
+        i = self._load_idx[name]
+        kw = _check_finite(f"load {name}", kw, nonnegative=True)
+        if kvar is None:
+            base = self.base_load_kw[i]
+            kvar = kw * self.base_load_kvar[i] / base if base else 0.0
+        self._load_kw[i] = kw
+        self._load_kvar[i] = _check_finite(f"load {name} kvar", kvar)
+
+    def set_loads_kw(self, kw: np.ndarray, kvar: np.ndarray | None = None) -> None:
+        """Set every load at once, in ``load_names`` order (the fast path)."""
+        kw = np.asarray(kw, dtype=float)
+        if kw.shape != self.base_load_kw.shape:
+            raise ValueError(f"expected {self.base_load_kw.shape[0]} load values, got {kw.shape}")
+        bad = ~np.isfinite(kw) | (kw < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"load {self.load_names[i]}: kW must be finite and >= 0, "
+                             f"got {kw[i]!r}")
+        if kvar is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(self.base_load_kw > 0, self.base_load_kvar / self.base_load_kw, 0)
+            kvar = kw * ratio
+        else:
+            kvar = np.asarray(kvar, dtype=float)
+            if kvar.shape != kw.shape or not np.isfinite(kvar).all():
+                raise ValueError("kvar must be finite and shaped like kw")
+        self._load_kw[:] = kw
+        self._load_kvar[:] = kvar
+
+    def scale_loads(self, factor: float | np.ndarray) -> None:
+        """Set every load to ``factor`` times its base value (scalar or per load)."""
+        f = np.broadcast_to(np.asarray(factor, dtype=float), self.base_load_kw.shape)
+        self.set_loads_kw(self.base_load_kw * f, self.base_load_kvar * f)
+
+    def set_bus_consumption(self, bus: str, kw: float) -> None:
+        """Net consumption of a bus, shared over its loads in proportion to their base kW.
+
+        A negative value is net injection: it needs a generator at the bus (see
+        ``add_generator``); the loads then go to zero and the generator supplies the rest.
+        """
+        b = self._check_bus(bus)
+        kw = _check_finite(f"bus {b}", kw)
+        idx = self.loads_at_bus.get(b, [])
+        gens = [g for g, gb in self.generator_bus.items() if gb == b and g.startswith("ogg_")]
+        if kw >= 0:
+            if not idx:
+                raise ValueError(f"bus {b} has no load; buses with loads: "
+                                 f"{', '.join(sorted(self.loads_at_bus))}")
+            base = self.base_load_kw[idx]
+            share = base / base.sum() if base.sum() > 0 else np.full(len(idx), 1 / len(idx))
+            for i, s in zip(idx, share):
+                self.set_load_kw(self.load_names[i], kw * s)
+            for g in gens:
+                self.set_generator_kw(g, 0.0)
+        else:
+            if not gens:
+                raise ValueError(f"bus {b}: net injection needs a generator there "
+                                 "(OpenDSSGrid.add_generator)")
+            for i in idx:
+                self.set_load_kw(self.load_names[i], 0.0)
+            for g in gens:
+                self.set_generator_kw(g, -kw / len(gens))
+
+    def add_generator(self, name: str, bus: str, kw: float = 0.0, kva: float | None = None,
+                      pf: float = 1.0, *, _record: bool = True) -> str:
+        """A distributed generator (constant P at power factor ``pf``) at ``bus``.
+
+        Returns the element name (``ogg_<name>``). Added elements survive ``reset``.
+        """
+        b = self._check_bus(bus)
+        kw = _check_finite(f"generator {name}", kw, nonnegative=True)
+        el = f"ogg_{name}".lower()
+        if el in self._gen_idx:
+            raise ValueError(f"generator {name!r} already exists")
+        nph, kv = self._bus_phases_kv(b)
+        kva = kva if kva is not None else max(kw, 1.0) * 1.2
+        self.dss.Text.Command(
+            f"new generator.{el} bus1={b} phases={nph} kv={kv:.6g} kw={kw:.6g} pf={pf:.6g} "
+            f"kva={kva:.6g} model=1 vminpu=0.7 vmaxpu=1.3"
+        )
+        if _record:
+            self._added.append(("add_generator", (name, bus), dict(kw=kw, kva=kva, pf=pf)))
+        self._reindex_preserving_dispatch()
+        return el
+
+    def add_storage(self, name: str, bus: str, kw_rated: float, kwh_rated: float,
+                    soc: float = 0.5, *, _record: bool = True) -> str:
+        """A battery at ``bus``; dispatch it with ``set_storage_kw`` (discharge > 0).
+
+        The state of charge is tracked by the grid layer per grid step of ``hours``.
+        """
+        b = self._check_bus(bus)
+        kw_rated = _check_finite(f"storage {name} kW rating", kw_rated, nonnegative=True)
+        kwh_rated = _check_finite(f"storage {name} kWh rating", kwh_rated, nonnegative=True)
+        if not 0.0 <= soc <= 1.0:
+            raise ValueError(f"storage {name}: soc must be in [0, 1], got {soc}")
+        el = self.add_generator(f"storage_{name}", b, 0.0, kva=kw_rated * 1.2, _record=False)
+        if _record:
+            self._added.append(("add_storage", (name, bus), dict(kw_rated=kw_rated,
+                                                                 kwh_rated=kwh_rated, soc=soc)))
+        if not hasattr(self, "storage"):
+            self.storage = {}
+        self.storage[name] = {"element": el, "kw_rated": kw_rated, "kwh_rated": kwh_rated,
+                              "soc0": soc, "soc": soc}
+        return el
+
+    def set_storage_kw(self, name: str, kw: float, hours: float = 1.0) -> None:
+        """Discharge (> 0) or charge (< 0) a battery for one grid step of ``hours``."""
+        st = getattr(self, "storage", {}).get(name)
+        if st is None:
+            raise ValueError(f"unknown storage {name!r}; valid: "
+                             f"{', '.join(getattr(self, 'storage', {})) or 'none'}")
+        kw = _check_finite(f"storage {name}", kw)
+        if abs(kw) > st["kw_rated"] + 1e-9:
+            raise ValueError(f"storage {name}: |{kw}| kW exceeds its rating {st['kw_rated']}")
+        soc = st["soc"] - kw * hours / st["kwh_rated"] if st["kwh_rated"] else st["soc"]
+        if soc < -1e-9 or soc > 1 + 1e-9:
+            raise ValueError(f"storage {name}: {kw} kW for {hours} h takes the state of charge "
+                             f"to {soc:.3f}, outside [0, 1]")
+        st["soc"] = min(max(soc, 0.0), 1.0)
+        self._gen_kw[self._gen_idx[st["element"]]] = kw
+
+    def set_generator_kw(self, generator: str, kw: float) -> None:
+        name = str(generator).lower()
+        if name.startswith("generator."):
+            name = name[10:]
+        if name not in self._gen_idx and f"ogg_{name}" in self._gen_idx:
+            name = f"ogg_{name}"
+        if name not in self._gen_idx:
+            raise ValueError(f"unknown generator {generator!r}; valid: "
+                             f"{', '.join(self.generator_names) or 'none'}")
+        self._gen_kw[self._gen_idx[name]] = _check_finite(f"generator {name}", kw,
+                                                          nonnegative=True)
+
+    def set_generators_kw(self, kw: np.ndarray) -> None:
+        """Set every generator at once, in ``generator_names`` order."""
+        kw = np.asarray(kw, dtype=float)
+        if kw.shape != self._gen_kw.shape:
+            raise ValueError(f"expected {self._gen_kw.shape[0]} generator values, got {kw.shape}")
+        bad = ~np.isfinite(kw)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"generator {self.generator_names[i]}: kW must be finite")
+        self._gen_kw[:] = kw
+
+    def scale_line_ratings(self, factor: float, lines: list[str] | None = None) -> None:
+        """Multiply the normal ampacity of some (default: all) lines by ``factor``."""
+        factor = _check_finite("line rating factor", factor, nonnegative=True)
+        names = self.base_normamps if lines is None else [self._line_name(n) for n in lines]
+        for name in names:
+            self._set_normamps(name, self.base_normamps[name] * factor)
+
+    def _line_name(self, line: str) -> str:
+        n = str(line).lower()
+        n = n if n.startswith("line.") else f"line.{n}"
+        if n not in self.base_normamps:
+            raise ValueError(f"unknown line {line!r}; valid: {', '.join(self.base_normamps)}")
+        return n
+
+    def _set_normamps(self, name: str, amps: float) -> None:
+        self.dss.Lines.Name(name[5:])
+        self.dss.Lines.NormAmps(amps)
+        self._normamps[name] = amps
+
+    def _bus_phases_kv(self, bus: str) -> tuple[int, float]:
+        self.dss.Circuit.SetActiveBus(bus)
+        nph = len(self.dss.Bus.Nodes())
+        kv_ln = self.dss.Bus.kVBase()
+        kv = kv_ln * math.sqrt(3.0) if nph > 1 else kv_ln
+        return nph, kv
+
+    def _reindex_preserving_dispatch(self) -> None:
+        load_kw, load_kvar = self._load_kw.copy(), self._load_kvar.copy()
+        gen = dict(zip(self.generator_names, self._gen_kw))
+        self._index()
+        self._load_kw, self._load_kvar = load_kw, load_kvar
+        for name, kw in gen.items():
+            self._gen_kw[self._gen_idx[name]] = kw
+
+    # ------------------------------------------------------------------ reset and solve
+    def reset(self) -> None:
+        """Back to the base case (base loads, generators off, base ratings and taps).
+
+        Elements added with ``add_generator``/``add_storage`` stay; nothing is recompiled.
+        """
+        self._load_kw[:] = self.base_load_kw
+        self._load_kvar[:] = self.base_load_kvar
+        self._gen_kw[:] = self.base_gen_kw
+        for name, amps in self.base_normamps.items():
+            if self._normamps[name] != amps:
+                self._set_normamps(name, amps)
+        for st in getattr(self, "storage", {}).values():
+            st["soc"] = st["soc0"]
+        dss = self.dss
+        for key, tap in self._base_taps.items():
+            xf, wdg = key.split("|")
+            dss.Transformers.Name(xf)
+            dss.Transformers.Wdg(int(wdg))
+            dss.Transformers.Tap(tap)
+
+    def _write_dispatch(self) -> None:
+        loads = self.dss.Loads
+        for i in range(len(self.load_names)):
+            loads.Idx(i + 1)
+            loads.kW(self._load_kw[i])
+            loads.kvar(self._load_kvar[i])
+        gens = self.dss.Generators
+        for i in range(len(self.generator_names)):
+            gens.Idx(i + 1)
+            gens.kW(self._gen_kw[i])
+
+    def _solve_raw(self) -> tuple[bool, str]:
+        try:
+            self.dss.Solution.Solve()
+        except Exception as exc:
+            return False, str(exc)
+        if not self.dss.Solution.Converged():
+            return False, f"no convergence in {self.dss.Solution.Iterations()} iterations"
+        return True, ""
+
+    def solve(self) -> PowerFlowResult:
+        """Apply the current dispatch and run one power flow."""
+        self._write_dispatch()
+        converged, message = self._solve_raw()
+        if not converged:
+            return self._failed_result(message)
+        return self._read_result()
+
+    def _failed_result(self, message: str) -> PowerFlowResult:
+        nan = float("nan")
+        res = PowerFlowResult(
+            converged=False,
+            iterations=int(self.dss.Solution.Iterations()),
+            voltages_pu=dict.fromkeys(self.nodes, nan),
+            voltages_ll_pu=dict.fromkeys(self._ll_names, nan),
+            line_flows_kw=dict.fromkeys(self.branch_names, nan),
+            line_loading_pct=dict.fromkeys(self.branch_names, nan),
+            losses_kw=nan, losses_kvar=nan, substation_kw=nan, substation_kvar=nan,
+            message=message,
+        )
+        res._delta = self.delta
+        return res
+
+    def read_arrays(self) -> dict[str, np.ndarray]:
+        """The raw bulk reads of the last solve, as arrays (nodes, LL pairs, branches)."""
+        dss = self.dss
+        vmag = np.asarray(dss.Circuit.AllBusMagPu())
+        volts = np.asarray(dss.Circuit.AllBusVolts())
+        v = volts[0::2] + 1j * volts[1::2]
+        if len(self._ll_pairs):
+            vll = np.abs(v[self._ll_pairs[:, 0]] - v[self._ll_pairs[:, 1]]) / self._ll_base
+        else:
+            vll = np.zeros(0)
+        powers = np.asarray(dss.PDElements.AllPowers())[0::2]  # kW per conductor and terminal
+        flows = np.add.reduceat(powers[self._flow_gather], self._flow_segments) \
+            if len(self._flow_segments) else np.zeros(0)
+        pct = np.asarray(dss.PDElements.AllPctNorm(False))[self._branch_rows]
+        return {"v_pu": vmag, "v_ll_pu": vll, "flow_kw": flows, "loading_pct": pct}
+
+    def _read_result(self) -> PowerFlowResult:
+        dss = self.dss
+        arr = self.read_arrays()
+        losses = dss.Circuit.Losses()
+        total = dss.Circuit.TotalPower()
+        res = PowerFlowResult(
+            converged=True,
+            iterations=int(dss.Solution.Iterations()),
+            voltages_pu=dict(zip(self.nodes, arr["v_pu"].tolist())),
+            voltages_ll_pu=dict(zip(self._ll_names, arr["v_ll_pu"].tolist())),
+            line_flows_kw=dict(zip(self.branch_names, arr["flow_kw"].tolist())),
+            line_loading_pct=dict(zip(self.branch_names, arr["loading_pct"].tolist())),
+            losses_kw=losses[0] / 1000.0,
+            losses_kvar=losses[1] / 1000.0,
+            substation_kw=-total[0],
+            substation_kvar=-total[1],
+        )
+        res._delta = self.delta
+        low, high = self.voltage_band
+        judged = res.voltages_ll_pu if self.delta else res.voltages_pu
+        res.voltage_violations = {
+            k: v for k, v in judged.items()
+            if (v < low or v > high) and k.split(".")[0] not in self.source_buses
+        }
+        res.thermal_overloads = {
+            k: p for k, p in res.line_loading_pct.items() if p > 100.0 and k.startswith("line.")
+        }
+        return res
+
+    # ------------------------------------------------------------------ drawing
+    def draw(self, values: dict[str, float] | None = None, **kwargs):
+        """Draw the feeder with a colour per bus; see ``ogg_envs.grid.plotting.draw_feeder``."""
+        from .plotting import draw_feeder
+
+        return draw_feeder(self, values, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"OpenDSSGrid({self.name!r}: {len(self.buses)} buses, {len(self.load_names)} "
+                f"loads, {len(self.generator_names)} generators, {len(self.branch_names)} "
+                "branches)")

@@ -1,0 +1,522 @@
+"""Welfare-maximising clearing of affine supply and demand curves on a radial feeder.
+
+This is the market of the paper's first use case (El Helou et al., 2022, eqs. 1-8). It is a
+plain object: bids in, prices and quantities out; it knows nothing of PettingZoo.
+
+What a bid means
+----------------
+Every participant bids a quadruple ``(p_max, p_min, q_max, q_min)``: prices in ¢/kWh,
+quantities in kW held over the market interval (one hour: kW = kWh).
+
+* **Supply** offers any quantity ``q`` in ``[q_min, q_max]`` along the non-decreasing line
+  from ``(q_min, p_min)`` to ``(q_max, p_max)`` (eqs. 2-3): its marginal price at ``q`` is
+  ``p_min + (p_max - p_min) (q - q_min) / (q_max - q_min)``. ``q_min > 0`` is a must-run
+  minimum. ``p_max == p_min`` is a flat (price-taking) offer.
+* **Demand** bids for any ``q`` in ``[q_min, q_max]`` along the non-increasing line from
+  ``(q_min, p_max)`` to ``(q_max, p_min)`` (eqs. 4-5). ``q_min`` is its firm part.
+  An **inelastic** bid is ``q_min == q_max``: that quantity at any price up to the cap.
+
+A bid is *valid* when all four numbers are finite, ``price_floor <= p_min <= p_max <=
+price_cap`` and ``0 <= q_min <= q_max``. ``Bid.check`` raises ``InvalidBidError`` (a
+``ValueError`` naming the participant) for an invalid bid; ``Bid.repair`` returns the nearest
+valid bid (prices swapped if reversed and clipped into the band, quantities sorted and clipped
+at 0) with the list of fixes, which is what the environments do with non-NaN invalid actions.
+NaN or infinite numbers are never repaired.
+
+The clearing problem (eqs. 1, 6-7)
+---------------------------------
+maximise   sum_d U_d(q_d) - sum_s C_s(q_s) - price_cap * sum_b shed_b - price_floor * sum_b spill_b
+subject to gen_b - dem_b + shed_b - spill_b = p_b          (nodal balance, dual = nodal price)
+           sum_b p_b = 0                                     (lossless: the feeder is balanced)
+           -f_max <= H p <= f_max                            (radial line-flow limits, eq. 1)
+           q_min <= q <= q_max
+
+``U_d`` and ``C_s`` are the integrals of the bid curves (extended flat to the left of
+``q_min``). ``shed_b`` is firm demand that cannot be served: it is priced at ``price_cap``, so a
+bus that sheds load has the cap as its price and nothing ever raises from the solver.
+``spill_b`` is must-run supply that cannot be absorbed, valued at ``price_floor``.
+
+Prices, payments and the congestion rent (eq. 8)
+------------------------------------------------
+The nodal price ``lambda_b`` is the dual of bus b's balance: the cost of serving one more kW
+there. Each participant is settled at its own bus's price. Without congestion every price is
+the same and payments balance revenues exactly (eq. 8 as a budget-balance identity). With
+congestion, consumers pay more than producers receive; the difference is the congestion rent
+``sum_b lambda_b (dem_b - shed_b - gen_b + spill_b) = sum_e mu_e * |f_e|``, which accrues to the
+network operator. We read eq. 8 that way: payments = revenues + congestion rent.
+
+Solving
+-------
+The problem is stated twice. ``CurveMarket`` builds it once as an OSQP problem whose sparsity
+never changes (the topology and the participants are fixed) and re-solves it per clearing with
+new bid data, warm-started and polished (the fast path). ``CurveMarket.cvxpy_problem`` states
+the same problem in CVXPY with Parameters (compiled once): it is the readable reference used by
+the tests and the fallback when OSQP fails.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import osqp
+import scipy.sparse as sp
+
+from ..grid.topology import Topology
+
+__all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketParticipant",
+           "MarketClearingError"]
+
+SUPPLY, DEMAND = "supply", "demand"
+_CVX_SIGN = -1.0
+
+
+class InvalidBidError(ValueError):
+    """A bid that the market cannot accept (names the participant)."""
+
+
+class MarketClearingError(RuntimeError):
+    """Both solvers failed on an instance (never seen on valid bids; reported, not hidden)."""
+
+
+@dataclass(frozen=True)
+class MarketParticipant:
+    name: str
+    bus: str
+    side: str  # "supply" or "demand"
+
+
+@dataclass(frozen=True)
+class Bid:
+    """An affine curve ``(p_max, p_min, q_max, q_min)``; see the module docstring."""
+
+    p_max: float
+    p_min: float
+    q_max: float
+    q_min: float
+
+    @classmethod
+    def from_array(cls, a) -> Bid:
+        a = np.asarray(a, dtype=float).reshape(-1)
+        if a.shape != (4,):
+            raise ValueError(f"a bid has 4 numbers (p_max, p_min, q_max, q_min), got {a.shape}")
+        return cls(float(a[0]), float(a[1]), float(a[2]), float(a[3]))
+
+    @classmethod
+    def inelastic(cls, quantity: float, price: float) -> Bid:
+        return cls(price, price, quantity, quantity)
+
+    @classmethod
+    def flat(cls, price: float, q_max: float, q_min: float = 0.0) -> Bid:
+        return cls(price, price, q_max, q_min)
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.p_max, self.p_min, self.q_max, self.q_min])
+
+    def check(self, who: str, price_cap: float, price_floor: float = 0.0,
+              q_limit: float = math.inf) -> Bid:
+        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.as_array()):
+            if not math.isfinite(v):
+                raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
+        if not price_floor <= self.p_min <= self.p_max <= price_cap:
+            raise InvalidBidError(
+                f"{who}: bid prices need {price_floor} <= p_min <= p_max <= {price_cap}, got "
+                f"p_min={self.p_min}, p_max={self.p_max}")
+        if not 0.0 <= self.q_min <= self.q_max <= q_limit + 1e-9:
+            raise InvalidBidError(
+                f"{who}: bid quantities need 0 <= q_min <= q_max <= {q_limit}, got "
+                f"q_min={self.q_min}, q_max={self.q_max}")
+        return self
+
+    def repair(self, who: str, price_cap: float, price_floor: float = 0.0,
+               q_limit: float = math.inf) -> tuple[Bid, list[str]]:
+        """The nearest valid bid and what was changed. NaN/inf still raise."""
+        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.as_array()):
+            if not math.isfinite(v):
+                raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
+        fixes = []
+        p_hi, p_lo = self.p_max, self.p_min
+        if p_hi < p_lo:
+            p_hi, p_lo = p_lo, p_hi
+            fixes.append("p_max < p_min: swapped")
+        q_hi, q_lo = self.q_max, self.q_min
+        if q_hi < q_lo:
+            q_hi, q_lo = q_lo, q_hi
+            fixes.append("q_max < q_min: swapped")
+        clipped = (min(max(p_hi, price_floor), price_cap), min(max(p_lo, price_floor), price_cap),
+                   min(max(q_hi, 0.0), q_limit), min(max(q_lo, 0.0), q_limit))
+        if clipped != (p_hi, p_lo, q_hi, q_lo):
+            fixes.append("clipped into the price band / quantity limit")
+        return Bid(*clipped), fixes
+
+    # Curve evaluations (used for surplus accounting and plots).
+    def slope(self) -> float:
+        dq = self.q_max - self.q_min
+        return (self.p_max - self.p_min) / dq if dq > 0 else 0.0
+
+    def supply_price(self, q):
+        return self.p_min + self.slope() * (np.asarray(q) - self.q_min)
+
+    def demand_price(self, q):
+        return self.p_max - self.slope() * (np.asarray(q) - self.q_min)
+
+    def supply_cost(self, q: float) -> float:
+        """Integral of the supply curve from 0 (flat at p_min left of q_min)."""
+        x = q - self.q_min
+        if x <= 0:
+            return self.p_min * q
+        return self.p_min * q + 0.5 * self.slope() * x * x
+
+    def demand_value(self, q: float) -> float:
+        """Integral of the demand curve from 0 (flat at p_max left of q_min)."""
+        x = q - self.q_min
+        if x <= 0:
+            return self.p_max * q
+        return self.p_max * q - 0.5 * self.slope() * x * x
+
+
+@dataclass
+class ClearingResult:
+    """Outcome of one clearing. Prices ¢/kWh, quantities kW, money ¢ per hour."""
+
+    prices: dict[str, float]  # bus -> nodal price
+    quantities: dict[str, float]  # participant -> cleared kW (demand: served kW)
+    flows_kw: dict[str, float]  # branch -> kW (positive away from the source)
+    congested: list[str]  # branches at their limit
+    welfare: float
+    consumer_surplus: float
+    producer_surplus: float
+    congestion_rent: float
+    consumer_payments: float
+    producer_revenue: float
+    shed_kw: dict[str, float] = field(default_factory=dict)  # bus -> firm demand not served
+    spilled_kw: dict[str, float] = field(default_factory=dict)  # bus -> must-run not absorbed
+    solver: str = "osqp"
+    participant_prices: np.ndarray | None = None  # price at each participant's bus, in order
+    participant_quantities: np.ndarray | None = None
+
+    def average_consumer_price(self) -> float:
+        return self.consumer_payments / max(self.total_demand_kw, 1e-12)
+
+    @property
+    def total_demand_kw(self) -> float:
+        return float(sum(q for n, q in self.quantities.items() if n in self._demand_names))
+
+    _demand_names: frozenset = frozenset()
+
+
+class CurveMarket:
+    """The congestion-constrained curve market on a radial ``Topology``.
+
+    Args:
+        topology: the radial grid model (``grid.topology``, or hand-made); its branch limits are
+            the line-flow limits (``set_limits`` changes them).
+        participants: ``MarketParticipant`` list (name, bus, side); fixed for the market's life.
+        price_cap: ¢/kWh; the highest valid bid price and the price of shed load.
+        price_floor: ¢/kWh; the lowest valid bid price and the value of spilled must-run supply.
+        congestion_tol: relative slack under which a branch counts as congested.
+    """
+
+    def __init__(self, topology: Topology, participants: list[MarketParticipant], *,
+                 price_cap: float = 100.0, price_floor: float = 0.0,
+                 congestion_tol: float = 1e-5):
+        if not participants:
+            raise ValueError("a market needs participants")
+        if not price_floor < price_cap:
+            raise ValueError("price_floor must be below price_cap")
+        names = [p.name for p in participants]
+        if len(set(names)) != len(names):
+            raise ValueError("participant names must be unique")
+        for p in participants:
+            if p.side not in (SUPPLY, DEMAND):
+                raise ValueError(f"{p.name}: side must be 'supply' or 'demand', got {p.side!r}")
+            if p.bus not in topology.bus_index:
+                raise ValueError(f"{p.name}: unknown bus {p.bus!r}; buses: "
+                                 f"{', '.join(topology.buses)}")
+        self.topology = topology
+        self.participants = list(participants)
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self.price_cap = float(price_cap)
+        self.price_floor = float(price_floor)
+        self.congestion_tol = congestion_tol
+        self.is_supply = np.array([p.side == SUPPLY for p in participants])
+        self._bus_of = np.array([topology.bus_index[p.bus] for p in participants])
+        self._demand_names = frozenset(n for n, s in zip(names, self.is_supply) if not s)
+        self._limits = topology.limits_kw.astype(float).copy()
+        self._setup()
+        self._cvx = None
+
+    # ------------------------------------------------------------------ problem structure
+    def _setup(self) -> None:
+        n, B, E = len(self.participants), len(self.topology.buses), len(self.topology.branches)
+        self._shed_buses = sorted({b for b, s in zip(self._bus_of, self.is_supply) if not s})
+        self._spill_buses = sorted({b for b, s in zip(self._bus_of, self.is_supply) if s})
+        ns, nsp = len(self._shed_buses), len(self._spill_buses)
+        self._sl = {  # variable slices
+            "q": slice(0, n), "shed": slice(n, n + ns), "spill": slice(n + ns, n + ns + nsp),
+            "p": slice(n + ns + nsp, n + ns + nsp + B),
+        }
+        nx_ = n + ns + nsp + B
+        # Balance rows: gen - dem + shed - spill - p = 0.
+        sign = np.where(self.is_supply, 1.0, -1.0)
+        A_bal = sp.lil_matrix((B, nx_))
+        for i, (b, s) in enumerate(zip(self._bus_of, sign)):
+            A_bal[b, i] = s
+        for k, b in enumerate(self._shed_buses):
+            A_bal[b, n + k] = 1.0
+        for k, b in enumerate(self._spill_buses):
+            A_bal[b, n + ns + k] = -1.0
+        for b in range(B):
+            A_bal[b, n + ns + nsp + b] = -1.0
+        A_sum = sp.lil_matrix((1, nx_))
+        A_sum[0, self._sl["p"]] = 1.0
+        A_flow = sp.hstack([sp.csr_matrix((E, n + ns + nsp)), sp.csr_matrix(self.topology.H)])
+        A_box = sp.eye(n + ns + nsp, nx_)
+        self._A = sp.vstack([A_bal, A_sum, A_flow, A_box]).tocsc()
+        self._rows = {"bal": slice(0, B), "sum": slice(B, B + 1),
+                      "flow": slice(B + 1, B + 1 + E), "box": slice(B + 1 + E, B + 1 + E + nx_)}
+        self._nx = nx_
+        diag = np.zeros(nx_)
+        diag[:n] = 1.0  # placeholder; real slopes set per clearing (pattern stays)
+        self._P = sp.csc_matrix((diag[:n], (np.arange(n), np.arange(n))), shape=(nx_, nx_))
+        self._q = np.zeros(nx_)
+        self._q[self._sl["shed"]] = self.price_cap
+        self._q[self._sl["spill"]] = self.price_floor
+        self._l = np.zeros(self._A.shape[0])
+        self._u = np.zeros(self._A.shape[0])
+        self._set_flow_bounds()
+        self._solver = osqp.OSQP()
+        self._solver.setup(self._P, self._q, self._A, self._l, self._u, verbose=False,
+                           eps_abs=1e-8, eps_rel=1e-8, polishing=True, warm_starting=True,
+                           max_iter=20000, polish_refine_iter=5, adaptive_rho=True)
+
+    def _set_flow_bounds(self) -> None:
+        lim = np.where(np.isfinite(self._limits), self._limits, 1e20)
+        self._l[self._rows["flow"]] = -lim
+        self._u[self._rows["flow"]] = lim
+
+    def set_limits(self, limits_kw: np.ndarray | dict[str, float]) -> None:
+        """New branch limits (kW, branch order of the topology, or name -> kW)."""
+        if isinstance(limits_kw, dict):
+            for name, lim in limits_kw.items():
+                if name not in self.topology.branch_index:
+                    raise ValueError(f"unknown branch {name!r}")
+                self._limits[self.topology.branch_index[name]] = float(lim)
+        else:
+            lim = np.asarray(limits_kw, dtype=float)
+            if lim.shape != self._limits.shape:
+                raise ValueError(f"expected {self._limits.shape[0]} limits, got {lim.shape}")
+            self._limits[:] = lim
+        if np.any(self._limits < 0) or np.any(np.isnan(self._limits)):
+            raise ValueError("branch limits must be >= 0 (inf for none)")
+        self._set_flow_bounds()
+        if self._cvx is not None:
+            self._cvx["limits"].value = np.where(np.isfinite(self._limits), self._limits, 1e9)
+
+    @property
+    def limits_kw(self) -> np.ndarray:
+        return self._limits.copy()
+
+    # ------------------------------------------------------------------ clearing
+    def bids_to_array(self, bids) -> np.ndarray:
+        """Bids as an (n, 4) array in participant order (from an array, list or dict)."""
+        if isinstance(bids, dict):
+            unknown = set(bids) - set(self.index)
+            if unknown:
+                raise ValueError(f"bids for unknown participants {sorted(unknown)}; "
+                                 f"participants: {self.names}")
+            missing = [n for n in self.names if n not in bids]
+            if missing:
+                raise ValueError(f"no bid from {missing}")
+            rows = [bids[n] for n in self.names]
+        else:
+            rows = list(bids)
+        arr = np.array([r.as_array() if isinstance(r, Bid) else np.asarray(r, dtype=float)
+                        for r in rows], dtype=float)
+        if arr.shape != (len(self.names), 4):
+            raise ValueError(f"expected {len(self.names)} bids of 4 numbers, got {arr.shape}")
+        return arr
+
+    def validate(self, arr: np.ndarray) -> None:
+        p_max, p_min, q_max, q_min = arr.T
+        ok = (np.isfinite(arr).all(axis=1) & (self.price_floor <= p_min) & (p_min <= p_max)
+              & (p_max <= self.price_cap) & (0 <= q_min) & (q_min <= q_max))
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            Bid.from_array(arr[i]).check(self.names[i], self.price_cap, self.price_floor)
+
+    def clear(self, bids) -> ClearingResult:
+        """Clear the market for ``bids`` (dict name -> Bid/array, or a list/array in order)."""
+        arr = self.bids_to_array(bids)
+        self.validate(arr)
+        x, y, solver = self._solve(arr)
+        return self._result(arr, x, y, solver)
+
+    def _curve_coefficients(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-welfare per participant as 0.5*slope*q^2 + lin*q (+ const), from the bids."""
+        p_max, p_min, q_max, q_min = arr.T
+        dq = q_max - q_min
+        slope = np.divide(p_max - p_min, dq, out=np.zeros(len(dq)), where=dq > 1e-12)
+        lin = np.where(self.is_supply, p_min - slope * q_min, -(p_max + slope * q_min))
+        return slope, lin
+
+    def _solve(self, arr: np.ndarray):
+        n = len(self.names)
+        p_max, p_min, q_max, q_min = arr.T
+        slope, lin = self._curve_coefficients(arr)
+        self._q[:n] = lin
+        box = self._rows["box"]
+        lo, hi = self._l[box], self._u[box]  # views into the bound vectors
+        lo[:n], hi[:n] = q_min, q_max
+        ns = len(self._shed_buses)
+        firm_dem = np.bincount(self._bus_of[~self.is_supply], q_min[~self.is_supply],
+                               minlength=len(self.topology.buses))
+        firm_sup = np.bincount(self._bus_of[self.is_supply], q_min[self.is_supply],
+                               minlength=len(self.topology.buses))
+        lo[n:n + ns], hi[n:n + ns] = 0.0, firm_dem[self._shed_buses]
+        lo[n + ns:], hi[n + ns:] = 0.0, firm_sup[self._spill_buses]
+        self._solver.update(q=self._q, l=self._l, u=self._u, Px=slope)
+        res = self._solver.solve()
+        status = res.info.status_val
+        if status in (1, 2):  # solved / solved inaccurately -> accept only if polished
+            if status == 1 and res.info.status_polish == 1:
+                return res.x, -res.y[self._rows["bal"]], "osqp"
+        return self._solve_cvxpy(arr)
+
+    # ------------------------------------------------------------------ the CVXPY statement
+    def cvxpy_problem(self):
+        """The same problem in CVXPY with Parameters (built once, then re-used)."""
+        if self._cvx is not None:
+            return self._cvx
+        import cvxpy as cp
+
+        n, B = len(self.names), len(self.topology.buses)
+        q = cp.Variable(n, name="q")
+        shed = cp.Variable(B, nonneg=True, name="shed")
+        spill = cp.Variable(B, nonneg=True, name="spill")
+        # Curve integrals as 0.5*slope*q^2 + lin*q (+ a constant); the same data as the OSQP path.
+        slope = cp.Parameter(n, nonneg=True, name="slope")
+        lin = cp.Parameter(n, name="lin")
+        q_lo = cp.Parameter(n, nonneg=True, name="q_min")
+        q_hi = cp.Parameter(n, nonneg=True, name="q_max")
+        shed_max = cp.Parameter(B, nonneg=True, name="shed_max")
+        spill_max = cp.Parameter(B, nonneg=True, name="spill_max")
+        limits = cp.Parameter(len(self.topology.branches), nonneg=True, name="limits")
+        sup = np.flatnonzero(self.is_supply)
+        dem = np.flatnonzero(~self.is_supply)
+        Ms = np.zeros((B, n))
+        Ms[self._bus_of[sup], sup] = 1.0
+        Md = np.zeros((B, n))
+        Md[self._bus_of[dem], dem] = 1.0
+        # -welfare = supply cost - demand value (+ shed at the cap, spill at the floor)
+        neg_welfare = (0.5 * cp.sum(cp.multiply(slope, cp.square(q))) + lin @ q
+                       + self.price_cap * cp.sum(shed) + self.price_floor * cp.sum(spill))
+        inj = Ms @ q - Md @ q + shed - spill
+        balance = [cp.sum(inj) == 0]
+        flow = self.topology.H @ inj
+        cons = balance + [flow <= limits, -flow <= limits, q >= q_lo, q <= q_hi,
+                          shed <= shed_max, spill <= spill_max]
+        prob = cp.Problem(cp.Minimize(neg_welfare), cons)
+        self._cvx = dict(prob=prob, q=q, shed=shed, spill=spill, slope=slope, lin=lin,
+                         q_min=q_lo, q_max=q_hi, shed_max=shed_max,
+                         spill_max=spill_max, limits=limits, flow=flow, balance=balance[0],
+                         upper=cons[1], lower=cons[2])
+        limits.value = np.where(np.isfinite(self._limits), self._limits, 1e9)
+        return self._cvx
+
+    def clear_cvxpy(self, bids, solver: str = "CLARABEL") -> ClearingResult:
+        """Clear with the CVXPY statement (reference path; slower than ``clear``)."""
+        arr = self.bids_to_array(bids)
+        self.validate(arr)
+        x, prices, name = self._solve_cvxpy(arr, solver)
+        return self._result(arr, x, prices, name)
+
+    def _solve_cvxpy(self, arr: np.ndarray, solver: str = "CLARABEL"):
+        import cvxpy as cp
+
+        c = self.cvxpy_problem()
+        n, B = len(self.names), len(self.topology.buses)
+        p_max, p_min, q_max, q_min = arr.T
+        slope, lin = self._curve_coefficients(arr)
+        c["slope"].value, c["lin"].value = slope, lin
+        c["q_min"].value, c["q_max"].value = q_min, q_max
+        c["shed_max"].value = np.bincount(self._bus_of[~self.is_supply], q_min[~self.is_supply],
+                                          minlength=B)
+        c["spill_max"].value = np.bincount(self._bus_of[self.is_supply], q_min[self.is_supply],
+                                           minlength=B)
+        try:
+            c["prob"].solve(solver=solver)
+        except cp.error.SolverError as exc:
+            raise MarketClearingError(f"OSQP and {solver} both failed: {exc}") from None
+        if c["prob"].status not in ("optimal", "optimal_inaccurate"):
+            raise MarketClearingError(f"OSQP and {solver} both failed: status "
+                                      f"{c['prob'].status}")
+        # Nodal price (envelope theorem): lambda_b = -nu - H[:, b] . (mu_up - mu_down).
+        nu = float(c["balance"].dual_value)
+        mu = np.asarray(c["upper"].dual_value) - np.asarray(c["lower"].dual_value)
+        prices = _CVX_SIGN * (nu + self.topology.H.T @ mu)
+        x = np.zeros(self._nx)
+        x[:n] = c["q"].value
+        shed = np.asarray(c["shed"].value)
+        spill = np.asarray(c["spill"].value)
+        x[self._sl["shed"]] = shed[self._shed_buses]
+        x[self._sl["spill"]] = spill[self._spill_buses]
+        gen_dem = np.bincount(self._bus_of, np.where(self.is_supply, 1, -1) * x[:n], minlength=B)
+        x[self._sl["p"]] = gen_dem + shed - spill
+        return x, prices, f"cvxpy-{solver.lower()}"
+
+    # ------------------------------------------------------------------ accounting
+    def _result(self, arr: np.ndarray, x: np.ndarray, prices_bus: np.ndarray,
+                solver: str) -> ClearingResult:
+        n = len(self.names)
+        topo = self.topology
+        q = np.maximum(x[:n], 0.0)
+        shed = np.zeros(len(topo.buses))
+        shed[self._shed_buses] = np.maximum(x[self._sl["shed"]], 0.0)
+        spill = np.zeros(len(topo.buses))
+        spill[self._spill_buses] = np.maximum(x[self._sl["spill"]], 0.0)
+        served = q.copy()
+        # Shed and spilled energy is taken pro rata from the firm parts at the bus.
+        for b in np.flatnonzero(shed > 1e-9):
+            idx = np.flatnonzero((self._bus_of == b) & ~self.is_supply)
+            firm = arr[idx, 3]
+            served[idx] -= shed[b] * firm / firm.sum()
+        for b in np.flatnonzero(spill > 1e-9):
+            idx = np.flatnonzero((self._bus_of == b) & self.is_supply)
+            firm = arr[idx, 3]
+            served[idx] -= spill[b] * firm / firm.sum()
+        served = np.maximum(served, 0.0)
+        price_p = prices_bus[self._bus_of]
+        inj = x[self._sl["p"]]
+        flows = topo.H @ inj
+        lim = self._limits
+        congested = [br.name for br, f, L in zip(topo.branches, flows, lim)
+                     if np.isfinite(L) and abs(f) >= L * (1 - self.congestion_tol) - 1e-6]
+        bids = [Bid(*row) for row in arr]
+        pay = float(np.sum(price_p[~self.is_supply] * served[~self.is_supply]))
+        rev = float(np.sum(price_p[self.is_supply] * served[self.is_supply]))
+        cs = sum(bids[i].demand_value(served[i]) - price_p[i] * served[i]
+                 for i in range(n) if not self.is_supply[i])
+        ps = sum(price_p[i] * served[i] - bids[i].supply_cost(q[i])
+                 for i in range(n) if self.is_supply[i])
+        result = ClearingResult(
+            prices=dict(zip(topo.buses, prices_bus.tolist())),
+            quantities=dict(zip(self.names, served.tolist())),
+            flows_kw=dict(zip((br.name for br in topo.branches), flows.tolist())),
+            congested=congested,
+            welfare=float(cs + ps + (pay - rev)),
+            consumer_surplus=float(cs),
+            producer_surplus=float(ps),
+            congestion_rent=pay - rev,
+            consumer_payments=pay,
+            producer_revenue=rev,
+            shed_kw={topo.buses[b]: float(shed[b]) for b in np.flatnonzero(shed > 1e-6)},
+            spilled_kw={topo.buses[b]: float(spill[b]) for b in np.flatnonzero(spill > 1e-6)},
+            solver=solver,
+            participant_prices=price_p,
+            participant_quantities=served,
+        )
+        result._demand_names = self._demand_names
+        return result

@@ -115,7 +115,8 @@ class Topology:
         return self.H @ injections_kw
 
     def __repr__(self) -> str:
-        return f"Topology(root={self.root!r}, {len(self.buses)} buses, {len(self.branches)} branches)"
+        return (f"Topology(root={self.root!r}, {len(self.buses)} buses, "
+                f"{len(self.branches)} branches)")
 
 
 def _element_limit_kw(grid, name: str, parent_bus: str) -> float:

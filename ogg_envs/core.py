@@ -157,6 +157,8 @@ class MarketEnv(ParallelEnv):
                 infos[a]["grid_step"] = True
             self.round = 0
             self.t += 1
+            if self.t < self.horizon:
+                self._next_grid_step()
         end = self.t >= self.horizon or self.cycles >= self.max_cycles
         observations = {a: self._observe(a) for a in self.agents}
         terminations = dict.fromkeys(self.agents, False)
@@ -189,6 +191,9 @@ class MarketEnv(ParallelEnv):
 
     def _grid_step(self) -> dict[str, dict]:
         raise NotImplementedError
+
+    def _next_grid_step(self) -> None:
+        """Called after a grid step when the episode goes on (``self.t`` is the new hour)."""
 
     def _observe(self, agent: str) -> np.ndarray:
         raise NotImplementedError

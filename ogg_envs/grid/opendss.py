@@ -418,8 +418,9 @@ class OpenDSSGrid:
             raise ValueError(f"generator {name!r} already exists")
         nph, kv = self._bus_phases_kv(b)
         kva = kva if kva is not None else max(kw, 1.0) * 1.2
+        nodes = ".".join(map(str, self.dss.Bus.Nodes()))  # e.g. 810.2: not node 1 by default
         self.dss.Text.Command(
-            f"new generator.{el} bus1={b} phases={nph} kv={kv:.6g} kw={kw:.6g} pf={pf:.6g} "
+            f"new generator.{el} bus1={b}.{nodes} phases={nph} kv={kv:.6g} kw={kw:.6g} pf={pf:.6g} "
             f"kva={kva:.6g} model=1 vminpu=0.7 vmaxpu=1.3"
         )
         if _record:

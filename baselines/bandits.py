@@ -1,0 +1,234 @@
+"""Bandit bidders for the peer-to-peer market (p2p-v0): UCB, ε-greedy and a fixed-price rule.
+
+Each class is a plain multi-armed bandit over ``n_arms`` price arms (``select`` an arm,
+``update`` it with the reward) and can be used on its own::
+
+    from ogg_envs.baselines.bandits import UCB
+    ucb = UCB(n_arms=8, delta=0.05)
+    arm = ucb.select()
+    ucb.update(arm, reward)
+
+In p2p-v0 a prosumer is a producer in some grid steps and a consumer in others, and the two
+roles are different games. ``RolePolicy`` therefore keeps one bandit per role and is what the
+environment runs for participants that are not learning agents (and what
+``ogg_envs.reproduce.p2p`` attaches to every agent). Its interface is the environment's policy
+protocol: ``policy(participant, observation, rng) -> arm`` reads the role from
+``participant.private["role"]`` (``"producer"`` or ``"consumer"``), and
+``policy.update(participant, arm, reward)`` feeds back the reward of that negotiation step.
+
+Ties between arms with the same index are broken towards the lowest arm (the lowest price), so a
+bandit is deterministic unless it explores at random (ε-greedy), which uses the ``rng`` it is
+given (the environment passes its own seeded generator).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+__all__ = ["UCB", "EpsilonGreedy", "FixedPrice", "RolePolicy", "make_policy", "ROLES"]
+
+ROLES = ("producer", "consumer")
+
+
+def _check_arms(n_arms) -> int:
+    if isinstance(n_arms, bool) or not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
+        raise ValueError(f"n_arms must be a positive integer, got {n_arms!r}")
+    return int(n_arms)
+
+
+class _Bandit:
+    """Counts and empirical means shared by the bandits below."""
+
+    def __init__(self, n_arms: int):
+        self.n_arms = _check_arms(n_arms)
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = np.zeros(self.n_arms, dtype=np.int64)  # T_i(t-1)
+        self.sums = np.zeros(self.n_arms)
+        self.t = 0  # rounds played
+        self._next_untried = 0  # arms 0..n-1 are first played in order
+
+    @property
+    def means(self) -> np.ndarray:
+        """Empirical mean reward of every arm (NaN for an arm never played)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
+
+    def update(self, arm: int, reward: float) -> None:
+        arm = int(arm)
+        if not 0 <= arm < self.n_arms:
+            raise ValueError(f"arm {arm} out of range [0, {self.n_arms})")
+        reward = float(reward)
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward!r}")
+        self.counts[arm] += 1
+        self.sums[arm] += reward
+        self.t += 1
+
+    def _untried(self) -> int | None:
+        """The lowest arm never played, or None (every arm played at least once)."""
+        while self._next_untried < self.n_arms and self.counts[self._next_untried] > 0:
+            self._next_untried += 1
+        return self._next_untried if self._next_untried < self.n_arms else None
+
+
+class UCB(_Bandit):
+    """Upper confidence bound with confidence level δ (the paper's eq. 11).
+
+    At round t the bandit plays ``argmax_i UCB_i(t-1, δ)`` with::
+
+        UCB_i(t-1, δ) = +inf                                         if T_i(t-1) = 0
+                      = mu_i(t-1) + scale * sqrt(2 log(1/δ) / T_i(t-1))   otherwise
+
+    where ``T_i(t-1)`` is how often arm i was played in the first t-1 rounds and ``mu_i(t-1)``
+    the mean of its rewards. ``scale`` (default 1, the paper's form) is the sub-Gaussian scale
+    of the rewards; raise it for rewards much larger than 1. An arm never tried has an infinite
+    index, so every arm is played once (lowest first) before the bound is used.
+    """
+
+    def __init__(self, n_arms: int, delta: float = 0.05, scale: float = 1.0):
+        delta, scale = float(delta), float(scale)
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale}")
+        self.delta, self.scale = delta, scale
+        self._width = scale * math.sqrt(2.0 * math.log(1.0 / delta))
+        super().__init__(n_arms)
+
+    def index(self) -> np.ndarray:
+        """UCB_i(t-1, δ) of every arm (``inf`` for arms never played)."""
+        out = np.full(self.n_arms, np.inf)
+        tried = self.counts > 0
+        n = self.counts[tried]
+        out[tried] = self.sums[tried] / n + self._width / np.sqrt(n)
+        return out
+
+    def select(self, rng: np.random.Generator | None = None) -> int:
+        arm = self._untried()
+        if arm is not None:
+            return arm
+        return int(np.argmax(self.sums / self.counts + self._width / np.sqrt(self.counts)))
+
+
+class EpsilonGreedy(_Bandit):
+    """ε-greedy: with probability ``epsilon`` a uniformly random arm, else the best mean.
+
+    Arms never played count as best (each is played once, lowest first, before the rule
+    applies). Exploration draws from the ``rng`` given to ``select`` or, standalone, from the
+    bandit's own generator (``seed``).
+    """
+
+    def __init__(self, n_arms: int, epsilon: float = 0.1, seed: int | None = None):
+        epsilon = float(epsilon)
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        self.epsilon = epsilon
+        self._rng = np.random.default_rng(seed)
+        super().__init__(n_arms)
+
+    def select(self, rng: np.random.Generator | None = None) -> int:
+        rng = rng if rng is not None else self._rng
+        if self.epsilon > 0 and rng.random() < self.epsilon:
+            return int(rng.integers(self.n_arms))
+        arm = self._untried()
+        if arm is not None:
+            return arm
+        return int(np.argmax(self.sums / self.counts))
+
+
+class FixedPrice(_Bandit):
+    """The fixed-price rule: always bid the same arm (it still records its rewards)."""
+
+    def __init__(self, n_arms: int, arm: int):
+        n_arms = _check_arms(n_arms)
+        if isinstance(arm, bool) or not isinstance(arm, (int, np.integer)) \
+                or not 0 <= arm < n_arms:
+            raise ValueError(f"arm must be an integer in [0, {n_arms}), got {arm!r}")
+        self.arm = int(arm)
+        super().__init__(n_arms)
+
+    @classmethod
+    def at_price(cls, arms, price: float) -> FixedPrice:
+        """The arm whose price is closest to ``price`` (``arms``: the prices, ¢/kWh)."""
+        arms = np.asarray(arms, dtype=float)
+        return cls(len(arms), int(np.argmin(np.abs(arms - float(price)))))
+
+    def select(self, rng: np.random.Generator | None = None) -> int:
+        return self.arm
+
+
+class RolePolicy:
+    """One bandit per role: the environment's policy for a non-learning prosumer.
+
+    ``RolePolicy(producer=UCB(8), consumer=UCB(8))``; called as
+    ``policy(participant, observation, rng)`` it selects with the bandit of
+    ``participant.private["role"]``; ``update(participant, arm, reward)`` updates that bandit.
+    """
+
+    def __init__(self, producer: _Bandit, consumer: _Bandit):
+        if producer is consumer:
+            raise ValueError("producer and consumer need separate bandit objects")
+        if producer.n_arms != consumer.n_arms:
+            raise ValueError("both roles must have the same number of arms")
+        self.bandits = {"producer": producer, "consumer": consumer}
+        self.n_arms = producer.n_arms
+
+    def __call__(self, participant, observation=None, rng=None) -> int:
+        return self.bandits[participant.private["role"]].select(rng)
+
+    def update(self, participant, arm: int, reward: float) -> None:
+        self.bandits[participant.private["role"]].update(arm, reward)
+
+    def reset(self) -> None:
+        for bandit in self.bandits.values():
+            bandit.reset()
+
+
+_KINDS = ("ucb", "epsilon_greedy", "fixed")
+
+
+def make_policy(spec, n_arms: int) -> RolePolicy:
+    """A fresh ``RolePolicy`` from a specification.
+
+    ``spec`` is one of:
+
+    * ``"ucb"``, ``"epsilon_greedy"``, ``"fixed"`` (defaults: δ = 0.05; ε = 0.1; the middle
+      arm for both roles);
+    * a dict with ``"kind"`` and the class's arguments, e.g. ``{"kind": "ucb", "delta": 0.01}``,
+      ``{"kind": "fixed", "producer_arm": 5, "consumer_arm": 7}``;
+    * a callable ``factory(n_arms) -> RolePolicy``;
+    * a ``RolePolicy`` instance, which is deep-copied (every participant learns on its own).
+    """
+    n_arms = _check_arms(n_arms)
+    if isinstance(spec, RolePolicy):
+        if spec.n_arms != n_arms:
+            raise ValueError(f"policy has {spec.n_arms} arms, the market has {n_arms}")
+        return copy.deepcopy(spec)
+    if isinstance(spec, str):
+        spec = {"kind": spec}
+    if isinstance(spec, dict):
+        kw = dict(spec)
+        kind = kw.pop("kind", None)
+        if kind == "ucb":
+            return RolePolicy(UCB(n_arms, **kw), UCB(n_arms, **kw))
+        if kind == "epsilon_greedy":
+            return RolePolicy(EpsilonGreedy(n_arms, **kw), EpsilonGreedy(n_arms, **kw))
+        if kind == "fixed":
+            mid = (n_arms - 1) // 2
+            prod, cons = kw.pop("producer_arm", mid), kw.pop("consumer_arm", mid)
+            if kw:
+                raise ValueError(f"fixed policy: unknown arguments {sorted(kw)}")
+            return RolePolicy(FixedPrice(n_arms, prod), FixedPrice(n_arms, cons))
+        raise ValueError(f"unknown policy kind {kind!r}; valid: {', '.join(_KINDS)}")
+    if callable(spec):
+        policy = spec(n_arms)
+        if not (callable(policy) and hasattr(policy, "update")):
+            raise ValueError("a policy factory must return an object with __call__ and update")
+        return policy
+    raise ValueError(f"cannot make a policy from {spec!r}; use one of {', '.join(_KINDS)}, a "
+                     "dict with 'kind', a factory or a RolePolicy")

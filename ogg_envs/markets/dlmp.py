@@ -1,0 +1,685 @@
+"""The DSO's DLMP market: a DC security-constrained OPF on a radial feeder (paper eqs. 12-18).
+
+This is the market of the paper's third use case. It is a plain object: offers in, dispatch and
+distribution locational marginal prices (DLMPs) out; it knows nothing of PettingZoo.
+
+Who takes part
+--------------
+* The **source**: the substation buys from the transmission system at ``lmp`` (¢/kWh, >= 0)
+  whatever the feeder imports. Power pushed back to the transmission system earns nothing: the
+  import cost is ``lmp * max(0, P_source)``, modelled exactly (no export revenue).
+* **Generators** (``kind="generator"``) produce ``P_g`` in ``[0, capacity]`` kW.
+* **Demand-response providers** (``kind="dr"``) reduce the demand at their bus by
+  ``P̄_d - P_d`` in ``[0, capacity]`` kW (``capacity`` is what they can shed this hour; it
+  cannot exceed the demand at their bus).
+* **Inflexible demand** ``demand_kw`` per bus (the baseline P̄_d, before any reduction) and
+  optional **must-take PV** ``pv_kw`` per bus (exogenous production; curtailed only when the
+  network cannot absorb it, see "Infeasible instances").
+
+What an offer means: piecewise-linear cost curves
+-------------------------------------------------
+Every resource offers a cost curve as ``n_blocks`` prices (¢/kWh), one per block of equal width
+``capacity / n_blocks``: block ``k`` covers ``[k, k+1] * capacity / n_blocks`` kW of production
+(generators) or of demand reduction (DR). The curve is piecewise linear (the cost is the
+integral of this step marginal cost), so the OPF stays a linear program that HiGHS solves at a
+vertex with exact duals. Blocks are dispatched cheapest first, so an offer whose prices are not
+sorted means the same as its sorted version (the effective curve is always convex). A valid
+price lies in ``[0, price_cap]``; ``InvalidOfferError`` (a ``ValueError`` naming the resource)
+is raised for anything else, NaN and inf included.
+
+The optimisation (eqs. 12-18)
+-----------------------------
+    minimise    lmp * max(0, P_source) + sum_blocks price * x
+                + price_cap * sum_b shed_b + curtail_price * sum_b curtail_b
+    subject to  injection_b - p_b = demand_b - pv_b        (nodal balance, dual = DLMP_b)
+                sum_b p_b = 0                               (lossless feeder, dual = energy part)
+                -limit_e <= (H p)_e <= limit_e              (line flows f = H p and limits)
+                0 <= x <= capacity / n_blocks               (generator and DR limits)
+                0 <= shed_b <= demand_b - DR capacity_b,   0 <= curtail_b <= pv_b
+
+with ``injection_b`` = generation + demand reduction + shed - curtailment at bus b, plus
+``P_source`` at the root. ``H`` is the radial flow sensitivity of ``ogg_envs.grid.Topology``
+(``H[e, b] = -1`` if bus b is downstream of branch e), so ``f_e > 0`` is flow away from the
+source. The DSO dispatches by the offers; nobody's true cost enters the OPF.
+
+Prices and their decomposition
+------------------------------
+The DLMP of bus b is the dual of its nodal balance: the change of the optimal cost per kW of
+extra demand at b (checked against finite differences in the tests). Stationarity in ``p_b``
+splits it exactly into
+
+    DLMP_b = energy + congestion_b,    congestion_b = sum_{e on the path of b} mu_e
+
+where ``energy`` is the dual of the lossless balance (the price at the source bus: ``lmp``
+when the feeder imports, 0 when it exports, the marginal local offer when it is exactly
+self-sufficient) and ``mu_e`` the shadow price of branch e's limit (``branch_prices``:
+positive when the forward limit binds, negative for the reverse limit). Without congestion
+every DLMP equals the energy price. At a degenerate vertex (e.g. a dispatch exactly at a block
+edge) the DLMP is any value between the neighbouring marginal costs; the solver returns one.
+
+Infeasible instances and the fallback
+-------------------------------------
+Limits that no dispatch meets (a subtree whose demand exceeds its local generation, DR and
+import limit, or whose must-take PV exceeds its demand plus export limit) make eqs. 12-18
+infeasible. The market never fails on them: shedding inflexible demand is always possible at
+``price_cap`` per kWh (the value of lost load) and curtailing PV at ``curtail_price``, so the
+LP above is always feasible and bounded. When it sheds or curtails, the result has
+``feasible=False`` and ``violated``: the exact set of branch limits that cannot be met, found
+by propagating every subtree's feasible injection interval from the leaves up (each entry says
+which limit, by how much, and why), plus the nodal balances that were relaxed. The DLMP of a
+bus that sheds load is ``price_cap``; of a bus that curtails PV, ``-curtail_price``. An offer
+at exactly ``price_cap`` ties with shedding; the LP may use either.
+
+Solving
+-------
+The problem is stated twice. ``DLMPMarket`` builds it once as a HiGHS LP (``highspy``) whose
+structure never changes (topology and resources are fixed) and, per clearing, changes only
+costs, column bounds and the balance right-hand sides, then re-solves warm from the previous
+basis with the dual simplex (the fast path, about 0.2 ms on the IEEE 37 feeder).
+``DLMPMarket.cvxpy_problem`` states the same problem in CVXPY with Parameters (compiled once,
+DPP), with the import cost literally ``lmp * cp.pos(P_source)``: the readable reference used by
+the tests and the fallback if HiGHS ever fails. Solve it with an LP solver that gives accurate
+duals (HiGHS or Clarabel; OSQP's duals are too inaccurate on this LP at default tolerances).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from ..grid.topology import Topology
+
+__all__ = ["DLMPMarket", "DLMPResult", "Resource", "InvalidOfferError", "MarketClearingError",
+           "GENERATOR", "DR"]
+
+GENERATOR, DR = "generator", "dr"
+_INF = highspy.kHighsInf
+
+
+class InvalidOfferError(ValueError):
+    """An offer the market cannot accept (names the resource)."""
+
+
+class MarketClearingError(RuntimeError):
+    """HiGHS and the CVXPY fallback both failed (never seen: the LP is always feasible)."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A bidder in the DSO market: a generator or a demand-response provider at a bus."""
+
+    name: str
+    bus: str
+    kind: str  # "generator" or "dr"
+
+
+@dataclass
+class DLMPResult:
+    """Outcome of one clearing. Prices ¢/kWh, power kW (held one hour), money ¢ per hour.
+
+    Arrays follow the market's orders: ``buses`` (topology order), ``names`` (resources) and
+    ``branches``. ``prices()`` and ``to_dict()`` give name-keyed views.
+    """
+
+    buses: tuple[str, ...]
+    names: tuple[str, ...]
+    branches: tuple[str, ...]
+    dlmp: np.ndarray  # per bus
+    energy: float  # energy part (price at the source bus)
+    congestion: np.ndarray  # per bus: dlmp - energy
+    quantities: np.ndarray  # per resource: generation or demand reduction, kW
+    flows_kw: np.ndarray  # per branch, positive away from the source
+    branch_prices: np.ndarray  # per branch: shadow price of its limit (¢/kWh per kW)
+    source_kw: float  # net import at the substation (negative: export)
+    cost: float  # optimal objective: import cost + offered costs + shed/curtail penalties
+    import_cost: float  # lmp * max(0, source_kw)
+    congested: list[str]  # branches at their limit
+    shed_kw: np.ndarray  # per bus, inflexible demand not served
+    curtailed_kw: np.ndarray  # per bus, must-take PV not taken
+    feasible: bool = True
+    violated: list[dict] = field(default_factory=list)
+    solver: str = "highs"
+    resource_prices: np.ndarray | None = None  # DLMP at each resource's bus
+
+    def prices(self) -> dict[str, float]:
+        """DLMP per bus."""
+        return dict(zip(self.buses, self.dlmp.tolist()))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary."""
+        return {
+            "dlmp": self.prices(),
+            "energy": self.energy,
+            "congestion": dict(zip(self.buses, self.congestion.tolist())),
+            "dispatch_kw": dict(zip(self.names, self.quantities.tolist())),
+            "source_kw": self.source_kw,
+            "flows_kw": dict(zip(self.branches, self.flows_kw.tolist())),
+            "congested": list(self.congested),
+            "branch_prices": {b: float(v) for b, v in zip(self.branches, self.branch_prices)
+                              if b in self.congested},
+            "cost": self.cost,
+            "import_cost": self.import_cost,
+            "feasible": self.feasible,
+            "violated": list(self.violated),
+            "shed_kw": {b: float(v) for b, v in zip(self.buses, self.shed_kw) if v > 1e-9},
+            "curtailed_kw": {b: float(v) for b, v in zip(self.buses, self.curtailed_kw)
+                             if v > 1e-9},
+            "solver": self.solver,
+        }
+
+
+class DLMPMarket:
+    """The DSO's DC OPF with DLMPs on a radial ``Topology``; see the module docstring.
+
+    Args:
+        topology: the radial grid model (``grid.topology`` or hand-made); its branch limits are
+            the line-flow limits (``set_limits`` changes them; ``inf`` means none).
+        resources: generators and DR providers (fixed for the market's life; may be empty).
+        n_blocks: blocks per offer (the piecewise-linear cost curve's segments).
+        price_cap: ¢/kWh; the highest valid offer price and the price of shed load.
+        curtail_price: ¢/kWh paid (as a penalty) per kW of must-take PV curtailed; > 0 so that
+            exporting (which earns nothing) is preferred to curtailing.
+        load_buses: buses that may carry demand (default: every bus but the root).
+        pv_buses: buses that may carry must-take PV (default: none).
+        congestion_tol: relative slack under which a branch counts as congested.
+    """
+
+    def __init__(self, topology: Topology, resources: list[Resource], *, n_blocks: int = 3,
+                 price_cap: float = 30.0, curtail_price: float = 1.0,
+                 load_buses: list[str] | None = None, pv_buses: list[str] | tuple = (),
+                 congestion_tol: float = 1e-6):
+        if int(n_blocks) < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+        if not (math.isfinite(price_cap) and price_cap > 0):
+            raise ValueError(f"price_cap must be finite and > 0, got {price_cap}")
+        if not (math.isfinite(curtail_price) and curtail_price > 0):
+            raise ValueError(f"curtail_price must be finite and > 0, got {curtail_price}")
+        names = [r.name for r in resources]
+        if len(set(names)) != len(names):
+            raise ValueError("resource names must be unique")
+        for r in resources:
+            if r.kind not in (GENERATOR, DR):
+                raise ValueError(f"{r.name}: kind must be 'generator' or 'dr', got {r.kind!r}")
+            if r.bus not in topology.bus_index:
+                raise ValueError(f"{r.name}: unknown bus {r.bus!r}; buses: "
+                                 f"{', '.join(topology.buses)}")
+        self.topology = topology
+        self.resources = list(resources)
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self.n_blocks = int(n_blocks)
+        self.price_cap = float(price_cap)
+        self.curtail_price = float(curtail_price)
+        self.congestion_tol = float(congestion_tol)
+        bi = topology.bus_index
+        if load_buses is None:
+            load_buses = [b for b in topology.buses if b != topology.root]
+        self.load_buses = [self._bus(b, "load_buses") for b in load_buses]
+        self.pv_buses = [self._bus(b, "pv_buses") for b in pv_buses]
+        self._res_bus = np.array([bi[r.bus] for r in resources], dtype=np.int64)
+        self.is_dr = np.array([r.kind == DR for r in resources], dtype=bool)
+        self._load_idx = np.array([bi[b] for b in self.load_buses], dtype=np.int64)
+        self._pv_idx = np.array([bi[b] for b in self.pv_buses], dtype=np.int64)
+        self._limits = topology.limits_kw.astype(float).copy()
+        self._structure()
+        self._build_highs()
+        self._cvx = None
+
+    def _bus(self, bus: str, what: str) -> str:
+        b = str(bus).lower()
+        if b not in self.topology.bus_index:
+            raise ValueError(f"{what}: unknown bus {bus!r}")
+        return b
+
+    # ------------------------------------------------------------------ LP structure
+    def _structure(self) -> None:
+        """Column and row layout, the constraint matrix in CSC form."""
+        topo = self.topology
+        B, E = len(topo.buses), len(topo.branches)
+        n, K = len(self.resources), self.n_blocks
+        nb, nL, nP = n * K, len(self.load_buses), len(self.pv_buses)
+        # columns: blocks | shed | curtail | source import | source export | p (bus injections)
+        c_shed, c_curt = nb, nb + nL
+        c_imp = nb + nL + nP
+        c_p = c_imp + 2
+        ncol = c_p + B
+        rows, cols, vals = [], [], []
+
+        def put(r, c, v):
+            rows.extend(np.atleast_1d(r).tolist())
+            cols.extend(np.atleast_1d(c).tolist())
+            vals.extend(np.broadcast_to(v, np.shape(np.atleast_1d(r))).tolist())
+
+        put(np.repeat(self._res_bus, K), np.arange(nb), 1.0)  # generation / reduction
+        put(self._load_idx, c_shed + np.arange(nL), 1.0)  # shed
+        put(self._pv_idx, c_curt + np.arange(nP), -1.0)  # curtailment
+        root = topo.bus_index[topo.root]
+        put(root, c_imp, 1.0)
+        put(root, c_imp + 1, -1.0)
+        put(np.arange(B), c_p + np.arange(B), -1.0)  # - p_b
+        put(np.full(B, B), c_p + np.arange(B), 1.0)  # sum p = 0
+        He = sp.coo_matrix(topo.H)
+        put(B + 1 + He.row, c_p + He.col, He.data)  # flows
+        A = sp.csc_matrix((vals, (rows, cols)), shape=(B + 1 + E, ncol))
+        A.sum_duplicates()
+        A.sort_indices()
+        self._A = A
+        self._ncol, self._nrow = ncol, B + 1 + E
+        self._cols = {"blocks": slice(0, nb), "shed": slice(c_shed, c_shed + nL),
+                      "curtail": slice(c_curt, c_curt + nP), "import": c_imp,
+                      "export": c_imp + 1, "p": slice(c_p, c_p + B)}
+        self._rows = {"balance": slice(0, B), "system": B, "flow": slice(B + 1, B + 1 + E)}
+        i32 = np.int32
+        self._idx_blocks = np.arange(nb, dtype=i32)
+        self._idx_shed = np.arange(c_shed, c_shed + nL, dtype=i32)
+        self._idx_curt = np.arange(c_curt, c_curt + nP, dtype=i32)
+        self._idx_balance = np.arange(B, dtype=i32)
+        self._idx_flow = np.arange(B + 1, B + 1 + E, dtype=i32)
+        self._zeros = {k: np.zeros(m) for k, m in (("blocks", nb), ("shed", nL), ("pv", nP))}
+        self._not_load = np.ones(B, dtype=bool)
+        self._not_load[self._load_idx] = False
+        self._not_pv = np.ones(B, dtype=bool)
+        self._not_pv[self._pv_idx] = False
+        self._buses_t = tuple(topo.buses)
+        self._names_t = tuple(self.names)
+        self._branches_t = tuple(br.name for br in topo.branches)
+        self._finite_limit = np.isfinite(self._limits)
+
+    def _build_highs(self) -> None:
+        A = self._A
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = self._ncol, self._nrow
+        cost = np.zeros(self._ncol)
+        cost[self._cols["shed"]] = self.price_cap
+        cost[self._cols["curtail"]] = self.curtail_price
+        lower = np.zeros(self._ncol)
+        upper = np.zeros(self._ncol)
+        upper[self._cols["import"]] = upper[self._cols["export"]] = _INF
+        lower[self._cols["p"]], upper[self._cols["p"]] = -_INF, _INF
+        lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lower, upper
+        row_lo = np.zeros(self._nrow)
+        row_hi = np.zeros(self._nrow)
+        lim = self._highs_limits()
+        row_lo[self._rows["flow"]], row_hi[self._rows["flow"]] = -lim, lim
+        lp.row_lower_, lp.row_upper_ = row_lo, row_hi
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = A.indptr
+        lp.a_matrix_.index_ = A.indices
+        lp.a_matrix_.value_ = A.data
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("presolve", "off")  # tiny LP, re-solved warm: presolve only costs
+        h.setOptionValue("solver", "simplex")
+        h.setOptionValue("threads", 1)
+        h.passModel(lp)
+        self._highs = h
+
+    def _highs_limits(self) -> np.ndarray:
+        return np.where(np.isfinite(self._limits), self._limits, _INF)
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_highs", None)
+        state["_cvx"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build_highs()
+
+    # ------------------------------------------------------------------ limits
+    def set_limits(self, limits_kw: np.ndarray | dict[str, float]) -> None:
+        """New branch limits (kW, branch order of the topology, or name -> kW; inf = none)."""
+        new = self._limits.copy()
+        if isinstance(limits_kw, dict):
+            for name, lim in limits_kw.items():
+                if name not in self.topology.branch_index:
+                    raise ValueError(f"unknown branch {name!r}; branches: "
+                                     f"{', '.join(self.topology.branch_index)}")
+                new[self.topology.branch_index[name]] = float(lim)
+        else:
+            lim = np.asarray(limits_kw, dtype=float)
+            if lim.shape != new.shape:
+                raise ValueError(f"expected {new.shape[0]} limits, got {lim.shape}")
+            new[:] = lim
+        if np.any(np.isnan(new)) or np.any(new < 0):
+            raise ValueError("branch limits must be >= 0 (inf for none)")
+        self._limits = new
+        self._finite_limit = np.isfinite(new)
+        lim = self._highs_limits()
+        self._highs.changeRowsBounds(len(lim), self._idx_flow, -lim, lim)
+        if self._cvx is not None:
+            self._cvx["limits"].value = np.where(np.isfinite(new), new, 1e9)
+
+    @property
+    def limits_kw(self) -> np.ndarray:
+        return self._limits.copy()
+
+    # ------------------------------------------------------------------ inputs
+    def bus_vector(self, values, what: str) -> np.ndarray:
+        """Per-bus values (topology order) from an array or a ``{bus: kW}`` dict."""
+        B = len(self.topology.buses)
+        if isinstance(values, dict):
+            out = np.zeros(B)
+            for bus, v in values.items():
+                b = str(bus).lower()
+                if b not in self.topology.bus_index:
+                    raise ValueError(f"{what}: unknown bus {bus!r}")
+                out[self.topology.bus_index[b]] += float(v)
+            return out
+        out = np.asarray(values, dtype=float)
+        if out.shape != (B,):
+            raise ValueError(f"{what}: expected {B} values in topology bus order, got "
+                             f"{out.shape}")
+        return out
+
+    def offers_to_array(self, offers) -> np.ndarray:
+        """Offers as an (n, n_blocks) array in resource order (array, list or dict)."""
+        n, K = len(self.names), self.n_blocks
+        if isinstance(offers, dict):
+            unknown = set(offers) - set(self.index)
+            if unknown:
+                raise ValueError(f"offers from unknown resources {sorted(unknown)}; resources: "
+                                 f"{self.names}")
+            missing = [r for r in self.names if r not in offers]
+            if missing:
+                raise ValueError(f"no offer from {missing}")
+            offers = [offers[r] for r in self.names]
+        arr = np.asarray(offers, dtype=float).reshape(-1, K) if n else np.zeros((0, K))
+        if arr.shape != (n, K):
+            raise ValueError(f"expected {n} offers of {K} block prices, got {arr.shape}")
+        return arr
+
+    def validate(self, offers: np.ndarray, demand: np.ndarray, capacity: np.ndarray,
+                 pv: np.ndarray, lmp: float) -> np.ndarray:
+        """Raise ``InvalidOfferError`` / ``ValueError`` for inputs the market cannot take.
+
+        Returns the DR capacity per bus (what shedding is bounded by). Comparisons are written
+        so that NaN fails them: ``x >= 0`` is False for NaN.
+        """
+        if not ((offers >= 0) & (offers <= self.price_cap)).all():
+            bad = ~((offers >= 0) & (offers <= self.price_cap)).all(axis=1)
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidOfferError(
+                f"{self.names[i]}: offer prices must be finite and in [0, {self.price_cap}] "
+                f"¢/kWh, got {offers[i].tolist()}")
+        if not (lmp >= 0 and lmp < math.inf):
+            raise ValueError(f"lmp must be finite and >= 0 ¢/kWh (max(0, P_source) is convex "
+                             f"only then), got {lmp!r}")
+        for label, v, outside in (("demand_kw", demand, self._not_load),
+                                  ("pv_kw", pv, self._not_pv)):
+            if not ((v >= 0) & (v < math.inf)).all():
+                raise ValueError(f"{label} must be finite and >= 0, got {v.tolist()}")
+            if v[outside].any():
+                b = self.topology.buses[int(np.flatnonzero(outside & (v != 0))[0])]
+                raise ValueError(f"{label}: bus {b} is not one of the market's "
+                                 f"{'load' if label == 'demand_kw' else 'pv'} buses")
+        if not ((capacity >= 0) & (capacity < math.inf)).all():
+            i = int(np.flatnonzero(~((capacity >= 0) & (capacity < math.inf)))[0])
+            raise ValueError(f"{self.names[i]}: capacity must be finite and >= 0, got "
+                             f"{capacity[i]!r}")
+        dr_cap = self._bus_sum(capacity, self.is_dr)
+        if (dr_cap > demand * (1 + 1e-12) + 1e-9).any():
+            b = int(np.flatnonzero(dr_cap > demand * (1 + 1e-12) + 1e-9)[0])
+            raise ValueError(f"demand response at bus {self.topology.buses[b]} can reduce "
+                             f"{dr_cap[b]:.6g} kW but the demand there is {demand[b]:.6g} kW")
+        return dr_cap
+
+    def _bus_sum(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.bincount(self._res_bus[mask], values[mask], minlength=len(self.topology.buses))
+
+    # ------------------------------------------------------------------ clearing
+    def clear(self, offers, *, demand_kw, capacity_kw, lmp: float, pv_kw=None) -> DLMPResult:
+        """Clear the market (fast path: HiGHS, warm-started).
+
+        Args:
+            offers: block prices, (n, n_blocks) array in resource order or ``{name: prices}``.
+            demand_kw: inflexible baseline demand per bus (array in topology order or dict).
+            capacity_kw: per resource, its capacity this hour (DR: kW it can reduce).
+            lmp: source LMP, ¢/kWh (>= 0).
+            pv_kw: must-take PV per bus (default none).
+        """
+        args = self._inputs(offers, demand_kw, capacity_kw, lmp, pv_kw)
+        x, y, solver = self._solve_highs(*args)
+        if x is None:
+            x, y, solver = self._solve_cvxpy(*args, solver="CLARABEL")
+        return self._result(*args, x, y, solver)
+
+    def clear_cvxpy(self, offers, *, demand_kw, capacity_kw, lmp: float, pv_kw=None,
+                    solver: str = "HIGHS") -> DLMPResult:
+        """Clear with the CVXPY statement (reference path, slower than ``clear``)."""
+        args = self._inputs(offers, demand_kw, capacity_kw, lmp, pv_kw)
+        x, y, name = self._solve_cvxpy(*args, solver=solver)
+        return self._result(*args, x, y, name)
+
+    def _inputs(self, offers, demand_kw, capacity_kw, lmp, pv_kw):
+        arr = self.offers_to_array(offers)
+        demand = self.bus_vector(demand_kw, "demand_kw")
+        pv = self.bus_vector(pv_kw, "pv_kw") if pv_kw is not None else \
+            np.zeros(len(self.topology.buses))
+        cap = np.asarray(capacity_kw, dtype=float).reshape(-1)
+        if cap.shape != (len(self.names),):
+            raise ValueError(f"capacity_kw: expected {len(self.names)} values, got {cap.shape}")
+        lmp = float(lmp)
+        dr_cap = self.validate(arr, demand, cap, pv, lmp)
+        return arr, demand, cap, pv, lmp, dr_cap
+
+    def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
+        h = self._highs
+        K = self.n_blocks
+        nb = len(self._idx_blocks)
+        if nb:
+            h.changeColsCost(nb, self._idx_blocks, offers.ravel())
+            h.changeColsBounds(nb, self._idx_blocks, self._zeros["blocks"],
+                               np.repeat(cap / K, K))
+        h.changeColCost(self._cols["import"], lmp)
+        shed_max = demand - dr_cap
+        nL = len(self._idx_shed)
+        if nL:
+            h.changeColsBounds(nL, self._idx_shed, self._zeros["shed"],
+                               np.maximum(shed_max[self._load_idx], 0.0))
+        nP = len(self._idx_curt)
+        if nP:
+            h.changeColsBounds(nP, self._idx_curt, self._zeros["pv"], pv[self._pv_idx])
+        rhs = demand - pv
+        h.changeRowsBounds(len(rhs), self._idx_balance, rhs, rhs)
+        h.run()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            h.clearSolver()  # drop the basis and try once from scratch
+            h.run()
+            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                return None, None, None
+        sol = h.getSolution()
+        return np.asarray(sol.col_value), np.asarray(sol.row_dual), "highs"
+
+    # ------------------------------------------------------------------ the CVXPY statement
+    def cvxpy_problem(self) -> dict:
+        """The same OPF in CVXPY with Parameters (built once, DPP, then re-used)."""
+        if self._cvx is not None:
+            return self._cvx
+        import cvxpy as cp
+
+        topo = self.topology
+        B, E = len(topo.buses), len(topo.branches)
+        n, K = len(self.names), self.n_blocks
+        nL, nP = len(self.load_buses), len(self.pv_buses)
+        # Decision variables.
+        x = cp.Variable((n, K), nonneg=True, name="blocks")  # kW in each offer block
+        shed = cp.Variable(nL, nonneg=True, name="shed")
+        curtail = cp.Variable(nP, nonneg=True, name="curtail")
+        source = cp.Variable(name="P_source")  # net import at the substation
+        p = cp.Variable(B, name="p")  # net injection of every bus
+        # Data of one clearing.
+        price = cp.Parameter((n, K), nonneg=True, name="offer_prices")
+        width = cp.Parameter((n, K), nonneg=True, name="block_widths")
+        lmp = cp.Parameter(nonneg=True, name="lmp")
+        net_demand = cp.Parameter(B, name="net_demand")  # demand - pv
+        shed_max = cp.Parameter(nL, nonneg=True, name="shed_max")
+        pv_max = cp.Parameter(nP, nonneg=True, name="pv")
+        limits = cp.Parameter(E, nonneg=True, name="limits")
+        # Bus incidence of each kind of injection.
+        M_res = np.zeros((B, n))
+        M_res[self._res_bus, np.arange(n)] = 1.0
+        M_shed = np.zeros((B, nL))
+        M_shed[self._load_idx, np.arange(nL)] = 1.0
+        M_pv = np.zeros((B, nP))
+        M_pv[self._pv_idx, np.arange(nP)] = 1.0
+        e_root = np.zeros(B)
+        e_root[topo.bus_index[topo.root]] = 1.0
+        injection = (M_res @ cp.sum(x, axis=1) + M_shed @ shed - M_pv @ curtail
+                     + e_root * source)
+        cost = (lmp * cp.pos(source)  # eq. 12: export earns nothing
+                + cp.sum(cp.multiply(price, x))  # generators' and DR providers' offers
+                + self.price_cap * cp.sum(shed) + self.curtail_price * cp.sum(curtail))
+        flow = topo.H @ p  # eq. 17
+        balance = injection - p == net_demand  # nodal balance: dual = DLMP
+        system = cp.sum(p) == 0  # lossless DC feeder: dual = energy part
+        upper = flow <= limits
+        lower = -flow <= limits
+        cons = [balance, system, upper, lower, x <= width, shed <= shed_max,
+                curtail <= pv_max]
+        prob = cp.Problem(cp.Minimize(cost), cons)
+        self._cvx = dict(prob=prob, x=x, shed=shed, curtail=curtail, source=source, p=p,
+                         price=price, width=width, lmp=lmp, net_demand=net_demand,
+                         shed_max=shed_max, pv=pv_max, limits=limits, balance=balance,
+                         system=system, upper=upper, lower=lower)
+        limits.value = np.where(np.isfinite(self._limits), self._limits, 1e9)
+        return self._cvx
+
+    def _solve_cvxpy(self, offers, demand, cap, pv, lmp, dr_cap, solver: str = "HIGHS"):
+        import cvxpy as cp
+
+        c = self.cvxpy_problem()
+        K = self.n_blocks
+        c["price"].value = offers
+        c["width"].value = np.repeat((cap / K)[:, None], K, axis=1)
+        c["lmp"].value = lmp
+        c["net_demand"].value = demand - pv
+        c["shed_max"].value = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
+        c["pv"].value = pv[self._pv_idx]
+        try:
+            c["prob"].solve(solver=solver)
+        except cp.error.SolverError as exc:
+            raise MarketClearingError(f"CVXPY/{solver} failed: {exc}") from None
+        if c["prob"].status not in ("optimal", "optimal_inaccurate"):
+            raise MarketClearingError(f"CVXPY/{solver} failed: status {c['prob'].status}")
+        # Same layout as the HiGHS path. CVXPY's equality duals have the opposite sign of
+        # HiGHS's row duals for these constraints (checked against finite differences).
+        x = np.zeros(self._ncol)
+        x[self._cols["blocks"]] = np.asarray(c["x"].value).ravel()
+        x[self._cols["shed"]] = c["shed"].value
+        x[self._cols["curtail"]] = c["curtail"].value
+        s = float(c["source"].value)
+        x[self._cols["import"]], x[self._cols["export"]] = max(s, 0.0), max(-s, 0.0)
+        x[self._cols["p"]] = c["p"].value
+        y = np.zeros(self._nrow)
+        y[self._rows["balance"]] = -np.asarray(c["balance"].dual_value)
+        y[self._rows["system"]] = -float(c["system"].dual_value)
+        y[self._rows["flow"]] = -(np.asarray(c["upper"].dual_value)
+                                  - np.asarray(c["lower"].dual_value))
+        return x, y, f"cvxpy-{solver.lower()}"
+
+    # ------------------------------------------------------------------ results
+    def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, y, solver) -> DLMPResult:
+        topo = self.topology
+        cols, rows = self._cols, self._rows
+        n, K = len(self.names), self.n_blocks
+        blocks = x[cols["blocks"]]
+        q = blocks.reshape(n, K).sum(axis=1) if n else np.zeros(0)
+        B = len(topo.buses)
+        shed = np.zeros(B)
+        shed[self._load_idx] = x[cols["shed"]]
+        curt = np.zeros(B)
+        curt[self._pv_idx] = x[cols["curtail"]]
+        source = float(x[cols["import"]] - x[cols["export"]])
+        flows = topo.H @ x[cols["p"]]
+        y_flow = y[rows["flow"]]
+        dlmp = y[rows["balance"]].copy()
+        energy = float(y[rows["system"]])
+        congestion = topo.H.T @ y_flow
+        import_cost = lmp * max(source, 0.0)
+        shed_total, curt_total = float(shed.sum()), float(curt.sum())
+        cost = (import_cost + float(offers.ravel() @ blocks)
+                + self.price_cap * shed_total + self.curtail_price * curt_total)
+        at_limit = self._finite_limit & (
+            np.abs(flows) >= self._limits * (1 - self.congestion_tol) - 1e-6)
+        congested = [self._branches_t[e] for e in np.flatnonzero(at_limit)]
+        res = DLMPResult(
+            buses=self._buses_t, names=self._names_t, branches=self._branches_t,
+            dlmp=dlmp, energy=energy, congestion=congestion, quantities=q, flows_kw=flows,
+            branch_prices=-y_flow, source_kw=source, cost=cost, import_cost=import_cost,
+            congested=congested, shed_kw=shed, curtailed_kw=curt, solver=solver,
+            resource_prices=dlmp[self._res_bus],
+        )
+        if shed_total > 1e-7 or curt_total > 1e-7:
+            res.violated = self.diagnose(demand, cap, pv)
+        if res.violated:  # (shedding without violation is a tie with an offer at the cap)
+            res.feasible = False
+            for b in np.flatnonzero(shed > 1e-7):
+                res.violated.append(_violation(
+                    "nodal_balance", topo.buses[b], shed[b],
+                    f"nodal balance at bus {topo.buses[b]}: {shed[b]:.3f} kW of demand shed "
+                    f"at the price cap ({self.price_cap} ¢/kWh)"))
+            for b in np.flatnonzero(curt > 1e-7):
+                res.violated.append(_violation(
+                    "nodal_balance", topo.buses[b], curt[b],
+                    f"nodal balance at bus {topo.buses[b]}: {curt[b]:.3f} kW of must-take PV "
+                    f"curtailed"))
+        return res
+
+    def diagnose(self, demand_kw, capacity_kw, pv_kw=None) -> list[dict]:
+        """The branch limits that no dispatch can meet (empty list: eqs. 12-18 are feasible).
+
+        Exact on a radial feeder: every subtree's net injection can take any value in an
+        interval (all local generation and DR off .. all on; PV must be taken, nothing is
+        shed); intervals add up the tree, and each branch clips its subtree's interval to
+        ``[-limit, limit]``. A branch whose interval misses ``[-limit, limit]`` is violated
+        (the fallback then holds it at its limit, and the diagnosis goes on upwards).
+        """
+        topo = self.topology
+        demand = self.bus_vector(demand_kw, "demand_kw")
+        pv = self.bus_vector(pv_kw, "pv_kw") if pv_kw is not None else np.zeros_like(demand)
+        cap = np.asarray(capacity_kw, dtype=float)
+        flex = self._bus_sum(cap, np.ones(len(cap), dtype=bool))
+        lo = pv - demand  # everything flexible off
+        hi = lo + flex  # all generation and demand response on
+        out = []
+        for b in reversed(topo.buses[1:]):  # children before parents (BFS order reversed)
+            i = topo.bus_index[b]
+            e = topo.branch_index[topo.parent_branch[b]]
+            br = topo.branches[e]
+            L = self._limits[e]
+            if hi[i] < -L:
+                out.append(_violation(
+                    "flow_limit", br.name, -hi[i] - L,
+                    f"flow limit of branch {br.name} ({L:.1f} kW): the demand downstream "
+                    f"exceeds its generation and demand response by {-hi[i]:.1f} kW, "
+                    f"{-hi[i] - L:.1f} kW more than the limit", limit_kw=L))
+                lo[i] = hi[i] = -L
+            elif lo[i] > L:
+                out.append(_violation(
+                    "flow_limit", br.name, lo[i] - L,
+                    f"reverse-flow limit of branch {br.name} ({L:.1f} kW): the must-take PV "
+                    f"downstream exceeds its demand by {lo[i]:.1f} kW, {lo[i] - L:.1f} kW more "
+                    f"than the limit", limit_kw=L))
+                lo[i] = hi[i] = L
+            else:
+                lo[i], hi[i] = max(lo[i], -L), min(hi[i], L)
+            parent = topo.bus_index[br.parent]
+            lo[parent] += lo[i]
+            hi[parent] += hi[i]
+        return out
+
+
+def _violation(constraint: str, element: str, excess_kw: float, message: str,
+               limit_kw: float | None = None) -> dict:
+    v = {"constraint": constraint, "element": element, "excess_kw": float(excess_kw),
+         "message": message}
+    if limit_kw is not None:
+        v["limit_kw"] = float(limit_kw)
+    return v

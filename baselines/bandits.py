@@ -16,9 +16,12 @@ protocol: ``policy(participant, observation, rng) -> arm`` reads the role from
 ``participant.private["role"]`` (``"producer"`` or ``"consumer"``), and
 ``policy.update(participant, arm, reward)`` feeds back the reward of that negotiation step.
 
-Ties between arms with the same index are broken towards the lowest arm (the lowest price), so a
-bandit is deterministic unless it explores at random (ε-greedy), which uses the ``rng`` it is
-given (the environment passes its own seeded generator).
+Ties between arms with the same index (including the arms never tried, whose index is
+infinite) are broken uniformly at random with the ``rng`` given to ``select``; without an
+``rng`` they go to the lowest arm (the lowest price) and UCB is fully deterministic. Random
+tie-breaking matters when many bandits learn against each other: with lowest-first ties every
+bandit would try the arms in the same order at the same time. The environment passes its own
+seeded generator.
 """
 
 from __future__ import annotations
@@ -69,11 +72,25 @@ class _Bandit:
         self.sums[arm] += reward
         self.t += 1
 
-    def _untried(self) -> int | None:
-        """The lowest arm never played, or None (every arm played at least once)."""
+    def _untried(self, rng: np.random.Generator | None) -> int | None:
+        """An arm never played (the lowest, or a random one with ``rng``), or None."""
         while self._next_untried < self.n_arms and self.counts[self._next_untried] > 0:
             self._next_untried += 1
-        return self._next_untried if self._next_untried < self.n_arms else None
+        if self._next_untried == self.n_arms:
+            return None
+        if rng is None:
+            return self._next_untried
+        untried = np.flatnonzero(self.counts == 0)
+        return int(untried[rng.integers(len(untried))])
+
+    @staticmethod
+    def _argmax(values: np.ndarray, rng: np.random.Generator | None) -> int:
+        """Index of the largest value; ties to the lowest, or at random with ``rng``."""
+        best = int(np.argmax(values))
+        if rng is None:
+            return best
+        ties = np.flatnonzero(values == values[best])
+        return best if len(ties) == 1 else int(ties[rng.integers(len(ties))])
 
 
 class UCB(_Bandit):
@@ -87,7 +104,7 @@ class UCB(_Bandit):
     where ``T_i(t-1)`` is how often arm i was played in the first t-1 rounds and ``mu_i(t-1)``
     the mean of its rewards. ``scale`` (default 1, the paper's form) is the sub-Gaussian scale
     of the rewards; raise it for rewards much larger than 1. An arm never tried has an infinite
-    index, so every arm is played once (lowest first) before the bound is used.
+    index, so every arm is played once before the bound is used.
     """
 
     def __init__(self, n_arms: int, delta: float = 0.05, scale: float = 1.0):
@@ -109,18 +126,18 @@ class UCB(_Bandit):
         return out
 
     def select(self, rng: np.random.Generator | None = None) -> int:
-        arm = self._untried()
+        arm = self._untried(rng)
         if arm is not None:
             return arm
-        return int(np.argmax(self.sums / self.counts + self._width / np.sqrt(self.counts)))
+        return self._argmax(self.sums / self.counts + self._width / np.sqrt(self.counts), rng)
 
 
 class EpsilonGreedy(_Bandit):
     """ε-greedy: with probability ``epsilon`` a uniformly random arm, else the best mean.
 
-    Arms never played count as best (each is played once, lowest first, before the rule
-    applies). Exploration draws from the ``rng`` given to ``select`` or, standalone, from the
-    bandit's own generator (``seed``).
+    Arms never played count as best (each is played once before the rule applies).
+    Exploration draws from the ``rng`` given to ``select`` or, standalone, from the bandit's own
+    generator (``seed``); ties go to the lowest arm only when no ``rng`` is given.
     """
 
     def __init__(self, n_arms: int, epsilon: float = 0.1, seed: int | None = None):
@@ -132,13 +149,14 @@ class EpsilonGreedy(_Bandit):
         super().__init__(n_arms)
 
     def select(self, rng: np.random.Generator | None = None) -> int:
-        rng = rng if rng is not None else self._rng
-        if self.epsilon > 0 and rng.random() < self.epsilon:
-            return int(rng.integers(self.n_arms))
-        arm = self._untried()
+        if self.epsilon > 0:
+            gen = rng if rng is not None else self._rng
+            if gen.random() < self.epsilon:
+                return int(gen.integers(self.n_arms))
+        arm = self._untried(rng)
         if arm is not None:
             return arm
-        return int(np.argmax(self.sums / self.counts))
+        return self._argmax(self.sums / self.counts, rng)
 
 
 class FixedPrice(_Bandit):
@@ -192,13 +210,15 @@ class RolePolicy:
 _KINDS = ("ucb", "epsilon_greedy", "fixed")
 
 
-def make_policy(spec, n_arms: int) -> RolePolicy:
+def make_policy(spec, n_arms: int, reward_range: tuple[float, float] | None = None) -> RolePolicy:
     """A fresh ``RolePolicy`` from a specification.
 
     ``spec`` is one of:
 
     * ``"ucb"``, ``"epsilon_greedy"``, ``"fixed"`` (defaults: δ = 0.05; ε = 0.1; the middle
-      arm for both roles);
+      arm for both roles). For UCB without an explicit ``scale``, a given ``reward_range``
+      ``(lo, hi)`` sets ``scale = (hi - lo) / 2``, the sub-Gaussian scale of rewards bounded in
+      that range (eq. 11 as printed assumes scale 1, i.e. rewards of unit spread);
     * a dict with ``"kind"`` and the class's arguments, e.g. ``{"kind": "ucb", "delta": 0.01}``,
       ``{"kind": "fixed", "producer_arm": 5, "consumer_arm": 7}``;
     * a callable ``factory(n_arms) -> RolePolicy``;
@@ -215,6 +235,11 @@ def make_policy(spec, n_arms: int) -> RolePolicy:
         kw = dict(spec)
         kind = kw.pop("kind", None)
         if kind == "ucb":
+            if reward_range is not None and "scale" not in kw:
+                lo, hi = reward_range
+                if not hi > lo:
+                    raise ValueError(f"reward_range must have hi > lo, got {reward_range}")
+                kw["scale"] = (hi - lo) / 2.0
             return RolePolicy(UCB(n_arms, **kw), UCB(n_arms, **kw))
         if kind == "epsilon_greedy":
             return RolePolicy(EpsilonGreedy(n_arms, **kw), EpsilonGreedy(n_arms, **kw))

@@ -23,8 +23,9 @@ of a DLMP into energy and congestion parts, the load-shedding fallback of infeas
 
 ### Market and timescales
 Each ``step`` of the parallel env (one AEC turn per agent) is a **market round**: every agent
-offers, the DSO clears, rewards are paid. After ``market_rounds`` rounds (default 1: the DSO
-clears once an hour) the last clearing is final: generators' kW become OpenDSS generators at
+offers, the DSO clears (a tentative clearing that the agents observe and may answer), rewards
+are paid. After ``market_rounds`` rounds (default 3, as in ``topology-power-v0``; 1 makes every
+clearing final) the last clearing is final: generators' kW become OpenDSS generators at
 their buses, DR reductions (and any shed load) come off the bus loads, PV is injected, and
 OpenDSS solves the 37-node feeder (one **grid step** = one hour). An episode is ``horizon``
 hours of the scenario's day; the source LMP follows the scenario's profile.
@@ -39,7 +40,7 @@ before anything changes. With ``invalid_bids="repair"`` (default) finite prices 
 ``"raise"`` they raise ``ValueError``. An offer at ``price_cap`` ties with shedding load.
 
 ### Arguments
-``env(scenario="dlmp", learners=("generator", "dr"), market_rounds=1, horizon=None,
+``env(scenario="dlmp", learners=("generator", "dr"), market_rounds=3, horizon=None,
 policies=None, invalid_bids="repair", max_cycles=None, render_mode=None)``
 
 * ``scenario``: bundled name, path to a TOML file, or a dict (see ``scenarios/dlmp.toml``:
@@ -110,7 +111,7 @@ class raw_env(MarketEnv):
     metadata = {"render_modes": ["human", "rgb_array"], "name": "dlmp_v0",
                 "is_parallelizable": True}
 
-    def __init__(self, scenario="dlmp", learners=GROUPS, market_rounds: int = 1,
+    def __init__(self, scenario="dlmp", learners=GROUPS, market_rounds: int = 3,
                  horizon: int | None = None, policies: dict | None = None,
                  invalid_bids: str = "repair", max_cycles: int | None = None,
                  render_mode: str | None = None):
@@ -230,6 +231,10 @@ class raw_env(MarketEnv):
         self.names = [p.name for p in parts]
         self._idx = {n: i for i, n in enumerate(self.names)}
         self._is_gen = np.array([p.group == "generator" for p in parts])
+        self._dr_mask = ~self._is_gen
+        self._dr_bus = np.array([topo.bus_index[p.bus] for p in parts if p.group == "dr"],
+                                dtype=np.int64)
+        self._cap_max = np.array([p.private["cap_max"] for p in parts])
         self._path = {p.name: set(topo.path_to_root(p.bus)) for p in parts}
         # Maps from market quantities to OpenDSS elements.
         gen_idx = {g: i for i, g in enumerate(grid.generator_names)}
@@ -303,12 +308,15 @@ class raw_env(MarketEnv):
             pr = p.private
             pr["cost_a"] = max(pr["cost_a0"] * (1 + pr["cost_noise"] * rng.standard_normal()),
                                0.0)
+        self._cost_a = np.array([p.private["cost_a"] for p in self.participants])
+        self._cost_b = np.array([p.private["cost_b"] for p in self.participants])
         self.grid.reset()
         self._rng = rng
         self.last_clearing = None
         self._prev = np.zeros((len(self.names), 4))  # price, energy, congestion, quantity
         self._prev_avg = self._prev_max = 0.0
         self._prev_congested: set[str] = set()
+        self._obs_cache = None
         self._start_hour()
 
     def _start_hour(self) -> None:
@@ -326,6 +334,7 @@ class raw_env(MarketEnv):
             caps[k] = pr["cap_now"]
         self.capacity_kw = caps
         self._scripted_cache: dict[str, np.ndarray] = {}
+        self._obs_cache = None
 
     # ------------------------------------------------------------------ actions
     def _decode(self, agent: str, action) -> np.ndarray:
@@ -354,40 +363,39 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ market step
     def _market_step(self, bids):
-        n = len(self.names)
-        offers = np.empty((n, self.n_blocks))
-        repairs = {}
+        offers = np.array([bids[name] for name in self.names], dtype=float)
         cap = self.price_cap
-        for name, a in bids.items():
-            k = self._idx[name]
-            if (a >= 0).all() and (a <= cap).all():
-                offers[k] = a
-                continue
-            if self.invalid_bids == "raise":
-                raise ValueError(f"{name}: offer prices must be in [0, {cap}] ¢/kWh, got "
-                                 f"{a.tolist()}")
-            offers[k] = np.clip(a, 0.0, cap)
-            repairs[name] = [f"prices clipped into [0, {cap}] ¢/kWh"]
+        repairs = {}
+        ok = (offers >= 0) & (offers <= cap)
+        if not ok.all():
+            for k in np.flatnonzero(~ok.all(axis=1)):
+                name = self.names[k]
+                if self.invalid_bids == "raise":
+                    raise ValueError(f"{name}: offer prices must be in [0, {cap}] ¢/kWh, got "
+                                     f"{offers[k].tolist()}")
+                repairs[name] = [f"prices clipped into [0, {cap}] ¢/kWh"]
+            offers = np.clip(offers, 0.0, cap)
         res = self.market.clear(offers, demand_kw=self.demand_kw, capacity_kw=self.capacity_kw,
                                 lmp=self.lmp_now, pv_kw=self.pv_kw)
         self.last_clearing = res
-        self._last_offers = offers
         price = res.resource_prices
         qty = res.quantities
-        profit = self._profits(price, qty) / 100.0  # ¢ -> $
-        bus = self._res_bus
-        self._prev = np.column_stack([price, np.full(n, res.energy), res.congestion[bus], qty])
+        profit = (price * qty - (self._cost_a + 0.5 * self._cost_b * qty) * qty) / 100.0  # $
+        congestion = res.congestion[self.market._res_bus]
+        self._prev = np.column_stack([price, np.full(len(qty), res.energy), congestion, qty])
         self._prev_avg = float(res.dlmp.mean())
         self._prev_max = float(res.dlmp.max())
         self._prev_congested = set(res.congested)
+        self._obs_cache = None
+        price_l, qty_l, profit_l = price.tolist(), qty.tolist(), profit.tolist()
+        cong_l = congestion.tolist()
         rewards, infos = {}, {}
         for agent in self.agents:
             k = self._idx[agent]
-            rewards[agent] = profit[k] / self.market_rounds
+            rewards[agent] = profit_l[k] / self.market_rounds
             infos[agent] = {
-                "price": float(price[k]), "energy_price": res.energy,
-                "congestion_price": float(self._prev[k, 2]), "quantity": float(qty[k]),
-                "profit": float(profit[k]),
+                "price": price_l[k], "energy_price": res.energy, "congestion_price": cong_l[k],
+                "quantity": qty_l[k], "profit": profit_l[k],
                 "congested": sorted(self._path[agent] & self._prev_congested)
                 if self._prev_congested else [],
                 "feasible": res.feasible, "bid": offers[k].copy(),
@@ -396,23 +404,19 @@ class raw_env(MarketEnv):
                 infos[agent]["bid_repairs"] = repairs[agent]
         return rewards, infos
 
-    @property
-    def _res_bus(self) -> np.ndarray:
-        return self.market._res_bus
-
-    def _profits(self, price: np.ndarray, qty: np.ndarray) -> np.ndarray:
-        """True profits (¢) of every participant for the hour."""
-        a = np.array([p.private["cost_a"] for p in self.participants])
-        b = np.array([p.private["cost_b"] for p in self.participants])
-        return price * qty - (a * qty + 0.5 * b * qty * qty)
+    def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:
+        """True profits (¢ per hour) of every participant at the given prices and quantities."""
+        q = np.asarray(quantities, dtype=float)
+        return prices * q - (self._cost_a + 0.5 * self._cost_b * q) * q
 
     # ------------------------------------------------------------------ grid step
     def _grid_step(self):
         res = self.last_clearing
         grid = self.grid
         qty = res.quantities
-        served = self.demand_kw - res.shed_kw
-        np.subtract.at(served, self._res_bus[~self._is_gen], qty[~self._is_gen])
+        B = len(self.topology.buses)
+        served = self.demand_kw - res.shed_kw - np.bincount(
+            self._dr_bus, qty[self._dr_mask], minlength=B)
         grid.set_loads_kw(self._load_map @ np.maximum(served, 0.0))
         gen_kw = np.zeros(len(grid.generator_names))
         gen_kw[self._gen_el] = qty[self._is_gen]
@@ -444,24 +448,36 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ observation
     def _observe(self, agent: str) -> np.ndarray:
-        p = self.participant[agent]
-        pr = p.private
-        k = self._idx[agent]
-        h = self.t % self.hours
+        if self._obs_cache is None or self._obs_key != (self.t, self.round):
+            self._obs_cache = self._observe_all()
+            self._obs_key = (self.t, self.round)
+        return self._obs_cache[self._idx[agent]].copy()
+
+    def _observe_all(self) -> np.ndarray:
+        """Every participant's observation (rows in participant order); see the docstring."""
+        n = len(self.names)
         cap = self.price_cap
-        prev = self._prev[k]
-        obs = np.array([
-            math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24),
-            min(self.t / self.horizon, 1.0), self.round / self.market_rounds,
-            1.0 if p.group == "generator" else -1.0,
-            pr["cost_a"] / cap, (pr["cost_a"] + pr["cost_b"] * pr["cap_now"]) / cap,
-            pr["cap_now"] / pr["cap_max"],
-            self.lmp_now / cap, prev[0] / cap, prev[1] / cap, prev[2] / cap,
-            self._prev_avg / cap, self._prev_max / cap,
-            1.0 if self._prev_congested and self._path[agent] & self._prev_congested else 0.0,
-            prev[3] / pr["cap_max"],
-        ], dtype=np.float32)
-        return np.clip(obs, -1.0, 1.0)
+        h = self.t % self.hours
+        obs = np.empty((n, OBS_SIZE))
+        obs[:, 0] = math.sin(2 * math.pi * h / 24)
+        obs[:, 1] = math.cos(2 * math.pi * h / 24)
+        obs[:, 2] = min(self.t / self.horizon, 1.0)
+        obs[:, 3] = self.round / self.market_rounds
+        obs[:, 4] = np.where(self._is_gen, 1.0, -1.0)
+        obs[:, 5] = self._cost_a / cap
+        obs[:, 6] = (self._cost_a + self._cost_b * self.capacity_kw) / cap
+        obs[:, 7] = self.capacity_kw / self._cap_max
+        obs[:, 8] = self.lmp_now / cap
+        obs[:, 9:12] = self._prev[:, :3] / cap
+        obs[:, 12] = self._prev_avg / cap
+        obs[:, 13] = self._prev_max / cap
+        if self._prev_congested:
+            obs[:, 14] = [1.0 if self._path[nm] & self._prev_congested else 0.0
+                          for nm in self.names]
+        else:
+            obs[:, 14] = 0.0
+        obs[:, 15] = self._prev[:, 3] / self._cap_max
+        return np.clip(obs, -1.0, 1.0).astype(np.float32)
 
     def _reset_info(self, agent: str) -> dict:
         p = self.participant[agent]

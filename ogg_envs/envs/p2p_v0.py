@@ -60,7 +60,8 @@ max_cycles=None, render_mode=None)``; ``None`` takes the scenario's value
   violations (reverse-flow overloads, over-voltages) and curtail the producers' PV.
 * ``policies``: ``{"prosumer" or name: spec}`` for non-learning prosumers, a spec as in
   ``ogg_envs.baselines.bandits.make_policy`` (``"ucb"`` — the default —, ``"epsilon_greedy"``,
-  ``"fixed"``, a dict, a factory or a ``RolePolicy``). They learn across episodes;
+  ``"fixed"``, a dict, a factory or a ``RolePolicy``; UCB's scale defaults to half the
+  range of the rewards). They learn across episodes;
   ``reset(seed=...)`` (or ``options={"reset_policies": True}``) starts them afresh.
 * An action must be an integer arm index (``int``, a NumPy integer or a 0-d integer array) in
   ``[0, n_arms)``; anything else (a float, NaN, out of range) raises ``ValueError`` naming the
@@ -196,12 +197,16 @@ class raw_env(MarketEnv):
         feeder = self.scenario.get("feeder", "ieee34")
         self.grid = (OpenDSSGrid.from_feeder(feeder, **kw) if not str(feeder).endswith(".dss")
                      else OpenDSSGrid(feeder, **kw))
-        scale = float(g.get("rating_scale", 1.0))
-        if scale != 1.0:
-            self.grid.scale_line_ratings(scale)
+        self._rating_scale = float(g.get("rating_scale", 1.0))
+        self._apply_ratings()
         bg = self.scenario.get("background", {})
         self._bg_profile = self._column(bg.get("profile", "load_commercial"))
         self._bg_scale = float(bg.get("scale", 1.0))
+
+    def _apply_ratings(self) -> None:
+        """The scenario's line ratings (``grid.reset`` restores the feeder's own)."""
+        if self._rating_scale != 1.0:
+            self.grid.scale_line_ratings(self._rating_scale)
 
     def _column(self, name: str) -> np.ndarray:
         if name not in self.profiles:
@@ -257,7 +262,8 @@ class raw_env(MarketEnv):
         learners = set(self.possible_agents)
         self._scripted = [p for p in self.participants if p.name not in learners]
         for p in self._scripted:
-            p.policy = make_policy(specs.get(p.name, specs.get("prosumer", "ucb")), self.n_arms)
+            spec = specs.get(p.name, specs.get("prosumer", "ucb"))
+            p.policy = make_policy(spec, self.n_arms, self.terms.reward_range())
         self._scripted_idx = np.array([self._idx[p.name] for p in self._scripted], dtype=int)
 
     # ------------------------------------------------------------------ episode
@@ -285,7 +291,8 @@ class raw_env(MarketEnv):
         self.forecast_export = pv_fc - load  # kWh per hour; the load forecast is exact
         self.realised_export = pv_real - load
         self._bg_kw = np.outer(self._bg_profile[hours] * self._bg_scale, self.grid.base_load_kw)
-        self.grid.reset()
+        self.feasibility.reset()
+        self._apply_ratings()
         self._rng = rng
         self._arms = np.zeros(len(self.participants), dtype=np.int64)
         self.last_report = None

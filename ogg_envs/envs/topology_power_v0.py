@@ -211,7 +211,9 @@ class raw_env(MarketEnv):
         cons = sc["consumers"]
         n_cons = len(self.consumer_buses)
         n_flex = int(round(self.flexible_share * n_cons))
-        flexible = set(rng.choice(n_cons, size=n_flex, replace=False).tolist())
+        # Nested draws: a larger flexible_share makes more of the same consumers flexible, and
+        # everything else about the instance stays the same (for comparative statics).
+        flexible = set(rng.permutation(n_cons)[:n_flex].tolist())
         residential = rng.random(n_cons) < float(cons.get("residential_share", 0.6))
         noise = float(cons.get("load_noise", 0.0))
         hours = len(self.profiles["hour"])
@@ -219,17 +221,16 @@ class raw_env(MarketEnv):
         for j in range(n_cons):
             col = "load_residential" if residential[j] else "load_commercial"
             self._load_factor[:, j] = self.profiles[col] * (1 + noise * rng.standard_normal(hours))
-        vmax_lo, vmax_hi = cons.get("value_max", [11.0, 15.0])
-        vmin_lo, vmin_hi = cons.get("value_min", [2.0, 4.0])
+        vmax = rng.uniform(*cons.get("value_max", [11.0, 15.0]), size=n_cons)
+        vmin = rng.uniform(*cons.get("value_min", [2.0, 4.0]), size=n_cons)
         cost_noise = float(sc["suppliers"].get("cost_noise", 0.0))
         j = 0
         for p in self.participants:
             if p.group == "consumer":
                 p.private["flexible"] = j in flexible
-                p.private["value_max"] = float(rng.uniform(vmax_lo, vmax_hi)) \
-                    if p.private["flexible"] else self.price_cap
-                p.private["value_min"] = float(rng.uniform(vmin_lo, vmin_hi)) \
-                    if p.private["flexible"] else self.price_cap
+                flex = p.private["flexible"]
+                p.private["value_max"] = float(vmax[j]) if flex else self.price_cap
+                p.private["value_min"] = float(vmin[j]) if flex else self.price_cap
                 p.private["column"] = j
                 j += 1
             elif p.group == "supplier":

@@ -70,6 +70,7 @@ __all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketPar
 
 SUPPLY, DEMAND = "supply", "demand"
 _CVX_SIGN = -1.0
+_CLARABEL_SIGN = -1.0
 
 
 class InvalidBidError(ValueError):
@@ -250,37 +251,32 @@ class CurveMarket:
 
     # ------------------------------------------------------------------ problem structure
     def _setup(self) -> None:
-        n, B, E = len(self.participants), len(self.topology.buses), len(self.topology.branches)
-        self._shed_buses = sorted({b for b, s in zip(self._bus_of, self.is_supply) if not s})
-        self._spill_buses = sorted({b for b, s in zip(self._bus_of, self.is_supply) if s})
+        """Build the fast-path QP once. Variables x = [q, shed, spill, p]; rows: nodal balance
+        (its duals are the prices), sum(p) = 0, branch flows H p, variable bounds. The sparsity
+        never changes; each clearing only updates numbers."""
+        n, B = len(self.participants), len(self.topology.buses)
+        E = len(self.topology.branches)
+        self._shed_buses = sorted({int(b) for b, s in zip(self._bus_of, self.is_supply) if not s})
+        self._spill_buses = sorted({int(b) for b, s in zip(self._bus_of, self.is_supply) if s})
         ns, nsp = len(self._shed_buses), len(self._spill_buses)
-        self._sl = {  # variable slices
-            "q": slice(0, n), "shed": slice(n, n + ns), "spill": slice(n + ns, n + ns + nsp),
-            "p": slice(n + ns + nsp, n + ns + nsp + B),
-        }
-        nx_ = n + ns + nsp + B
-        # Balance rows: gen - dem + shed - spill - p = 0.
-        sign = np.where(self.is_supply, 1.0, -1.0)
-        A_bal = sp.lil_matrix((B, nx_))
-        for i, (b, s) in enumerate(zip(self._bus_of, sign)):
-            A_bal[b, i] = s
-        for k, b in enumerate(self._shed_buses):
-            A_bal[b, n + k] = 1.0
-        for k, b in enumerate(self._spill_buses):
-            A_bal[b, n + ns + k] = -1.0
-        for b in range(B):
-            A_bal[b, n + ns + nsp + b] = -1.0
-        A_sum = sp.lil_matrix((1, nx_))
-        A_sum[0, self._sl["p"]] = 1.0
-        A_flow = sp.hstack([sp.csr_matrix((E, n + ns + nsp)), sp.csr_matrix(self.topology.H)])
-        A_box = sp.eye(n + ns + nsp, nx_)
+        nb = n + ns + nsp  # bounded variables
+        self._sl = {"q": slice(0, n), "shed": slice(n, n + ns), "spill": slice(n + ns, nb),
+                    "p": slice(nb, nb + B)}
+        nx_ = nb + B
+        M = sp.lil_matrix((B, nx_))  # gen - dem + shed - spill at each bus
+        M[self._bus_of, np.arange(n)] = np.where(self.is_supply, 1.0, -1.0)
+        M[self._shed_buses, n + np.arange(ns)] = 1.0
+        M[self._spill_buses, n + ns + np.arange(nsp)] = -1.0
+        self._M = M[:, :nb].toarray()
+        A_bal = sp.hstack([M[:, :nb].tocsr(), -sp.eye(B)])
+        A_sum = sp.hstack([sp.csr_matrix((1, nb)), sp.csr_matrix(np.ones((1, B)))])
+        A_flow = sp.hstack([sp.csr_matrix((E, nb)), sp.csr_matrix(self.topology.H)])
+        A_box = sp.eye(nb, nx_)
         self._A = sp.vstack([A_bal, A_sum, A_flow, A_box]).tocsc()
         self._rows = {"bal": slice(0, B), "sum": slice(B, B + 1),
-                      "flow": slice(B + 1, B + 1 + E), "box": slice(B + 1 + E, B + 1 + E + nx_)}
-        self._nx = nx_
-        diag = np.zeros(nx_)
-        diag[:n] = 1.0  # placeholder; real slopes set per clearing (pattern stays)
-        self._P = sp.csc_matrix((diag[:n], (np.arange(n), np.arange(n))), shape=(nx_, nx_))
+                      "flow": slice(B + 1, B + 1 + E), "box": slice(B + 1 + E, B + 1 + E + nb)}
+        self._nx, self._nb = nx_, nb
+        self._P = sp.csc_matrix((np.ones(n), (np.arange(n), np.arange(n))), shape=(nx_, nx_))
         self._q = np.zeros(nx_)
         self._q[self._sl["shed"]] = self.price_cap
         self._q[self._sl["spill"]] = self.price_floor
@@ -289,8 +285,9 @@ class CurveMarket:
         self._set_flow_bounds()
         self._solver = osqp.OSQP()
         self._solver.setup(self._P, self._q, self._A, self._l, self._u, verbose=False,
-                           eps_abs=1e-8, eps_rel=1e-8, polishing=True, warm_starting=True,
-                           max_iter=20000, polish_refine_iter=5, adaptive_rho=True)
+                           eps_abs=1e-6, eps_rel=1e-6, polishing=True, warm_starting=True,
+                           max_iter=500, polish_refine_iter=3)
+        self._clarabel = None
 
     def _set_flow_bounds(self) -> None:
         lim = np.where(np.isfinite(self._limits), self._limits, 1e20)
@@ -362,28 +359,65 @@ class CurveMarket:
         lin = np.where(self.is_supply, p_min - slope * q_min, -(p_max + slope * q_min))
         return slope, lin
 
+    def _bounds(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Variable bounds: q in [q_min, q_max]; shed up to the firm demand at a bus, spill up
+        to the must-run supply there."""
+        n, B = len(self.names), len(self.topology.buses)
+        q_min = arr[:, 3]
+        lo, hi = np.zeros(self._nb), np.zeros(self._nb)
+        lo[:n], hi[:n] = q_min, arr[:, 2]
+        dem, sup = ~self.is_supply, self.is_supply
+        hi[self._sl["shed"]] = np.bincount(self._bus_of[dem], q_min[dem], B)[self._shed_buses]
+        hi[self._sl["spill"]] = np.bincount(self._bus_of[sup], q_min[sup], B)[self._spill_buses]
+        return lo, hi
+
     def _solve(self, arr: np.ndarray):
         n = len(self.names)
-        p_max, p_min, q_max, q_min = arr.T
         slope, lin = self._curve_coefficients(arr)
         self._q[:n] = lin
         box = self._rows["box"]
-        lo, hi = self._l[box], self._u[box]  # views into the bound vectors
-        lo[:n], hi[:n] = q_min, q_max
-        ns = len(self._shed_buses)
-        firm_dem = np.bincount(self._bus_of[~self.is_supply], q_min[~self.is_supply],
-                               minlength=len(self.topology.buses))
-        firm_sup = np.bincount(self._bus_of[self.is_supply], q_min[self.is_supply],
-                               minlength=len(self.topology.buses))
-        lo[n:n + ns], hi[n:n + ns] = 0.0, firm_dem[self._shed_buses]
-        lo[n + ns:], hi[n + ns:] = 0.0, firm_sup[self._spill_buses]
+        self._l[box], self._u[box] = self._bounds(arr)
         self._solver.update(q=self._q, l=self._l, u=self._u, Px=slope)
-        res = self._solver.solve()
-        status = res.info.status_val
-        if status in (1, 2):  # solved / solved inaccurately -> accept only if polished
-            if status == 1 and res.info.status_polish == 1:
-                return res.x, -res.y[self._rows["bal"]], "osqp"
-        return self._solve_cvxpy(arr)
+        res = self._solver.solve(raise_error=False)
+        if res.info.status_val == 1 and res.info.status_polish == 1:
+            # The price is the cost of one more kW of demand at the bus: -dual of its balance.
+            return res.x, -res.y[self._rows["bal"]], "osqp"
+        # Polishing fails on degenerate instances (ties between bids); an interior-point
+        # solve of the same compiled data is exact there.
+        return self._solve_clarabel(arr, slope)
+
+    @staticmethod
+    def _big_flow(arr: np.ndarray) -> float:
+        """A finite stand-in for 'no limit': more than any flow the bids can cause."""
+        return 2.0 * float(arr[:, 2].sum()) + 1.0
+
+    def _solve_clarabel(self, arr: np.ndarray, slope: np.ndarray):
+        import clarabel
+
+        lo, hi = self._bounds(arr)
+        hi = np.maximum(hi, lo + 1e-7)  # interior-point methods dislike fixed variables
+        eq, flow = slice(0, self._rows["sum"].stop), self._rows["flow"]
+        lim = np.minimum(self._u[flow], self._big_flow(arr))
+        b = np.concatenate([np.zeros(eq.stop), lim, lim, hi, -lo])
+        if self._clarabel is None:
+            A_flow = self._A[flow]
+            eye = sp.eye(self._nb, self._nx, format="csc")
+            A = sp.vstack([self._A[eq], A_flow, -A_flow, eye, -eye]).tocsc()
+            settings = clarabel.DefaultSettings()
+            settings.verbose = False
+            settings.presolve_enable = False  # keep the data updatable
+            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-10
+            cones = [clarabel.ZeroConeT(eq.stop), clarabel.NonnegativeConeT(len(b) - eq.stop)]
+            P = self._P.copy()
+            P.data[:] = slope
+            self._clarabel = clarabel.DefaultSolver(P, self._q.copy(), A, b, cones, settings)
+        else:
+            self._clarabel.update(P=slope, q=self._q.copy(), b=b)
+        sol = self._clarabel.solve()
+        if str(sol.status) not in ("Solved", "AlmostSolved"):
+            return self._solve_cvxpy(arr)
+        z = np.asarray(sol.z)
+        return np.asarray(sol.x), _CLARABEL_SIGN * z[self._rows["bal"]], "clarabel"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self):
@@ -441,7 +475,8 @@ class CurveMarket:
         p_max, p_min, q_max, q_min = arr.T
         slope, lin = self._curve_coefficients(arr)
         c["slope"].value, c["lin"].value = slope, lin
-        c["q_min"].value, c["q_max"].value = q_min, q_max
+        c["q_min"].value, c["q_max"].value = q_min, np.maximum(q_max, q_min + 1e-7)
+        c["limits"].value = np.minimum(self._limits, self._big_flow(arr))
         c["shed_max"].value = np.bincount(self._bus_of[~self.is_supply], q_min[~self.is_supply],
                                           minlength=B)
         c["spill_max"].value = np.bincount(self._bus_of[self.is_supply], q_min[self.is_supply],
@@ -459,48 +494,47 @@ class CurveMarket:
         prices = _CVX_SIGN * (nu + self.topology.H.T @ mu)
         x = np.zeros(self._nx)
         x[:n] = c["q"].value
-        shed = np.asarray(c["shed"].value)
-        spill = np.asarray(c["spill"].value)
+        shed, spill = np.asarray(c["shed"].value), np.asarray(c["spill"].value)
         x[self._sl["shed"]] = shed[self._shed_buses]
         x[self._sl["spill"]] = spill[self._spill_buses]
-        gen_dem = np.bincount(self._bus_of, np.where(self.is_supply, 1, -1) * x[:n], minlength=B)
-        x[self._sl["p"]] = gen_dem + shed - spill
+        x[self._sl["p"]] = self._M @ x[:self._nb]
         return x, prices, f"cvxpy-{solver.lower()}"
 
     # ------------------------------------------------------------------ accounting
     def _result(self, arr: np.ndarray, x: np.ndarray, prices_bus: np.ndarray,
                 solver: str) -> ClearingResult:
-        n = len(self.names)
-        topo = self.topology
+        n, topo = len(self.names), self.topology
         q = np.maximum(x[:n], 0.0)
-        shed = np.zeros(len(topo.buses))
+        B = len(topo.buses)
+        shed = np.zeros(B)
         shed[self._shed_buses] = np.maximum(x[self._sl["shed"]], 0.0)
-        spill = np.zeros(len(topo.buses))
+        spill = np.zeros(B)
         spill[self._spill_buses] = np.maximum(x[self._sl["spill"]], 0.0)
         served = q.copy()
-        # Shed and spilled energy is taken pro rata from the firm parts at the bus.
-        for b in np.flatnonzero(shed > 1e-9):
-            idx = np.flatnonzero((self._bus_of == b) & ~self.is_supply)
-            firm = arr[idx, 3]
-            served[idx] -= shed[b] * firm / firm.sum()
-        for b in np.flatnonzero(spill > 1e-9):
-            idx = np.flatnonzero((self._bus_of == b) & self.is_supply)
-            firm = arr[idx, 3]
-            served[idx] -= spill[b] * firm / firm.sum()
+        if shed.max(initial=0.0) > 1e-9 or spill.max(initial=0.0) > 1e-9:
+            # Shed and spilled energy is taken pro rata from the firm parts at the bus.
+            firm = arr[:, 3]
+            for k in range(n):
+                cut = (spill if self.is_supply[k] else shed)[self._bus_of[k]]
+                if cut > 1e-9:
+                    same = (self._bus_of == self._bus_of[k]) & (self.is_supply == self.is_supply[k])
+                    served[k] -= cut * firm[k] / firm[same].sum()
         served = np.maximum(served, 0.0)
         price_p = prices_bus[self._bus_of]
-        inj = x[self._sl["p"]]
-        flows = topo.H @ inj
+        flows = topo.H @ x[self._sl["p"]]
         lim = self._limits
-        congested = [br.name for br, f, L in zip(topo.branches, flows, lim)
-                     if np.isfinite(L) and abs(f) >= L * (1 - self.congestion_tol) - 1e-6]
-        bids = [Bid(*row) for row in arr]
-        pay = float(np.sum(price_p[~self.is_supply] * served[~self.is_supply]))
-        rev = float(np.sum(price_p[self.is_supply] * served[self.is_supply]))
-        cs = sum(bids[i].demand_value(served[i]) - price_p[i] * served[i]
-                 for i in range(n) if not self.is_supply[i])
-        ps = sum(price_p[i] * served[i] - bids[i].supply_cost(q[i])
-                 for i in range(n) if self.is_supply[i])
+        at_limit = np.isfinite(lim) & (np.abs(flows) >= lim * (1 - self.congestion_tol) - 1e-6)
+        congested = [topo.branches[e].name for e in np.flatnonzero(at_limit)]
+        p_max, p_min, q_max, q_min = arr.T
+        slope, _ = self._curve_coefficients(arr)
+        above = np.maximum(served - q_min, 0.0)
+        value = np.where(served <= q_min, p_max * served, p_max * served - 0.5 * slope * above**2)
+        cost = p_min * served + 0.5 * slope * above**2
+        dem, sup = ~self.is_supply, self.is_supply
+        pay = float(price_p[dem] @ served[dem])
+        rev = float(price_p[sup] @ served[sup])
+        cs = float(np.sum(value[dem]) - pay)
+        ps = float(rev - np.sum(cost[sup]))
         result = ClearingResult(
             prices=dict(zip(topo.buses, prices_bus.tolist())),
             quantities=dict(zip(self.names, served.tolist())),

@@ -237,48 +237,48 @@ class DLMPMarket:
 
     # ------------------------------------------------------------------ LP structure
     def _structure(self) -> None:
-        """Column and row layout, the constraint matrix in CSC form."""
+        """Column and row layout of the fast path's LP, the constraint matrix in CSC form.
+
+        The fast path eliminates the bus injections ``p`` of eqs. 12-18: with ``u_b`` the
+        injection of the market's columns at bus b (generation + DR + shed - curtailment, plus
+        the source at the root) and ``n_b = demand_b - pv_b``, nodal balance says
+        ``p_b = u_b - n_b``, so the lossless balance is ``sum_b u_b = sum_b n_b`` (row 0, dual:
+        the energy part) and branch e's limit is ``d_e - limit_e <= sum_{b below e} u_b <=
+        d_e + limit_e`` with ``d_e = sum_{b below e} n_b`` (rows 1..E; duals: the branch
+        prices). The nodal-balance dual is then, by the chain rule on ``n_b``,
+        ``DLMP_b = y_0 + sum_{e above b} y_e`` - exactly the dual of bus b's balance in the
+        formulation with ``p`` (the CVXPY statement keeps ``p`` and the nodal balances
+        explicit; the tests check that both agree and that DLMPs are the derivatives of the
+        optimal cost). Fewer rows and columns make each warm re-solve cheaper.
+        """
         topo = self.topology
         B, E = len(topo.buses), len(topo.branches)
         n, K = len(self.resources), self.n_blocks
         nb, nL, nP = n * K, len(self.load_buses), len(self.pv_buses)
-        # columns: blocks | shed | curtail | source import | source export | p (bus injections)
+        # columns: blocks | shed | curtail | source import | source export
         c_shed, c_curt = nb, nb + nL
         c_imp = nb + nL + nP
-        c_p = c_imp + 2
-        ncol = c_p + B
-        rows, cols, vals = [], [], []
-
-        def put(r, c, v):
-            rows.extend(np.atleast_1d(r).tolist())
-            cols.extend(np.atleast_1d(c).tolist())
-            vals.extend(np.broadcast_to(v, np.shape(np.atleast_1d(r))).tolist())
-
-        put(np.repeat(self._res_bus, K), np.arange(nb), 1.0)  # generation / reduction
-        put(self._load_idx, c_shed + np.arange(nL), 1.0)  # shed
-        put(self._pv_idx, c_curt + np.arange(nP), -1.0)  # curtailment
+        ncol = c_imp + 2
         root = topo.bus_index[topo.root]
-        put(root, c_imp, 1.0)
-        put(root, c_imp + 1, -1.0)
-        put(np.arange(B), c_p + np.arange(B), -1.0)  # - p_b
-        put(np.full(B, B), c_p + np.arange(B), 1.0)  # sum p = 0
-        He = sp.coo_matrix(topo.H)
-        put(B + 1 + He.row, c_p + He.col, He.data)  # flows
-        A = sp.csc_matrix((vals, (rows, cols)), shape=(B + 1 + E, ncol))
-        A.sum_duplicates()
+        self._col_bus = np.concatenate([np.repeat(self._res_bus, K), self._load_idx,
+                                        self._pv_idx, [root, root]]).astype(np.int64)
+        self._col_sign = np.concatenate([np.ones(nb + nL), -np.ones(nP), [1.0, -1.0]])
+        self._below = -topo.H  # below[e, b] = 1 if bus b is downstream of branch e
+        dense = np.vstack([self._col_sign[None, :],
+                           self._below[:, self._col_bus] * self._col_sign[None, :]])
+        A = sp.csc_matrix(dense)
+        A.eliminate_zeros()
         A.sort_indices()
         self._A = A
-        self._ncol, self._nrow = ncol, B + 1 + E
+        self._ncol, self._nrow = ncol, 1 + E
         self._cols = {"blocks": slice(0, nb), "shed": slice(c_shed, c_shed + nL),
                       "curtail": slice(c_curt, c_curt + nP), "import": c_imp,
-                      "export": c_imp + 1, "p": slice(c_p, c_p + B)}
-        self._rows = {"balance": slice(0, B), "system": B, "flow": slice(B + 1, B + 1 + E)}
+                      "export": c_imp + 1}
         i32 = np.int32
         self._idx_blocks = np.arange(nb, dtype=i32)
         self._idx_shed = np.arange(c_shed, c_shed + nL, dtype=i32)
         self._idx_curt = np.arange(c_curt, c_curt + nP, dtype=i32)
-        self._idx_balance = np.arange(B, dtype=i32)
-        self._idx_flow = np.arange(B + 1, B + 1 + E, dtype=i32)
+        self._idx_rows = np.arange(1 + E, dtype=i32)
         self._zeros = {k: np.zeros(m) for k, m in (("blocks", nb), ("shed", nL), ("pv", nP))}
         self._not_load = np.ones(B, dtype=bool)
         self._not_load[self._load_idx] = False
@@ -296,16 +296,12 @@ class DLMPMarket:
         cost = np.zeros(self._ncol)
         cost[self._cols["shed"]] = self.price_cap
         cost[self._cols["curtail"]] = self.curtail_price
-        lower = np.zeros(self._ncol)
         upper = np.zeros(self._ncol)
         upper[self._cols["import"]] = upper[self._cols["export"]] = _INF
-        lower[self._cols["p"]], upper[self._cols["p"]] = -_INF, _INF
-        lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lower, upper
-        row_lo = np.zeros(self._nrow)
-        row_hi = np.zeros(self._nrow)
+        lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, np.zeros(self._ncol), upper
         lim = self._highs_limits()
-        row_lo[self._rows["flow"]], row_hi[self._rows["flow"]] = -lim, lim
-        lp.row_lower_, lp.row_upper_ = row_lo, row_hi
+        lp.row_lower_ = np.concatenate([[0.0], -lim])
+        lp.row_upper_ = np.concatenate([[0.0], lim])
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_ = A.indptr
         lp.a_matrix_.index_ = A.indices
@@ -319,7 +315,7 @@ class DLMPMarket:
         self._highs = h
 
     def _highs_limits(self) -> np.ndarray:
-        return np.where(np.isfinite(self._limits), self._limits, _INF)
+        return np.where(self._finite_limit, self._limits, _INF)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -350,9 +346,7 @@ class DLMPMarket:
         if np.any(np.isnan(new)) or np.any(new < 0):
             raise ValueError("branch limits must be >= 0 (inf for none)")
         self._limits = new
-        self._finite_limit = np.isfinite(new)
-        lim = self._highs_limits()
-        self._highs.changeRowsBounds(len(lim), self._idx_flow, -lim, lim)
+        self._finite_limit = np.isfinite(new)  # row bounds follow at the next clearing
         if self._cvx is not None:
             self._cvx["limits"].value = np.where(np.isfinite(new), new, 1e9)
 
@@ -478,16 +472,19 @@ class DLMPMarket:
             h.changeColsBounds(nb, self._idx_blocks, self._zeros["blocks"],
                                np.repeat(cap / K, K))
         h.changeColCost(self._cols["import"], lmp)
-        shed_max = demand - dr_cap
         nL = len(self._idx_shed)
         if nL:
             h.changeColsBounds(nL, self._idx_shed, self._zeros["shed"],
-                               np.maximum(shed_max[self._load_idx], 0.0))
+                               np.maximum(demand - dr_cap, 0.0)[self._load_idx])
         nP = len(self._idx_curt)
         if nP:
             h.changeColsBounds(nP, self._idx_curt, self._zeros["pv"], pv[self._pv_idx])
-        rhs = demand - pv
-        h.changeRowsBounds(len(rhs), self._idx_balance, rhs, rhs)
+        net = demand - pv
+        below = self._below @ net
+        lim = self._highs_limits()
+        total = net.sum()
+        h.changeRowsBounds(self._nrow, self._idx_rows, np.concatenate([[total], below - lim]),
+                           np.concatenate([[total], below + lim]))
         h.run()
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             h.clearSolver()  # drop the basis and try once from scratch
@@ -495,7 +492,11 @@ class DLMPMarket:
             if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
                 return None, None, None
         sol = h.getSolution()
-        return np.asarray(sol.col_value), np.asarray(sol.row_dual), "highs"
+        x = np.asarray(sol.col_value)
+        y = np.asarray(sol.row_dual)
+        # DLMP_b = energy + sum of the branch prices above b (see _structure).
+        energy, branch = float(y[0]), y[1:]
+        return x, (energy, branch, energy + self._below.T @ branch), "highs"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self) -> dict:
@@ -569,26 +570,25 @@ class DLMPMarket:
         if c["prob"].status not in ("optimal", "optimal_inaccurate"):
             raise MarketClearingError(f"CVXPY/{solver} failed: status {c['prob'].status}")
         # Same layout as the HiGHS path. CVXPY's equality duals have the opposite sign of
-        # HiGHS's row duals for these constraints (checked against finite differences).
+        # HiGHS's row duals (checked against finite differences in the tests).
         x = np.zeros(self._ncol)
         x[self._cols["blocks"]] = np.asarray(c["x"].value).ravel()
         x[self._cols["shed"]] = c["shed"].value
         x[self._cols["curtail"]] = c["curtail"].value
         s = float(c["source"].value)
         x[self._cols["import"]], x[self._cols["export"]] = max(s, 0.0), max(-s, 0.0)
-        x[self._cols["p"]] = c["p"].value
-        y = np.zeros(self._nrow)
-        y[self._rows["balance"]] = -np.asarray(c["balance"].dual_value)
-        y[self._rows["system"]] = -float(c["system"].dual_value)
-        y[self._rows["flow"]] = -(np.asarray(c["upper"].dual_value)
-                                  - np.asarray(c["lower"].dual_value))
-        return x, y, f"cvxpy-{solver.lower()}"
+        dlmp = -np.asarray(c["balance"].dual_value, dtype=float)
+        energy = -float(c["system"].dual_value)
+        branch = (np.asarray(c["upper"].dual_value, dtype=float)
+                  - np.asarray(c["lower"].dual_value, dtype=float))
+        return x, (energy, branch, dlmp), f"cvxpy-{solver.lower()}"
 
     # ------------------------------------------------------------------ results
-    def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, y, solver) -> DLMPResult:
+    def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, duals, solver) -> DLMPResult:
         topo = self.topology
-        cols, rows = self._cols, self._rows
+        cols = self._cols
         n, K = len(self.names), self.n_blocks
+        energy, branch_prices, dlmp = duals
         blocks = x[cols["blocks"]]
         q = blocks.reshape(n, K).sum(axis=1) if n else np.zeros(0)
         B = len(topo.buses)
@@ -597,11 +597,9 @@ class DLMPMarket:
         curt = np.zeros(B)
         curt[self._pv_idx] = x[cols["curtail"]]
         source = float(x[cols["import"]] - x[cols["export"]])
-        flows = topo.H @ x[cols["p"]]
-        y_flow = y[rows["flow"]]
-        dlmp = y[rows["balance"]].copy()
-        energy = float(y[rows["system"]])
-        congestion = topo.H.T @ y_flow
+        injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
+        flows = topo.H @ (injection - demand + pv)
+        congestion = self._below.T @ branch_prices
         import_cost = lmp * max(source, 0.0)
         shed_total, curt_total = float(shed.sum()), float(curt.sum())
         cost = (import_cost + float(offers.ravel() @ blocks)
@@ -612,7 +610,7 @@ class DLMPMarket:
         res = DLMPResult(
             buses=self._buses_t, names=self._names_t, branches=self._branches_t,
             dlmp=dlmp, energy=energy, congestion=congestion, quantities=q, flows_kw=flows,
-            branch_prices=-y_flow, source_kw=source, cost=cost, import_cost=import_cost,
+            branch_prices=branch_prices, source_kw=source, cost=cost, import_cost=import_cost,
             congested=congested, shed_kw=shed, curtailed_kw=curt, solver=solver,
             resource_prices=dlmp[self._res_bus],
         )

@@ -126,6 +126,14 @@ class P2PTerms:
     def n_arms(self) -> int:
         return len(self.arms)
 
+    def reward_range(self) -> tuple[float, float]:
+        """The lowest and highest reward a matched prosumer can get (either role)."""
+        lo_arm, hi_arm = self.arms[0], self.arms[-1]
+        fee, ub = self.c_service, self.retail_price
+        lo = min(-self.c_lose, lo_arm - fee, ub - hi_arm - fee)
+        hi = max(hi_arm - fee, ub - lo_arm - fee)
+        return lo, hi
+
 
 def assign_roles(net_load_kwh) -> np.ndarray:
     """``PRODUCER`` (+1) where net load (load − PV) is negative, else ``CONSUMER`` (−1)."""
@@ -398,6 +406,11 @@ class TradeFeasibility:
             mask[[topo.branch_index[b] for b in topo.path_to_root(bus)]] = True
             self._path[bus] = mask
         self.topology = topo
+
+    def reset(self) -> None:
+        """Reset the grid to its base case (and forget the generator values written)."""
+        self.grid.reset()
+        self._gen_set = np.full(len(self._gen_names), np.nan)
 
     def solve(self, background_kw: np.ndarray, withdraw_kw: np.ndarray, inject_kw: np.ndarray):
         """One power flow: background loads + prosumer withdrawals and injections (kW)."""

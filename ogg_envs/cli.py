@@ -1,0 +1,132 @@
+"""The ``opengridgym`` command: list, run, reproduce, bench, train."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cmd_list(args) -> int:
+    import ogg_envs
+
+    for env_id in ogg_envs.ENVIRONMENTS:
+        try:
+            doc = (ogg_envs.env_module(env_id).__doc__ or "").strip().splitlines()
+            summary = next((ln.strip("` ") for ln in doc[1:] if ln.strip()), "")
+        except Exception as exc:  # an env whose optional pieces fail to import
+            summary = f"(unavailable: {exc})"
+        print(f"{env_id:34s} {summary}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    """Run one episode with random (or baseline) actions and print a summary."""
+    import ogg_envs
+    from tqdm import tqdm
+
+    env = ogg_envs.make(args.env, parallel=True)
+    env.reset(seed=args.seed)
+    returns = dict.fromkeys(env.possible_agents, 0.0)
+    steps = 0
+    t0 = time.perf_counter()
+    with tqdm(total=env.max_cycles, desc=args.env, unit="round") as bar:
+        while env.agents:
+            actions = {a: env.action_space(a).sample() for a in env.agents}
+            _, rewards, _, _, infos = env.step(actions)
+            for a, r in rewards.items():
+                returns[a] += r
+            steps += 1
+            bar.update(1)
+    dt = time.perf_counter() - t0
+    print(json.dumps({"env": args.env, "rounds": steps, "rounds_per_s": steps / dt,
+                      "returns": returns}, indent=2))
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from ogg_envs.reproduce import USE_CASES
+
+    names = list(USE_CASES) if args.use_case in (None, "all") else [args.use_case]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for name in names:
+        if name not in USE_CASES:
+            print(f"unknown use case {name!r}; choose from {', '.join(USE_CASES)}")
+            return 2
+        try:
+            module = importlib.import_module(f"ogg_envs.reproduce.{USE_CASES[name]}")
+        except ImportError as exc:
+            print(f"{name}: not available ({exc})")
+            failed.append(name)
+            continue
+        print(f"== reproducing {name} -> {out}")
+        result = module.run(out, quick=args.quick)
+        print(json.dumps(result, indent=2, default=float)[:2000])
+    return 1 if failed else 0
+
+
+def _cmd_bench(args) -> int:
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = sorted(root.glob("bench_*.py")) if root.is_dir() else []
+    if not scripts:
+        print("benchmarks/ is not available (it ships with the source checkout)")
+        return 1
+    for script in scripts:
+        if args.only and args.only not in script.stem:
+            continue
+        print(f"== {script.name}")
+        runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    try:
+        from ogg_envs.baselines.train_cli import train
+    except ImportError as exc:
+        print(f"training needs the [train] extra (pip install 'opengridgym[train]'): {exc}")
+        return 1
+    train(args.env, backend=args.backend, algo=args.algo, timesteps=args.timesteps,
+          seed=args.seed, out=args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    np.set_printoptions(precision=3, suppress=True)
+    parser = argparse.ArgumentParser(prog="opengridgym", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the environments").set_defaults(fn=_cmd_list)
+    p = sub.add_parser("run", help="run one episode with random actions")
+    p.add_argument("env")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("reproduce", help="regenerate the paper's results")
+    p.add_argument("use_case", nargs="?", default="all",
+                   help="topology-power, p2p, dlmp or all (default)")
+    p.add_argument("--out", default="results")
+    p.add_argument("--quick", action="store_true", help="short runs (CI)")
+    p.set_defaults(fn=_cmd_reproduce)
+    p = sub.add_parser("bench", help="run the benchmarks in benchmarks/")
+    p.add_argument("--only", default=None, help="substring of a benchmark's name")
+    p.set_defaults(fn=_cmd_bench)
+    p = sub.add_parser("train", help="train agents (needs the [train] or [rllib] extra)")
+    p.add_argument("env")
+    p.add_argument("--backend", choices=["sb3", "rllib"], default="sb3")
+    p.add_argument("--algo", default="ppo")
+    p.add_argument("--timesteps", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs")
+    p.set_defaults(fn=_cmd_train)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

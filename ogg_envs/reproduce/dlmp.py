@@ -1,0 +1,152 @@
+"""Reproduce the paper's DLMP use case (Fig. 10): DLMP maps of the IEEE 37 feeder.
+
+``run(out)`` plays the default ``dlmp`` scenario's day with every generator and DR provider
+offering its true cost curve (the truthful baseline), one market clearing per hour, with the
+scenario's ``[reproduce]`` seed, and draws the DLMP of every bus on the feeder's one-line
+diagram for an uncongested and a congested hour (``[reproduce]`` ``uncongested_hour`` and
+``congested_hour``). It writes
+
+* ``out/dlmp_map.png``: the two maps side by side on one colour scale, congested branches red
+  (Fig. 10);
+* ``out/dlmp_day.png`` (not with ``quick``): source LMP and the lowest/highest DLMP per hour;
+* ``out/dlmp.json``: for both hours the DLMP of every bus with its energy and congestion
+  parts, the congested branches and their shadow prices, the dispatch, and the checks the
+  paper's figure illustrates: uncongested, every DLMP equals the source LMP; congested, the
+  prices separate along the congested path (buses downstream of a congested branch pay
+  more).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ogg_envs.baselines.dlmp_bidders import TruthfulBidder
+from ogg_envs.envs import dlmp_v0
+from ogg_envs.scenario import load_scenario
+
+
+def play_truthful_day(scenario="dlmp", seed: int = 0):
+    """Clear every hour of the scenario's day with truthful offers.
+
+    Returns the env and one ``(hour, source LMP, demand kW, DLMPResult, PowerFlowResult)`` per
+    hour.
+    """
+    env = dlmp_v0.parallel_env(scenario=scenario, market_rounds=1)
+    env.reset(seed=seed)
+    policy = TruthfulBidder()
+    results = []
+    while env.agents:
+        hour, lmp, demand = env.t, env.lmp_now, float(env.demand_kw.sum())
+        env.step({a: policy(env.participant[a]) for a in env.agents})
+        results.append((hour, lmp, demand, env.last_clearing, env.last_power_flow))
+    return env, results
+
+
+def _hour_summary(env, hour: int, lmp: float, demand: float, res, pf) -> dict:
+    topo = env.topology
+    prices = res.prices()
+    tol = 1e-6 * max(1.0, lmp)
+    separated = []
+    for name in res.congested:
+        br = topo.branches[topo.branch_index[name]]
+        below = topo.downstream[name]
+        inside = [prices[b] for b in below]
+        outside = prices[br.parent]
+        separated.append({"branch": name, "upstream_dlmp": outside,
+                          "downstream_dlmp_min": min(inside), "downstream_dlmp_max": max(inside),
+                          "shadow_price": float(res.branch_prices[topo.branch_index[name]])})
+    return {
+        "hour": hour,
+        "source_lmp": lmp,
+        "dlmp": prices,
+        "energy": res.energy,
+        "congestion": dict(zip(res.buses, res.congestion.tolist())),
+        "congested": list(res.congested),
+        "separation": separated,
+        "price_levels": sorted({round(v, 4) for v in res.dlmp.tolist()}),
+        "all_equal_source_lmp": bool(np.all(np.abs(res.dlmp - lmp) <= tol)),
+        "dispatch_kw": dict(zip(res.names, res.quantities.tolist())),
+        "source_kw": res.source_kw,
+        "demand_kw": demand,
+        "feasible": res.feasible,
+        "power_flow": {"converged": pf.converged, "substation_kw": pf.substation_kw,
+                       "losses_kw": pf.losses_kw,
+                       "n_voltage_violations": len(pf.voltage_violations)},
+    }
+
+
+def run(out: Path, quick: bool = False) -> dict:
+    """Write the DLMP maps and ``out/dlmp.json``; returns the JSON content."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sc = load_scenario("dlmp")
+    rep = sc.get("reproduce", {})
+    seed = int(rep.get("seed", 0))
+    hours = {"uncongested": int(rep.get("uncongested_hour", 3)),
+             "congested": int(rep.get("congested_hour", 12))}
+    env, results = play_truthful_day("dlmp", seed)
+    by_hour = {r[0]: r for r in results}
+    summary = {label: _hour_summary(env, *by_hour[h]) for label, h in hours.items()}
+    unc, con = summary["uncongested"], summary["congested"]
+    checks = {
+        "uncongested_all_equal_source_lmp": unc["all_equal_source_lmp"] and not unc["congested"],
+        "congested_has_congestion": bool(con["congested"]),
+        "congested_prices_separate_downstream": bool(con["separation"]) and all(
+            s["downstream_dlmp_min"] > s["upstream_dlmp"] + 1e-9 for s in con["separation"]),
+    }
+    data = {
+        "scenario": sc.get("name", "dlmp"),
+        "seed": seed,
+        "offers": "truthful (true cost curves, ogg_envs.baselines.dlmp_bidders.TruthfulBidder)",
+        "units": {"price": "¢/kWh", "power": "kW"},
+        "line_limits_kw": {k: float(v) for k, v in sc["grid"]["limits_kw"].items()},
+        "uncongested": unc,
+        "congested": con,
+        "checks": checks,
+        "day": [{"hour": h, "source_lmp": lmp, "dlmp_min": float(res.dlmp.min()),
+                 "dlmp_max": float(res.dlmp.max()), "congested": list(res.congested)}
+                for h, lmp, _, res, _ in results],
+    }
+    # Fig. 10: both hours on one colour scale.
+    vals = np.concatenate([list(unc["dlmp"].values()), list(con["dlmp"].values())])
+    vmin, vmax = float(vals.min()), float(vals.max())
+    if vmax - vmin < 1e-6:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for ax, (label, s) in zip(axes, (("uncongested", unc), ("congested", con))):
+        env.grid.draw(s["dlmp"], ax=ax, cmap="plasma", label="DLMP (¢/kWh)", vmin=vmin,
+                      vmax=vmax, highlight_branches=s["congested"], annotate=not quick,
+                      title=f"{label} hour {s['hour']}: source LMP {s['source_lmp']:.2f} ¢/kWh"
+                            + (f", congested {', '.join(s['congested'])}" if s["congested"]
+                               else ""))
+    fig.suptitle("DLMPs on the IEEE 37-node feeder (truthful offers)")
+    fig.tight_layout()
+    fig.savefig(out / "dlmp_map.png", dpi=80 if quick else 150)
+    plt.close(fig)
+    figures = ["dlmp_map.png"]
+    if not quick:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        hrs = [d["hour"] for d in data["day"]]
+        ax.plot(hrs, [d["source_lmp"] for d in data["day"]], "k-", label="source LMP")
+        ax.fill_between(hrs, [d["dlmp_min"] for d in data["day"]],
+                        [d["dlmp_max"] for d in data["day"]], alpha=0.35,
+                        label="DLMP range over buses")
+        ax.set_xlabel("hour")
+        ax.set_ylabel("¢/kWh")
+        ax.legend()
+        ax.set_title("Source LMP and DLMPs over the day")
+        fig.tight_layout()
+        fig.savefig(out / "dlmp_day.png", dpi=120)
+        plt.close(fig)
+        figures.append("dlmp_day.png")
+    data["figures"] = figures
+    (out / "dlmp.json").write_text(json.dumps(data, indent=2))
+    return data

@@ -1,0 +1,371 @@
+"""Tests of the DSO's DLMP market (ogg_envs.markets.dlmp) and opengridgym/dlmp-v0."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from pz_conformance import run_all
+
+from ogg_envs.baselines.dlmp_bidders import MarkupBidder, TruthfulBidder, true_block_prices
+from ogg_envs.envs import dlmp_v0
+from ogg_envs.grid.topology import Branch, Topology
+from ogg_envs.markets.dlmp import DLMPMarket, InvalidOfferError, Resource
+
+CONGESTED = {"730-709": 380.0, "734-737": 180.0}
+
+
+@pytest.fixture(scope="module")
+def env37():
+    """The default scenario's env (IEEE 37 feeder), reset at hour 12."""
+    env = dlmp_v0.parallel_env(market_rounds=1)
+    env.reset(seed=0)
+    env.t = 12
+    env._start_hour()
+    return env
+
+
+def random_offers(market: DLMPMarket, rng, low=4.5, high=9.0) -> np.ndarray:
+    return rng.uniform(low, high, (len(market.names), market.n_blocks))
+
+
+def inputs(env, rng):
+    """Random offers and the env's data of its current hour."""
+    return dict(offers=random_offers(env.market, rng), demand_kw=env.demand_kw.copy(),
+                capacity_kw=env.capacity_kw.copy(), lmp=env.lmp_now, pv_kw=env.pv_kw.copy())
+
+
+def clear(market, d, **changes):
+    kw = dict(d, **changes)
+    return market.clear(kw.pop("offers"), **kw)
+
+
+def small_market(limits=(math.inf, math.inf, math.inf), **kwargs) -> DLMPMarket:
+    """root s -> a -> b, a -> c; a generator at b, DR at c, PV possible at b and c."""
+    topo = Topology("s", [Branch("s-a", "s", "a", (), limits[0]),
+                          Branch("a-b", "a", "b", (), limits[1]),
+                          Branch("a-c", "a", "c", (), limits[2])])
+    res = [Resource("generator_0", "b", "generator"), Resource("dr_0", "c", "dr")]
+    return DLMPMarket(topo, res, n_blocks=2, price_cap=30.0, load_buses=["a", "b", "c"],
+                      pv_buses=["b", "c"], **kwargs)
+
+
+def vec(market, values: dict) -> np.ndarray:
+    return market.bus_vector(values, "test")
+
+
+# ---------------------------------------------------------------- PettingZoo conformance
+def test_pettingzoo_conformance_and_pickling():
+    run_all(dlmp_v0, horizon=3)
+    run_all(dlmp_v0, horizon=6, market_rounds=1, learners="dr")
+
+
+# ---------------------------------------------------------------- DLMPs are marginal costs
+def test_dlmp_equals_finite_difference_of_optimal_cost(env37):
+    """Every bus's DLMP is d(optimal cost)/d(demand at the bus), with congestion present."""
+    market = env37.market
+    rng = np.random.default_rng(7)
+    checked = 0
+    separated = 0
+    for _ in range(3):
+        d = inputs(env37, rng)
+        base = clear(market, d)
+        assert base.feasible and base.congested, "the instance must be congested"
+        separated += len({round(v, 6) for v in base.dlmp.tolist()}) > 1
+        delta = 1e-3
+        for b in range(len(market.topology.buses)):
+            if b not in market._load_idx:
+                continue
+            costs = []
+            for step in (-delta, delta):
+                dem = d["demand_kw"].copy()
+                dem[b] += step
+                costs.append(clear(market, d, demand_kw=dem).cost)
+            backward = (base.cost - costs[0]) / delta
+            forward = (costs[1] - base.cost) / delta
+            if abs(forward - backward) > 1e-7 * max(1.0, abs(forward)):
+                continue  # degenerate here: the cost has a kink at this demand
+            central = (costs[1] - costs[0]) / (2 * delta)
+            assert base.dlmp[b] == pytest.approx(central, rel=1e-6), market.topology.buses[b]
+            checked += 1
+    assert checked >= 0.8 * 3 * len(market.load_buses)
+    assert separated == 3
+
+
+def test_dlmp_decomposes_into_energy_and_congestion(env37):
+    rng = np.random.default_rng(3)
+    res = clear(env37.market, inputs(env37, rng))
+    np.testing.assert_allclose(res.energy + res.congestion, res.dlmp, atol=1e-9)
+    topo = env37.topology
+    assert res.energy == pytest.approx(env37.lmp_now)  # the feeder imports
+    for b, bus in enumerate(topo.buses):  # congestion part = sum of branch prices on the path
+        path = [topo.branch_index[e] for e in topo.path_to_root(bus)]
+        assert res.congestion[b] == pytest.approx(res.branch_prices[path].sum(), abs=1e-9)
+    congested = [topo.branch_index[e] for e in res.congested]
+    assert np.all(res.branch_prices[congested] > 0)  # forward limits bind
+    others = np.setdiff1d(np.arange(len(topo.branches)), congested)
+    np.testing.assert_allclose(res.branch_prices[others], 0.0, atol=1e-9)
+
+
+def test_uncongested_gives_source_lmp_everywhere(env37):
+    market = env37.market
+    saved = market.limits_kw
+    rng = np.random.default_rng(11)
+    try:
+        market.set_limits(np.full(len(saved), np.inf))
+        for _ in range(3):
+            d = inputs(env37, rng)
+            d["lmp"] = float(rng.uniform(3.0, 7.0))
+            res = clear(market, d)
+            assert res.congested == [] and res.source_kw > 0
+            np.testing.assert_allclose(res.dlmp, d["lmp"], atol=1e-9)
+            np.testing.assert_allclose(res.congestion, 0.0, atol=1e-9)
+            # dispatched exactly the blocks offered below the LMP
+            widths = np.repeat(d["capacity_kw"][:, None] / market.n_blocks, market.n_blocks, 1)
+            expected = (widths * (d["offers"] < d["lmp"])).sum(axis=1)
+            np.testing.assert_allclose(res.quantities, expected, atol=1e-7)
+    finally:
+        market.set_limits(saved)
+
+
+# ---------------------------------------------------------------- the max(0, .) export rule
+def test_export_earns_nothing_on_reverse_flow():
+    m = small_market()
+    demand = vec(m, {"a": 50.0, "b": 30.0, "c": 40.0})
+    pv = vec(m, {"b": 200.0, "c": 100.0})  # 300 kW of PV for 120 kW of load: reverse flow
+    res = m.clear([[2.0, 3.0], [8.0, 9.0]], demand_kw=demand, capacity_kw=[100.0, 20.0],
+                  lmp=5.0, pv_kw=pv)
+    assert res.source_kw == pytest.approx(-180.0)
+    assert res.flows_kw[0] == pytest.approx(-180.0)  # branch s-a carries power back
+    assert res.import_cost == 0.0 and res.cost == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(res.quantities, 0.0, atol=1e-9)  # nobody produces to export
+    np.testing.assert_allclose(res.dlmp, 0.0, atol=1e-9)  # not -LMP: export is worth nothing
+    assert res.curtailed_kw.sum() == 0.0 and res.feasible  # exporting beats curtailing
+    for b in (1, 2, 3):  # the derivative of the optimal cost agrees
+        dem = demand.copy()
+        dem[b] += 1.0
+        assert m.clear([[2.0, 3.0], [8.0, 9.0]], demand_kw=dem, capacity_kw=[100.0, 20.0],
+                       lmp=5.0, pv_kw=pv).cost == pytest.approx(0.0, abs=1e-9)
+    cvx = m.clear_cvxpy([[2.0, 3.0], [8.0, 9.0]], demand_kw=demand, capacity_kw=[100.0, 20.0],
+                        lmp=5.0, pv_kw=pv)
+    assert cvx.cost == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(cvx.dlmp, 0.0, atol=1e-6)
+
+
+def test_cheap_generator_serves_the_feeder_but_does_not_export():
+    m = small_market()
+    demand = vec(m, {"a": 50.0, "b": 30.0, "c": 40.0})
+    # 400 kW offered at 2-3 ¢/kWh < LMP 5: it would export 280 kW if export earned the LMP.
+    res = m.clear([[2.0, 3.0], [8.0, 9.0]], demand_kw=demand, capacity_kw=[400.0, 0.0],
+                  lmp=5.0)
+    assert res.quantities[0] == pytest.approx(120.0)
+    assert res.source_kw == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(res.dlmp, 2.0, atol=1e-9)  # the marginal block, not the LMP
+    assert res.energy == pytest.approx(2.0)
+    assert res.cost == pytest.approx(2.0 * 120.0)
+
+
+# ---------------------------------------------------------------- infeasible instances
+def test_infeasible_limit_sheds_load_at_the_price_cap_and_reports_it():
+    m = small_market(limits=(math.inf, 10.0, math.inf))
+    demand = vec(m, {"a": 50.0, "b": 100.0, "c": 40.0})
+    # bus b: 100 kW of demand, a 40 kW generator and a 10 kW line: 50 kW cannot be served.
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], demand_kw=demand, capacity_kw=[40.0, 20.0],
+                  lmp=5.0)
+    assert not res.feasible
+    assert res.shed_kw[m.topology.bus_index["b"]] == pytest.approx(50.0)
+    assert res.dlmp[m.topology.bus_index["b"]] == pytest.approx(30.0)  # the price cap
+    assert res.dlmp[m.topology.bus_index["a"]] == pytest.approx(5.0)
+    limits = [v for v in res.violated if v["constraint"] == "flow_limit"]
+    assert [v["element"] for v in limits] == ["a-b"]
+    assert limits[0]["excess_kw"] == pytest.approx(50.0)
+    assert limits[0]["limit_kw"] == 10.0
+    assert any(v["constraint"] == "nodal_balance" and v["element"] == "b" for v in res.violated)
+    assert m.diagnose(vec(m, {"b": 50.0}), [40.0, 20.0]) == []  # 40 + 10 kW serve 50 kW
+
+
+def test_nested_infeasibility_and_pv_curtailment():
+    m = small_market(limits=(60.0, 10.0, 5.0))
+    demand = vec(m, {"a": 50.0, "b": 100.0, "c": 0.0})
+    pv = vec(m, {"c": 30.0})
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], demand_kw=demand, capacity_kw=[40.0, 0.0],
+                  lmp=5.0, pv_kw=pv)
+    found = {v["element"]: v for v in res.violated if v["constraint"] == "flow_limit"}
+    assert set(found) == {"a-b", "a-c"}  # s-a can carry 60 = 50 (a) + 10 (to b) - 5 (from c)
+    assert found["a-c"]["excess_kw"] == pytest.approx(25.0)  # 30 kW of PV, 5 kW of line
+    assert res.curtailed_kw[m.topology.bus_index["c"]] == pytest.approx(25.0)
+    assert res.dlmp[m.topology.bus_index["c"]] == pytest.approx(-1.0)  # -curtail_price
+    assert not res.feasible
+    m.set_limits({"s-a": 40.0})  # now the feeder head is short too
+    found = {v["element"] for v in m.diagnose(demand, [40.0, 0.0], pv) if
+             v["constraint"] == "flow_limit"}
+    assert found == {"a-b", "a-c", "s-a"}
+
+
+def test_everything_shed_never_crashes():
+    m = small_market(limits=(0.0, 0.0, 0.0))
+    demand = vec(m, {"a": 10.0, "b": 20.0, "c": 30.0})
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], demand_kw=demand, capacity_kw=[0.0, 0.0], lmp=5.0)
+    assert res.shed_kw.sum() == pytest.approx(60.0)
+    assert not res.feasible and res.cost == pytest.approx(30.0 * 60.0)
+
+
+# ---------------------------------------------------------------- fast path == CVXPY
+@pytest.mark.parametrize("solver", ["HIGHS", "CLARABEL"])
+def test_fast_path_equals_cvxpy_statement(env37, solver):
+    market = env37.market
+    rng = np.random.default_rng(5)
+    tol = 1e-7 if solver == "HIGHS" else 1e-5
+    for _ in range(4):
+        d = inputs(env37, rng)
+        fast = clear(market, d)
+        ref = market.clear_cvxpy(d["offers"], demand_kw=d["demand_kw"],
+                                 capacity_kw=d["capacity_kw"], lmp=d["lmp"], pv_kw=d["pv_kw"],
+                                 solver=solver)
+        assert fast.solver == "highs" and ref.solver == f"cvxpy-{solver.lower()}"
+        assert fast.congested
+        assert ref.cost == pytest.approx(fast.cost, rel=tol)
+        np.testing.assert_allclose(ref.dlmp, fast.dlmp, atol=1e3 * tol)
+        np.testing.assert_allclose(ref.congestion, fast.congestion, atol=1e3 * tol)
+        assert ref.energy == pytest.approx(fast.energy, abs=1e3 * tol)
+        np.testing.assert_allclose(ref.quantities, fast.quantities, atol=1e4 * tol)
+        np.testing.assert_allclose(ref.flows_kw, fast.flows_kw, atol=1e4 * tol)
+
+
+def test_market_survives_pickling_and_warm_start_is_exact(env37):
+    import pickle
+
+    market = env37.market
+    rng = np.random.default_rng(9)
+    cases = [inputs(env37, rng) for _ in range(3)]
+    first = [clear(market, d) for d in cases]
+    clone = pickle.loads(pickle.dumps(market))
+    for d, res in zip(cases[::-1], first[::-1]):  # another order: another warm start
+        again = clear(clone, d)
+        np.testing.assert_allclose(again.dlmp, res.dlmp, atol=1e-9)
+        assert again.cost == pytest.approx(res.cost, rel=1e-12)
+
+
+# ---------------------------------------------------------------- invalid inputs and actions
+def test_invalid_market_inputs_raise():
+    m = small_market()
+    demand = vec(m, {"a": 10.0, "b": 20.0})
+    with pytest.raises(InvalidOfferError, match="dr_0"):
+        m.clear([[1.0, 2.0], [np.nan, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=5.0)
+    with pytest.raises(InvalidOfferError, match="generator_0"):
+        m.clear([[-1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=5.0)
+    with pytest.raises(InvalidOfferError, match="generator_0"):
+        m.clear([[31.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=5.0)
+    with pytest.raises(ValueError, match="lmp"):
+        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=-1.0)
+    with pytest.raises(ValueError, match="demand response at bus c"):
+        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 5], lmp=5.0)
+    with pytest.raises(ValueError, match="not one of the market's load buses"):
+        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=vec(m, {"s": 1.0}), capacity_kw=[1, 0],
+                lmp=5.0)
+    with pytest.raises(ValueError, match="capacity"):
+        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[np.inf, 0], lmp=5.0)
+
+
+def test_invalid_actions_in_the_env():
+    env = dlmp_v0.parallel_env(horizon=2)
+    env.reset(seed=1)
+    good = {a: np.full(3, 5.0, dtype=np.float32) for a in env.agents}
+    for bad_value in (np.nan, np.inf, -np.inf):
+        bad = dict(good, dr_2=np.array([5.0, bad_value, 5.0]))
+        with pytest.raises(ValueError, match="dr_2"):
+            env.step(bad)
+    with pytest.raises(ValueError, match="generator_1"):
+        env.step(dict(good, generator_1=np.ones(4)))
+    with pytest.raises(ValueError, match="missing"):
+        env.step({a: v for a, v in good.items() if a != "dr_0"})
+    assert env.t == 0 and env.cycles == 0  # nothing happened
+    _, _, _, _, infos = env.step(dict(good, generator_0=np.array([-3.0, 5.0, 99.0])))
+    assert "bid_repairs" in infos["generator_0"] and "bid_repairs" not in infos["dr_0"]
+    np.testing.assert_allclose(infos["generator_0"]["bid"], [0.0, 5.0, env.price_cap])
+    strict = dlmp_v0.parallel_env(horizon=2, invalid_bids="raise")
+    strict.reset(seed=1)
+    with pytest.raises(ValueError, match="generator_0"):
+        strict.step(dict(good, generator_0=np.array([-3.0, 5.0, 5.0])))
+    with pytest.raises(ValueError, match="invalid_bids"):
+        dlmp_v0.parallel_env(invalid_bids="ignore")
+
+
+# ---------------------------------------------------------------- the environment
+def test_truthful_day_dispatch_applied_to_opendss():
+    env = dlmp_v0.parallel_env(market_rounds=2)
+    env.reset(seed=0)
+    policy = TruthfulBidder()
+    grid = env.grid
+    gens = {n: i for i, n in enumerate(grid.generator_names)}
+    congested_hours = 0
+    while env.agents:
+        demand = env.demand_kw.copy()
+        actions = {a: policy(env.participant[a]) for a in env.agents}
+        _, rewards, terms, truncs, infos = env.step(actions)
+        res = env.last_clearing
+        for agent, info in infos.items():
+            k = env._idx[agent]
+            q, price = res.quantities[k], res.resource_prices[k]
+            pr = env.participant[agent].private
+            true_cost = pr["cost_a"] * q + 0.5 * pr["cost_b"] * q * q
+            assert rewards[agent] == pytest.approx((price * q - true_cost) / 100 / 2)
+            assert info["price"] == price and info["quantity"] == q
+            assert rewards[agent] >= -1e-9  # truthful offers never lose money
+        assert not any(terms.values())
+        if not infos["dr_0"]["grid_step"]:
+            continue
+        congested_hours += bool(res.congested)
+        info = infos["generator_0"]
+        assert info["converged"] and res.feasible
+        assert abs(info["substation_kw"] - info["dc_source_kw"]) < 0.1 * demand.sum()
+        for k, p in enumerate(env.participants):  # the dispatch is in the OpenDSS model
+            if p.group == "generator":
+                assert grid._gen_kw[gens[f"ogg_{p.name}"]] == pytest.approx(res.quantities[k])
+        served = grid._load_kw.sum()
+        dr = res.quantities[~env._is_gen].sum()
+        assert served == pytest.approx(demand.sum() - dr, rel=1e-9)
+    assert all(truncs.values()) and env.agents == []
+    assert congested_hours >= 3
+
+
+def test_policies_and_learner_selection():
+    env = dlmp_v0.parallel_env(learners="generator_2", policies={"dr": MarkupBidder(0.5)},
+                               horizon=2, market_rounds=1)
+    obs, _ = env.reset(seed=4)
+    assert env.agents == ["generator_2"] and obs["generator_2"].shape == (16,)
+    env.step({"generator_2": np.full(3, 4.0)})
+    p = env.participant["dr_1"]
+    assert p.policy.markup == 0.5
+    with pytest.raises(ValueError, match="policies"):
+        dlmp_v0.parallel_env(policies={"consumer": TruthfulBidder()})
+    with pytest.raises(ValueError, match="learners"):
+        dlmp_v0.parallel_env(learners="substation")
+
+
+def test_truthful_blocks_match_true_cost_at_block_edges():
+    pr = {"cost_a": 5.0, "cost_b": 0.02, "cap_now": 300.0, "n_blocks": 3, "price_cap": 30.0}
+    prices = true_block_prices(pr)
+    edges = np.arange(4) * 100.0
+    offered = np.concatenate([[0.0], np.cumsum(prices * 100.0)])
+    np.testing.assert_allclose(offered, 5.0 * edges + 0.01 * edges ** 2)
+    participant = type("P", (), {"private": pr})()
+    assert np.all(MarkupBidder(0.2)(participant) == pytest.approx(prices * 1.2))
+    held = MarkupBidder(0.0, withhold=0.34)(participant)
+    assert held[-1] == 30.0 and held[0] == pytest.approx(prices[0])
+
+
+def test_reproduce_writes_maps_and_dlmps(tmp_path):
+    from ogg_envs.reproduce import dlmp as reproduce
+
+    data = reproduce.run(tmp_path, quick=True)
+    saved = json.loads((tmp_path / "dlmp.json").read_text())
+    assert saved["checks"] == data["checks"] and all(data["checks"].values())
+    unc, con = saved["uncongested"], saved["congested"]
+    assert len(unc["dlmp"]) == len(con["dlmp"]) == 39
+    np.testing.assert_allclose(list(unc["dlmp"].values()), unc["source_lmp"], atol=1e-9)
+    assert len(con["price_levels"]) >= 2
+    assert min(con["dlmp"].values()) == pytest.approx(con["source_lmp"], abs=1e-9)
+    assert (tmp_path / "dlmp_map.png").stat().st_size > 10_000

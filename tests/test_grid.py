@@ -1,0 +1,179 @@
+"""Grid layer: isolation of engine contexts, dispatch, reset, errors, topology."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+from ogg_envs.grid import FeederError, OpenDSSGrid, Topology
+
+
+@pytest.fixture(scope="module")
+def g34():
+    return OpenDSSGrid.from_feeder("ieee34")
+
+
+def _run(grid, factors):
+    out = []
+    for f in factors:
+        grid.scale_loads(f)
+        r = grid.solve()
+        out.append(np.array(list(r.voltages_pu.values())))
+    return out
+
+
+def test_two_grids_in_one_process_do_not_interfere():
+    factors_a = [0.5, 1.0, 1.3, 0.8]
+    factors_b = [1.2, 0.3, 0.9, 1.1]
+    alone_a = _run(OpenDSSGrid.from_feeder("ieee34"), factors_a)
+    alone_b = _run(OpenDSSGrid.from_feeder("ieee37"), factors_b)
+    a, b = OpenDSSGrid.from_feeder("ieee34"), OpenDSSGrid.from_feeder("ieee37")
+    for k in range(4):  # interleaved, step by step
+        va = _run(a, [factors_a[k]])[0]
+        vb = _run(b, [factors_b[k]])[0]
+        np.testing.assert_allclose(va, alone_a[k], atol=1e-9)
+        np.testing.assert_allclose(vb, alone_b[k], atol=1e-9)
+    assert a.dss.Circuit.Name() != b.dss.Circuit.Name()
+
+
+def test_solve_result_contents(g34):
+    g34.reset()
+    r = g34.solve()
+    assert r.converged
+    assert "890.1" in r.voltages_pu and "890.ab" in r.voltages_ll_pu
+    assert 0.9 < r.voltages_pu["890.1"] < 1.0
+    assert r.substation_kw == pytest.approx(2047, rel=0.01)
+    assert r.losses_kw == pytest.approx(273.5, rel=0.01)
+    # the default band 0.95-1.05 flags the low voltages at the end of the feeder
+    assert "890.1" in r.voltage_violations
+    assert all(0 <= v < 200 for v in r.line_loading_pct.values())
+    assert r.line_flows_kw["transformer.subxf"] == pytest.approx(r.substation_kw, rel=1e-3)
+
+
+def test_dispatch_changes_flows_and_reset_restores(g34):
+    g34.reset()
+    base = g34.solve()
+    g34.scale_loads(0.5)
+    half = g34.solve()
+    assert half.substation_kw < 0.6 * base.substation_kw
+    g34.scale_line_ratings(0.05)
+    tight = g34.solve()
+    assert tight.thermal_overloads, "5 % of the ampacity must overload the main line"
+    t0 = time.perf_counter()
+    g34.reset()
+    reset_s = time.perf_counter() - t0
+    again = g34.solve()
+    assert again.substation_kw == pytest.approx(base.substation_kw, rel=1e-4)  # solver tol.
+    assert not again.thermal_overloads
+    assert reset_s < 0.003, "reset must not recompile (compiling costs several ms)"
+
+
+def test_generator_injection_and_bus_consumption():
+    g = OpenDSSGrid.from_feeder("ieee34")
+    base = g.solve().substation_kw
+    g.add_generator("dg", "848", kw=300.0)
+    r = g.solve()
+    # 300 kW less from the substation, plus the losses it saves on the way to 848
+    assert 300.0 <= base - r.substation_kw <= 420.0
+    g.set_bus_consumption("848", -100.0)  # net injection: loads off, generator 100 kW
+    assert g.solve().converged
+    with pytest.raises(ValueError, match="848"):
+        g.set_bus_consumption("848", float("nan"))
+
+
+def test_storage_state_of_charge():
+    g = OpenDSSGrid.from_feeder("ieee34")
+    g.add_storage("bat", "840", kw_rated=100, kwh_rated=200, soc=0.5)
+    g.set_storage_kw("bat", 100, hours=1.0)
+    assert g.storage["bat"]["soc"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="state of charge"):
+        g.set_storage_kw("bat", 50, hours=1.0)
+    g.reset()
+    assert g.storage["bat"]["soc"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0])
+def test_bad_load_values_raise_naming_the_element(g34, value):
+    name = g34.load_names[3]
+    with pytest.raises(ValueError, match=name):
+        g34.set_load_kw(name, value)
+    kw = g34.base_load_kw.copy()
+    kw[7] = value
+    with pytest.raises(ValueError, match=g34.load_names[7]):
+        g34.set_loads_kw(kw)
+
+
+def test_unknown_names_list_valid_ones(g34):
+    with pytest.raises(ValueError, match="valid buses:.*890"):
+        g34.set_bus_consumption("999", 10.0)
+    with pytest.raises(ValueError, match="valid loads"):
+        g34.set_load_kw("nope", 1.0)
+
+
+def test_missing_and_malformed_feeder_files(tmp_path):
+    with pytest.raises(FeederError, match="not found"):
+        OpenDSSGrid(tmp_path / "missing.dss")
+    bad = tmp_path / "bad.dss"
+    bad.write_text("clear\nnew circuit.x basekv=12.47\nnew line.l1 bus1=sourcebus bus2=b2 "
+                   "linecode=doesnotexist length=1\n")
+    with pytest.raises(FeederError) as exc:
+        OpenDSSGrid(bad)
+    assert "bad.dss" in str(exc.value)
+
+
+def test_user_model_from_path(tmp_path):
+    from ogg_envs.grid.feeders import ieee34
+
+    master = ieee34.write_dss(tmp_path)
+    g = OpenDSSGrid(master)
+    assert g.solve().substation_kw == pytest.approx(2047, rel=0.01)
+    assert g.bus_coords, "coordinates are read from the model's buscoords"
+
+
+def test_non_convergence_is_reported_not_used():
+    g = OpenDSSGrid.from_feeder("ieee34")
+    g.dss.Solution.MaxIterations(3)
+    g.scale_loads(8.0)
+    r = g.solve()
+    assert not r.converged
+    assert np.isnan(r.substation_kw) and all(np.isnan(v) for v in r.voltages_pu.values())
+    assert r.message
+
+
+def test_pickle_round_trip():
+    g = OpenDSSGrid.from_feeder("ieee34")
+    g.add_generator("dg", "840", kw=50.0)
+    g.scale_loads(0.7)
+    clone = pickle.loads(pickle.dumps(g))
+    assert clone.solve().substation_kw == pytest.approx(g.solve().substation_kw, rel=1e-9)
+
+
+def test_topology_flow_sensitivities_match_a_lossless_power_flow(g34):
+    topo = g34.topology
+    assert isinstance(topo, Topology) and topo.root == "sourcebus"
+    inj = np.zeros(len(topo.buses))
+    for bus, idx in g34.loads_at_bus.items():
+        inj[topo.bus_index[bus]] -= g34.base_load_kw[idx].sum()
+    flows = dict(zip((b.name for b in topo.branches), topo.flows(inj)))
+    g34.reset()
+    r = g34.solve()
+    # OpenDSS flows include losses and voltage-dependent loads: agree within 20 %
+    assert flows["852r-832"] == pytest.approx(r.line_flows_kw["line.852r_832"], rel=0.2)
+    assert flows["888-890"] == pytest.approx(450.0)
+    assert set(topo.path_to_root("890")) >= {"888-890", "832-888", "852r-832", "800-802"}
+    H = topo.H
+    assert H.shape == (len(topo.branches), len(topo.buses))
+    assert (H[:, topo.bus_index["sourcebus"]] == 0).all()
+
+
+def test_draw_feeder(g34, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = g34.draw({b: i for i, b in enumerate(g34.buses)}, label="test",
+                  highlight_branches=["852r-832"])
+    ax.figure.savefig(tmp_path / "feeder.png")
+    assert (tmp_path / "feeder.png").stat().st_size > 1000

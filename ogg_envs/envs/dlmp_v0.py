@@ -3,17 +3,18 @@
 ``opengridgym/dlmp-v0`` — the paper's third use case: the distribution system operator's DLMP
 market on the IEEE 37-node feeder.
 
-| Import             | ``ogg_envs.make("opengridgym/dlmp-v0")``                                 |
-|--------------------|--------------------------------------------------------------------------|
-| Actions            | Continuous                                                               |
-| Parallel API       | Yes                                                                      |
-| Manual control     | No                                                                       |
-| Agents             | the learners: by default ``generator_0`` … ``generator_3``, ``dr_0`` … ``dr_3`` |
-| Participants       | 4 distributed generators, 4 demand-response (DR) providers; exogenous: the source (LMP), 25 inflexible load buses, 4 must-take PV arrays |
-| Action shape       | (n_blocks,) = (3,) — block prices of a piecewise-linear cost curve       |
-| Action values      | ``[0, price_cap]`` ¢/kWh (``price_cap`` = 30 in the default scenario)    |
-| Observation shape  | (16,)                                                                    |
-| Observation values | ``[-1, 1]`` (normalised, see below)                                      |
+| Import             | ``ogg_envs.make("opengridgym/dlmp-v0")``                                |
+|--------------------|-------------------------------------------------------------------------|
+| Actions            | Continuous                                                              |
+| Parallel API       | Yes                                                                     |
+| Manual control     | No                                                                      |
+| Agents             | the learners: by default ``generator_0..3`` and ``dr_0..3``             |
+| Participants       | 4 generators, 4 demand-response (DR) providers (agents or scripted)     |
+| Exogenous          | the source (hourly LMP), 25 inflexible load buses, 4 must-take PV       |
+| Action shape       | (n_blocks,) = (3,) — block prices of a piecewise-linear cost curve      |
+| Action values      | ``[0, price_cap]`` ¢/kWh (``price_cap`` = 30 in the default scenario)   |
+| Observation shape  | (16,)                                                                   |
+| Observation values | ``[-1, 1]`` (normalised, see below)                                     |
 
 Generators and DR providers offer cost curves to the DSO, which runs a DC security-constrained
 OPF (paper eqs. 12-18: the source LMP on imports only, the offers, the radial line-flow limits

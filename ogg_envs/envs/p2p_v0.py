@@ -197,8 +197,7 @@ class raw_env(MarketEnv):
         feeder = self.scenario.get("feeder", "ieee34")
         self.grid = (OpenDSSGrid.from_feeder(feeder, **kw) if not str(feeder).endswith(".dss")
                      else OpenDSSGrid(feeder, **kw))
-        self._rating_scale = float(g.get("rating_scale", 1.0))
-        self._apply_ratings()
+        self._rating_scale = float(g.get("rating_scale", 1.0))  # applied in _build_prosumers
         bg = self.scenario.get("background", {})
         self._bg_profile = self._column(bg.get("profile", "load_commercial"))
         self._bg_scale = float(bg.get("scale", 1.0))
@@ -251,6 +250,7 @@ class raw_env(MarketEnv):
             self._size = np.maximum(np.maximum(self.pv_kw, self.load_kw), 1e-6)
             cap = self.pv_kw
         self.feasibility = TradeFeasibility(self.grid, buses, cap)
+        self._apply_ratings()  # after adding the generators: adding elements re-reads ratings
         topo = self.grid.topology
         self._path = {p.name: set(topo.path_to_root(p.bus)) for p in self.participants}
         self._element_branch = {el: br.name for br in topo.branches for el in br.elements}

@@ -289,6 +289,17 @@ class CurveMarket:
                            max_iter=500, polish_refine_iter=3)
         self._clarabel = None
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in ("_solver", "_clarabel", "_cvx", "_A", "_P", "_l", "_u", "_q"):
+            state.pop(key, None)  # solver objects do not pickle; rebuilt from the data
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._cvx = None
+        self._setup()
+
     def _set_flow_bounds(self) -> None:
         lim = np.where(np.isfinite(self._limits), self._limits, 1e20)
         self._l[self._rows["flow"]] = -lim
@@ -516,9 +527,10 @@ class CurveMarket:
             firm = arr[:, 3]
             for k in range(n):
                 cut = (spill if self.is_supply[k] else shed)[self._bus_of[k]]
-                if cut > 1e-9:
-                    same = (self._bus_of == self._bus_of[k]) & (self.is_supply == self.is_supply[k])
-                    served[k] -= cut * firm[k] / firm[same].sum()
+                same = (self._bus_of == self._bus_of[k]) & (self.is_supply == self.is_supply[k])
+                total_firm = firm[same].sum()
+                if cut > 1e-9 and total_firm > 0:
+                    served[k] -= min(cut, total_firm) * firm[k] / total_firm
         served = np.maximum(served, 0.0)
         price_p = prices_bus[self._bus_of]
         flows = topo.H @ x[self._sl["p"]]

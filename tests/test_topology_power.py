@@ -1,0 +1,120 @@
+"""topology-power-v0: PettingZoo conformance, registration, timescales, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pettingzoo
+import pytest
+from pz_conformance import run_all
+
+import ogg_envs
+from ogg_envs.baselines.curve_bidders import MarkupBidder, TruthfulBidder
+from ogg_envs.envs import topology_power_v0
+
+SMALL = dict(horizon=3, market_rounds=2)
+
+
+def test_pettingzoo_conformance_and_pickling():
+    run_all(topology_power_v0, **SMALL)
+
+
+def test_registered_with_ogg_envs_and_pettingzoo():
+    aec = ogg_envs.make("opengridgym/topology-power-v0", **SMALL)
+    assert aec.possible_agents == [f"supplier_{i}" for i in range(4)]
+    par = pettingzoo.make("parallel", "opengridgym/topology-power-v0", **SMALL)
+    assert par.possible_agents == aec.possible_agents
+    assert pettingzoo.make("aec", "opengridgym/topology-power-v0", **SMALL) is not None
+
+
+def test_learners_by_group_and_name():
+    env = topology_power_v0.parallel_env(learners=["consumer_3", "substation"], **SMALL)
+    assert env.possible_agents == ["substation_0", "consumer_3"]
+    with pytest.raises(ValueError, match="neither a group"):
+        topology_power_v0.parallel_env(learners=["nobody"])
+
+
+def test_two_timescales_and_infos():
+    env = topology_power_v0.parallel_env(horizon=2, market_rounds=3)
+    env.reset(seed=0)
+    grid_steps = []
+    for k in range(6):
+        acts = {a: TruthfulBidder()(env.participant[a]) for a in env.agents}
+        _, rewards, _, trunc, infos = env.step(acts)
+        grid_steps.append(infos["supplier_0"]["grid_step"])
+        for a in infos:
+            assert {"price", "quantity", "profit"} <= set(infos[a])
+    assert grid_steps == [False, False, True, False, False, True]
+    assert "converged" in infos["supplier_0"] and infos["supplier_0"]["converged"]
+    assert all(trunc.values()) and env.agents == []
+
+
+def test_strategic_suppliers_congest_and_raise_prices():
+    """The paper's effect: markups at the evening peak congest the feeder and split prices."""
+    results = {}
+    for name, policy in (("truthful", TruthfulBidder()), ("markup", MarkupBidder(0.6))):
+        env = topology_power_v0.parallel_env(market_rounds=1)
+        env.reset(seed=5)
+        for _ in range(20):  # to 20:00
+            _, _, _, _, infos = env.step({a: policy(env.participant[a]) for a in env.agents})
+        results[name] = env._last
+    assert not results["truthful"].congested
+    assert len({round(p, 3) for p in results["truthful"].prices.values()}) == 1
+    assert results["markup"].congested
+    assert len({round(p, 3) for p in results["markup"].prices.values()}) >= 3
+    assert results["markup"].prices["890"] > results["truthful"].prices["890"]
+
+
+def test_same_seed_same_trajectory():
+    def rollout():
+        env = topology_power_v0.parallel_env(**SMALL)
+        obs, _ = env.reset(seed=11)
+        out = [obs]
+        rng = np.random.default_rng(0)
+        while env.agents:
+            acts = {a: env.action_space(a).low + rng.random(4) * env.action_space(a).high
+                    for a in env.agents}
+            obs, rew, *_ = env.step(acts)
+            out.append((obs, rew))
+        return out
+
+    a, b = rollout(), rollout()
+    assert str(a) == str(b)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_actions_raise_naming_the_agent_and_lose_nothing(bad):
+    env = topology_power_v0.parallel_env(**SMALL)
+    env.reset(seed=0)
+    acts = {a: env.action_space(a).sample() for a in env.agents}
+    acts["supplier_2"] = np.array([5.0, bad, 100.0, 0.0])
+    with pytest.raises(ValueError, match="supplier_2"):
+        env.step(acts)
+    assert env.cycles == 0 and env.agents  # nothing happened
+    acts["supplier_2"] = np.array([5.0, 4.0, 100.0, 0.0])
+    env.step(acts)
+    assert env.cycles == 1
+
+
+def test_invalid_bids_repaired_or_raised():
+    env = topology_power_v0.parallel_env(**SMALL)
+    env.reset(seed=0)
+    acts = {a: np.array([5.0, 4.0, 100.0, 0.0]) for a in env.agents}
+    acts["supplier_1"] = np.array([3.0, 6.0, 100.0, 0.0])  # p_max < p_min
+    _, _, _, _, infos = env.step(acts)
+    assert infos["supplier_1"]["bid_repairs"] == ["p_max < p_min: swapped"]
+    strict = topology_power_v0.parallel_env(invalid_bids="raise", **SMALL)
+    strict.reset(seed=0)
+    with pytest.raises(ValueError, match="supplier_1"):
+        strict.step(acts)
+    with pytest.raises(ValueError, match="shape"):
+        strict.step(dict(acts, supplier_0=np.zeros(3)))
+    with pytest.raises(ValueError, match="unknown agent"):
+        strict.step(dict(acts, ghost=np.zeros(4)))
+
+
+def test_render_rgb_array():
+    env = topology_power_v0.parallel_env(render_mode="rgb_array", **SMALL)
+    env.reset(seed=0)
+    env.step({a: env.action_space(a).sample() for a in env.agents})
+    img = env.render()
+    assert img.ndim == 3 and img.shape[2] == 3

@@ -246,6 +246,20 @@ def test_market_survives_pickling_and_warm_start_is_exact(env37):
         assert again.cost == pytest.approx(res.cost, rel=1e-12)
 
 
+def test_cvxpy_fallback_when_highs_fails(monkeypatch):
+    m = small_market(limits=(math.inf, 10.0, math.inf))
+    demand = vec(m, {"a": 50.0, "b": 100.0, "c": 40.0})
+    args = dict(demand_kw=demand, capacity_kw=[40.0, 20.0], lmp=5.0)
+    expected = m.clear([[4.0, 4.5], [8.0, 9.0]], **args)
+    monkeypatch.setattr(m, "_solve_highs", lambda *a: (None, None, None))
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], **args)
+    assert res.solver == "cvxpy-clarabel"
+    np.testing.assert_allclose(res.dlmp, expected.dlmp, atol=1e-5)
+    assert not res.feasible and not expected.feasible
+    assert [v["element"] for v in res.violated if v["constraint"] == "flow_limit"] == ["a-b"]
+    json.dumps(res.to_dict())  # JSON-ready
+
+
 # ---------------------------------------------------------------- invalid inputs and actions
 def test_invalid_market_inputs_raise():
     m = small_market()

@@ -379,6 +379,7 @@ class raw_env(MarketEnv):
         res = self.market.clear(offers, demand_kw=self.demand_kw, capacity_kw=self.capacity_kw,
                                 lmp=self.lmp_now, pv_kw=self.pv_kw)
         self.last_clearing = res
+        self._last_when = (self.t, self.round, self.lmp_now)
         price = res.resource_prices
         qty = res.quantities
         profit = (price * qty - (self._cost_a + 0.5 * self._cost_b * qty) * qty) / 100.0  # $
@@ -490,10 +491,11 @@ class raw_env(MarketEnv):
         if self.render_mode is None or self.last_clearing is None:
             return None
         res = self.last_clearing
+        hour, rnd, lmp = self._last_when
         if self.render_mode == "human":
             levels = sorted({round(v, 2) for v in res.dlmp.tolist()})
-            print(f"hour {self.t} round {self.round}: source LMP {self.lmp_now:.2f}, DLMPs "
-                  f"{levels} ¢/kWh, congested {res.congested or 'none'}")
+            print(f"hour {hour} round {rnd}: source LMP {lmp:.2f}, DLMPs {levels} ¢/kWh, "
+                  f"congested {res.congested or 'none'}")
             return None
         import matplotlib
 
@@ -501,7 +503,8 @@ class raw_env(MarketEnv):
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 5))
-        self.grid.draw(res.prices(), ax=ax, label="DLMP (¢/kWh)", title=f"hour {self.t}",
+        self.grid.draw(res.prices(), ax=ax, label="DLMP (¢/kWh)",
+                       title=f"hour {hour} round {rnd}: source LMP {lmp:.2f} ¢/kWh",
                        highlight_branches=res.congested)
         fig.canvas.draw()
         img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

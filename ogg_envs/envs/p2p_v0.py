@@ -8,8 +8,8 @@ trades that a market maker sets up; what is not traded comes from (or goes to) t
 | Actions            | Discrete                                                               |
 | Parallel API       | Yes                                                                    |
 | Manual control     | No                                                                     |
-| Agents             | the learners: by default every prosumer, ``prosumer_0`` … ``prosumer_11`` |
-| Participants       | 12 prosumers at load buses of the IEEE 34 feeder (scenario ``p2p``)   |
+| Agents             | the learners; by default all: ``prosumer_0`` … ``prosumer_11``         |
+| Participants       | 12 prosumers at load buses of the IEEE 34 feeder (scenario ``p2p``)    |
 | Action shape       | () — an arm index                                                      |
 | Action values      | ``Discrete(n_arms)``: arm k bids the price ``arms[k]`` ¢/kWh           |
 | Observation shape  | (12,), or (13,) with ``reveal_opponent_bid=True``                      |
@@ -60,8 +60,8 @@ max_cycles=None, render_mode=None)``; ``None`` takes the scenario's value
   violations (reverse-flow overloads, over-voltages) and curtail the producers' PV.
 * ``policies``: ``{"prosumer" or name: spec}`` for non-learning prosumers, a spec as in
   ``ogg_envs.baselines.bandits.make_policy`` (``"ucb"`` — the default —, ``"epsilon_greedy"``,
-  ``"fixed"``, a dict, a factory or a ``RolePolicy``; UCB's scale defaults to half the
-  range of the rewards). They learn across episodes;
+  ``"fixed"``, a dict, a factory or a ``RolePolicy``; UCB's scale defaults to half the range
+  of the rewards, ties are broken with the env's generator). They learn across episodes;
   ``reset(seed=...)`` (or ``options={"reset_policies": True}``) starts them afresh.
 * An action must be an integer arm index (``int``, a NumPy integer or a 0-d integer array) in
   ``[0, n_arms)``; anything else (a float, NaN, out of range) raises ``ValueError`` naming the
@@ -84,11 +84,12 @@ purchases at ub, feed-in, imbalance charges) is reported in ``infos`` after each
 added to the reward.
 
 ### Infos
-Every step: ``role``, ``matched``, ``partner`` (name or None), ``bid`` and ``price`` (¢/kWh:
-the agreed price, or the utility price the prosumer falls back to — ub for a consumer,
-feed-in for a producer), ``quantity`` (kWh traded P2P in this step), ``success``. After a grid
-step also ``converged``, ``voltage_violations`` (its bus), ``thermal_overloads`` (branches on
-its path to the substation), ``infeasible_trade``/``curtailed`` (its own trade),
+Every step: ``role``, ``matched``, ``partner`` (name or None), ``bid`` (¢/kWh; None if
+unmatched), ``price`` (¢/kWh: the agreed price, or the utility price the prosumer falls back
+to — ub for a consumer, feed-in for a producer), ``quantity`` (kWh traded P2P in this step),
+``success``. After a grid step also ``converged``, ``voltage_violations`` (its bus),
+``thermal_overloads`` (branches on its path to the substation), ``infeasible_trade`` /
+``curtailed`` (its own trade),
 ``infeasible_trades``/``curtailed_trades`` (all, as (producer, consumer) pairs),
 ``traded_kwh``, ``bill`` (¢, positive: it pays) and ``settlement`` (the breakdown),
 ``substation_kw``, ``losses_kw``.
@@ -480,10 +481,20 @@ class raw_env(MarketEnv):
             return None
         mk = self.market
         if self.render_mode == "human":
-            print(f"hour {self._hours[min(self.t, self.horizon - 1)]:02d} step {self.round}: "
-                  f"{len(mk.producers)} pairs, {int(mk.last_success.sum())} traded, "
-                  f"{int((mk.roles == PRODUCER).sum())} producers / "
-                  f"{int((mk.roles == CONSUMER).sum())} consumers")
+            if self.round == 0 and self.last_report is not None:  # a grid step just ended
+                rep, money = self.last_report, self.last_settlement
+                print(f"hour {self._hours[self.t - 1]:02d} grid step: "
+                      f"{money['p2p_sold_kwh'].sum():.1f} kWh traded P2P, "
+                      f"{money['retail_kwh'].sum():.1f} kWh from the substation, "
+                      f"{len(rep.infeasible)} infeasible / {len(rep.curtailed)} curtailed "
+                      f"trades, {len(rep.pf.thermal_overloads)} overloads, "
+                      f"{len(rep.pf.voltage_violations)} voltage violations")
+            else:
+                hour = self._hours[min(self.t, self.horizon - 1)]
+                print(f"hour {hour:02d} step {self.round}: {len(mk.producers)} pairs, "
+                      f"{int(mk.traded[mk.producers].sum())} traded, "
+                      f"{int((mk.roles == PRODUCER).sum())} producers / "
+                      f"{int((mk.roles == CONSUMER).sum())} consumers")
             return None
         import matplotlib
 

@@ -34,7 +34,9 @@ subject to gen_b - dem_b + shed_b - spill_b = p_b          (nodal balance, dual 
 ``U_d`` and ``C_s`` are the integrals of the bid curves (extended flat to the left of
 ``q_min``). ``shed_b`` is firm demand that cannot be served: it is priced at ``price_cap``, so a
 bus that sheds load has the cap as its price and nothing ever raises from the solver.
-``spill_b`` is must-run supply that cannot be absorbed, valued at ``price_floor``.
+``spill_b`` is must-run supply that cannot be absorbed, valued at ``price_floor``. Prices are
+reported in the band ``[price_floor, price_cap]``: when a bus sheds all its firm demand its
+dual is only bounded below by the cap, and the cap is its price.
 
 Prices, payments and the congestion rent (eq. 8)
 ------------------------------------------------
@@ -286,8 +288,10 @@ class CurveMarket:
         self._solver = osqp.OSQP()
         self._solver.setup(self._P, self._q, self._A, self._l, self._u, verbose=False,
                            eps_abs=1e-6, eps_rel=1e-6, polishing=True, warm_starting=True,
-                           max_iter=500, polish_refine_iter=3)
+                           max_iter=400, polish_refine_iter=3)
         self._clarabel = None
+        self._cache = None
+        self._osqp_failed, self._calls = False, 0
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -356,11 +360,23 @@ class CurveMarket:
             Bid.from_array(arr[i]).check(self.names[i], self.price_cap, self.price_floor)
 
     def clear(self, bids) -> ClearingResult:
-        """Clear the market for ``bids`` (dict name -> Bid/array, or a list/array in order)."""
+        """Clear the market for ``bids`` (dict name -> Bid/array, or a list/array in order).
+
+        The same bids and limits as the previous call return the previous result object
+        (treat results as read-only)."""
         arr = self.bids_to_array(bids)
         self.validate(arr)
-        x, y, solver = self._solve(arr)
-        return self._result(arr, x, y, solver)
+        cache = self._cache
+        if cache is not None and np.array_equal(cache[0], arr) and \
+                np.array_equal(cache[1], self._limits):
+            return cache[2]
+        x, prices, solver = self._solve(arr)
+        # When all firm demand of a bus is shed, its price is only bounded below by the cap
+        # (the shed variable sits at its bound); no marginal value lies outside the band.
+        prices = np.clip(prices, self.price_floor, self.price_cap)
+        result = self._result(arr, x, prices, solver)
+        self._cache = (arr.copy(), self._limits.copy(), result)
+        return result
 
     def _curve_coefficients(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-welfare per participant as 0.5*slope*q^2 + lin*q (+ const), from the bids."""
@@ -389,12 +405,23 @@ class CurveMarket:
         box = self._rows["box"]
         self._l[box], self._u[box] = self._bounds(arr)
         self._solver.update(q=self._q, l=self._l, u=self._u, Px=slope)
-        res = self._solver.solve(raise_error=False)
-        if res.info.status_val == 1 and res.info.status_polish == 1:
-            # The price is the cost of one more kW of demand at the bus: -dual of its balance.
-            return res.x, -res.y[self._rows["bal"]], "osqp"
+        # ADMM stalls on some instances (flat offers next to inelastic demand and binding
+        # limits): after a failure, go straight to the interior-point path for a while.
+        self._calls += 1
+        if self._osqp_failed and self._calls % 10:
+            return self._solve_clarabel(arr, slope)
+        for attempt in range(2):
+            res = self._solver.solve(raise_error=False)
+            if res.info.status_val == 1 and res.info.status_polish == 1:
+                self._osqp_failed = False
+                # The price is the cost of one more kW of demand at the bus: -dual of balance.
+                return res.x, -res.y[self._rows["bal"]], "osqp"
+            # Polishing can fail when the warm start is already (nearly) optimal and the
+            # duals have not moved enough to reveal the active set: retry from cold.
+            self._solver.warm_start(x=np.zeros(self._nx), y=np.zeros(self._A.shape[0]))
         # Polishing fails on degenerate instances (ties between bids); an interior-point
         # solve of the same compiled data is exact there.
+        self._osqp_failed = True
         return self._solve_clarabel(arr, slope)
 
     @staticmethod
@@ -417,7 +444,7 @@ class CurveMarket:
             settings = clarabel.DefaultSettings()
             settings.verbose = False
             settings.presolve_enable = False  # keep the data updatable
-            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-10
+            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-9
             cones = [clarabel.ZeroConeT(eq.stop), clarabel.NonnegativeConeT(len(b) - eq.stop)]
             P = self._P.copy()
             P.data[:] = slope
@@ -476,7 +503,7 @@ class CurveMarket:
         arr = self.bids_to_array(bids)
         self.validate(arr)
         x, prices, name = self._solve_cvxpy(arr, solver)
-        return self._result(arr, x, prices, name)
+        return self._result(arr, x, np.clip(prices, self.price_floor, self.price_cap), name)
 
     def _solve_cvxpy(self, arr: np.ndarray, solver: str = "CLARABEL"):
         import cvxpy as cp

@@ -63,7 +63,7 @@ Limits that no dispatch meets (a subtree whose demand exceeds its local generati
 import limit, or whose must-take PV exceeds its demand plus export limit) make eqs. 12-18
 infeasible. The market never fails on them: shedding inflexible demand is always possible at
 ``price_cap`` per kWh (the value of lost load) and curtailing PV at ``curtail_price``, so the
-LP above is always feasible and bounded. When it sheds or curtails, the result has
+LP above is always feasible and bounded. When it has to shed or curtail, the result has
 ``feasible=False`` and ``violated``: the exact set of branch limits that cannot be met, found
 by propagating every subtree's feasible injection interval from the leaves up (each entry says
 which limit, by how much, and why), plus the nodal balances that were relaxed. The DLMP of a
@@ -73,13 +73,15 @@ at exactly ``price_cap`` ties with shedding; the LP may use either.
 Solving
 -------
 The problem is stated twice. ``DLMPMarket`` builds it once as a HiGHS LP (``highspy``) whose
-structure never changes (topology and resources are fixed) and, per clearing, changes only
-costs, column bounds and the balance right-hand sides, then re-solves warm from the previous
-basis with the dual simplex (the fast path, about 0.2 ms on the IEEE 37 feeder).
-``DLMPMarket.cvxpy_problem`` states the same problem in CVXPY with Parameters (compiled once,
-DPP), with the import cost literally ``lmp * cp.pos(P_source)``: the readable reference used by
-the tests and the fallback if HiGHS ever fails. Solve it with an LP solver that gives accurate
-duals (HiGHS or Clarabel; OSQP's duals are too inaccurate on this LP at default tolerances).
+structure never changes (topology and resources are fixed), with the bus injections ``p``
+eliminated (see ``DLMPMarket._structure``: the same optimum and the same duals, fewer rows);
+per clearing it changes only costs, column bounds and row bounds, and re-solves warm from the
+previous basis with the simplex method (the fast path, about 0.25 ms on the IEEE 37 feeder).
+``DLMPMarket.cvxpy_problem`` states eqs. 12-18 as written above in CVXPY with Parameters
+(compiled once, DPP), with the import cost literally ``lmp * cp.pos(P_source)`` and explicit
+nodal balances whose duals are the DLMPs: the readable reference used by the tests and the
+fallback if HiGHS ever fails. Solve it with an LP solver that gives accurate duals (HiGHS or
+Clarabel; OSQP's duals are too inaccurate on this LP at default tolerances).
 """
 
 from __future__ import annotations
@@ -218,8 +220,8 @@ class DLMPMarket:
         bi = topology.bus_index
         if load_buses is None:
             load_buses = [b for b in topology.buses if b != topology.root]
-        self.load_buses = [self._bus(b, "load_buses") for b in load_buses]
-        self.pv_buses = [self._bus(b, "pv_buses") for b in pv_buses]
+        self.load_buses = list(dict.fromkeys(self._bus(b, "load_buses") for b in load_buses))
+        self.pv_buses = list(dict.fromkeys(self._bus(b, "pv_buses") for b in pv_buses))
         self._res_bus = np.array([bi[r.bus] for r in resources], dtype=np.int64)
         self.is_dr = np.array([r.kind == DR for r in resources], dtype=bool)
         self._load_idx = np.array([bi[b] for b in self.load_buses], dtype=np.int64)

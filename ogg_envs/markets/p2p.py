@@ -114,8 +114,10 @@ class P2PTerms:
         object.__setattr__(self, "arms", arms)
         if len(arms) < 2:
             raise ValueError(f"arms: need at least 2 price levels, got {len(arms)}")
-        if not all(math.isfinite(a) for a in arms) or any(b <= a for a, b in zip(arms, arms[1:])):
-            raise ValueError(f"arms must be finite and strictly increasing, got {list(arms)}")
+        if not all(math.isfinite(a) and a >= 0 for a in arms) or \
+                any(b <= a for a, b in zip(arms, arms[1:])):
+            raise ValueError(f"arms must be finite, >= 0 and strictly increasing, got "
+                             f"{list(arms)}")
         for name in ("retail_price", "feed_in_price", "imbalance_price", "c_service", "c_lose"):
             v = float(getattr(self, name))
             if not math.isfinite(v) or v < 0:

@@ -28,8 +28,9 @@ def _cmd_list(args) -> int:
 
 def _cmd_run(args) -> int:
     """Run one episode with random (or baseline) actions and print a summary."""
-    import ogg_envs
     from tqdm import tqdm
+
+    import ogg_envs
 
     env = ogg_envs.make(args.env, parallel=True)
     env.reset(seed=args.seed)

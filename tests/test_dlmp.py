@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
-from ogg_envs.baselines.dlmp_bidders import MarkupBidder, TruthfulBidder, true_block_prices
 from pz_conformance import run_all
 
+from ogg_envs.baselines.dlmp_bidders import MarkupBidder, TruthfulBidder, true_block_prices
 from ogg_envs.envs import dlmp_v0
 from ogg_envs.grid.topology import Branch, Topology
 from ogg_envs.markets.dlmp import DLMPMarket, InvalidOfferError, Resource

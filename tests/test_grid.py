@@ -141,6 +141,9 @@ def test_non_convergence_is_reported_not_used():
     assert not r.converged
     assert np.isnan(r.substation_kw) and all(np.isnan(v) for v in r.voltages_pu.values())
     assert r.message
+    g.dss.Solution.MaxIterations(100)
+    g.reset()
+    assert g.solve().converged, "a failed solve must not poison the next ones"
 
 
 def test_pickle_round_trip():

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from pz_conformance import run_all  # tests/ is on sys.path under pytest
+
 from ogg_envs.baselines.bandits import (
     UCB,
     EpsilonGreedy,
@@ -15,8 +17,6 @@ from ogg_envs.baselines.bandits import (
     RolePolicy,
     make_policy,
 )
-from pz_conformance import run_all  # tests/ is on sys.path under pytest
-
 from ogg_envs.envs import p2p_v0
 from ogg_envs.markets.p2p import (
     CONSUMER,

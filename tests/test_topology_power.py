@@ -37,7 +37,7 @@ def test_two_timescales_and_infos():
     env = topology_power_v0.parallel_env(horizon=2, market_rounds=3)
     env.reset(seed=0)
     grid_steps = []
-    for k in range(6):
+    for _ in range(6):
         acts = {a: TruthfulBidder()(env.participant[a]) for a in env.agents}
         _, rewards, _, trunc, infos = env.step(acts)
         grid_steps.append(infos["supplier_0"]["grid_step"])

@@ -30,7 +30,7 @@ kW its generators, OpenDSS solves the power flow (one **grid step** = one hour).
 ``env(scenario="topology_power", learners="supplier", market_rounds=3, horizon=None,
 flexible_share=None, policies=None, invalid_bids="repair", max_cycles=None, render_mode=None)``
 
-* ``scenario``: bundled name, path to a TOML file, or a dict (see ``scenarios/topology_power.toml``).
+* ``scenario``: bundled name, TOML path or dict (see ``scenarios/topology_power.toml``).
 * ``learners``: groups (``"supplier"``, ``"consumer"``, ``"substation"``) and/or participant
   names that are PettingZoo agents; everyone else acts through ``policies``.
 * ``market_rounds``: market rounds per grid step (K). ``horizon``: grid steps per episode
@@ -234,7 +234,8 @@ class raw_env(MarketEnv):
                 p.private["column"] = j
                 j += 1
             elif p.group == "supplier":
-                p.private["cost_a"] = p.private["cost_a0"] * (1 + cost_noise * rng.standard_normal())
+                shock = 1 + cost_noise * rng.standard_normal()
+                p.private["cost_a"] = p.private["cost_a0"] * shock
         self.grid.reset()
         self._last = None  # last clearing
         self._last_pf = None

@@ -419,9 +419,10 @@ class OpenDSSGrid:
         nph, kv = self._bus_phases_kv(b)
         kva = kva if kva is not None else max(kw, 1.0) * 1.2
         nodes = ".".join(map(str, self.dss.Bus.Nodes()))  # e.g. 810.2: not node 1 by default
+        conn = "delta" if self.delta and nph > 1 else "wye"  # an ungrounded feeder has no neutral
         self.dss.Text.Command(
-            f"new generator.{el} bus1={b}.{nodes} phases={nph} kv={kv:.6g} kw={kw:.6g} pf={pf:.6g} "
-            f"kva={kva:.6g} model=1 vminpu=0.7 vmaxpu=1.3"
+            f"new generator.{el} bus1={b}.{nodes} phases={nph} kv={kv:.6g} kw={kw:.6g} "
+            f"pf={pf:.6g} kva={kva:.6g} conn={conn} model=1 vminpu=0.7 vmaxpu=1.3"
         )
         if _record:
             self._added.append(("add_generator", (name, bus), dict(kw=kw, kva=kva, pf=pf)))
@@ -556,11 +557,18 @@ class OpenDSSGrid:
 
     def _solve_raw(self) -> tuple[bool, str]:
         try:
+            if getattr(self, "_diverged", False):
+                # OpenDSS iterates from the last voltages; after a failure restart from a
+                # direct (admittance-model) solution instead of the diverged state.
+                self.dss.Solution.SolveDirect()
             self.dss.Solution.Solve()
         except Exception as exc:
+            self._diverged = True
             return False, str(exc)
         if not self.dss.Solution.Converged():
+            self._diverged = True
             return False, f"no convergence in {self.dss.Solution.Iterations()} iterations"
+        self._diverged = False
         return True, ""
 
     def solve(self) -> PowerFlowResult:

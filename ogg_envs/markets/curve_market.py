@@ -410,7 +410,7 @@ class CurveMarket:
         self._calls += 1
         if self._osqp_failed and self._calls % 10:
             return self._solve_clarabel(arr, slope)
-        for attempt in range(2):
+        for _attempt in range(2):
             res = self._solver.solve(raise_error=False)
             if res.info.status_val == 1 and res.info.status_polish == 1:
                 self._osqp_failed = False

@@ -15,7 +15,8 @@ share of pairs that traded. Outputs in ``out``:
   over 200 negotiation steps, producers versus consumers;
 * ``p2p.json``: the setting, the trade success rate, and per role the mean reward and mean bid
   over the first and the last 1,000 negotiation steps, plus whether (and from which step on)
-  consumers bid at or above producers and both roles' rewards are positive (moving averages).
+  consumers bid at or above producers and both roles' rewards are positive (moving averages;
+  the step is 0-based and 199, the end of the first full window, is the earliest possible).
 
 The paper reports that after about 2,000 negotiation steps consumers bid at or above producers
 and the rewards turn positive; ``p2p.json`` says whether this run shows it.

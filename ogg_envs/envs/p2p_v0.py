@@ -387,7 +387,7 @@ class raw_env(MarketEnv):
             if mk.matched[k]:
                 p.policy.update(p, int(arms[k]), float(rewards[k]))
         # One info dict per agent, from plain lists (cheap).
-        rew, bid, b_p = rewards.tolist(), mk._bids.tolist(), mk._b_p.tolist()
+        rew, bid, b_p = rewards.tolist(), mk.bids.tolist(), mk.producer_bid.tolist()
         traded, qty = mk.traded.tolist(), (self._tranche * mk.traded).tolist()
         matched, fallback = self._matched_list, self._fallback
         out_rewards, infos = {}, {}
@@ -461,12 +461,12 @@ class raw_env(MarketEnv):
         obs[:, 5] = self.round / self.market_rounds
         if mk.steps_done:
             matched = self._matched_f
-            obs[:, 8] = mk._bids * matched / top
+            obs[:, 8] = mk.bids * matched / top
             obs[:, 9] = (2.0 * mk.traded - 1.0) * matched
-            obs[:, 10] = mk.traded * mk._b_p / top
+            obs[:, 10] = mk.traded * mk.producer_bid / top
             obs[:, 11] = mk.success_rate()
             if self.reveal:
-                obs[:, 12] = mk._bids[np.maximum(mk.partner, 0)] * matched / top
+                obs[:, 12] = mk.bids[np.maximum(mk.partner, 0)] * matched / top
         return obs
 
     def _reset_info(self, agent: str) -> dict:

@@ -73,6 +73,10 @@ __all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketPar
 SUPPLY, DEMAND = "supply", "demand"
 _CVX_SIGN = -1.0
 _CLARABEL_SIGN = -1.0
+# A vanishing quadratic cost on shed and spilled kW (¢/kWh per kW) makes their allocation over
+# buses unique (otherwise any split at the same cost is optimal and the outcome would depend
+# on the solver's history); it moves a shedding bus's price by 1e-6 ¢/kWh per kW shed.
+SLACK_REGULARISATION = 1e-6
 
 
 class InvalidBidError(ValueError):
@@ -278,7 +282,8 @@ class CurveMarket:
         self._rows = {"bal": slice(0, B), "sum": slice(B, B + 1),
                       "flow": slice(B + 1, B + 1 + E), "box": slice(B + 1 + E, B + 1 + E + nb)}
         self._nx, self._nb = nx_, nb
-        self._P = sp.csc_matrix((np.ones(n), (np.arange(n), np.arange(n))), shape=(nx_, nx_))
+        self._P = sp.csc_matrix((np.ones(nb), (np.arange(nb), np.arange(nb))), shape=(nx_, nx_))
+        self._Px = np.full(nb, SLACK_REGULARISATION)
         self._q = np.zeros(nx_)
         self._q[self._sl["shed"]] = self.price_cap
         self._q[self._sl["spill"]] = self.price_floor
@@ -402,14 +407,15 @@ class CurveMarket:
         n = len(self.names)
         slope, lin = self._curve_coefficients(arr)
         self._q[:n] = lin
+        self._Px[:n] = slope
         box = self._rows["box"]
         self._l[box], self._u[box] = self._bounds(arr)
-        self._solver.update(q=self._q, l=self._l, u=self._u, Px=slope)
+        self._solver.update(q=self._q, l=self._l, u=self._u, Px=self._Px)
         # ADMM stalls on some instances (flat offers next to inelastic demand and binding
         # limits): after a failure, go straight to the interior-point path for a while.
         self._calls += 1
         if self._osqp_failed and self._calls % 10:
-            return self._solve_clarabel(arr, slope)
+            return self._solve_clarabel(arr)
         for _attempt in range(2):
             res = self._solver.solve(raise_error=False)
             if res.info.status_val == 1 and res.info.status_polish == 1:
@@ -422,14 +428,14 @@ class CurveMarket:
         # Polishing fails on degenerate instances (ties between bids); an interior-point
         # solve of the same compiled data is exact there.
         self._osqp_failed = True
-        return self._solve_clarabel(arr, slope)
+        return self._solve_clarabel(arr)
 
     @staticmethod
     def _big_flow(arr: np.ndarray) -> float:
         """A finite stand-in for 'no limit': more than any flow the bids can cause."""
         return 2.0 * float(arr[:, 2].sum()) + 1.0
 
-    def _solve_clarabel(self, arr: np.ndarray, slope: np.ndarray):
+    def _solve_clarabel(self, arr: np.ndarray):
         import clarabel
 
         lo, hi = self._bounds(arr)
@@ -447,10 +453,10 @@ class CurveMarket:
             settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-9
             cones = [clarabel.ZeroConeT(eq.stop), clarabel.NonnegativeConeT(len(b) - eq.stop)]
             P = self._P.copy()
-            P.data[:] = slope
+            P.data[:] = self._Px
             self._clarabel = clarabel.DefaultSolver(P, self._q.copy(), A, b, cones, settings)
         else:
-            self._clarabel.update(P=slope, q=self._q.copy(), b=b)
+            self._clarabel.update(P=self._Px.copy(), q=self._q.copy(), b=b)
         sol = self._clarabel.solve()
         if str(sol.status) not in ("Solved", "AlmostSolved"):
             return self._solve_cvxpy(arr)
@@ -484,7 +490,9 @@ class CurveMarket:
         Md[self._bus_of[dem], dem] = 1.0
         # -welfare = supply cost - demand value (+ shed at the cap, spill at the floor)
         neg_welfare = (0.5 * cp.sum(cp.multiply(slope, cp.square(q))) + lin @ q
-                       + self.price_cap * cp.sum(shed) + self.price_floor * cp.sum(spill))
+                       + self.price_cap * cp.sum(shed) + self.price_floor * cp.sum(spill)
+                       + 0.5 * SLACK_REGULARISATION * (cp.sum_squares(shed)
+                                                       + cp.sum_squares(spill)))
         inj = Ms @ q - Md @ q + shed - spill
         balance = [cp.sum(inj) == 0]
         flow = self.topology.H @ inj

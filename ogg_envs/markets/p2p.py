@@ -258,8 +258,8 @@ class P2PMarket:
         self.steps_done = 0
         self._succ = np.zeros(self.n)  # successful steps of each prosumer's pair
         self._paid = np.zeros(self.n)  # sum of agreed prices over those steps
-        self._bids = np.zeros(self.n)  # last step: every prosumer's bid (¢/kWh)
-        self._b_p = np.zeros(self.n)  # last step: the bid of its pair's producer
+        self.bids = np.zeros(self.n)  # last step: every prosumer's bid (¢/kWh)
+        self.producer_bid = np.zeros(self.n)  # last step: the bid of its pair's producer
         self.traded = np.zeros(self.n, dtype=bool)  # last step: its pair traded
 
     def negotiate(self, arms: np.ndarray) -> np.ndarray:
@@ -277,7 +277,7 @@ class P2PMarket:
         self._succ += traded
         self._paid += traded * b_p
         self.steps_done += 1
-        self._bids, self._b_p, self.traded = bids, b_p, traded
+        self.bids, self.producer_bid, self.traded = bids, b_p, traded
         return rewards
 
     # Views of the last step and of the grid step so far.
@@ -285,12 +285,12 @@ class P2PMarket:
     def last_bid(self) -> np.ndarray:
         """Every prosumer's bid in the last step (¢/kWh; NaN if unmatched or none yet)."""
         done = self.matched & (self.steps_done > 0)
-        return np.where(done, self._bids, np.nan)
+        return np.where(done, self.bids, np.nan)
 
     @property
     def last_price(self) -> np.ndarray:
         """The agreed price of each prosumer's last step (¢/kWh; NaN if no trade)."""
-        return np.where(self.traded, self._b_p, np.nan)
+        return np.where(self.traded, self.producer_bid, np.nan)
 
     @property
     def last_outcome(self) -> np.ndarray:

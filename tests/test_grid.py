@@ -67,7 +67,9 @@ def test_dispatch_changes_flows_and_reset_restores(g34):
     reset_s = time.perf_counter() - t0
     again = g34.solve()
     assert again.substation_kw == pytest.approx(base.substation_kw, rel=1e-4)  # solver tol.
-    assert not again.thermal_overloads
+    assert again.thermal_overloads, "ratings are configuration: reset keeps them"
+    g34.restore_ratings()
+    assert not g34.solve().thermal_overloads
     assert reset_s < 0.003, "reset must not recompile (compiling costs several ms)"
 
 

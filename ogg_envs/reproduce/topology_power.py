@@ -86,9 +86,13 @@ def plot_curves(env, res, ax, title: str) -> None:
                     else (grid_p <= p_max).astype(float)
                 demand += q_min + share * width
         color = f"C{k}"
-        ax.plot(supply, grid_p, color=color, lw=2, label=f"zone {price:.2f} ¢: supply")
-        ax.plot(demand, grid_p, color=color, lw=2, ls="--", label="demand")
         served = sum(res.participant_quantities[i] for i in members if not env.is_supply[i])
+        produced = sum(res.participant_quantities[i] for i in members if env.is_supply[i])
+        imported = served - produced  # over the zone's boundary lines (at their limits)
+        label = f"zone {price:.2f} ¢: supply" + (f" + {imported:.0f} kW import"
+                                                  if abs(imported) > 1 else "")
+        ax.plot(supply + imported, grid_p, color=color, lw=2, label=label)
+        ax.plot(demand, grid_p, color=color, lw=2, ls="--", label="demand")
         ax.scatter([served], [price], color=color, zorder=5, s=40)
     ax.set_xlabel("kW")
     ax.set_ylabel("¢/kWh")

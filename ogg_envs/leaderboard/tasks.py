@@ -1,0 +1,212 @@
+"""Versioned benchmark tasks: what a leaderboard entry is evaluated on.
+
+A task is a TOML file in ``scenarios/tasks/`` (installed as ``ogg_envs/scenarios/tasks``): the
+environment id, the full scenario (inline, not a reference to a bundled scenario that could
+change), the environment arguments, the evaluation seeds and the number of consecutive
+episodes per seed, which participants the submitted policy controls (``controlled``) and what
+the others do (``others``), and ``[pins]``: the sha256 of every data file the scenario reads.
+
+A task cannot change silently. Its file's sha256 is pinned in ``TASK_SHA256`` below (and the
+tests check it): editing a task file makes ``load_task`` refuse it. To change a task, copy it to
+a file with the next version (``...-v1``), change the copy and pin the new file's hash; old
+results stay comparable with the old version, and every result row records the task's version
+and hash. A pinned data file that changed (e.g. regenerated profiles) is refused the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import ogg_envs
+
+__all__ = ["Task", "TaskError", "load_task", "list_tasks", "task_files", "TASK_SHA256",
+           "ENV_KINDS"]
+
+# sha256 of each task file, by task id. A new version of a task gets a new entry; an existing
+# entry never changes.
+TASK_SHA256 = {
+    "topology-power/congested-v0":
+        "f0d61bdcc7dd650da3075c9f06b0636e246457c8d4319df0c9693f5a696ef5f3",
+    "p2p/multi-period-v0":
+        "4a98cd24079344219ca1ce51e27a623239ec7b820ce58de63ea5546209cb6542",
+    "dlmp/37bus-day-v0":
+        "474faab77c0dd7cf313f7a0cea4336bf40fa7e8d89b8737b206adbb6afbaaee5",
+}
+
+# environment id -> the kind of market (selects the metrics and the baselines)
+ENV_KINDS = {
+    "opengridgym/topology-power-v0": "curve",
+    "opengridgym/p2p-v0": "p2p",
+    "opengridgym/dlmp-v0": "dlmp",
+}
+
+_REQUIRED = ("id", "version", "env", "controlled", "seeds", "episodes", "scenario")
+
+
+class TaskError(ValueError):
+    """A task that cannot be used: unknown, malformed, or changed without a new version."""
+
+
+def _scenarios_dir() -> Path:
+    return Path(str(resources.files("ogg_envs.scenarios")))
+
+
+def _tasks_dir() -> Path:
+    return _scenarios_dir() / "tasks"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def task_files() -> dict[str, Path]:
+    """Task id -> its file, for every task file shipped (verified or not)."""
+    out: dict[str, Path] = {}
+    for path in sorted(_tasks_dir().glob("*.toml")):
+        try:
+            task_id = tomllib.loads(path.read_text())["id"]
+        except (tomllib.TOMLDecodeError, KeyError) as exc:
+            raise TaskError(f"task file {path.name}: cannot read its id ({exc})") from None
+        if task_id in out:
+            raise TaskError(f"task id {task_id!r} is defined twice ({out[task_id].name}, "
+                            f"{path.name})")
+        out[task_id] = path
+    return out
+
+
+def list_tasks() -> list[str]:
+    """Ids of the shipped tasks, in a stable order."""
+    return list(task_files())
+
+
+@dataclass(frozen=True)
+class Task:
+    """A loaded, verified benchmark task (see the module docstring)."""
+
+    id: str
+    version: int
+    env_id: str
+    description: str
+    controlled: tuple[str, ...]
+    seeds: tuple[int, ...]
+    episodes: int
+    quick_seeds: int
+    quick_episodes: int
+    env_kwargs: dict[str, Any]
+    others: dict[str, Any]
+    scenario: dict[str, Any]
+    sha256: str
+    path: str
+    pins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``"curve"`` (topology-power), ``"p2p"`` or ``"dlmp"``."""
+        return ENV_KINDS[self.env_id]
+
+    def plan(self, quick: bool = False) -> tuple[tuple[int, ...], int]:
+        """The evaluation seeds and the episodes per seed (full or quick mode)."""
+        if quick:
+            return self.seeds[: self.quick_seeds], self.quick_episodes
+        return self.seeds, self.episodes
+
+    def make_env(self):
+        """A fresh parallel environment of the task (the policy's agents are its agents)."""
+        kwargs = dict(self.env_kwargs)
+        kwargs["scenario"] = dict(self.scenario, _dir=str(_scenarios_dir()))
+        kwargs["learners"] = list(self.controlled)
+        kwargs["policies"] = _other_policies(self.kind, self.others)
+        return ogg_envs.make(self.env_id, parallel=True, **kwargs)
+
+
+def _other_policies(kind: str, others: dict[str, Any]) -> dict[str, Any]:
+    """The task's ``[others]`` names -> policy objects of the environment."""
+    if kind == "p2p":
+        return dict(others)  # the env takes bandit specs ("ucb", {"kind": ...}) directly
+    if kind == "curve":
+        from ogg_envs.baselines import curve_bidders as cb
+
+        table = {"truthful": cb.TruthfulBidder, "flat": cb.FlatOffer}
+    else:
+        from ogg_envs.baselines import dlmp_bidders as db
+
+        table = {"truthful": db.TruthfulBidder}
+    out = {}
+    for who, spec in others.items():
+        if spec not in table:
+            raise TaskError(f"[others] {who} = {spec!r}: known policies are "
+                            f"{', '.join(table)}")
+        out[who] = table[spec]()
+    return out
+
+
+def load_task(task_id: str, *, verify: bool = True) -> Task:
+    """Load a shipped task by id (``"topology-power/congested-v0"``) or a task file by path.
+
+    ``verify`` (default) checks the file's sha256 against ``TASK_SHA256`` and every pinned data
+    file's sha256; a mismatch raises ``TaskError``. A task file given by path that is not in
+    ``TASK_SHA256`` is refused unless ``verify=False`` (for drafting new tasks).
+    """
+    files = task_files()
+    if task_id in files:
+        path = files[task_id]
+    elif Path(task_id).suffix == ".toml" and Path(task_id).is_file():
+        path = Path(task_id)
+    else:
+        raise TaskError(f"unknown task {task_id!r}; tasks: {', '.join(files)}")
+    digest = _sha256(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TaskError(f"task file {path}: invalid TOML: {exc}") from None
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise TaskError(f"task file {path}: missing {', '.join(missing)}")
+    tid = str(data["id"])
+    version = int(data["version"])
+    if not tid.endswith(f"-v{version}"):
+        raise TaskError(f"task {tid!r}: the id must end in -v{version} (its version)")
+    if data["env"] not in ENV_KINDS:
+        raise TaskError(f"task {tid!r}: unknown env {data['env']!r}; known: "
+                        f"{', '.join(ENV_KINDS)}")
+    if verify:
+        pinned = TASK_SHA256.get(tid)
+        if pinned is None:
+            raise TaskError(f"task {tid!r} has no pinned hash in TASK_SHA256 (sha256 {digest})")
+        if digest != pinned:
+            raise TaskError(
+                f"task {tid!r} ({path.name}) changed: sha256 {digest}, pinned {pinned}. A task "
+                f"never changes in place: restore it and add the change as version "
+                f"{version + 1} in a new file")
+        for rel, want in data.get("pins", {}).items():
+            dep = _scenarios_dir() / rel
+            if not dep.is_file():
+                raise TaskError(f"task {tid!r}: pinned data file {rel} is missing")
+            got = _sha256(dep)
+            if got != want:
+                raise TaskError(f"task {tid!r}: data file {rel} changed (sha256 {got}, pinned "
+                                f"{want}); the task needs a new version")
+    seeds = tuple(int(s) for s in data["seeds"])
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise TaskError(f"task {tid!r}: seeds must be a non-empty list of distinct integers")
+    episodes = int(data["episodes"])
+    quick_seeds = int(data.get("quick_seeds", min(2, len(seeds))))
+    quick_episodes = int(data.get("quick_episodes", 1))
+    if episodes < 1 or not 1 <= quick_seeds <= len(seeds) or quick_episodes < 1:
+        raise TaskError(f"task {tid!r}: episodes, quick_seeds and quick_episodes must be >= 1 "
+                        "(quick_seeds at most the number of seeds)")
+    controlled = data["controlled"]
+    controlled = (controlled,) if isinstance(controlled, str) else tuple(controlled)
+    return Task(
+        id=tid, version=version, env_id=str(data["env"]),
+        description=str(data.get("description", "")), controlled=controlled, seeds=seeds,
+        episodes=episodes, quick_seeds=quick_seeds, quick_episodes=quick_episodes,
+        env_kwargs=dict(data.get("env_kwargs", {})), others=dict(data.get("others", {})),
+        scenario=dict(data["scenario"]), sha256=digest, path=str(path),
+        pins=dict(data.get("pins", {})),
+    )

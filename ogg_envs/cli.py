@@ -19,7 +19,8 @@ def _cmd_list(args) -> int:
     for env_id in ogg_envs.ENVIRONMENTS:
         try:
             doc = (ogg_envs.env_module(env_id).__doc__ or "").strip().splitlines()
-            summary = next((ln.strip("` ") for ln in doc[1:] if ln.strip()), "")
+            first = next((ln for ln in doc[1:] if ln.strip()), "")
+            summary = first.split("—", 1)[-1].strip()
         except Exception as exc:  # an env whose optional pieces fail to import
             summary = f"(unavailable: {exc})"
         print(f"{env_id:34s} {summary}")

@@ -73,3 +73,32 @@ def load_profiles(scenario: dict) -> dict[str, np.ndarray]:
         if not np.isfinite(v).all():
             raise ValueError(f"profiles file {path}: column {k} has non-finite values")
     return cols
+
+
+def grid_from_scenario(scenario: dict, default_feeder: str = "ieee34"):
+    """The scenario's feeder as an ``OpenDSSGrid`` with its voltage band and line ratings.
+
+    ``feeder`` is a bundled name or a path to a master ``.dss`` (relative paths are read from
+    the scenario's folder); ``[grid] rating_scale`` multiplies every line ampacity (kept across
+    ``grid.reset``, see ``OpenDSSGrid.scale_line_ratings``).
+    """
+    from ogg_envs.grid import OpenDSSGrid
+
+    g = scenario.get("grid", {})
+    kw = dict(voltage_band=tuple(g.get("voltage_band", (0.95, 1.05))))
+    feeder = str(scenario.get("feeder", default_feeder))
+    if feeder.endswith(".dss"):
+        path = Path(feeder) if Path(feeder).is_absolute() else Path(scenario["_dir"]) / feeder
+        grid = OpenDSSGrid(path, **kw)
+    else:
+        grid = OpenDSSGrid.from_feeder(feeder, **kw)
+    scale = float(g.get("rating_scale", 1.0))
+    if scale != 1.0:
+        grid.scale_line_ratings(scale)
+    return grid
+
+
+def check_horizon(profiles: dict[str, np.ndarray], horizon: int) -> None:
+    hours = len(profiles["hour"])
+    if hours < horizon:
+        raise ValueError(f"horizon {horizon} is longer than the profiles ({hours} hours)")

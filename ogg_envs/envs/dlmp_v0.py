@@ -91,9 +91,8 @@ import numpy as np
 
 from ogg_envs.baselines.dlmp_bidders import TruthfulBidder, true_block_prices
 from ogg_envs.core import MarketEnv, Participant, aec_from_parallel, select_learners
-from ogg_envs.grid import OpenDSSGrid
 from ogg_envs.markets.dlmp import DR, GENERATOR, DLMPMarket, Resource
-from ogg_envs.scenario import load_profiles, load_scenario
+from ogg_envs.scenario import check_horizon, grid_from_scenario, load_profiles, load_scenario
 
 OBS_SIZE = 16
 GROUPS = ("generator", "dr")
@@ -127,9 +126,7 @@ class raw_env(MarketEnv):
         self.n_blocks = int(sc.get("n_blocks", 3))
         self.profiles = load_profiles(sc)
         self.hours = len(self.profiles["hour"])
-        if self.hours < self.horizon:
-            raise ValueError(f"horizon {self.horizon} is longer than the profiles "
-                             f"({self.hours} hours)")
+        check_horizon(self.profiles, self.horizon)
         self._lmp = self._source_lmp()
         self._build_grid()
         self._build_participants()
@@ -162,14 +159,7 @@ class raw_env(MarketEnv):
         return lmp
 
     def _build_grid(self) -> None:
-        sc = self.scenario
-        kw = dict(voltage_band=tuple(sc.get("grid", {}).get("voltage_band", (0.95, 1.05))))
-        feeder = sc.get("feeder", "ieee37")
-        self.grid = (OpenDSSGrid.from_feeder(feeder, **kw) if not str(feeder).endswith(".dss")
-                     else OpenDSSGrid(feeder, **kw))
-        scale = float(sc.get("grid", {}).get("rating_scale", 1.0))
-        if scale != 1.0:
-            self.grid.scale_line_ratings(scale)
+        self.grid = grid_from_scenario(self.scenario, "ieee37")
         self.topology = self.grid.topology
 
     def _build_participants(self) -> None:
@@ -226,7 +216,6 @@ class raw_env(MarketEnv):
         self._pv_bus = np.array([topo.bus_index[b] for b in self.pv_buses], dtype=np.int64)
         for k, bus in enumerate(self.pv_buses):
             grid.add_generator(f"pv_{k}", bus, 0.0, kva=max(self._pv_cap[k], 1.0) * 1.2)
-        self._connect_generators()
         self.participants = parts
         self.participant = {p.name: p for p in parts}
         self.names = [p.name for p in parts]
@@ -250,24 +239,6 @@ class raw_env(MarketEnv):
             self._load_map[idx, topo.bus_index[bus]] = base / base.sum() if base.sum() > 0 \
                 else 1.0 / len(idx)
         self._element_branch = {el: br.name for br in topo.branches for el in br.elements}
-
-    def _connect_generators(self) -> None:
-        """Delta-connect the added generators on a delta feeder.
-
-        ``OpenDSSGrid.add_generator`` connects generators in wye (neutral grounded); on the
-        ungrounded 3-wire IEEE 37 feeder that leaves the zero-sequence voltage to the cables'
-        capacitance and the power flow stops converging once generators inject. Re-applied
-        after unpickling (the grid replays ``add_generator`` then). A no-op once the grid layer
-        delta-connects generators itself.
-        """
-        if self.grid.delta:
-            for el in self.grid.generator_names:
-                if el.startswith("ogg_"):
-                    self.grid.dss.Text.Command(f"edit generator.{el} conn=delta")
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._connect_generators()
 
     def _build_policies(self, overrides: dict) -> None:
         for key in overrides:

@@ -111,7 +111,6 @@ import numpy as np
 
 from ogg_envs.baselines.bandits import make_policy
 from ogg_envs.core import MarketEnv, Participant, aec_from_parallel, select_learners
-from ogg_envs.grid import OpenDSSGrid
 from ogg_envs.markets.p2p import (
     CONSUMER,
     PRODUCER,
@@ -122,7 +121,7 @@ from ogg_envs.markets.p2p import (
     assign_roles,
     settle,
 )
-from ogg_envs.scenario import load_profiles, load_scenario
+from ogg_envs.scenario import grid_from_scenario, load_profiles, load_scenario
 
 OBS_SIZE = 12
 MODES = ("homogeneous", "multi_period")
@@ -193,20 +192,10 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ construction
     def _build_grid(self) -> None:
-        g = self.scenario.get("grid", {})
-        kw = dict(voltage_band=tuple(g.get("voltage_band", (0.95, 1.05))))
-        feeder = self.scenario.get("feeder", "ieee34")
-        self.grid = (OpenDSSGrid.from_feeder(feeder, **kw) if not str(feeder).endswith(".dss")
-                     else OpenDSSGrid(feeder, **kw))
-        self._rating_scale = float(g.get("rating_scale", 1.0))  # applied in _build_prosumers
+        self.grid = grid_from_scenario(self.scenario, "ieee34")
         bg = self.scenario.get("background", {})
         self._bg_profile = self._column(bg.get("profile", "load_commercial"))
         self._bg_scale = float(bg.get("scale", 1.0))
-
-    def _apply_ratings(self) -> None:
-        """The scenario's line ratings (``grid.reset`` restores the feeder's own)."""
-        if self._rating_scale != 1.0:
-            self.grid.scale_line_ratings(self._rating_scale)
 
     def _column(self, name: str) -> np.ndarray:
         if name not in self.profiles:
@@ -251,7 +240,6 @@ class raw_env(MarketEnv):
             self._size = np.maximum(np.maximum(self.pv_kw, self.load_kw), 1e-6)
             cap = self.pv_kw
         self.feasibility = TradeFeasibility(self.grid, buses, cap)
-        self._apply_ratings()  # after adding the generators: adding elements re-reads ratings
         topo = self.grid.topology
         self._path = {p.name: set(topo.path_to_root(p.bus)) for p in self.participants}
         self._element_branch = {el: br.name for br in topo.branches for el in br.elements}
@@ -293,7 +281,6 @@ class raw_env(MarketEnv):
         self.realised_export = pv_real - load
         self._bg_kw = np.outer(self._bg_profile[hours] * self._bg_scale, self.grid.base_load_kw)
         self.feasibility.reset()
-        self._apply_ratings()
         self._rng = rng
         self._arms = np.zeros(len(self.participants), dtype=np.int64)
         self.last_report = None

@@ -78,9 +78,8 @@ import numpy as np
 
 from ogg_envs.baselines.curve_bidders import FlatOffer, TruthfulBidder
 from ogg_envs.core import MarketEnv, Participant, aec_from_parallel, select_learners
-from ogg_envs.grid import OpenDSSGrid
 from ogg_envs.markets.curve_market import Bid, CurveMarket, InvalidBidError, MarketParticipant
-from ogg_envs.scenario import load_profiles, load_scenario
+from ogg_envs.scenario import check_horizon, grid_from_scenario, load_profiles, load_scenario
 
 OBS_SIZE = 12
 
@@ -115,9 +114,7 @@ class raw_env(MarketEnv):
         if not 0.0 <= self.flexible_share <= 1.0:
             raise ValueError(f"flexible_share must be in [0, 1], got {self.flexible_share}")
         self.profiles = load_profiles(sc)
-        if len(self.profiles["hour"]) < self.horizon:
-            raise ValueError(f"horizon {self.horizon} is longer than the profiles "
-                             f"({len(self.profiles['hour'])} hours)")
+        check_horizon(self.profiles, self.horizon)
         self._build_grid()
         self._build_participants()
         self.possible_agents = select_learners(self.participants, learners)
@@ -133,14 +130,7 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ construction
     def _build_grid(self) -> None:
-        sc = self.scenario
-        kw = dict(voltage_band=tuple(sc.get("grid", {}).get("voltage_band", (0.95, 1.05))))
-        feeder = sc.get("feeder", "ieee34")
-        self.grid = (OpenDSSGrid.from_feeder(feeder, **kw) if not str(feeder).endswith(".dss")
-                     else OpenDSSGrid(feeder, **kw))
-        scale = float(sc.get("grid", {}).get("rating_scale", 1.0))
-        if scale != 1.0:
-            self.grid.scale_line_ratings(scale)
+        self.grid = grid_from_scenario(self.scenario, "ieee34")
         self.topology = self.grid.topology
 
     def _build_participants(self) -> None:

@@ -526,6 +526,7 @@ class OpenDSSGrid:
         return nph, kv
 
     def _reindex_preserving_dispatch(self) -> None:
+        self._written = None
         load_kw, load_kvar = self._load_kw.copy(), self._load_kvar.copy()
         gen = dict(zip(self.generator_names, self._gen_kw))
         self._index()
@@ -554,15 +555,27 @@ class OpenDSSGrid:
             dss.Transformers.Tap(tap)
 
     def _write_dispatch(self) -> None:
+        """Write the loads and generators whose values changed since the last write."""
         loads = self.dss.Loads
-        for i in range(len(self.load_names)):
+        written = getattr(self, "_written", None)
+        if written is None or written[0].shape != self._load_kw.shape \
+                or written[2].shape != self._gen_kw.shape:
+            changed_loads = range(len(self.load_names))
+            changed_gens = range(len(self.generator_names))
+        else:
+            changed_loads = np.flatnonzero((written[0] != self._load_kw)
+                                           | (written[1] != self._load_kvar)).tolist()
+            changed_gens = np.flatnonzero(written[2] != self._gen_kw).tolist()
+        kw, kvar, gkw = self._load_kw.tolist(), self._load_kvar.tolist(), self._gen_kw.tolist()
+        for i in changed_loads:
             loads.Idx(i + 1)
-            loads.kW(self._load_kw[i])
-            loads.kvar(self._load_kvar[i])
+            loads.kW(kw[i])
+            loads.kvar(kvar[i])
         gens = self.dss.Generators
-        for i in range(len(self.generator_names)):
+        for i in changed_gens:
             gens.Idx(i + 1)
-            gens.kW(self._gen_kw[i])
+            gens.kW(gkw[i])
+        self._written = (self._load_kw.copy(), self._load_kvar.copy(), self._gen_kw.copy())
 
     def _solve_raw(self) -> tuple[bool, str]:
         try:

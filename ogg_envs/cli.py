@@ -1,4 +1,4 @@
-"""The ``opengridgym`` command: list, run, reproduce, bench, train."""
+"""The ``opengridgym`` command: list, run, reproduce, bench, train, leaderboard."""
 
 from __future__ import annotations
 
@@ -100,6 +100,30 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_leaderboard(args) -> int:
+    from ogg_envs.leaderboard import BASELINES, list_tasks, load_task, run_leaderboard
+    from ogg_envs.leaderboard.entries import BASELINE_NOTES
+
+    if args.list:
+        for task_id in list_tasks():
+            task = load_task(task_id)
+            print(f"task  {task_id:30s} {task.description}")
+        for name, kinds in BASELINES.items():
+            print(f"entry {name:30s} {BASELINE_NOTES.get(name, '')} [{', '.join(kinds)}]")
+        return 0
+    result = run_leaderboard(args.tasks, args.entries, args.out, quick=args.quick,
+                             progress=not args.no_progress, retry_failed=args.retry_failed,
+                             readme=args.readme)
+    out = Path(args.out)
+    print(f"{len(result['evaluated'])} evaluated, {len(result['skipped'])} already done, "
+          f"{result['wall_s']:.1f} s -> {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}, "
+          f"{out / 'leaderboard.png'}")
+    bad = [r for r in result["rows"] if r["status"] != "ok"]
+    for r in bad:
+        print(f"{r['status']}: {r['entry']} on {r['task']}: {r['reason']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     np.set_printoptions(precision=3, suppress=True)
     parser = argparse.ArgumentParser(prog="opengridgym", description=__doc__)
@@ -126,6 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs")
     p.set_defaults(fn=_cmd_train)
+    p = sub.add_parser("leaderboard", help="evaluate entries on the benchmark tasks")
+    p.add_argument("--tasks", nargs="+", default=None, help="task ids (default: all)")
+    p.add_argument("--entries", nargs="+", default=None,
+                   help="baseline names, [name=]module:callable or [name=]model.zip "
+                        "(default: every baseline)")
+    p.add_argument("--out", default="leaderboard", help="output directory (resumable)")
+    p.add_argument("--quick", action="store_true", help="few seeds and episodes (CI)")
+    p.add_argument("--retry-failed", action="store_true", help="re-run failed pairs")
+    p.add_argument("--readme", default=None,
+                   help="also write the table between the leaderboard markers of this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list", action="store_true", help="list the tasks and baselines")
+    p.set_defaults(fn=_cmd_leaderboard)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -313,8 +312,3 @@ def resolve_entry(spec: str) -> Entry:
         return Entry(name or rest, rest, None, factory, "user policy")
     raise ValueError(f"entry {spec!r}: not a baseline ({', '.join(BASELINES)}), a "
                      "module:callable or a saved model .zip")
-
-
-def finite_or_nan(x) -> float:
-    x = float(x)
-    return x if math.isfinite(x) else math.nan

@@ -280,16 +280,18 @@ class DLMPRecorder(_Recorder):
                 demand=env.demand_kw.copy(), cap=env.capacity_kw.copy(), lmp=env.lmp_now,
                 pv=env.pv_kw.copy(), truthful=env.truthful_offers(),
                 cost_a=np.array([p.private["cost_a"] for p in parts]),
-                cost_b=np.array([p.private["cost_b"] for p in parts]))
+                cost_b=np.array([p.private["cost_b"] for p in parts]),
+                # offers of non-adaptive scripted participants, fixed for the hour once made
+                scripted=dict(getattr(env, "_scripted_cache", None) or {}))
 
     def _offers(self, infos: dict) -> np.ndarray | None:
         """The offers of the final clearing, if all of them are known (else None)."""
-        cache = getattr(self.env, "_scripted_cache", None)
+        cache = self._hour["scripted"]
         rows = []
         for name in self.env.names:
             if name in infos:
                 rows.append(np.asarray(infos[name]["bid"], dtype=float))
-            elif cache is not None and name in cache:
+            elif name in cache:
                 rows.append(np.asarray(cache[name], dtype=float))
             else:
                 return None

@@ -24,7 +24,8 @@ _HEADERS = {
     "infeasible_trades": "Infeasible trades", "shed_kwh": "Shed (kWh)",
     "curtailed_kwh": "Curtailed (kWh)",
 }
-_DIGITS = {"efficiency": 4, "trade_success": 3}
+_DIGITS = {"efficiency": 4, "trade_success": 3, "voltage_violations": 1, "overloads": 1,
+           "nonconverged": 1, "infeasible_trades": 1, "shed_kwh": 1, "curtailed_kwh": 1}
 
 
 def _num(x) -> float:
@@ -62,7 +63,7 @@ def _task_header(task_id: str, rows: list[dict]) -> str:
         desc = load_task(task_id).description
     except TaskError:
         desc = ""
-    unit = "episode" if r["episodes"] == "1" else f"{r['episodes']} episodes"
+    unit = "1 episode" if r["episodes"] == "1" else f"{r['episodes']} consecutive episodes"
     return (f"### {task_id}\n\n{desc}. {r['seeds']} seeds × {unit} per seed; task file "
             f"sha256 `{r['task_sha256'][:12]}`. Mean ± 95 % CI over seeds.\n")
 

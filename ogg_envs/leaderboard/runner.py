@@ -169,7 +169,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def _fmt_cell(v) -> str:
     if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
+        return "" if math.isnan(v) else repr(float(v))
     return "" if v is None else str(v)
 
 

@@ -33,7 +33,7 @@ TASK_SHA256 = {
     "topology-power/congested-v0":
         "f0d61bdcc7dd650da3075c9f06b0636e246457c8d4319df0c9693f5a696ef5f3",
     "p2p/multi-period-v0":
-        "4a98cd24079344219ca1ce51e27a623239ec7b820ce58de63ea5546209cb6542",
+        "e2402b9bb2ad8e69033f8f51b8e9c1ee8e8939806cd5133f1094df81fe3ee2f9",
     "dlmp/37bus-day-v0":
         "474faab77c0dd7cf313f7a0cea4336bf40fa7e8d89b8737b206adbb6afbaaee5",
 }
@@ -80,8 +80,13 @@ def task_files() -> dict[str, Path]:
 
 
 def list_tasks() -> list[str]:
-    """Ids of the shipped tasks, in a stable order."""
-    return list(task_files())
+    """Ids of the shipped tasks: topology-power, then p2p, then dlmp; by id within each."""
+    envs = list(ENV_KINDS)
+    rank = {}
+    for task_id, path in task_files().items():
+        env_id = tomllib.loads(path.read_text()).get("env", "")
+        rank[task_id] = (envs.index(env_id) if env_id in envs else len(envs), task_id)
+    return sorted(rank, key=rank.get)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,440 @@
+"""Leaderboard: metric formulas on hand-computed cases, exact efficiency of truthful bidding,
+task definitions (pinned, deterministic), failure recording, resume, quick mode end to end."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import hashlib
+import math
+import textwrap
+
+import gymnasium
+import numpy as np
+import pytest
+
+from ogg_envs.leaderboard import (
+    TASK_SHA256,
+    TaskError,
+    evaluate,
+    invalid_action_reason,
+    list_tasks,
+    load_task,
+    mean_ci,
+    read_rows,
+    resolve_entry,
+    run_leaderboard,
+)
+from ogg_envs.leaderboard import metrics as M
+from ogg_envs.leaderboard import tasks as T
+from ogg_envs.leaderboard.report import README_END, README_START, update_readme
+from ogg_envs.markets.p2p import P2PTerms
+
+# Each task's version and the sha256 of its file. A task file never changes: a change is a new
+# version in a new file (and a new line here and in tasks.TASK_SHA256).
+PINNED = {
+    "topology-power/congested-v0":
+        (0, "f0d61bdcc7dd650da3075c9f06b0636e246457c8d4319df0c9693f5a696ef5f3"),
+    "p2p/multi-period-v0":
+        (0, "e2402b9bb2ad8e69033f8f51b8e9c1ee8e8939806cd5133f1094df81fe3ee2f9"),
+    "dlmp/37bus-day-v0":
+        (0, "474faab77c0dd7cf313f7a0cea4336bf40fa7e8d89b8737b206adbb6afbaaee5"),
+}
+TOPO, P2P, DLMP = PINNED
+
+
+# ---------------------------------------------------------------------- formulas by hand
+def test_mean_ci_by_hand():
+    mean, half, n = mean_ci([1.0, 2.0, 3.0, 4.0])
+    # s = sqrt(5/3) = 1.290994; t_{0.975, 3} = 3.182446; half = t s / sqrt(4)
+    assert (mean, n) == (2.5, 4)
+    assert half == pytest.approx(3.182446 * 1.290994 / 2.0, rel=1e-6)
+    assert mean_ci([5.0, 5.0, 5.0])[:2] == (5.0, 0.0)
+    mean, half, n = mean_ci([2.0, math.nan])  # undefined seeds are dropped
+    assert (mean, n) == (2.0, 1) and math.isnan(half)
+    assert math.isnan(mean_ci([])[0])
+
+
+def test_efficiency_by_hand():
+    assert M.efficiency(3.0, 4.0) == 0.75
+    assert M.efficiency(4.0, 4.0) == 1.0
+    assert math.isnan(M.efficiency(1.0, 0.0))
+
+
+def _curve_privates():
+    supplier = {"side": "supply", "cost_a": 3.0, "cost_b": 0.01, "q_now": 200.0}
+    flexible = {"side": "demand", "q_now": 50.0, "value_max": 12.0, "value_min": 4.0}
+    inflexible = {"side": "demand", "q_now": 10.0, "value_max": 20.0, "value_min": 20.0}
+    return [supplier, flexible, inflexible]
+
+
+def test_curve_welfare_and_profits_by_hand():
+    privates = _curve_privates()
+    q = np.array([60.0, 50.0, 10.0])
+    # supplier: 3*60 + 0.01*60^2/2 = 198; flexible: 12*50 - (8/50)*50^2/2 = 400; inflexible 200
+    assert M.curve_true_welfare(privates, q) == pytest.approx(400.0 + 200.0 - 198.0)
+    profits = M.curve_true_profits(privates, np.full(3, 5.0), q)
+    np.testing.assert_allclose(profits, [300.0 - 198.0, 400.0 - 250.0, 200.0 - 50.0])
+    # surplus = sum of profits when payments balance revenues (no congestion)
+    assert profits.sum() == pytest.approx(M.curve_true_welfare(privates, q))
+
+
+def test_curve_welfare_matches_the_environment():
+    task = load_task(TOPO)
+    env = task.make_env()
+    env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0, 50, len(env.participants))
+    p = rng.uniform(2, 8, len(env.participants))
+    privates = [dict(x.private) for x in env.participants]
+    assert M.curve_true_welfare(privates, q) == pytest.approx(env.true_welfare(q, p), rel=1e-12)
+
+
+def test_dlmp_welfare_and_rent_by_hand():
+    w = M.dlmp_true_welfare(
+        demand_kw=np.array([0.0, 100.0, 50.0]), shed_kw=np.array([0.0, 0.0, 10.0]),
+        source_kw=80.0, lmp=4.0, quantities=np.array([20.0, 10.0]),
+        cost_a=np.array([5.0, 7.0]), cost_b=np.array([0.01, 0.02]), value_of_load=30.0)
+    # 30*140 - 4*80 - (5*20 + 0.005*400) - (7*10 + 0.01*100)
+    assert w == pytest.approx(4200.0 - 320.0 - 102.0 - 71.0)
+    exporting = M.dlmp_true_welfare(
+        demand_kw=np.array([10.0]), shed_kw=np.zeros(1), source_kw=-5.0, lmp=4.0,
+        quantities=np.array([15.0]), cost_a=np.array([1.0]), cost_b=np.zeros(1),
+        value_of_load=30.0)
+    assert exporting == pytest.approx(300.0 - 15.0)  # exports earn nothing
+    assert M.dlmp_congestion_rent(np.array([0.0, 0.0, 2.0]),
+                                  np.array([30.0, 10.0, 50.0])) == 100.0
+    profits = M.dlmp_true_profits(np.array([6.0, 8.0]), np.array([20.0, 10.0]),
+                                  np.array([5.0, 7.0]), np.array([0.01, 0.02]))
+    np.testing.assert_allclose(profits, [120.0 - 102.0, 80.0 - 71.0])
+
+
+def test_dlmp_rent_equals_branch_prices_times_flows():
+    """On a congested hour, sum_b congestion_b w_b = sum_e mu_e f_e (radial identity)."""
+    task = load_task(DLMP)
+    env = task.make_env()
+    env.reset(seed=4001)
+    rec = M.make_recorder("dlmp", env, env.possible_agents)
+    rec.start_episode()
+    rents = []
+    while env.t < 14:  # expensive DGs: the feeder imports and the laterals congest
+        rec.before_step()
+        before = rec.sums["congestion_rent_usd"]
+        _, rewards, _, _, infos = env.step({a: np.full(3, 25.0) for a in env.agents})
+        rec.after_step(rewards, infos)
+        if infos[env.possible_agents[0]]["grid_step"]:
+            rents.append((rec.sums["congestion_rent_usd"] - before) * 100.0)
+    res = env.last_clearing
+    assert res.congested and rents[-1] > 0
+    assert rents[-1] == pytest.approx(float(res.branch_prices @ res.flows_kw), rel=1e-6)
+
+
+def test_p2p_money_by_hand():
+    terms = P2PTerms(arms=(4.0, 8.0), retail_price=12.0, feed_in_price=3.0,
+                     imbalance_price=15.0, c_service=0.5, c_lose=1.0)
+    money = {"retail_kwh": np.array([1.0, 0.0]), "shortfall_kwh": np.array([0.0, 0.5]),
+             "feed_in_kwh": np.array([0.0, 2.0]), "p2p_cost": np.array([16.0, 0.0]),
+             "p2p_bought_kwh": np.array([2.0, 0.0])}
+    assert M.p2p_utility_cost(money, terms) == pytest.approx(12.0 + 7.5 - 6.0)
+    assert M.p2p_consumer_price(money, terms) == pytest.approx((16.0 + 12.0, 3.0))
+
+
+def test_invalid_action_reason():
+    box = gymnasium.spaces.Box(0.0, np.array([20, 20, 100, 100], np.float32), (4,), np.float32)
+    assert invalid_action_reason(box, np.array([5.0, 3.0, 50.0, 0.0])) is None
+    assert invalid_action_reason(box, [20.0, 0.0, 100.0, 0.0]) is None
+    assert "shape" in invalid_action_reason(box, np.zeros(3))
+    assert "non-finite" in invalid_action_reason(box, [np.nan, 0, 0, 0])
+    assert "outside" in invalid_action_reason(box, [21.0, 0, 0, 0])
+    assert "outside" in invalid_action_reason(box, [0.0, -1.0, 0, 0])
+    disc = gymnasium.spaces.Discrete(8)
+    assert invalid_action_reason(disc, 3) is None
+    assert invalid_action_reason(disc, np.int64(7)) is None
+    assert invalid_action_reason(disc, np.array(2)) is None
+    assert invalid_action_reason(disc, 8) is not None
+    assert invalid_action_reason(disc, 2.0) is not None
+    assert invalid_action_reason(disc, True) is not None
+
+
+# ---------------------------------------------------------------------- efficiency 1.0
+@pytest.mark.parametrize("task_id", [TOPO, DLMP])
+def test_truthful_efficiency_is_exactly_one(task_id):
+    task = load_task(task_id)
+    row, per_seed = evaluate(resolve_entry("truthful"), task, quick=True)
+    assert row["status"] == "ok", row["reason"]
+    assert [s["efficiency"] for s in per_seed] == [1.0] * task.quick_seeds
+    assert row["efficiency_mean"] == 1.0 and row["welfare_loss_usd_mean"] == 0.0
+    # ... and bidding above cost is measurably worse (the metric can fail)
+    row, per_seed = evaluate(resolve_entry("markup"), task, quick=True)
+    assert all(0.9 < s["efficiency"] < 0.9999 for s in per_seed)
+    assert row["welfare_loss_usd_mean"] > 1.0
+
+
+def test_truthful_p2p_market_is_fully_efficient():
+    """With every prosumer bidding its reservation price, every pair trades every step."""
+    task = load_task(P2P)
+    every = dataclasses.replace(task, controlled=tuple(f"prosumer_{i}" for i in range(12)))
+    row, per_seed = evaluate(resolve_entry("truthful"), every, quick=True)
+    assert row["status"] == "ok", row["reason"]
+    assert [s["efficiency"] for s in per_seed] == [1.0] * task.quick_seeds
+    assert row["trade_success_mean"] == 1.0
+    row, per_seed = evaluate(resolve_entry("random"), every, quick=True)
+    assert row["efficiency_mean"] < 0.9 and row["trade_success_mean"] < 0.8
+    for s in per_seed:
+        # with every prosumer controlled, their bill savings (P2P payments included) add up to
+        # the community's realised surplus (payments cancel): two independent accounts agree
+        realised = s["efficiency"] / (1 - s["efficiency"]) * s["welfare_loss_usd"]
+        assert s["profit_usd"] == pytest.approx(realised, rel=1e-9)
+
+
+@pytest.mark.parametrize("entry", ["truthful", "markup"])
+def test_curve_recorder_against_an_independent_account(entry):
+    """The recorder's sums equal an account kept here: surplus with the hour's own private data
+    (snapshotted before the hour's final round), the reference from a fresh solve of the
+    truthful bids on another market object, profits as the environment reports them."""
+    task = load_task(TOPO)
+    env = task.make_env()
+    env.reset(seed=task.seeds[0])
+    fresh = copy.deepcopy(env.market)
+    rec = M.make_recorder("curve", env, env.possible_agents)
+    rec.start_episode()
+    policy = resolve_entry(entry).make(task, {"price_cap": env.price_cap})
+    realised = reference = profit = 0.0
+    hours = 0
+    while env.agents:
+        privates = [dict(p.private) for p in env.participants]
+        truthful = env.truthful_bids()
+        actions = {a: policy(a, None, {"private": dict(env.participant[a].private),
+                                       "rng": None}) for a in env.agents}
+        rec.before_step()
+        _, rewards, _, _, infos = env.step(actions)
+        rec.after_step(rewards, infos)
+        if infos[env.possible_agents[0]]["grid_step"]:
+            realised += M.curve_true_welfare(privates, env._last.participant_quantities)
+            reference += M.curve_true_welfare(privates,
+                                              fresh.clear(truthful).participant_quantities)
+            profit += sum(info["profit"] for info in infos.values())
+            hours += 1
+    assert hours == env.horizon
+    assert rec.s_real == pytest.approx(realised, rel=1e-9)
+    assert rec.s_ref == pytest.approx(reference, rel=1e-7)
+    assert rec.result()["profit_usd"] == pytest.approx(profit, rel=1e-9)
+    assert (rec.ref_solves == 0) == (entry == "truthful")
+
+
+def test_dlmp_recorder_profit_matches_the_environment():
+    task = load_task(DLMP)
+    env = task.make_env()
+    env.reset(seed=task.seeds[1])
+    rec = M.make_recorder("dlmp", env, env.possible_agents)
+    rec.start_episode()
+    policy = resolve_entry("markup").make(task, {})
+    profit = 0.0
+    while env.agents:
+        actions = {a: policy(a, None, {"private": dict(env.participant[a].private),
+                                       "rng": None}) for a in env.agents}
+        rec.before_step()
+        _, rewards, _, _, infos = env.step(actions)
+        rec.after_step(rewards, infos)
+        if infos[env.possible_agents[0]]["grid_step"]:
+            profit += sum(info["profit"] for info in infos.values())
+    assert rec.result()["profit_usd"] == pytest.approx(profit, rel=1e-9)
+    assert rec.ref_solves == env.horizon
+
+
+# ---------------------------------------------------------------------- task definitions
+def test_tasks_are_pinned_and_load():
+    assert list_tasks() == [TOPO, P2P, DLMP]
+    assert TASK_SHA256 == {k: h for k, (_, h) in PINNED.items()}
+    for task_id, (version, digest) in PINNED.items():
+        task = load_task(task_id)
+        assert (task.version, task.sha256) == (version, digest)
+        assert task_id.endswith(f"-v{version}")
+        assert hashlib.sha256(open(task.path, "rb").read()).hexdigest() == digest
+        assert task.seeds and len(set(task.seeds)) == len(task.seeds)
+        env = task.make_env()
+        assert set(env.possible_agents) <= {p.name for p in env.participants}
+        assert 0 < len(env.possible_agents) < len(env.participants)  # others exist
+
+
+def test_changed_task_file_is_refused(tmp_path, monkeypatch):
+    original = load_task(TOPO)
+    text = open(original.path).read()
+    same = tmp_path / "same.toml"
+    same.write_text(text)
+    assert load_task(str(same)).sha256 == original.sha256  # an exact copy is the task
+    edited = tmp_path / "edited.toml"
+    edited.write_text(text.replace("episodes = 1 ", "episodes = 2 "))
+    with pytest.raises(TaskError, match="changed"):
+        load_task(str(edited))
+    load_task(str(edited), verify=False)  # drafting is allowed, unverified
+    # a pinned data file that changed is refused too
+    bad = tmp_path / "bad_pin.toml"
+    bad.write_text(text.replace("4ccf13a27d58", "000000000000"))
+    monkeypatch.setitem(T.TASK_SHA256, TOPO, hashlib.sha256(bad.read_bytes()).hexdigest())
+    with pytest.raises(TaskError, match="profiles/day_profiles.csv changed"):
+        load_task(str(bad))
+
+
+def test_tasks_are_deterministic():
+    task = load_task(DLMP)
+    a, _ = task.make_env().reset(seed=4001)
+    b, _ = task.make_env().reset(seed=4001)
+    for agent in a:
+        np.testing.assert_array_equal(a[agent], b[agent])
+    for task_id, entry in ((DLMP, "random"), (P2P, "ucb")):
+        _, first = evaluate(resolve_entry(entry), load_task(task_id), quick=True)
+        _, again = evaluate(resolve_entry(entry), load_task(task_id), quick=True)
+        assert first == again
+
+
+# ---------------------------------------------------------------------- runner
+POLICIES = textwrap.dedent("""
+    import numpy as np
+
+    class Raises:
+        def __call__(self, agent, observation, info):
+            if info["private"]["cap_now"] > 0 and info["seed"] == 4002:
+                raise RuntimeError("boom")
+            return np.full(3, 10.0)
+
+    def wrong_shape(agent, observation, info):
+        return np.zeros(2)
+
+    def above_cap(agent, observation, info):
+        return np.full(3, 1e6)
+
+    def interrupt(agent, observation, info):
+        raise KeyboardInterrupt
+
+    class Greedy:  # stateful user policy with the optional update hook
+        def __init__(self):
+            self.seen = 0
+
+        def __call__(self, agent, observation, info):
+            return np.full(3, info["rules"]["price_cap"] * 0.2)
+
+        def update(self, agent, action, reward, info):
+            self.seen += 1
+""")
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "lb_user_policies.py").write_text(POLICIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "lb_user_policies"
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_failures_are_recorded_and_the_run_goes_on(tmp_path, user_module):
+    out = tmp_path / "lb"
+    result = run_leaderboard(
+        [DLMP], [f"boom={user_module}:Raises", f"shape={user_module}:wrong_shape",
+                 f"cap={user_module}:above_cap", "truthful", f"greedy={user_module}:Greedy"],
+        out, quick=True, progress=False, log=lambda *a: None)
+    rows = {r["entry"]: r for r in _csv(out / "leaderboard.csv")}
+    assert len(result["evaluated"]) == 5 and len(rows) == 5
+    assert rows["boom"]["status"] == "failed"
+    assert "seed 4002" in rows["boom"]["reason"] and "RuntimeError: boom" in rows["boom"]["reason"]
+    assert rows["boom"]["efficiency_mean"] == ""  # no partial results pass as a score
+    assert rows["shape"]["status"] == "failed" and "invalid action" in rows["shape"]["reason"]
+    assert "shape" in rows["shape"]["reason"]
+    assert rows["cap"]["status"] == "failed" and "outside" in rows["cap"]["reason"]
+    assert rows["truthful"]["status"] == "ok" and float(rows["truthful"]["efficiency_mean"]) == 1
+    assert rows["greedy"]["status"] == "ok"
+    table = (out / "leaderboard.md").read_text()
+    assert "failed: seed 4002" in table and "`truthful` | ok" in table
+
+
+def test_resume_skips_done_pairs_and_never_loses_rows(tmp_path, user_module):
+    out = tmp_path / "lb"
+    quiet = dict(quick=True, progress=False, log=lambda *a: None)
+    first = run_leaderboard([DLMP], ["truthful"], out, **quiet)
+    assert first["evaluated"] == [("truthful", DLMP)]
+    line = (out / "leaderboard.csv").read_text().splitlines()[1]
+    # an interrupted run keeps every row finished before the interruption
+    with pytest.raises(KeyboardInterrupt):
+        run_leaderboard([DLMP], ["truthful", "markup", f"stop={user_module}:interrupt",
+                                 "random"], out, **quiet)
+    assert [r["entry"] for r in read_rows(out / "leaderboard.csv")] == ["truthful", "markup"]
+    again = run_leaderboard([DLMP], ["truthful", "markup", "random"], out, **quiet)
+    assert again["evaluated"] == [("random", DLMP)]
+    assert sorted(again["skipped"]) == [("markup", DLMP), ("truthful", DLMP)]
+    assert (out / "leaderboard.csv").read_text().splitlines()[1] == line
+    assert len(read_rows(out / "leaderboard.csv")) == 3
+    # failed pairs are skipped too, unless asked to retry them
+    run_leaderboard([DLMP], [f"shape={user_module}:wrong_shape"], out, **quiet)
+    skip = run_leaderboard([DLMP], [f"shape={user_module}:wrong_shape"], out, **quiet)
+    assert skip["evaluated"] == []
+    retry = run_leaderboard([DLMP], [f"shape={user_module}:wrong_shape"], out,
+                            retry_failed=True, **quiet)
+    assert retry["evaluated"] == [("shape", DLMP)]
+
+
+def test_quick_mode_end_to_end(tmp_path):
+    from ogg_envs.cli import main
+
+    out = tmp_path / "lb"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# X\n\n{README_START}\nold\n{README_END}\n\nrest\n")
+    assert main(["leaderboard", "--quick", "--out", str(out), "--no-progress",
+                 "--readme", str(readme)]) == 0
+    rows = read_rows(out / "leaderboard.csv")
+    pairs = {(r["entry"], r["task"]) for r in rows}
+    expected = {(e, t) for t in (TOPO, P2P, DLMP) for e in ("random", "truthful", "markup")}
+    expected |= {("ucb", P2P), ("epsilon-greedy", P2P)}
+    assert pairs == expected
+    assert all(r["status"] == "ok" and r["mode"] == "quick" for r in rows)
+    for r in rows:
+        assert math.isfinite(float(r["efficiency_mean"])) and r["profit_usd_mean"] != ""
+    table = (out / "leaderboard.md").read_text()
+    for task_id in (TOPO, P2P, DLMP):
+        assert f"### {task_id}" in table
+    assert (out / "leaderboard.png").stat().st_size > 10_000
+    text = readme.read_text()
+    assert "old" not in text and "#### dlmp/37bus-day-v0" in text and text.endswith("rest\n")
+    assert update_readme(tmp_path / "README.md", "x") is True
+    (tmp_path / "plain.md").write_text("no markers\n")
+    assert update_readme(tmp_path / "plain.md", "x") is False
+
+
+def test_saved_sb3_model_entry(tmp_path):
+    sb3 = pytest.importorskip("stable_baselines3")
+
+    class Dummy(gymnasium.Env):
+        observation_space = gymnasium.spaces.Box(-1, 1, (16,), np.float32)
+        action_space = gymnasium.spaces.Box(-1, 1, (3,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(16, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(16, np.float32), 0.0, True, False, {}
+
+    path = tmp_path / "tiny.zip"
+    sb3.PPO("MlpPolicy", Dummy(), n_steps=8, batch_size=8, seed=0, device="cpu").save(path)
+    entry = resolve_entry(f"tiny={path}")
+    row, per_seed = evaluate(entry, load_task(DLMP), quick=True)
+    assert row["status"] == "ok", row["reason"]
+    assert 0.9 < row["efficiency_mean"] <= 1.0
+    row, _ = evaluate(entry, load_task(TOPO), quick=True)  # 12 observations, not 16
+    assert row["status"] == "failed" and "observation" in row["reason"]
+
+
+def test_entry_resolution_errors():
+    with pytest.raises(ValueError, match="not a baseline"):
+        resolve_entry("nonsense")
+    with pytest.raises(ValueError, match="cannot import"):
+        resolve_entry("no_such_module_xyz:f")
+    with pytest.raises(ValueError, match="no attribute"):
+        resolve_entry("numpy:no_such_function_xyz")
+    with pytest.raises(ValueError, match="no such model"):
+        resolve_entry("missing_model.zip")
+    assert not resolve_entry("ucb").applies("curve")
+    assert resolve_entry("mine=numpy:zeros").name == "mine"

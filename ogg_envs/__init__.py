@@ -44,3 +44,7 @@ def make(env_id: str, *, parallel: bool = False, **kwargs):
 
 
 __all__ = ["make", "env_module", "ENVIRONMENTS", "__version__"]
+
+# Single-agent Gymnasium views (gymnasium.make("opengridgym/TopologyPower-Supplier-v0")) and the
+# action wrappers; imported last, they only call back into make() at run time.
+from ogg_envs import wrappers as _wrappers  # noqa: E402,F401

@@ -234,11 +234,23 @@ class SB3Policy:
         return self._model
 
     def __call__(self, agent: str, observation, info: dict):
+        from ogg_envs.wrappers import ArmCodec, BlockPriceCodec, CurveBidCodec
+
         model = self.model
         action, _ = model.predict(np.asarray(observation), deterministic=True)
-        space, mspace = info["action_space"], model.action_space
+        space, mspace, rules = info["action_space"], model.action_space, info["rules"]
         if isinstance(space, gymnasium.spaces.Discrete):
-            return int(np.asarray(action).reshape(-1)[0])
+            if getattr(mspace, "n", None) == space.n:
+                return int(np.asarray(action).reshape(-1)[0])
+            return ArmCodec(space.n).decode(action, who=agent)  # arms_as_box_v0 models
+        normalised = (isinstance(mspace, gymnasium.spaces.Box) and mspace.shape == space.shape
+                      and np.all(mspace.low == -1) and np.all(mspace.high == 1))
+        if normalised:  # trained through normalized_bids_v0: decode its parametrisation
+            if "n_blocks" in rules:
+                return BlockPriceCodec(rules["price_cap"], rules["n_blocks"]).decode(
+                    action, who=agent)
+            return CurveBidCodec(rules["price_cap"]).decode(
+                action, info["private"]["q_now"], agent)
         a = np.asarray(action, dtype=float).reshape(space.shape)
         if isinstance(mspace, gymnasium.spaces.Box) and mspace.shape == space.shape:
             mlo, mhi = mspace.low.astype(float), mspace.high.astype(float)

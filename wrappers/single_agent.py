@@ -95,3 +95,27 @@ def register_gymnasium_envs() -> None:
         if gym_id not in gymnasium.registry:
             gymnasium.register(id=gym_id, entry_point=f"{__name__}:SingleAgentMarketEnv",
                                kwargs={"env_id": env_id, "agent": agent})
+
+
+def baseline_returns(view, seeds) -> list[float]:
+    """Episode returns of the view's participant when it follows its own default policy (the
+    one the market would give it as a non-learner), on the raw market, for each seed."""
+    view = getattr(view, "unwrapped", view)
+    market, agent = view.market, view.agent
+    participant = market.participant[agent]
+    policy = participant.policy
+    rng = np.random.default_rng(0)
+    returns = []
+    for seed in seeds:
+        obs, _ = market.reset(seed=seed)
+        if hasattr(policy, "reset"):
+            policy.reset()
+        total = 0.0
+        while market.agents:
+            action = policy(participant, obs[agent], rng)
+            obs, rewards, _, _, _ = market.step({agent: action})
+            total += rewards[agent]
+            if hasattr(policy, "update"):
+                policy.update(participant, action, rewards[agent])
+        returns.append(total)
+    return returns

@@ -250,7 +250,7 @@ class raw_env(MarketEnv):
                 raise ValueError(f"policies: unknown group or participant {key!r}")
         learners = set(self.possible_agents)
         self._scripted = [p for p in self.participants if p.name not in learners]
-        for p in self._scripted:
+        for p in self.participants:  # learners get theirs too: it is their baseline
             spec = specs.get(p.name, specs.get("prosumer", "ucb"))
             p.policy = make_policy(spec, self.n_arms, self.terms.reward_range())
         self._scripted_idx = np.array([self._idx[p.name] for p in self._scripted], dtype=int)

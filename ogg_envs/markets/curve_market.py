@@ -448,7 +448,7 @@ class CurveMarket:
             settings = clarabel.DefaultSettings()
             settings.verbose = False
             settings.presolve_enable = False  # keep the data updatable
-            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-9
+            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-8
             cones = [clarabel.ZeroConeT(eq.stop), clarabel.NonnegativeConeT(len(b) - eq.stop)]
             P = self._P.copy()
             P.data[:] = self._Px

@@ -28,6 +28,8 @@ import numpy as np
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
+from ogg_envs.scenario import check_horizon, load_profiles, load_scenario
+
 __all__ = ["MarketEnv", "Participant", "select_learners", "aec_from_parallel"]
 
 
@@ -90,8 +92,20 @@ class MarketEnv(ParallelEnv):
 
     metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "is_parallelizable": True}
 
-    def __init__(self, *, market_rounds: int, horizon: int, max_cycles: int | None,
-                 render_mode: str | None):
+    def __init__(self, *, scenario, market_rounds: int, horizon: int | None,
+                 max_cycles: int | None, render_mode: str | None, default_horizon: int = 24,
+                 invalid_bids: str | None = None):
+        """Load the scenario (``self.scenario``, ``self.profiles``) and set the timescales.
+
+        ``horizon=None`` takes the scenario's ``horizon`` (else ``default_horizon``).
+        ``invalid_bids`` ("repair" or "raise"), for markets that repair bids, is validated and
+        kept as ``self.invalid_bids``.
+        """
+        self.scenario = load_scenario(scenario)
+        horizon = horizon or self.scenario.get("horizon", default_horizon)
+        if invalid_bids is not None and invalid_bids not in ("repair", "raise"):
+            raise ValueError(f"invalid_bids must be 'repair' or 'raise', got {invalid_bids!r}")
+        self.invalid_bids = invalid_bids
         if int(market_rounds) < 1:
             raise ValueError(f"market_rounds must be >= 1, got {market_rounds}")
         if int(horizon) < 1:
@@ -108,6 +122,8 @@ class MarketEnv(ParallelEnv):
         self._act_spaces: dict[str, gymnasium.Space] = {}
         self._np_random: np.random.Generator | None = None
         self._seed: int | None = None
+        self.profiles = load_profiles(self.scenario)
+        check_horizon(self.profiles, self.horizon)
 
     # ------------------------------------------------------------------ PettingZoo API
     def observation_space(self, agent: str) -> gymnasium.Space:

@@ -92,7 +92,7 @@ import numpy as np
 from ogg_envs.baselines.dlmp_bidders import TruthfulBidder, true_block_prices
 from ogg_envs.core import MarketEnv, Participant, aec_from_parallel, select_learners
 from ogg_envs.markets.dlmp import DR, GENERATOR, DLMPMarket, Resource
-from ogg_envs.scenario import check_horizon, grid_from_scenario, load_profiles, load_scenario
+from ogg_envs.scenario import grid_from_scenario
 
 OBS_SIZE = 16
 GROUPS = ("generator", "dr")
@@ -115,18 +115,13 @@ class raw_env(MarketEnv):
                  horizon: int | None = None, policies: dict | None = None,
                  invalid_bids: str = "repair", max_cycles: int | None = None,
                  render_mode: str | None = None):
-        self.scenario = load_scenario(scenario)
+        super().__init__(scenario=scenario, market_rounds=market_rounds, horizon=horizon,
+                         max_cycles=max_cycles, render_mode=render_mode,
+                         invalid_bids=invalid_bids)
         sc = self.scenario
-        super().__init__(market_rounds=market_rounds, horizon=horizon or sc.get("horizon", 24),
-                         max_cycles=max_cycles, render_mode=render_mode)
-        if invalid_bids not in ("repair", "raise"):
-            raise ValueError("invalid_bids must be 'repair' or 'raise'")
-        self.invalid_bids = invalid_bids
         self.price_cap = float(sc.get("price_cap", 30.0))
         self.n_blocks = int(sc.get("n_blocks", 3))
-        self.profiles = load_profiles(sc)
         self.hours = len(self.profiles["hour"])
-        check_horizon(self.profiles, self.horizon)
         self._lmp = self._source_lmp()
         self._build_grid()
         self._build_participants()

@@ -121,7 +121,7 @@ from ogg_envs.markets.p2p import (
     assign_roles,
     settle,
 )
-from ogg_envs.scenario import grid_from_scenario, load_profiles, load_scenario
+from ogg_envs.scenario import grid_from_scenario, load_scenario
 
 OBS_SIZE = 12
 MODES = ("homogeneous", "multi_period")
@@ -148,15 +148,17 @@ class raw_env(MarketEnv):
                  reveal_opponent_bid: bool = False, policies: dict | None = None,
                  horizon: int | None = None, max_cycles: int | None = None,
                  render_mode: str | None = None):
-        self.scenario = load_scenario(scenario)
-        sc, mk = self.scenario, self.scenario.get("market", {})
+        scenario = load_scenario(scenario)  # loaded once; the core keeps it as self.scenario
+        mk = scenario.get("market", {})
 
         def pick(value, key, default):
             return value if value is not None else mk.get(key, default)
 
-        super().__init__(market_rounds=int(pick(negotiation_steps, "negotiation_steps", 10)),
-                         horizon=horizon or sc.get("horizon", 12), max_cycles=max_cycles,
+        super().__init__(scenario=scenario,
+                         market_rounds=int(pick(negotiation_steps, "negotiation_steps", 10)),
+                         horizon=horizon, default_horizon=12, max_cycles=max_cycles,
                          render_mode=render_mode)
+        sc = self.scenario
         self.mode = pick(mode, "mode", "multi_period")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
@@ -178,7 +180,6 @@ class raw_env(MarketEnv):
         self.n_arms = self.terms.n_arms
         self._top = self.terms.arms[-1]
         self.start_hour = int(sc.get("start_hour", 0))
-        self.profiles = load_profiles(sc)
         self._build_grid()
         self._build_prosumers()
         self.market = P2PMarket(len(self.participants), self.terms, self.market_rounds,

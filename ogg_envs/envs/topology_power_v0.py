@@ -79,7 +79,7 @@ import numpy as np
 from ogg_envs.baselines.curve_bidders import FlatOffer, TruthfulBidder
 from ogg_envs.core import MarketEnv, Participant, aec_from_parallel, select_learners
 from ogg_envs.markets.curve_market import Bid, CurveMarket, InvalidBidError, MarketParticipant
-from ogg_envs.scenario import check_horizon, grid_from_scenario, load_profiles, load_scenario
+from ogg_envs.scenario import grid_from_scenario
 
 OBS_SIZE = 12
 
@@ -101,20 +101,15 @@ class raw_env(MarketEnv):
                  horizon: int | None = None, flexible_share: float | None = None,
                  policies: dict | None = None, invalid_bids: str = "repair",
                  max_cycles: int | None = None, render_mode: str | None = None):
-        self.scenario = load_scenario(scenario)
+        super().__init__(scenario=scenario, market_rounds=market_rounds, horizon=horizon,
+                         max_cycles=max_cycles, render_mode=render_mode,
+                         invalid_bids=invalid_bids)
         sc = self.scenario
-        super().__init__(market_rounds=market_rounds, horizon=horizon or sc.get("horizon", 24),
-                         max_cycles=max_cycles, render_mode=render_mode)
-        if invalid_bids not in ("repair", "raise"):
-            raise ValueError("invalid_bids must be 'repair' or 'raise'")
-        self.invalid_bids = invalid_bids
         self.price_cap = float(sc.get("price_cap", 20.0))
         self.flexible_share = float(flexible_share if flexible_share is not None
                                     else sc["consumers"].get("flexible_share", 0.08))
         if not 0.0 <= self.flexible_share <= 1.0:
             raise ValueError(f"flexible_share must be in [0, 1], got {self.flexible_share}")
-        self.profiles = load_profiles(sc)
-        check_horizon(self.profiles, self.horizon)
         self._build_grid()
         self._build_participants()
         self.possible_agents = select_learners(self.participants, learners)

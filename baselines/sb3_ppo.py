@@ -158,17 +158,10 @@ class LearnedPolicy:
         self.model = model
 
     def __call__(self, agent: str, observation, info: dict):
-        from ogg_envs.wrappers import ArmCodec, BlockPriceCodec, CurveBidCodec
+        from ogg_envs.leaderboard.entries import decode_model_action
 
         action, _ = self.model.predict(np.asarray(observation), deterministic=True)
-        rules, space = info["rules"], info["action_space"]
-        if hasattr(space, "n"):  # bandit arms: the model's action is the arm (or a Box bin)
-            if getattr(self.model.action_space, "n", None) == space.n:
-                return int(np.asarray(action).reshape(-1)[0])
-            return ArmCodec(space.n).decode(action, who=agent)
-        if "n_blocks" in rules:
-            return BlockPriceCodec(rules["price_cap"], rules["n_blocks"]).decode(action, who=agent)
-        return CurveBidCodec(rules["price_cap"]).decode(action, info["private"]["q_now"], agent)
+        return decode_model_action(self.model.action_space, action, agent, info)
 
 
 def evaluate(task, model, baseline: str, quick: bool):

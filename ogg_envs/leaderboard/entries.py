@@ -234,31 +234,38 @@ class SB3Policy:
         return self._model
 
     def __call__(self, agent: str, observation, info: dict):
-        from ogg_envs.wrappers import ArmCodec, BlockPriceCodec, CurveBidCodec
+        action, _ = self.model.predict(np.asarray(observation), deterministic=True)
+        return decode_model_action(self.model.action_space, action, agent, info)
 
-        model = self.model
-        action, _ = model.predict(np.asarray(observation), deterministic=True)
-        space, mspace, rules = info["action_space"], model.action_space, info["rules"]
-        if isinstance(space, gymnasium.spaces.Discrete):
-            if getattr(mspace, "n", None) == space.n:
-                return int(np.asarray(action).reshape(-1)[0])
-            return ArmCodec(space.n).decode(action, who=agent)  # arms_as_box_v0 models
-        normalised = (isinstance(mspace, gymnasium.spaces.Box) and mspace.shape == space.shape
-                      and np.all(mspace.low == -1) and np.all(mspace.high == 1))
-        if normalised:  # trained through normalized_bids_v0: decode its parametrisation
-            if "n_blocks" in rules:
-                return BlockPriceCodec(rules["price_cap"], rules["n_blocks"]).decode(
-                    action, who=agent)
-            return CurveBidCodec(rules["price_cap"]).decode(
-                action, info["private"]["q_now"], agent)
-        a = np.asarray(action, dtype=float).reshape(space.shape)
-        if isinstance(mspace, gymnasium.spaces.Box) and mspace.shape == space.shape:
-            mlo, mhi = mspace.low.astype(float), mspace.high.astype(float)
-            lo, hi = space.low.astype(float), space.high.astype(float)
-            a = np.clip(a, mlo, mhi)
-            if not (np.array_equal(mlo, lo) and np.array_equal(mhi, hi)):
-                a = lo + (a - mlo) / (mhi - mlo) * (hi - lo)
-        return a
+
+def decode_model_action(model_space, action, agent: str, info: dict):
+    """A trained model's action as the env's raw action for ``agent``.
+
+    Models trained through ``normalized_bids_v0`` (``Box(-1, 1)``) are decoded with its
+    parametrisation, ``arms_as_box_v0`` models with ``ArmCodec``; other Box models are mapped
+    affinely onto the agent's action box."""
+    from ogg_envs.wrappers import ArmCodec, BlockPriceCodec, CurveBidCodec
+
+    space, rules = info["action_space"], info["rules"]
+    if isinstance(space, gymnasium.spaces.Discrete):
+        if getattr(model_space, "n", None) == space.n:
+            return int(np.asarray(action).reshape(-1)[0])
+        return ArmCodec(space.n).decode(action, who=agent)
+    normalised = (isinstance(model_space, gymnasium.spaces.Box)
+                  and model_space.shape == space.shape
+                  and np.all(model_space.low == -1) and np.all(model_space.high == 1))
+    if normalised:
+        if "n_blocks" in rules:
+            return BlockPriceCodec(rules["price_cap"], rules["n_blocks"]).decode(action, who=agent)
+        return CurveBidCodec(rules["price_cap"]).decode(action, info["private"]["q_now"], agent)
+    a = np.asarray(action, dtype=float).reshape(space.shape)
+    if isinstance(model_space, gymnasium.spaces.Box) and model_space.shape == space.shape:
+        mlo, mhi = model_space.low.astype(float), model_space.high.astype(float)
+        lo, hi = space.low.astype(float), space.high.astype(float)
+        a = np.clip(a, mlo, mhi)
+        if not (np.array_equal(mlo, lo) and np.array_equal(mhi, hi)):
+            a = lo + (a - mlo) / (mhi - mlo) * (hi - lo)
+    return a
 
 
 # ---------------------------------------------------------------------- entries

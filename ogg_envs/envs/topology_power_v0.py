@@ -238,6 +238,7 @@ class raw_env(MarketEnv):
                 q = p.private["nominal_kw"] * max(self._load_factor[h, p.private["column"]], 0.0)
                 p.private["q_now"] = min(q, p.private["q_limit"])
         self._scripted_cache = None
+        self._refresh_truth()
 
     # ------------------------------------------------------------------ actions
     def _decode(self, agent: str, action) -> np.ndarray:
@@ -275,11 +276,15 @@ class raw_env(MarketEnv):
     # ------------------------------------------------------------------ market step
     def _market_step(self, bids):
         arr = np.empty((len(self.names), 4))
-        repairs = {}
         for name, a in bids.items():
-            arr[self._idx[name]], fixes = self._validated(name, a)
-            if fixes:
-                repairs[name] = fixes
+            arr[self._idx[name]] = a
+        p_max, p_min, q_max, q_min = arr.T
+        valid = ((0.0 <= p_min) & (p_min <= p_max) & (p_max <= self.price_cap) & (0.0 <= q_min)
+                 & (q_min <= q_max) & (q_max <= self._truth["q_now"] + 1e-9))
+        repairs = {}
+        for k in np.flatnonzero(~valid):
+            arr[k], fixes = self._validated(self.names[k], arr[k])
+            repairs[self.names[k]] = fixes
         res = self.market.clear(arr)
         self._last = res
         self._last_bids = arr
@@ -302,17 +307,24 @@ class raw_env(MarketEnv):
                 infos[agent]["bid_repairs"] = repairs[agent]
         return rewards, infos
 
+    def _refresh_truth(self) -> None:
+        """Everyone's true curve for the hour as arrays (participant order), for the profits."""
+        def column(key: str) -> np.ndarray:
+            return np.array([p.private.get(key, 0.0) for p in self.participants], dtype=float)
+
+        self._truth = {"a": column("cost_a"), "b": column("cost_b"),
+                       "vmax": column("value_max"), "vmin": column("value_min"),
+                       "q_now": column("q_now")}
+
     def _profits(self, price: np.ndarray, qty: np.ndarray) -> np.ndarray:
         """True profits (¢) of every participant for the hour (eqs. 9-10)."""
-        out = np.empty(len(self.names))
-        for k, p in enumerate(self.participants):
-            pr = p.private
-            q = qty[k]
-            if pr["side"] == "supply":
-                out[k] = price[k] * q - (pr["cost_a"] * q + 0.5 * pr["cost_b"] * q * q)
-            else:
-                out[k] = true_value(pr, q) - price[k] * q
-        return out
+        t = self._truth
+        supply_profit = price * qty - (t["a"] * qty + 0.5 * t["b"] * qty**2)
+        q = np.minimum(qty, t["q_now"])
+        slope = np.divide(t["vmax"] - t["vmin"], t["q_now"], out=np.zeros_like(q),
+                          where=t["q_now"] > 0)
+        value = np.where(t["q_now"] > 0, t["vmax"] * q - 0.5 * slope * q**2, 0.0)
+        return np.where(self.is_supply, supply_profit, value - price * qty)
 
     # ------------------------------------------------------------------ grid step
     def _grid_step(self):

@@ -49,7 +49,7 @@ Twelve float32 numbers, all in [-1, 1]: ``sin`` and ``cos`` of the hour, episode
 round within the hour, +1 supplier / -1 consumer, the agent's private true curve (marginal
 cost or value at zero and at full quantity, / price_cap), its quantity limit this hour
 (/ its largest), then the last clearing: price at its bus (/ price_cap), its quantity (/ its
-largest), the feeder's average price (/ price_cap), and whether a branch on its path to the
+largest), the average price over the participants' buses (/ price_cap), and whether a branch on its path to the
 substation was congested (0/1). No agent sees another's private data.
 
 ### Rewards (eqs. 9-10), in dollars
@@ -167,6 +167,8 @@ class raw_env(MarketEnv):
             elif p.group == "supplier":
                 self._gen_map[grid_gen[f"ogg_{p.name}"], k] = 1.0
         self._path = {p.name: set(self.topology.path_to_root(p.bus)) for p in parts}
+        self._element_branch = {el: br.name for br in self.topology.branches
+                                for el in br.elements}
 
     def _build_policies(self, overrides: dict) -> None:
         defaults = {"substation": FlatOffer(), "supplier": TruthfulBidder(),
@@ -292,7 +294,7 @@ class raw_env(MarketEnv):
         qty = res.participant_quantities
         profit = self._profits(price, qty) / 100.0  # ¢ -> $
         self._prev_price, self._prev_qty = price, qty
-        self._prev_avg = float(np.mean(list(res.prices.values())))
+        self._prev_avg = float(np.mean(price))  # over the participants' buses
         self._prev_congested = set(res.congested)
         rewards, infos = {}, {}
         for agent in self.agents:
@@ -335,8 +337,7 @@ class raw_env(MarketEnv):
         self._last_pf = pf
         bus_viol = pf.bus_voltage_violations()
         overloaded = {name: pct for name, pct in pf.thermal_overloads.items()}
-        element_branch = {el: br.name for br in self.topology.branches for el in br.elements}
-        overload_branches = {element_branch.get(el, el) for el in overloaded}
+        overload_branches = {self._element_branch.get(el, el) for el in overloaded}
         infos = {}
         for agent in self.agents:
             p = self.participant[agent]

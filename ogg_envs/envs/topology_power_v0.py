@@ -49,8 +49,8 @@ Twelve float32 numbers, all in [-1, 1]: ``sin`` and ``cos`` of the hour, episode
 round within the hour, +1 supplier / -1 consumer, the agent's private true curve (marginal
 cost or value at zero and at full quantity, / price_cap), its quantity limit this hour
 (/ its largest), then the last clearing: price at its bus (/ price_cap), its quantity (/ its
-largest), the average price over the participants' buses (/ price_cap), and whether a branch on its path to the
-substation was congested (0/1). No agent sees another's private data.
+largest), the average price over the participants' buses (/ price_cap), and whether a branch
+on its path to the substation was congested (0/1). No agent sees another's private data.
 
 ### Rewards (eqs. 9-10), in dollars
 Supplier: ``price * q - c(q)`` with its true cost ``c(q) = a q + b q²/2``. Consumer:

@@ -1,26 +1,44 @@
-"""The environment core shared by every OpenGridGym market.
+"""The environment core shared by every OpenGridGym market (the paper's fourth module).
 
 Two timescales, as in the OpenGridGym paper:
 
 * a **market round** is one bid per active agent. In the parallel API it is one ``step``; in the
   AEC API it is one turn per agent, and the round is executed after the last turn. Every round
-  ends with a *market step*: a tentative clearing that gives every participant a price and a
-  quantity, and the rewards;
-* after ``market_rounds`` rounds the market clears for real: the dispatch of the last clearing
-  is applied to the OpenDSS feeder and the power flow is solved. That is one *grid step*. An
-  episode is ``horizon`` grid steps (one per hour of the scenario's day by default).
+  ends with a tentative clearing that gives every participant a price and a quantity, and the
+  rewards;
+* after ``market_rounds`` rounds the last clearing is final: it is applied to the feeder and
+  the power flow is solved. That is one *grid step*. An episode is ``horizon`` grid steps.
 
-A concrete environment subclasses :class:`MarketEnv` and implements the hooks at the bottom
-(participants, spaces, how an action becomes a bid, the market step, the grid step, the
-observation). Participants that are not learning agents act inside ``step`` through policies
-from ``ogg_envs.baselines``. All agents truncate together at the end of the episode (or after
-``max_cycles`` rounds); nobody terminates early, which keeps SuperSuit and RLlib simple.
+``MarketEnv`` owns everything the markets share: the scenario (typed, with constructor
+overrides), the feeder (``feeder=`` swaps it), the participants and their policies (scripted
+participants bid through one rule that honours ``policy.adaptive``), the timescales, mapping the
+final clearing onto the feeder's loads and generators, the grid-step infos, branch paths, hour
+features, reward normalisation and rendering. An environment module subclasses it and keeps
+only what makes it itself, in these hooks (PettingZoo's MPE ``SimpleEnv`` is the model)::
+
+    make_participants()          -> list[Participant]      who takes part, where
+    make_market()                -> Market                 the market, on self.topology
+    action_space_of(p), observation_space_of(p)            spaces of a learning participant
+    start_episode(rng, options)                            the episode's random draws
+    start_hour()                                           this hour's limits and data
+    decode(agent, action)        -> bid                    ValueError naming the agent if bad
+    market_step(bids)            -> (rewards, infos)       clear, pay (rewards per participant)
+    observe(name)                -> np.ndarray             any participant's observation
+
+and optionally ``dispatch(clearing)`` (what goes to the feeder), ``grid_step()``,
+``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and ``render_map(ax)``.
+
+Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``
+(and ``env.participant[name]``), ``env.scenario``, ``env.profiles``, and the read-only
+``env.last_clearing`` and ``env.last_power_flow``. All agents truncate together at the end of
+the episode (or after ``max_cycles`` rounds); nobody terminates early, which keeps SuperSuit and
+RLlib simple.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium
@@ -28,26 +46,11 @@ import numpy as np
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from ogg_envs.scenario import check_horizon, load_profiles, load_scenario
+from ogg_envs.api import DEMAND, SUPPLY, Participant
+from ogg_envs.grid import placement
+from ogg_envs.scenario import Scenario, grid_from_scenario, load_profiles, load_scenario
 
 __all__ = ["MarketEnv", "Participant", "select_learners", "aec_from_parallel"]
-
-
-@dataclass
-class Participant:
-    """A market participant: a learning agent or an exogenous/scripted one.
-
-    ``name`` is ``<group>_<index>`` (e.g. ``supplier_2``) so that trainers can group agents by
-    prefix. ``private`` holds what only the participant knows (true cost or utility
-    parameters); the environment uses it for rewards and scripted policies, never shows it to
-    other agents.
-    """
-
-    name: str
-    group: str
-    bus: str
-    private: dict[str, Any] = field(default_factory=dict)
-    policy: Any = None  # for non-learning participants: a callable (participant, obs, rng)
 
 
 def select_learners(participants: Iterable[Participant], learners) -> list[str]:
@@ -88,63 +91,146 @@ def aec_from_parallel(par_env: ParallelEnv):
 
 
 class MarketEnv(ParallelEnv):
-    """Parallel-API base class of the three markets. See the module docstring."""
+    """Parallel-API base class of the markets. See the module docstring.
+
+    Class attributes an environment sets: ``Scenario`` (its scenario schema),
+    ``default_scenario`` (bundled name), ``overrides`` (constructor argument -> dotted scenario
+    key), ``default_policies`` (group -> policy factory for non-learning participants) and
+    ``default_learners``.
+    """
 
     metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "is_parallelizable": True}
+    Scenario: type = Scenario
+    default_scenario: str | None = None
+    overrides: dict[str, str] = {}
+    default_policies: dict[str, Any] = {}
+    default_learners: Any = ()
 
-    def __init__(self, *, scenario, market_rounds: int, horizon: int | None,
-                 max_cycles: int | None, render_mode: str | None, default_horizon: int = 24,
-                 invalid_bids: str | None = None):
-        """Load the scenario (``self.scenario``, ``self.profiles``) and set the timescales.
-
-        ``horizon=None`` takes the scenario's ``horizon`` (else ``default_horizon``).
-        ``invalid_bids`` ("repair" or "raise"), for markets that repair bids, is validated and
-        kept as ``self.invalid_bids``.
-        """
-        self.scenario = load_scenario(scenario)
-        horizon = horizon or self.scenario.get("horizon", default_horizon)
-        if invalid_bids is not None and invalid_bids not in ("repair", "raise"):
+    def __init__(self, *, scenario=None, feeder: str | None = None, learners=None,
+                 policies: dict | None = None, market_rounds: int | None = 1,
+                 horizon: int | None = None, max_cycles: int | None = None,
+                 render_mode: str | None = None, invalid_bids: str = "repair", **overrides):
+        if invalid_bids not in ("repair", "raise"):
             raise ValueError(f"invalid_bids must be 'repair' or 'raise', got {invalid_bids!r}")
-        self.invalid_bids = invalid_bids
-        if int(market_rounds) < 1:
-            raise ValueError(f"market_rounds must be >= 1, got {market_rounds}")
-        if int(horizon) < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
-        self.market_rounds = int(market_rounds)
-        self.horizon = int(horizon)
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
+                             f"got {render_mode!r}")
+        if market_rounds is not None and int(market_rounds) < 1:
+            raise ValueError(f"market_rounds must be >= 1, got {market_rounds}")
+        if horizon is not None and int(horizon) < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        dotted = {}
+        for arg, value in overrides.items():
+            if arg not in self.overrides:
+                raise TypeError(f"{type(self).__module__}: unknown argument {arg!r}; valid "
+                                f"scenario overrides: {', '.join(self.overrides) or 'none'}")
+            dotted[self.overrides[arg]] = value
+        sc = load_scenario(scenario if scenario is not None else self.default_scenario,
+                           self.Scenario, dotted)
+        # A feeder other than the scenario's own drops the scenario's bus names and line
+        # limits (they belong to its feeder): participants are then placed by the default rule.
+        self.default_placement = feeder is not None and str(feeder) != sc.feeder
+        if feeder is not None:
+            sc.feeder = str(feeder)
+        if horizon is not None:
+            sc.horizon = int(horizon)
+        self.scenario = sc
+        self.profiles = load_profiles(sc)
+        self.invalid_bids = invalid_bids
+        self.market_rounds = int(market_rounds) if market_rounds is not None \
+            else self.rounds_of(sc)
+        self.horizon = sc.horizon
         self.max_cycles = int(max_cycles) if max_cycles is not None else \
             self.market_rounds * self.horizon
         self.render_mode = render_mode
+        self.n_hours = len(self.profiles["hour"])
+        self.grid = grid_from_scenario(sc)
+        self.topology = self.grid.topology
+        self.participants: list[Participant] = self.make_participants()
+        self.participant = {p.name: p for p in self.participants}
+        self.names = [p.name for p in self.participants]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.is_supply = np.array([p.side == SUPPLY for p in self.participants])
+        self.paths = {p.name: frozenset(self.topology.path_to_root(p.bus))
+                      for p in self.participants}
+        self._element_branch = {el: br.name for br in self.topology.branches
+                                for el in br.elements}
+        self.possible_agents = select_learners(
+            self.participants, self.default_learners if learners is None else learners)
+        self._attach_policies(policies or {})
+        self.market = self.make_market()
+        for p in self.participants:
+            p.rules = self.rules
+        self._obs_spaces = {a: self.observation_space_of(self.participant[a])
+                            for a in self.possible_agents}
+        self._act_spaces = {a: self.action_space_of(self.participant[a])
+                            for a in self.possible_agents}
         self.agents: list[str] = []
-        self._obs_spaces: dict[str, gymnasium.Space] = {}
-        self._act_spaces: dict[str, gymnasium.Space] = {}
         self._np_random: np.random.Generator | None = None
-        self._seed: int | None = None
-        self.profiles = load_profiles(self.scenario)
-        check_horizon(self.profiles, self.horizon)
+        self._last_clearing = None
+        self._last_power_flow = None
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def last_clearing(self):
+        """The last clearing (the market's ``Clearing``), or None before the first round."""
+        return self._last_clearing
+
+    @property
+    def last_power_flow(self):
+        """The power flow of the last grid step, or None before the first one."""
+        return self._last_power_flow
+
+    @property
+    def rules(self) -> dict:
+        """The market's public rules (price cap, blocks, arms, ...): known to everyone."""
+        return {"price_cap": getattr(self.market, "price_cap", math.nan),
+                "market_rounds": self.market_rounds, "horizon": self.horizon}
+
+    @property
+    def hour(self) -> int:
+        """The profile hour of the current grid step."""
+        return (self.scenario.start_hour + min(self.t, self.horizon - 1)) % self.n_hours
+
+    def hour_of(self, t: int) -> int:
+        return (self.scenario.start_hour + t) % self.n_hours
 
     # ------------------------------------------------------------------ PettingZoo API
     def observation_space(self, agent: str) -> gymnasium.Space:
-        return self._obs_spaces[agent]
+        return self._space(self._obs_spaces, agent)
 
     def action_space(self, agent: str) -> gymnasium.Space:
-        return self._act_spaces[agent]
+        return self._space(self._act_spaces, agent)
+
+    def _space(self, spaces: dict, agent: str) -> gymnasium.Space:
+        try:
+            return spaces[agent]
+        except KeyError:
+            raise KeyError(f"unknown agent {agent!r}; agents: {', '.join(spaces)}") from None
 
     def reset(self, seed: int | None = None, options: dict | None = None):
+        options = options or {}
         if seed is not None or self._np_random is None:
             self._np_random = np.random.default_rng(seed)
-            self._seed = seed
             for i, agent in enumerate(self.possible_agents):
                 self._act_spaces[agent].seed(None if seed is None else seed + 7919 * (i + 1))
+        if seed is not None or options.get("reset_policies", False):
+            for p in self._scripted:
+                if hasattr(p.policy, "reset"):
+                    p.policy.reset()
         self.agents = list(self.possible_agents)
         self.t = 0  # grid step (hour) within the episode
         self.round = 0  # market round within the grid step
         self.cycles = 0  # market rounds since reset
-        self._start_episode(self._np_random, options or {})
-        observations = {a: self._observe(a) for a in self.agents}
-        infos = {a: self._reset_info(a) for a in self.agents}
+        self._rng = self._np_random
+        self._last_clearing = None
+        self._last_power_flow = None
+        self.grid.reset()
+        self.market.reset()
+        self.start_episode(self._rng, options)
+        self._begin_hour()
+        observations = {a: self.observe(a) for a in self.agents}
+        infos = {a: self.reset_info(a) for a in self.agents}
         return observations, infos
 
     def step(self, actions: dict[str, Any]):
@@ -159,9 +245,10 @@ class MarketEnv(ParallelEnv):
             raise ValueError(f"a market round needs an action from every agent; missing "
                              f"{missing}")
         # Decode everything before any state changes: a bad action loses nothing.
-        bids = {a: self._decode(a, actions[a]) for a in self.agents}
-        bids.update(self._scripted_bids())
-        rewards, infos = self._market_step(bids)
+        bids = {a: self.decode(a, actions[a]) for a in self.agents}
+        bids.update(self.scripted_bids())
+        rewards, infos = self.market_step(bids)
+        self._update_policies(bids, rewards)
         self.round += 1
         self.cycles += 1
         for a in self.agents:
@@ -169,17 +256,17 @@ class MarketEnv(ParallelEnv):
         if self.round == self.market_rounds:
             grid_infos = self._grid_step()
             for a in self.agents:
-                infos[a].update(grid_infos.get(a, {}))
+                infos[a].update(grid_infos[a])
                 infos[a]["grid_step"] = True
             self.round = 0
             self.t += 1
             if self.t < self.horizon:
-                self._next_grid_step()
+                self._begin_hour()
         end = self.t >= self.horizon or self.cycles >= self.max_cycles
-        observations = {a: self._observe(a) for a in self.agents}
+        observations = {a: self.observe(a) for a in self.agents}
         terminations = dict.fromkeys(self.agents, False)
         truncations = dict.fromkeys(self.agents, bool(end))
-        rewards = {a: float(rewards[a]) for a in self.agents}
+        rewards = {a: float(rewards[self.index[a]]) for a in self.agents}
         infos = {a: infos[a] for a in self.agents}
         if end:
             self.agents = []
@@ -190,29 +277,266 @@ class MarketEnv(ParallelEnv):
     def close(self) -> None:
         pass
 
+    # ------------------------------------------------------------------ participants
+    def _attach_policies(self, overrides: dict) -> None:
+        groups = {p.group for p in self.participants}
+        for key in overrides:
+            if key not in groups and key not in self.participant:
+                raise ValueError(f"policies: unknown group or participant {key!r}; groups: "
+                                 f"{', '.join(sorted(groups))}; participants: "
+                                 f"{', '.join(self.names)}")
+        for p in self.participants:  # learners get one too: it is their baseline
+            spec = overrides.get(p.name, overrides.get(p.group))
+            p.policy = self.make_policy(p, spec)
+        learners = set(self.possible_agents)
+        self._scripted = [p for p in self.participants if p.name not in learners]
+
+    def make_policy(self, participant: Participant, spec):
+        """The policy object for a participant from a ``policies`` entry (None: default)."""
+        if spec is None:
+            factory = self.default_policies.get(participant.group)
+            return factory() if factory is not None else None
+        if not callable(spec):
+            raise ValueError(f"policies: {participant.name}: {spec!r} is not a policy "
+                             "(a callable policy(participant, observation, info))")
+        return spec
+
+    def add_generator(self, p: Participant, kva: float) -> None:
+        """Give a supplying participant an injection point (a generator) on the feeder."""
+        self.grid.add_generator(p.name, p.bus, 0.0, kva=kva)
+        p.state["generator"] = p.name
+
+    def place(self, given: list | None, count: int, rule: str, where: str) -> list[str]:
+        """Buses of ``count`` participants: the scenario's (``given``) or the default rule's
+        (``ogg_envs.grid.placement``): ``"source"`` (the source bus), ``"main_path"`` (spread
+        along the main feeder path),
+        ``"load"`` (the load buses, in order) or ``"largest_load"``."""
+        topo, loads = self.topology, self.grid.bus_load_kw
+        if given is not None and not self.default_placement:
+            buses = [str(b).lower() for b in given]
+            for b in buses:
+                if b not in topo.bus_index:
+                    raise ValueError(f"scenario {where}: unknown bus {b!r}; buses of "
+                                     f"{self.scenario.feeder}: {', '.join(topo.buses)}")
+            return buses
+        if rule == "source":
+            return [placement.source_bus(topo)] * count
+        if rule == "main_path":
+            return placement.spread_along_main_path(topo, loads, count)
+        load_buses = placement.load_buses(topo, loads)
+        if rule == "largest_load":
+            load_buses = sorted(load_buses, key=lambda b: -loads[topo.bus_index[b]])
+        if count > len(load_buses):
+            raise ValueError(f"{where}: {count} participants but the feeder has only "
+                             f"{len(load_buses)} load buses")
+        if rule == "load":
+            step = len(load_buses) / count
+            return [load_buses[int(i * step)] for i in range(count)]
+        return load_buses[:count]
+
+    def line_limits(self) -> dict[str, float]:
+        """The market's line limits: the scenario's ``[grid.limits_kw]``, or by default the
+        branches' thermal limits (``placement.default_limits_kw``)."""
+        given = self.scenario.grid.limits_kw
+        if given and not self.default_placement:
+            for name in given:
+                if name not in self.topology.branch_index:
+                    raise ValueError(f"scenario [grid.limits_kw]: unknown branch {name!r}; "
+                                     f"branches: {', '.join(self.topology.branch_index)}")
+            return dict(given)
+        return placement.default_limits_kw(self.topology)
+
+    # ------------------------------------------------------------------ rounds
+    def _begin_hour(self) -> None:
+        self._scripted_cache: dict[str, Any] = {}
+        self.start_hour()
+
+    def is_bidding(self, participant: Participant) -> bool:
+        """Whether a participant bids in this round (P2P: only the matched ones)."""
+        return True
+
+    def scripted_bids(self) -> dict[str, Any]:
+        """Bids of the participants that are not learning agents, through their policies.
+
+        A policy with ``adaptive = False`` depends only on its participant's record, so it is
+        asked once per grid step (without an observation); others are asked every round with
+        their observation. Every bid goes through ``decode`` like an agent's action.
+        """
+        out, cache = {}, self._scripted_cache
+        info = {"rng": self._rng}
+        for p in self._scripted:
+            if not self.is_bidding(p):
+                continue
+            bid = cache.get(p.name)
+            if bid is None:
+                adaptive = getattr(p.policy, "adaptive", True)
+                obs = self.observe(p.name) if adaptive else None
+                try:
+                    bid = self.decode(p.name, p.policy(p, obs, info))
+                except ValueError as exc:
+                    raise ValueError(f"the policy of {p.name} returned an invalid bid: "
+                                     f"{exc}") from None
+                if not adaptive:
+                    cache[p.name] = bid
+            out[p.name] = bid
+        return out
+
+    def _update_policies(self, bids: dict, rewards: np.ndarray) -> None:
+        info = {"rng": self._rng}
+        for p in self._scripted:
+            update = getattr(p.policy, "update", None)
+            if update is not None and p.name in bids:
+                update(p, bids[p.name], float(rewards[self.index[p.name]]), info)
+
+    def per_round(self, hourly: np.ndarray) -> np.ndarray:
+        """An hour's profit as the reward of one round: an hour contributes one hour's profit
+        to the return whatever the number of rounds."""
+        return hourly / self.market_rounds
+
+    def set_clearing(self, clearing) -> None:
+        self._last_clearing = clearing
+
+    def clearing_infos(self, clearing, profit_usd: np.ndarray, bids: np.ndarray,
+                       repairs: dict) -> dict[str, dict]:
+        """The infos every curve-like market reports per agent after a round."""
+        price = clearing.participant_prices.tolist()
+        qty = clearing.participant_quantities.tolist()
+        profit = profit_usd.tolist()
+        congested = set(clearing.congested)
+        infos = {}
+        for agent in self.agents:
+            k = self.index[agent]
+            infos[agent] = {
+                "price": price[k], "quantity": qty[k], "profit": profit[k],
+                "congested": sorted(self.paths[agent] & congested) if congested else [],
+                "feasible": clearing.feasible, "bid": np.array(bids[k], dtype=float),
+            }
+            if agent in repairs:
+                infos[agent]["bid_repairs"] = repairs[agent]
+        return infos
+
+    def congested_on_path(self, name: str) -> bool:
+        c = self._last_clearing
+        return bool(c is not None and c.congested and self.paths[name] & set(c.congested))
+
+    def hour_features(self) -> tuple[float, float, float, float]:
+        """``sin`` and ``cos`` of the hour of day, episode progress and the round within the
+        hour: the first four observation entries of every environment."""
+        h = self.hour_of(self.t)
+        return (math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24),
+                min(self.t / self.horizon, 1.0), self.round / self.market_rounds)
+
+    # ------------------------------------------------------------------ grid step
+    def dispatch(self, clearing) -> tuple[np.ndarray, dict[str, float]]:
+        """What the final clearing puts on the feeder: kW consumed per topology bus (the
+        demand side's quantities at their buses) and kW per participant generator."""
+        q = clearing.participant_quantities
+        B = len(self.topology.buses)
+        consumption = np.zeros(B)
+        generation = {}
+        for k, p in enumerate(self.participants):
+            if p.side == DEMAND:
+                consumption[self.topology.bus_index[p.bus]] += q[k]
+            elif "generator" in p.state:
+                generation[p.state["generator"]] = float(q[k])
+        return consumption, generation
+
+    def grid_step(self):
+        """Apply the final clearing to the feeder and solve it; the power flow."""
+        consumption, generation = self.dispatch(self._last_clearing)
+        self.grid.apply(consumption, generation)
+        return self.grid.solve()
+
+    def _grid_step(self) -> dict[str, dict]:
+        pf = self.grid_step()
+        self._last_power_flow = pf
+        bus_viol = pf.bus_voltage_violations() if pf.voltage_violations else {}
+        overloads = {self._element_branch.get(el, el) for el in pf.thermal_overloads}
+        extra = self.grid_step_infos(pf)
+        infos = {}
+        for agent in self.agents:
+            bus = self.participant[agent].bus
+            infos[agent] = {
+                "converged": pf.converged,
+                "voltage_violations": {bus: bus_viol[bus]} if bus in bus_viol else {},
+                "thermal_overloads": sorted(self.paths[agent] & overloads) if overloads else [],
+                "substation_kw": pf.substation_kw,
+                "losses_kw": pf.losses_kw,
+            }
+            infos[agent].update(extra.get(agent, {}))
+        return infos
+
+    def grid_step_infos(self, pf) -> dict[str, dict]:
+        """Environment-specific infos after a grid step (agent -> dict)."""
+        return {}
+
+    # ------------------------------------------------------------------ rendering
+    def render(self):
+        if self.render_mode is None or self._last_clearing is None:
+            return None
+        if self.render_mode == "human":
+            print(self.render_text())
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 5))
+        self.render_map(ax)
+        fig.canvas.draw()
+        img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        plt.close(fig)
+        return img
+
+    def render_text(self) -> str:
+        c = self._last_clearing
+        return (f"hour {self.t} round {self.round}: congested {c.congested or 'none'}, "
+                f"welfare {c.welfare / 100:.2f} $")
+
+    def render_map(self, ax) -> None:
+        c = self._last_clearing
+        prices = {}
+        for p, v in zip(self.participants, c.participant_prices.tolist()):
+            prices[p.bus] = v
+        self.grid.draw(prices, ax=ax, label="¢/kWh", title=f"hour {self.t}",
+                       highlight_branches=c.congested)
+
+    def reset_info(self, name: str) -> dict:
+        p = self.participant[name]
+        return {"bus": p.bus, "group": p.group, "q_limit_now": p.limits.q_now}
+
     # ------------------------------------------------------------------ hooks
-    def _start_episode(self, rng: np.random.Generator, options: dict) -> None:
+    def rounds_of(self, scenario) -> int:
+        """Market rounds per grid step when the constructor leaves it to the scenario."""
+        return 1
+
+    def make_participants(self) -> list[Participant]:
         raise NotImplementedError
 
-    def _decode(self, agent: str, action) -> Any:
+    def make_market(self):
+        raise NotImplementedError
+
+    def action_space_of(self, participant: Participant) -> gymnasium.Space:
+        raise NotImplementedError
+
+    def observation_space_of(self, participant: Participant) -> gymnasium.Space:
+        raise NotImplementedError
+
+    def start_episode(self, rng: np.random.Generator, options: dict) -> None:
+        """The episode's random draws (private truth, noise); the grid is already reset."""
+
+    def start_hour(self) -> None:
+        """This hour's limits and data (``self.t`` is the grid step)."""
+
+    def decode(self, agent: str, action):
         """Turn an action into a bid; ``ValueError`` naming the agent if it is unusable."""
         raise NotImplementedError
 
-    def _scripted_bids(self) -> dict[str, Any]:
-        """Bids of the participants that are not learning agents."""
-        return {}
-
-    def _market_step(self, bids: dict[str, Any]) -> tuple[dict[str, float], dict[str, dict]]:
+    def market_step(self, bids: dict[str, Any]) -> tuple[np.ndarray, dict[str, dict]]:
+        """Clear the round (``set_clearing``); rewards of every participant (participant
+        order) and the infos of the agents."""
         raise NotImplementedError
 
-    def _grid_step(self) -> dict[str, dict]:
+    def observe(self, name: str) -> np.ndarray:
         raise NotImplementedError
-
-    def _next_grid_step(self) -> None:
-        """Called after a grid step when the episode goes on (``self.t`` is the new hour)."""
-
-    def _observe(self, agent: str) -> np.ndarray:
-        raise NotImplementedError
-
-    def _reset_info(self, agent: str) -> dict:
-        return {}

@@ -46,11 +46,15 @@ the producer's bid. Unmatched prosumers (there are ``|#producers − #consumers|
 from and sell to the utility; their actions are ignored and their reward is 0.
 
 ### Arguments
-``env(scenario="p2p", learners="prosumer", mode=None, negotiation_steps=None, periods=None,
-arms=None, retail_price=None, c_service=None, c_lose=None, fixed_kwh=None, matching=None,
-curtail_infeasible=None, reveal_opponent_bid=False, policies=None, horizon=None,
-max_cycles=None, render_mode=None)``; ``None`` takes the scenario's value
-(``scenarios/p2p.toml`` documents every key).
+``env(scenario="p2p", feeder=None, learners="prosumer", mode=None, negotiation_steps=None,
+periods=None, arms=None, retail_price=None, c_service=None, c_lose=None, fixed_kwh=None,
+matching=None, curtail_infeasible=None, reveal_opponent_bid=False, policies=None,
+horizon=None, max_cycles=None, render_mode=None)``; ``None`` takes the scenario's value
+(``P2PScenario`` below and ``scenarios/p2p.toml`` document every key).
+
+* ``feeder``: a bundled feeder name or the path to a master ``.dss``; a feeder other than the
+  scenario's places the prosumers by the default rule (spread over the load buses,
+  ``ogg_envs.grid.placement``).
 
 * ``learners``: the group ``"prosumer"`` and/or names; the others bid through ``policies``.
 * ``negotiation_steps``: T; ``arms``: the price levels (¢/kWh, increasing); ``retail_price``:
@@ -58,10 +62,11 @@ max_cycles=None, render_mode=None)``; ``None`` takes the scenario's value
   (multi-period case). ``matching``: ``"random"`` (the paper) or ``"max_weight"`` (pairs that
   maximise tradable energy). ``curtail_infeasible``: cancel the trades that cause injection
   violations (reverse-flow overloads, over-voltages) and curtail the producers' PV.
-* ``policies``: ``{"prosumer" or name: spec}`` for non-learning prosumers, a spec as in
-  ``ogg_envs.baselines.bandits.make_policy`` (``"ucb"`` — the default —, ``"epsilon_greedy"``,
-  ``"fixed"``, a dict, a factory or a ``RolePolicy``; UCB's scale defaults to half the range
-  of the rewards, ties are broken with the env's generator). They learn across episodes;
+* ``policies``: ``{"prosumer" or name: spec}`` for non-learning prosumers: a bandit spec as in
+  ``ogg_envs.policies.bandits.make_policy`` (``"ucb"`` — the default —, ``"epsilon_greedy"``,
+  ``"fixed"``, a dict or a ``RolePolicy``; UCB's scale defaults to half the range of the
+  rewards, ties are broken with the env's generator) or any policy
+  ``policy(participant, observation, info)`` (e.g. ``ogg_envs.policies.p2p``). They learn across episodes;
   ``reset(seed=...)`` (or ``options={"reset_policies": True}``) starts them afresh.
 * An action must be an integer arm index (``int``, a NumPy integer or a 0-d integer array) in
   ``[0, n_arms)``; anything else (a float, NaN, out of range) raises ``ValueError`` naming the
@@ -99,34 +104,101 @@ No agent terminates early. All agents are truncated together after ``horizon`` g
 ``max_cycles`` negotiation steps.
 
 ### Version history
-* v0: initial release (OpenGridGym 0.1).
+* v0: initial release (OpenGridGym 0.1); ``feeder=`` and typed scenarios (0.2).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium
 import numpy as np
 
-from ogg_envs.baselines.bandits import make_policy
-from ogg_envs.core import MarketEnv, Participant, aec_from_parallel, select_learners
+from ogg_envs.api import PROSUMER, Participant
+from ogg_envs.core import MarketEnv, aec_from_parallel
+from ogg_envs.grid.trade_feasibility import TradeFeasibility
 from ogg_envs.markets.p2p import (
     CONSUMER,
     PRODUCER,
     ROLE_NAMES,
     P2PMarket,
     P2PTerms,
-    TradeFeasibility,
     assign_roles,
     settle,
 )
-from ogg_envs.scenario import grid_from_scenario, load_scenario
+from ogg_envs.policies import bandits
+from ogg_envs.scenario import Scenario, ScenarioError, per_item, profile_column
 
 OBS_SIZE = 12
 MODES = ("homogeneous", "multi_period")
 
 
+# ---------------------------------------------------------------------- scenario
+@dataclass
+class BackgroundSection:
+    """The feeder's own loads (not in the market)."""
+
+    profile: str = "load_commercial"  # profile column multiplying their base kW each hour
+    scale: float = 1.0  # extra multiplier (0 removes them)
+
+
+@dataclass
+class MarketSection:
+    """The P2P market's rules (every key can be overridden by the argument of its name)."""
+
+    mode: str = "multi_period"  # "homogeneous" (fixed_kwh per hour) or "multi_period"
+    negotiation_steps: int = 10  # T: negotiation steps per grid step
+    periods: int = 3  # multi-period: hours per contract window
+    fixed_kwh: float = 3.0  # homogeneous: what every producer sells / consumer buys per hour
+    matching: str = "random"  # "random" (the paper) or "max_weight"
+    arms: list = field(default_factory=lambda: [4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
+    retail_price: float = 12.0  # ub, ¢/kWh
+    feed_in_price: float = 3.0
+    imbalance_price: float | None = None  # default: the retail price
+    c_service: float = 0.5  # market maker's fee per kWh, each side of a successful trade
+    c_lose: float = 1.0  # cost of a failed negotiation step, each side
+    curtail_infeasible: bool = False  # cancel trades behind injection violations
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ScenarioError(f"[market] mode must be one of {MODES}, got {self.mode!r}")
+        if self.negotiation_steps < 1:
+            raise ScenarioError(f"[market] negotiation_steps must be >= 1, got "
+                                f"{self.negotiation_steps}")
+        if self.periods < 1:
+            raise ScenarioError(f"[market] periods must be >= 1, got {self.periods}")
+        if not (math.isfinite(self.fixed_kwh) and self.fixed_kwh > 0):
+            raise ScenarioError(f"[market] fixed_kwh must be > 0, got {self.fixed_kwh}")
+
+
+@dataclass
+class ProsumersSection:
+    """One entry per prosumer (a scalar applies to all)."""
+
+    buses: list | None = None  # default: spread over the load buses, one per pv_kw entry
+    pv_kw: Any = 5.0  # rated PV (AC)
+    load_kw: Any = 4.0  # peak load
+    load_profile: Any = "load_residential"  # profile column(s) of the load
+    cloud: Any = 0.2  # mean cloud cover of each location (0 clear .. 1 overcast)
+    cloud_noise: float = 0.1  # sd of the hourly cloud cover around the mean (shared per bus)
+    forecast_error: float = 0.15  # relative sd of realised PV around its forecast
+    load_noise: float = 0.05  # relative sd of the hourly load around its profile
+    count: int = 12  # prosumers when neither buses nor per-prosumer lists say
+
+
+@dataclass
+class P2PScenario(Scenario):
+    feeder: str = "ieee34"
+    horizon: int = 12
+    start_hour: int = 7
+    background: BackgroundSection = field(default_factory=BackgroundSection)
+    market: MarketSection = field(default_factory=MarketSection)
+    prosumers: ProsumersSection = field(default_factory=ProsumersSection)
+
+
+# ---------------------------------------------------------------------- environment
 def env(**kwargs):
     """The AEC environment (one turn per agent; the negotiation step runs after the last)."""
     return aec_from_parallel(raw_env(**kwargs))
@@ -139,6 +211,11 @@ def parallel_env(**kwargs):
 class raw_env(MarketEnv):
     metadata = {"render_modes": ["human", "rgb_array"], "name": "p2p_v0",
                 "is_parallelizable": True}
+    Scenario = P2PScenario
+    default_scenario = "p2p"
+    overrides = {k: f"market.{k}" for k in (
+        "mode", "negotiation_steps", "periods", "arms", "retail_price", "c_service", "c_lose",
+        "fixed_kwh", "matching", "curtail_infeasible")}
 
     def __init__(self, scenario="p2p", learners="prosumer", mode: str | None = None,
                  negotiation_steps: int | None = None, periods: int | None = None,
@@ -147,93 +224,72 @@ class raw_env(MarketEnv):
                  matching: str | None = None, curtail_infeasible: bool | None = None,
                  reveal_opponent_bid: bool = False, policies: dict | None = None,
                  horizon: int | None = None, max_cycles: int | None = None,
-                 render_mode: str | None = None):
-        scenario = load_scenario(scenario)  # loaded once; the core keeps it as self.scenario
-        mk = scenario.get("market", {})
-
-        def pick(value, key, default):
-            return value if value is not None else mk.get(key, default)
-
-        super().__init__(scenario=scenario,
-                         market_rounds=int(pick(negotiation_steps, "negotiation_steps", 10)),
-                         horizon=horizon, default_horizon=12, max_cycles=max_cycles,
-                         render_mode=render_mode)
-        sc = self.scenario
-        self.mode = pick(mode, "mode", "multi_period")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        self.periods = int(pick(periods, "periods", 3)) if self.mode == "multi_period" else 1
-        if self.periods < 1:
-            raise ValueError(f"periods must be >= 1, got {self.periods}")
-        self.fixed_kwh = float(pick(fixed_kwh, "fixed_kwh", 3.0))
-        if not (math.isfinite(self.fixed_kwh) and self.fixed_kwh > 0):
-            raise ValueError(f"fixed_kwh must be > 0, got {self.fixed_kwh}")
-        self.curtail = bool(pick(curtail_infeasible, "curtail_infeasible", False))
+                 render_mode: str | None = None, feeder: str | None = None):
         self.reveal = bool(reveal_opponent_bid)
-        retail = float(pick(retail_price, "retail_price", 12.0))
-        self.terms = P2PTerms(
-            arms=tuple(pick(arms, "arms", [4, 5, 6, 7, 8, 9, 10, 11])), retail_price=retail,
-            feed_in_price=float(mk.get("feed_in_price", 3.0)),
-            imbalance_price=float(mk.get("imbalance_price", retail)),
-            c_service=float(pick(c_service, "c_service", 0.5)),
-            c_lose=float(pick(c_lose, "c_lose", 1.0)))
-        self.n_arms = self.terms.n_arms
-        self._top = self.terms.arms[-1]
-        self.start_hour = int(sc.get("start_hour", 0))
-        self._build_grid()
-        self._build_prosumers()
-        self.market = P2PMarket(len(self.participants), self.terms, self.market_rounds,
-                                str(pick(matching, "matching", "random")))
-        self.possible_agents = select_learners(self.participants, learners)
-        self._build_policies(policies or {})
-        size = OBS_SIZE + int(self.reveal)
-        for agent in self.possible_agents:
-            self._obs_spaces[agent] = gymnasium.spaces.Box(-1.0, 1.0, (size,), np.float32)
-            self._act_spaces[agent] = gymnasium.spaces.Discrete(self.n_arms)
+        super().__init__(scenario=scenario, feeder=feeder, learners=learners,
+                         policies=policies, market_rounds=None, horizon=horizon,
+                         max_cycles=max_cycles, render_mode=render_mode, mode=mode,
+                         negotiation_steps=negotiation_steps, periods=periods, arms=arms,
+                         retail_price=retail_price, c_service=c_service, c_lose=c_lose,
+                         fixed_kwh=fixed_kwh, matching=matching,
+                         curtail_infeasible=curtail_infeasible)
+
+    def rounds_of(self, scenario: P2PScenario) -> int:
+        return scenario.market.negotiation_steps
+
+    @property
+    def rules(self) -> dict:
+        t = self.terms
+        return dict(super().rules, arms=list(t.arms), retail_price=t.retail_price,
+                    feed_in_price=t.feed_in_price, imbalance_price=t.imbalance_price,
+                    c_service=t.c_service, c_lose=t.c_lose,
+                    negotiation_steps=self.market_rounds, mode=self.mode)
 
     # ------------------------------------------------------------------ construction
-    def _build_grid(self) -> None:
-        self.grid = grid_from_scenario(self.scenario, "ieee34")
-        bg = self.scenario.get("background", {})
-        self._bg_profile = self._column(bg.get("profile", "load_commercial"))
-        self._bg_scale = float(bg.get("scale", 1.0))
-
-    def _column(self, name: str) -> np.ndarray:
-        if name not in self.profiles:
-            raise ValueError(f"profile column {name!r} not in the profiles file; columns: "
-                             f"{', '.join(self.profiles)}")
-        return self.profiles[name]
-
-    def _build_prosumers(self) -> None:
-        pr = self.scenario["prosumers"]
-        buses = [str(b) for b in pr["buses"]]
+    def make_participants(self) -> list[Participant]:
+        sc, mk = self.scenario, self.scenario.market
+        self.mode = mk.mode
+        self.periods = mk.periods if self.mode == "multi_period" else 1
+        self.fixed_kwh = mk.fixed_kwh
+        self.curtail = mk.curtail_infeasible
+        try:
+            self.terms = P2PTerms(
+                arms=tuple(mk.arms), retail_price=mk.retail_price,
+                feed_in_price=mk.feed_in_price,
+                imbalance_price=mk.retail_price if mk.imbalance_price is None
+                else mk.imbalance_price, c_service=mk.c_service, c_lose=mk.c_lose)
+        except ValueError as exc:
+            raise ScenarioError(f"[market] {exc}") from None
+        self.n_arms = self.terms.n_arms
+        self._top = self.terms.arms[-1]
+        bg = sc.background
+        self._bg_profile = profile_column(self.profiles, bg.profile, "[background] profile")
+        self._bg_scale = bg.scale
+        pr = sc.prosumers
+        lists = [np.size(v) for v in (pr.pv_kw, pr.load_kw, pr.cloud)
+                 if not isinstance(v, (int, float))]
+        count = len(pr.buses) if pr.buses is not None and not self.default_placement \
+            else max(lists, default=pr.count)
+        buses = self.place(pr.buses, count, "load", "[prosumers]")
         n = len(buses)
         if n < 2:
-            raise ValueError("p2p needs at least 2 prosumers")
-
-        def per(key, default):
-            v = pr.get(key, default)
-            arr = np.broadcast_to(np.asarray(v, dtype=object), (n,))
-            return list(arr)
-
-        self.pv_kw = np.array(per("pv_kw", 5.0), dtype=float)
-        self.load_kw = np.array(per("load_kw", 4.0), dtype=float)
-        self.cloud = np.array(per("cloud", 0.2), dtype=float)
-        if (self.pv_kw < 0).any() or (self.load_kw < 0).any() or \
-                not ((0 <= self.cloud) & (self.cloud <= 1)).all():
-            raise ValueError("prosumers: pv_kw and load_kw must be >= 0, cloud in [0, 1]")
-        self._load_shape = np.stack([self._column(c) for c in per("load_profile",
-                                                                   "load_residential")], 1)
-        self._pv_shape = self._column("pv")
-        self.cloud_noise = float(pr.get("cloud_noise", 0.1))
-        self.forecast_error = float(pr.get("forecast_error", 0.15))
-        self.load_noise = float(pr.get("load_noise", 0.05))
-        self.participants = [
-            Participant(f"prosumer_{i}", "prosumer", b, {"role": "consumer"})
-            for i, b in enumerate(buses)]
-        self.participant = {p.name: p for p in self.participants}
-        self._idx = {p.name: i for i, p in enumerate(self.participants)}
-        self._names = [p.name for p in self.participants]
+            raise ScenarioError("p2p needs at least 2 prosumers")
+        self.pv_kw = per_item(pr.pv_kw, n, "[prosumers] pv_kw", low=0.0)
+        self.load_kw = per_item(pr.load_kw, n, "[prosumers] load_kw", low=0.0)
+        self.cloud = per_item(pr.cloud, n, "[prosumers] cloud", low=0.0)
+        if (self.cloud > 1).any():
+            raise ScenarioError(f"[prosumers] cloud must be in [0, 1], got {self.cloud}")
+        columns = [pr.load_profile] * n if isinstance(pr.load_profile, str) else pr.load_profile
+        if len(columns) != n:
+            raise ScenarioError(f"[prosumers] load_profile: expected one column or {n}, got "
+                                f"{len(columns)}")
+        self._load_shape = np.stack([profile_column(self.profiles, c, "[prosumers] "
+                                                    "load_profile") for c in columns], 1)
+        self._pv_shape = profile_column(self.profiles, "pv", "p2p")
+        self.cloud_noise, self.forecast_error = pr.cloud_noise, pr.forecast_error
+        self.load_noise = pr.load_noise
+        parts = [Participant(f"prosumer_{i}", "prosumer", b, PROSUMER,
+                             state={"role": "consumer"}) for i, b in enumerate(buses)]
         if self.mode == "homogeneous":
             self._size = np.full(n, self.fixed_kwh)
             cap = np.full(n, self.fixed_kwh)
@@ -241,34 +297,30 @@ class raw_env(MarketEnv):
             self._size = np.maximum(np.maximum(self.pv_kw, self.load_kw), 1e-6)
             cap = self.pv_kw
         self.feasibility = TradeFeasibility(self.grid, buses, cap)
-        topo = self.grid.topology
-        self._path = {p.name: set(topo.path_to_root(p.bus)) for p in self.participants}
-        self._element_branch = {el: br.name for br in topo.branches for el in br.elements}
+        return parts
 
-    def _build_policies(self, specs: dict) -> None:
-        for key in specs:
-            if key != "prosumer" and key not in self.participant:
-                raise ValueError(f"policies: unknown group or participant {key!r}")
-        learners = set(self.possible_agents)
-        self._scripted = [p for p in self.participants if p.name not in learners]
-        for p in self.participants:  # learners get theirs too: it is their baseline
-            spec = specs.get(p.name, specs.get("prosumer", "ucb"))
-            p.policy = make_policy(spec, self.n_arms, self.terms.reward_range())
-        self._scripted_idx = np.array([self._idx[p.name] for p in self._scripted], dtype=int)
+    def make_market(self) -> P2PMarket:
+        return P2PMarket(len(self.participants), self.terms, self.market_rounds,
+                         self.scenario.market.matching, names=self.names)
+
+    def make_policy(self, participant: Participant, spec):
+        spec = "ucb" if spec is None else spec
+        if isinstance(spec, (str, dict, bandits.RolePolicy)):
+            return bandits.make_policy(spec, self.n_arms, self.terms.reward_range())
+        return super().make_policy(participant, spec)
+
+    def action_space_of(self, p: Participant) -> gymnasium.Space:
+        return gymnasium.spaces.Discrete(self.n_arms)
+
+    def observation_space_of(self, p: Participant) -> gymnasium.Space:
+        return gymnasium.spaces.Box(-1.0, 1.0, (OBS_SIZE + int(self.reveal),), np.float32)
 
     # ------------------------------------------------------------------ episode
-    def reset(self, seed: int | None = None, options: dict | None = None):
-        if seed is not None or (options or {}).get("reset_policies", False):
-            for p in self._scripted:
-                if hasattr(p.policy, "reset"):
-                    p.policy.reset()
-        return super().reset(seed=seed, options=options)
-
-    def _start_episode(self, rng: np.random.Generator, options: dict) -> None:
-        """Draw the day's weather, forecasts and loads; start the first hour."""
+    def start_episode(self, rng: np.random.Generator, options: dict) -> None:
+        """Draw the day's weather, forecasts and loads."""
         n, H = len(self.participants), self.horizon
-        hours = (self.start_hour + np.arange(H)) % len(self._pv_shape)
-        self._hours = hours
+        hours = np.array([self.hour_of(t) for t in range(H)])
+        self.hours = hours
         # Weather is local: prosumers at the same bus share one cloud draw per hour.
         buses = sorted({p.bus for p in self.participants})
         where = np.array([buses.index(p.bus) for p in self.participants])
@@ -282,13 +334,11 @@ class raw_env(MarketEnv):
         self.realised_export = pv_real - load
         self._bg_kw = np.outer(self._bg_profile[hours] * self._bg_scale, self.grid.base_load_kw)
         self.feasibility.reset()
-        self._rng = rng
-        self._arms = np.zeros(len(self.participants), dtype=np.int64)
+        self._arms = np.zeros(n, dtype=np.int64)
         self.last_report = None
         self.last_settlement = None
-        self._begin_hour()
 
-    def _begin_hour(self) -> None:
+    def start_hour(self) -> None:
         """Roles, matching (at window starts) and this hour's contracts."""
         t, mk = self.t, self.market
         if self.mode == "homogeneous":
@@ -319,9 +369,9 @@ class raw_env(MarketEnv):
         """What stays fixed during the hour's negotiation steps, prepared once."""
         mk = self.market
         for p, role in zip(self.participants, mk.roles.tolist()):
-            p.private["role"] = ROLE_NAMES[role]
+            p.state["role"] = ROLE_NAMES[role]
         self._role_name = [ROLE_NAMES[r] for r in mk.roles.tolist()]
-        self._partner_name = [self._names[j] if j >= 0 else None for j in mk.partner.tolist()]
+        self._partner_name = [self.names[j] if j >= 0 else None for j in mk.partner.tolist()]
         self._matched_list = mk.matched.tolist()
         self._matched_f = mk.matched.astype(float)
         self._fallback = np.where(mk.roles == PRODUCER, self.terms.feed_in_price,
@@ -329,23 +379,18 @@ class raw_env(MarketEnv):
         tranche = np.zeros(mk.n)
         tranche[mk.producers] = tranche[mk.consumers] = mk.tranche
         self._tranche = tranche
-        hour = self._hours[self.t]
         base = np.zeros((mk.n, OBS_SIZE + int(self.reveal)), dtype=np.float32)
         base[:, 0] = mk.roles
         base[:, 1] = mk.matched
-        base[:, 2] = math.sin(2 * math.pi * hour / 24)
-        base[:, 3] = math.cos(2 * math.pi * hour / 24)
-        base[:, 4] = self.t / self.horizon
+        sin, cos, progress, _ = self.hour_features()
+        base[:, 2], base[:, 3], base[:, 4] = sin, cos, self.t / self.horizon
         base[:, 6] = self._fc_now
         base[:, 7] = self._fc_window
         self._obs_base = base
-        self._obs_cache_key = None
-
-    def _next_grid_step(self) -> None:
-        self._begin_hour()
+        self._obs_key = None
 
     # ------------------------------------------------------------------ actions
-    def _decode(self, agent: str, action) -> int:
+    def decode(self, agent: str, action) -> int:
         if type(action) is int:
             a = action
         elif isinstance(action, np.integer):
@@ -360,39 +405,36 @@ class raw_env(MarketEnv):
             raise ValueError(f"{agent}: action {a} is outside the arms [0, {self.n_arms})")
         return a
 
-    def _scripted_bids(self) -> dict[str, int]:
-        rng = self._rng
-        return {p.name: p.policy(p, None, rng) for p in self._scripted
-                if self.market.matched[self._idx[p.name]]}
+    def is_bidding(self, participant: Participant) -> bool:
+        return self._matched_list[self.index[participant.name]]
 
     # ------------------------------------------------------------------ negotiation step
-    def _market_step(self, bids: dict[str, int]):
-        arms, idx, mk = self._arms, self._idx, self.market
+    def market_step(self, bids: dict[str, int]):
+        arms, idx = self._arms, self.index
         for name, a in bids.items():
             arms[idx[name]] = a
-        rewards = mk.negotiate(arms)
-        for p, k in zip(self._scripted, self._scripted_idx):
-            if mk.matched[k]:
-                p.policy.update(p, int(arms[k]), float(rewards[k]))
+        clearing = self.market.clear(arms)
+        self.set_clearing(clearing)
+        mk = self.market
         # One info dict per agent, from plain lists (cheap).
-        rew, bid, b_p = rewards.tolist(), mk.bids.tolist(), mk.producer_bid.tolist()
+        bid, b_p = mk.bids.tolist(), mk.producer_bid.tolist()
         traded, qty = mk.traded.tolist(), (self._tranche * mk.traded).tolist()
         matched, fallback = self._matched_list, self._fallback
-        out_rewards, infos = {}, {}
+        infos = {}
         for agent in self.agents:
             k = idx[agent]
             ok = traded[k]
-            out_rewards[agent] = rew[k]
             infos[agent] = {
                 "role": self._role_name[k], "matched": matched[k],
                 "partner": self._partner_name[k], "bid": bid[k] if matched[k] else None,
                 "success": ok, "price": b_p[k] if ok else fallback[k], "quantity": qty[k],
             }
-        self._obs_cache_key = None
-        return out_rewards, infos
+        self._obs_key = None
+        return clearing.rewards, infos
 
     # ------------------------------------------------------------------ grid step
-    def _grid_step(self) -> dict[str, dict]:
+    def grid_step(self):
+        """Deliver the trades, check them on the feeder (``TradeFeasibility``), settle."""
         t, mk = self.t, self.market
         if self.mode == "homogeneous":
             x = np.where(mk.roles == PRODUCER, self.fixed_kwh, -self.fixed_kwh)
@@ -408,39 +450,36 @@ class raw_env(MarketEnv):
         money = settle(mk.n, mk.producers, mk.consumers, delivered, payments,
                        x - report.curtailed_kwh, self.terms)
         self.last_report, self.last_settlement = report, money
-        pf = report.pf
-        names = self._names
+        return report.pf
+
+    def grid_step_infos(self, pf) -> dict[str, dict]:
+        mk, names = self.market, self.names
+        report, money = self.last_report, self.last_settlement
         pair = [(names[p], names[c]) for p, c in zip(mk.producers.tolist(),
                                                    mk.consumers.tolist())]
         infeasible = tuple(pair[k] for k in report.infeasible)
         curtailed = tuple(pair[k] for k in report.curtailed)
         bad = {n for pr in infeasible for n in pr}
         cut = {n for pr in curtailed for n in pr}
-        bus_viol = pf.bus_voltage_violations()
-        overloaded = {self._element_branch.get(el, el) for el in pf.thermal_overloads}
         traded = (money["p2p_sold_kwh"] + money["p2p_bought_kwh"]).tolist()
         columns = {key: v.tolist() for key, v in money.items()}
         infos = {}
         for agent in self.agents:
-            k, bus = self._idx[agent], self.participant[agent].bus
+            k = self.index[agent]
             infos[agent] = {
-                "converged": pf.converged,
-                "voltage_violations": {bus: bus_viol[bus]} if bus in bus_viol else {},
-                "thermal_overloads": sorted(self._path[agent] & overloaded),
                 "infeasible_trade": agent in bad, "curtailed": agent in cut,
                 "infeasible_trades": infeasible, "curtailed_trades": curtailed,
                 "traded_kwh": traded[k], "bill": columns["bill"][k],
                 "settlement": {key: col[k] for key, col in columns.items()},
-                "substation_kw": pf.substation_kw, "losses_kw": pf.losses_kw,
             }
         return infos
 
     # ------------------------------------------------------------------ observation
-    def _observe(self, agent: str) -> np.ndarray:
-        if self._obs_cache_key != self.cycles:
+    def observe(self, name: str) -> np.ndarray:
+        if self._obs_key != self.cycles:
             self._obs = self._build_obs()
-            self._obs_cache_key = self.cycles
-        return self._obs[self._idx[agent]]
+            self._obs_key = self.cycles
+        return self._obs[self.index[name]]
 
     def _build_obs(self) -> np.ndarray:
         """All prosumers' observations as one fresh (n, size) array (rows are handed out)."""
@@ -457,48 +496,36 @@ class raw_env(MarketEnv):
                 obs[:, 12] = mk.bids[np.maximum(mk.partner, 0)] * matched / top
         return obs
 
-    def _reset_info(self, agent: str) -> dict:
-        k = self._idx[agent]
-        return {"bus": self.participant[agent].bus, "group": "prosumer",
+    def reset_info(self, name: str) -> dict:
+        k = self.index[name]
+        return {"bus": self.participant[name].bus, "group": "prosumer",
                 "role": self._role_name[k], "matched": bool(self.market.matched[k]),
                 "partner": self._partner_name[k]}
 
     # ------------------------------------------------------------------ rendering
-    def render(self):
-        if self.render_mode is None:
-            return None
+    def render_text(self) -> str:
         mk = self.market
-        if self.render_mode == "human":
-            if self.round == 0 and self.last_report is not None:  # a grid step just ended
-                rep, money = self.last_report, self.last_settlement
-                print(f"hour {self._hours[self.t - 1]:02d} grid step: "
-                      f"{money['p2p_sold_kwh'].sum():.1f} kWh traded P2P, "
-                      f"{money['retail_kwh'].sum():.1f} kWh from the substation, "
-                      f"{len(rep.infeasible)} infeasible / {len(rep.curtailed)} curtailed "
-                      f"trades, {len(rep.pf.thermal_overloads)} overloads, "
-                      f"{len(rep.pf.voltage_violations)} voltage violations")
-            else:
-                hour = self._hours[min(self.t, self.horizon - 1)]
-                print(f"hour {hour:02d} step {self.round}: {len(mk.producers)} pairs, "
-                      f"{int(mk.traded[mk.producers].sum())} traded, "
-                      f"{int((mk.roles == PRODUCER).sum())} producers / "
-                      f"{int((mk.roles == CONSUMER).sum())} consumers")
-            return None
-        import matplotlib
+        if self.round == 0 and self.last_report is not None:  # a grid step just ended
+            rep, money = self.last_report, self.last_settlement
+            return (f"hour {self.hour_of(self.t - 1):02d} grid step: "
+                    f"{money['p2p_sold_kwh'].sum():.1f} kWh traded P2P, "
+                    f"{money['retail_kwh'].sum():.1f} kWh from the substation, "
+                    f"{len(rep.infeasible)} infeasible / {len(rep.curtailed)} curtailed "
+                    f"trades, {len(rep.pf.thermal_overloads)} overloads, "
+                    f"{len(rep.pf.voltage_violations)} voltage violations")
+        return (f"hour {self.hour:02d} step {self.round}: {len(mk.producers)} pairs, "
+                f"{int(mk.traded[mk.producers].sum())} traded, "
+                f"{int((mk.roles == PRODUCER).sum())} producers / "
+                f"{int((mk.roles == CONSUMER).sum())} consumers")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def render_map(self, ax) -> None:
+        mk = self.market
         net: dict[str, float] = {}
         for p, role in zip(self.participants, mk.roles.tolist()):
             net[p.bus] = net.get(p.bus, 0.0) + role
         hot = []
         if self.last_report is not None:
-            hot = [self._element_branch.get(el, el) for el in self.last_report.pf.thermal_overloads]
-        fig, ax = plt.subplots(figsize=(7, 5))
+            hot = [self._element_branch.get(el, el)
+                   for el in self.last_report.pf.thermal_overloads]
         self.grid.draw(net, ax=ax, label="producers − consumers", highlight_branches=hot,
-                       title=f"hour {self._hours[min(self.t, self.horizon - 1)]}")
-        fig.canvas.draw()
-        img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-        plt.close(fig)
-        return img
+                       title=f"hour {self.hour}")

@@ -27,10 +27,16 @@ kW its generators, OpenDSS solves the power flow (one **grid step** = one hour).
 ``horizon`` hours of the scenario's day.
 
 ### Arguments
-``env(scenario="topology_power", learners="supplier", market_rounds=3, horizon=None,
-flexible_share=None, policies=None, invalid_bids="repair", max_cycles=None, render_mode=None)``
+``env(scenario="topology_power", feeder=None, learners="supplier", market_rounds=3,
+horizon=None, flexible_share=None, policies=None, invalid_bids="repair", max_cycles=None,
+render_mode=None)``
 
-* ``scenario``: bundled name, TOML path or dict (see ``scenarios/topology_power.toml``).
+* ``scenario``: bundled name, TOML path or dict (see ``scenarios/topology_power.toml`` and
+  ``TopologyPowerScenario`` below: every key, its default, and what it means).
+* ``feeder``: a bundled feeder name or the path to a master ``.dss``. A feeder other than the
+  scenario's places the participants by the default rule (``ogg_envs.grid.placement``: the
+  substation at the source, the suppliers spread along the main path, a consumer at every load
+  bus) and limits the lines at their thermal ratings.
 * ``learners``: groups (``"supplier"``, ``"consumer"``, ``"substation"``) and/or participant
   names that are PettingZoo agents; everyone else acts through ``policies``.
 * ``market_rounds``: market rounds per grid step (K). ``horizon``: grid steps per episode
@@ -38,7 +44,7 @@ flexible_share=None, policies=None, invalid_bids="repair", max_cycles=None, rend
   consumers.
 * ``policies``: ``{group or name: policy}`` for non-learning participants; defaults are truthful
   bidding for consumers and suppliers and a flat offer for the substation
-  (``ogg_envs.baselines.curve_bidders``).
+  (``ogg_envs.policies.curve``); a policy is ``policy(participant, observation, info)``.
 * ``invalid_bids``: ``"repair"`` (default) replaces a finite but invalid bid by the nearest valid
   one (``Bid.repair``; ``infos[agent]["bid_repairs"]`` lists what changed) or ``"raise"``
   (``ValueError``). NaN/inf numbers or a wrong shape always raise ``ValueError`` naming the
@@ -66,24 +72,84 @@ No agent terminates early. All agents are truncated together after ``horizon`` g
 ``max_cycles`` market rounds.
 
 ### Version history
-* v0: initial release (OpenGridGym 0.1).
+* v0: initial release (OpenGridGym 0.1); ``feeder=`` and typed scenarios (0.2).
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium
 import numpy as np
 
-from ogg_envs.baselines.curve_bidders import FlatOffer, TruthfulBidder
-from ogg_envs.core import MarketEnv, Participant, aec_from_parallel, select_learners
+from ogg_envs import economics
+from ogg_envs.api import DEMAND, SUPPLY, Limits, Participant, Truth
+from ogg_envs.core import MarketEnv, aec_from_parallel
 from ogg_envs.markets.curve_market import Bid, CurveMarket, InvalidBidError, MarketParticipant
-from ogg_envs.scenario import grid_from_scenario
+from ogg_envs.policies.curve import FlatOffer, TruthfulBidder, truthful_bid
+from ogg_envs.scenario import Scenario, ScenarioError, per_item
 
 OBS_SIZE = 12
 
 
+# ---------------------------------------------------------------------- scenario
+@dataclass
+class SubstationSection:
+    """Exogenous supply at the substation: a flat offer at the wholesale price."""
+
+    bus: str | None = None  # default: the feeder's source bus
+    price: float = 4.3  # ¢/kWh
+    capacity_kw: float = 2000.0
+
+
+@dataclass
+class SuppliersSection:
+    """Price-responsive distributed generators: true marginal cost ``cost_a + cost_b q``."""
+
+    buses: list | None = None  # default: spread along the main path, one per cost_a entry
+    capacity_kw: Any = 2000.0  # one value or one per supplier
+    cost_a: Any = field(default_factory=lambda: [3.0, 3.2, 3.1, 3.4])  # ¢/kWh at zero output
+    cost_b: Any = 0.005  # ¢/kWh per kW
+    cost_noise: float = 0.0  # relative noise on cost_a, drawn per episode
+
+
+@dataclass
+class ConsumersSection:
+    """One consumer per load bus, nominal kW from the feeder's loads."""
+
+    flexible_share: float = 0.08  # share of price-responsive consumers (the rest inelastic)
+    value_max: list = field(default_factory=lambda: [11.0, 15.0])  # flexible: uniform range
+    value_min: list = field(default_factory=lambda: [2.0, 4.0])  # of the value at full load
+    residential_share: float = 0.6  # share of buses on the residential profile
+    load_noise: float = 0.0  # relative noise on each hour's load, drawn per episode
+
+    def __post_init__(self):
+        if not 0.0 <= self.flexible_share <= 1.0:
+            raise ScenarioError(f"[consumers] flexible_share must be in [0, 1], got "
+                                f"{self.flexible_share}")
+        if not 0.0 <= self.residential_share <= 1.0:
+            raise ScenarioError(f"[consumers] residential_share must be in [0, 1], got "
+                                f"{self.residential_share}")
+        if self.load_noise < 0:
+            raise ScenarioError(f"[consumers] load_noise must be >= 0, got {self.load_noise}")
+        for key in ("value_max", "value_min"):
+            lo_hi = getattr(self, key)
+            if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1]:
+                raise ScenarioError(f"[consumers] {key} must be a range [low, high] with "
+                                    f"0 <= low <= high, got {lo_hi}")
+
+
+@dataclass
+class TopologyPowerScenario(Scenario):
+    feeder: str = "ieee34"
+    price_cap: float = 20.0  # highest bid price; price of shed load; value of inflexible demand
+    substation: SubstationSection = field(default_factory=SubstationSection)
+    suppliers: SuppliersSection = field(default_factory=SuppliersSection)
+    consumers: ConsumersSection = field(default_factory=ConsumersSection)
+
+
+# ---------------------------------------------------------------------- environment
 def env(**kwargs):
     """The AEC environment (one turn per agent; the round runs after the last turn)."""
     return aec_from_parallel(raw_env(**kwargs))
@@ -96,154 +162,107 @@ def parallel_env(**kwargs):
 class raw_env(MarketEnv):
     metadata = {"render_modes": ["human", "rgb_array"], "name": "topology_power_v0",
                 "is_parallelizable": True}
+    Scenario = TopologyPowerScenario
+    default_scenario = "topology_power"
+    overrides = {"flexible_share": "consumers.flexible_share"}
+    default_policies = {"substation": FlatOffer, "supplier": TruthfulBidder,
+                        "consumer": TruthfulBidder}
 
     def __init__(self, scenario="topology_power", learners="supplier", market_rounds: int = 3,
                  horizon: int | None = None, flexible_share: float | None = None,
                  policies: dict | None = None, invalid_bids: str = "repair",
-                 max_cycles: int | None = None, render_mode: str | None = None):
-        super().__init__(scenario=scenario, market_rounds=market_rounds, horizon=horizon,
+                 max_cycles: int | None = None, render_mode: str | None = None,
+                 feeder: str | None = None):
+        super().__init__(scenario=scenario, feeder=feeder, learners=learners,
+                         policies=policies, market_rounds=market_rounds, horizon=horizon,
                          max_cycles=max_cycles, render_mode=render_mode,
-                         invalid_bids=invalid_bids)
-        sc = self.scenario
-        self.price_cap = float(sc.get("price_cap", 20.0))
-        self.flexible_share = float(flexible_share if flexible_share is not None
-                                    else sc["consumers"].get("flexible_share", 0.08))
-        if not 0.0 <= self.flexible_share <= 1.0:
-            raise ValueError(f"flexible_share must be in [0, 1], got {self.flexible_share}")
-        self._build_grid()
-        self._build_participants()
-        self.possible_agents = select_learners(self.participants, learners)
-        self._learner_set = set(self.possible_agents)
-        self._build_policies(policies or {})
-        self._build_market()
-        for agent in self.possible_agents:
-            p = self.participant[agent]
-            self._obs_spaces[agent] = gymnasium.spaces.Box(-1.0, 1.0, (OBS_SIZE,), np.float32)
-            hi = np.array([self.price_cap, self.price_cap, p.private["q_limit"],
-                           p.private["q_limit"]], dtype=np.float32)
-            self._act_spaces[agent] = gymnasium.spaces.Box(0.0, hi, (4,), np.float32)
+                         invalid_bids=invalid_bids, flexible_share=flexible_share)
 
     # ------------------------------------------------------------------ construction
-    def _build_grid(self) -> None:
-        self.grid = grid_from_scenario(self.scenario, "ieee34")
-        self.topology = self.grid.topology
-
-    def _build_participants(self) -> None:
+    def make_participants(self) -> list[Participant]:
         sc, grid = self.scenario, self.grid
-        parts: list[Participant] = []
-        sub = sc["substation"]
-        parts.append(Participant("substation_0", "substation", str(sub["bus"]), {
-            "side": "supply", "cost_a": float(sub["price"]), "cost_b": 0.0,
-            "q_limit": float(sub["capacity_kw"]), "q_now": float(sub["capacity_kw"])}))
-        sup = sc["suppliers"]
-        cost_a = np.broadcast_to(np.asarray(sup["cost_a"], dtype=float), (len(sup["buses"]),))
-        for i, bus in enumerate(sup["buses"]):
-            cap = float(sup["capacity_kw"])
-            parts.append(Participant(f"supplier_{i}", "supplier", str(bus), {
-                "side": "supply", "cost_a0": float(cost_a[i]), "cost_a": float(cost_a[i]),
-                "cost_b": float(sup["cost_b"]), "q_limit": cap, "q_now": cap}))
-            grid.add_generator(f"supplier_{i}", str(bus), 0.0, kva=cap * 1.2)
-        self.consumer_buses = sorted(grid.loads_at_bus)
-        peak = max(self.profiles["load_residential"].max(), self.profiles["load_commercial"].max())
-        noise = float(sc["consumers"].get("load_noise", 0.0))
+        self.price_cap = sc.price_cap
+        sub, sup = sc.substation, sc.suppliers
+        sub_bus = self.place(None if sub.bus is None else [sub.bus], 1, "source",
+                             "[substation]")[0]
+        parts = [Participant("substation_0", "substation", sub_bus, SUPPLY,
+                             truth=Truth(cost_a=sub.price),
+                             limits=Limits(sub.capacity_kw, sub.capacity_kw))]
+        count = len(sup.buses) if sup.buses is not None and not self.default_placement \
+            else np.size(sup.cost_a)
+        buses = self.place(sup.buses, count, "main_path", "[suppliers]")
+        self.cost_a0 = per_item(sup.cost_a, count, "[suppliers] cost_a", low=0.0)
+        cost_b = per_item(sup.cost_b, count, "[suppliers] cost_b", low=0.0)
+        cap = per_item(sup.capacity_kw, count, "[suppliers] capacity_kw", low=0.0)
+        for i, bus in enumerate(buses):
+            p = Participant(f"supplier_{i}", "supplier", bus, SUPPLY,
+                            truth=Truth(cost_a=self.cost_a0[i], cost_b=cost_b[i]),
+                            limits=Limits(cap[i], cap[i]))
+            self.add_generator(p, kva=cap[i] * 1.2)
+            parts.append(p)
+        loads = grid.bus_load_kw
+        self.consumer_buses = sorted(b for b in self.topology.buses
+                                     if loads[self.topology.bus_index[b]] > 0)
+        peak = max(self.profiles["load_residential"].max(),
+                   self.profiles["load_commercial"].max())
+        noise = sc.consumers.load_noise
+        self.nominal_kw = np.array([loads[self.topology.bus_index[b]]
+                                    for b in self.consumer_buses])
         for j, bus in enumerate(self.consumer_buses):
-            nominal = float(grid.base_load_kw[grid.loads_at_bus[bus]].sum())
-            parts.append(Participant(f"consumer_{j}", "consumer", bus, {
-                "side": "demand", "nominal_kw": nominal, "flexible": False,
-                "q_limit": nominal * peak * (1.0 + 3 * noise), "q_now": nominal}))
-        self.participants = parts
-        self.participant = {p.name: p for p in parts}
-        self.names = [p.name for p in parts]
-        self.is_supply = np.array([p.private["side"] == "supply" for p in parts])
-        # Served kW of each consumer -> each OpenDSS load (shares of the bus's base kW).
-        grid_gen = {g: i for i, g in enumerate(grid.generator_names)}
-        self._load_map = np.zeros((len(grid.load_names), len(parts)))
-        self._gen_map = np.zeros((len(grid.generator_names), len(parts)))
-        for k, p in enumerate(parts):
-            if p.group == "consumer":
-                idx = grid.loads_at_bus[p.bus]
-                base = grid.base_load_kw[idx]
-                self._load_map[idx, k] = base / base.sum()
-            elif p.group == "supplier":
-                self._gen_map[grid_gen[f"ogg_{p.name}"], k] = 1.0
-        self._path = {p.name: set(self.topology.path_to_root(p.bus)) for p in parts}
-        self._element_branch = {el: br.name for br in self.topology.branches
-                                for el in br.elements}
+            nominal = self.nominal_kw[j]
+            parts.append(Participant(f"consumer_{j}", "consumer", bus, DEMAND,
+                                     limits=Limits(nominal, nominal * peak * (1.0 + 3 * noise))))
+        return parts
 
-    def _build_policies(self, overrides: dict) -> None:
-        defaults = {"substation": FlatOffer(), "supplier": TruthfulBidder(),
-                    "consumer": TruthfulBidder()}
-        for key in overrides:
-            if key not in defaults and key not in self.participant:
-                raise ValueError(f"policies: unknown group or participant {key!r}")
-        for p in self.participants:
-            p.policy = overrides.get(p.name, overrides.get(p.group, defaults[p.group]))
-        self._scripted = [p for p in self.participants if p.name not in self._learner_set]
+    def make_market(self) -> CurveMarket:
+        mps = [MarketParticipant(p.name, p.bus, p.side) for p in self.participants]
+        market = CurveMarket(self.topology, mps, price_cap=self.price_cap)
+        market.set_limits(self.line_limits())
+        self.consumers = [p for p in self.participants if p.group == "consumer"]
+        return market
 
-    def _build_market(self) -> None:
-        mps = [MarketParticipant(p.name, p.bus, p.private["side"]) for p in self.participants]
-        self.market = CurveMarket(self.topology, mps, price_cap=self.price_cap)
-        limits = self.market.limits_kw
-        for name, kw in self.scenario.get("grid", {}).get("limits_kw", {}).items():
-            if name not in self.topology.branch_index:
-                raise ValueError(f"scenario limits_kw: unknown branch {name!r}; branches: "
-                                 f"{', '.join(self.topology.branch_index)}")
-            limits[self.topology.branch_index[name]] = float(kw)
-        self.market.set_limits(limits)
-        self._idx = {n: i for i, n in enumerate(self.names)}
+    def action_space_of(self, p: Participant) -> gymnasium.Space:
+        hi = np.array([self.price_cap, self.price_cap, p.limits.q_max, p.limits.q_max],
+                      dtype=np.float32)
+        return gymnasium.spaces.Box(0.0, hi, (4,), np.float32)
+
+    def observation_space_of(self, p: Participant) -> gymnasium.Space:
+        return gymnasium.spaces.Box(-1.0, 1.0, (OBS_SIZE,), np.float32)
 
     # ------------------------------------------------------------------ episode
-    def _start_episode(self, rng: np.random.Generator, options: dict) -> None:
-        sc = self.scenario
-        cons = sc["consumers"]
-        n_cons = len(self.consumer_buses)
-        n_flex = int(round(self.flexible_share * n_cons))
+    def start_episode(self, rng: np.random.Generator, options: dict) -> None:
+        cons = self.scenario.consumers
+        n_cons = len(self.consumers)
+        n_flex = int(round(cons.flexible_share * n_cons))
         # Nested draws: a larger flexible_share makes more of the same consumers flexible, and
         # everything else about the instance stays the same (for comparative statics).
         flexible = set(rng.permutation(n_cons)[:n_flex].tolist())
-        residential = rng.random(n_cons) < float(cons.get("residential_share", 0.6))
-        noise = float(cons.get("load_noise", 0.0))
-        hours = len(self.profiles["hour"])
-        self._load_factor = np.zeros((hours, n_cons))
+        residential = rng.random(n_cons) < cons.residential_share
+        hours = self.n_hours
+        self.load_factor = np.zeros((hours, n_cons))  # public: the episode's hourly loads
         for j in range(n_cons):
             col = "load_residential" if residential[j] else "load_commercial"
-            self._load_factor[:, j] = self.profiles[col] * (1 + noise * rng.standard_normal(hours))
-        vmax = rng.uniform(*cons.get("value_max", [11.0, 15.0]), size=n_cons)
-        vmin = rng.uniform(*cons.get("value_min", [2.0, 4.0]), size=n_cons)
-        cost_noise = float(sc["suppliers"].get("cost_noise", 0.0))
-        j = 0
-        for p in self.participants:
-            if p.group == "consumer":
-                p.private["flexible"] = j in flexible
-                flex = p.private["flexible"]
-                p.private["value_max"] = float(vmax[j]) if flex else self.price_cap
-                p.private["value_min"] = float(vmin[j]) if flex else self.price_cap
-                p.private["column"] = j
-                j += 1
-            elif p.group == "supplier":
-                shock = 1 + cost_noise * rng.standard_normal()
-                p.private["cost_a"] = p.private["cost_a0"] * shock
-        self.grid.reset()
-        self._last = None  # last clearing
-        self._last_pf = None
-        self._prev_price = np.zeros(len(self.names))
-        self._prev_qty = np.zeros(len(self.names))
-        self._prev_avg = 0.0
-        self._prev_congested: set[str] = set()
-        self._rng = rng
-        self._start_hour()
+            self.load_factor[:, j] = self.profiles[col] * (
+                1 + cons.load_noise * rng.standard_normal(hours))
+        vmax = rng.uniform(*cons.value_max, size=n_cons)
+        vmin = rng.uniform(*cons.value_min, size=n_cons)
+        noise = self.scenario.suppliers.cost_noise
+        for j, p in enumerate(self.consumers):
+            p.state["flexible"] = j in flexible
+            p.truth.value_max = float(vmax[j]) if j in flexible else self.price_cap
+            p.truth.value_min = float(vmin[j]) if j in flexible else self.price_cap
+        for i, p in enumerate(q for q in self.participants if q.group == "supplier"):
+            p.truth.cost_a = self.cost_a0[i] * (1 + noise * rng.standard_normal())
 
-    def _start_hour(self) -> None:
-        h = self.t % len(self.profiles["hour"])
-        for p in self.participants:
-            if p.group == "consumer":
-                q = p.private["nominal_kw"] * max(self._load_factor[h, p.private["column"]], 0.0)
-                p.private["q_now"] = min(q, p.private["q_limit"])
-        self._scripted_cache = None
-        self._refresh_truth()
+    def start_hour(self) -> None:
+        h = self.hour_of(self.t)
+        for j, p in enumerate(self.consumers):
+            q = self.nominal_kw[j] * max(self.load_factor[h, j], 0.0)
+            p.limits.q_now = min(q, p.limits.q_max)
+        self.truth = _truth_arrays(self.participants)
 
     # ------------------------------------------------------------------ actions
-    def _decode(self, agent: str, action) -> np.ndarray:
+    def decode(self, agent: str, action) -> np.ndarray:
         a = np.asarray(action, dtype=float)
         if a.shape != (4,):
             raise ValueError(f"{agent}: action must have shape (4,) (p_max, p_min, q_max, "
@@ -252,20 +271,8 @@ class raw_env(MarketEnv):
             raise ValueError(f"{agent}: action has non-finite numbers {a.tolist()}")
         return a
 
-    def _scripted_bids(self) -> dict[str, np.ndarray]:
-        if self._scripted_cache is None:
-            self._scripted_cache = {
-                p.name: np.asarray(p.policy(p, None, self._rng), dtype=float)
-                for p in self._scripted
-            }
-        return self._scripted_cache
-
-    def _validated(self, name: str, a: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        p = self.participant[name]
-        p_max, p_min, q_max, q_min = a
-        limit = p.private["q_now"]
-        if 0.0 <= p_min <= p_max <= self.price_cap and 0.0 <= q_min <= q_max <= limit + 1e-9:
-            return a, []
+    def _repaired(self, name: str, a: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        limit = self.participant[name].limits.q_now
         bid = Bid.from_array(a)
         if self.invalid_bids == "raise":
             try:
@@ -275,154 +282,80 @@ class raw_env(MarketEnv):
         fixed, fixes = bid.repair(name, self.price_cap, 0.0, limit)
         return fixed.as_array(), fixes
 
-    # ------------------------------------------------------------------ market step
-    def _market_step(self, bids):
-        arr = np.empty((len(self.names), 4))
-        for name, a in bids.items():
-            arr[self._idx[name]] = a
+    # ------------------------------------------------------------------ market round
+    def market_step(self, bids):
+        arr = np.array([bids[name] for name in self.names], dtype=float)
         p_max, p_min, q_max, q_min = arr.T
         valid = ((0.0 <= p_min) & (p_min <= p_max) & (p_max <= self.price_cap) & (0.0 <= q_min)
-                 & (q_min <= q_max) & (q_max <= self._truth["q_now"] + 1e-9))
+                 & (q_min <= q_max) & (q_max <= self.truth["q_now"] + 1e-9))
         repairs = {}
         for k in np.flatnonzero(~valid):
-            arr[k], fixes = self._validated(self.names[k], arr[k])
-            repairs[self.names[k]] = fixes
+            arr[k], repairs[self.names[k]] = self._repaired(self.names[k], arr[k])
         res = self.market.clear(arr)
-        self._last = res
-        self._last_bids = arr
-        price = res.participant_prices
-        qty = res.participant_quantities
-        profit = self._profits(price, qty) / 100.0  # ¢ -> $
-        self._prev_price, self._prev_qty = price, qty
-        self._prev_avg = float(np.mean(price))  # over the participants' buses
-        self._prev_congested = set(res.congested)
-        rewards, infos = {}, {}
-        for agent in self.agents:
-            k = self._idx[agent]
-            rewards[agent] = profit[k] / self.market_rounds
-            infos[agent] = {
-                "price": float(price[k]), "quantity": float(qty[k]), "profit": float(profit[k]),
-                "congested": sorted(self._path[agent] & self._prev_congested),
-                "bid": arr[k].copy(),
-            }
-            if agent in repairs:
-                infos[agent]["bid_repairs"] = repairs[agent]
-        return rewards, infos
+        self.set_clearing(res)
+        profit = self.true_profits(res.participant_prices, res.participant_quantities) / 100.0
+        return self.per_round(profit), self.clearing_infos(res, profit, arr, repairs)
 
-    def _refresh_truth(self) -> None:
-        """Everyone's true curve for the hour as arrays (participant order), for the profits."""
-        def column(key: str) -> np.ndarray:
-            return np.array([p.private.get(key, 0.0) for p in self.participants], dtype=float)
-
-        self._truth = {"a": column("cost_a"), "b": column("cost_b"),
-                       "vmax": column("value_max"), "vmin": column("value_min"),
-                       "q_now": column("q_now")}
-
-    def _profits(self, price: np.ndarray, qty: np.ndarray) -> np.ndarray:
-        """True profits (¢) of every participant for the hour (eqs. 9-10)."""
-        t = self._truth
-        supply_profit = price * qty - (t["a"] * qty + 0.5 * t["b"] * qty**2)
-        q = np.minimum(qty, t["q_now"])
-        slope = np.divide(t["vmax"] - t["vmin"], t["q_now"], out=np.zeros_like(q),
-                          where=t["q_now"] > 0)
-        value = np.where(t["q_now"] > 0, t["vmax"] * q - 0.5 * slope * q**2, 0.0)
-        return np.where(self.is_supply, supply_profit, value - price * qty)
-
-    # ------------------------------------------------------------------ grid step
-    def _grid_step(self):
-        qty = self._last.participant_quantities
-        self.grid.set_loads_kw(self._load_map @ qty)
-        self.grid.set_generators_kw(self._gen_map @ qty)
-        pf = self.grid.solve()
-        self._last_pf = pf
-        bus_viol = pf.bus_voltage_violations()
-        overloaded = {name: pct for name, pct in pf.thermal_overloads.items()}
-        overload_branches = {self._element_branch.get(el, el) for el in overloaded}
-        infos = {}
-        for agent in self.agents:
-            p = self.participant[agent]
-            infos[agent] = {
-                "converged": pf.converged,
-                "voltage_violations": {p.bus: bus_viol[p.bus]} if p.bus in bus_viol else {},
-                "thermal_overloads": sorted(self._path[agent] & overload_branches),
-                "substation_kw": pf.substation_kw,
-                "losses_kw": pf.losses_kw,
-            }
-        return infos
-
-    def _next_grid_step(self) -> None:
-        self._start_hour()
+    def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:
+        """True profits (¢ per hour) of every participant (eqs. 9-10)."""
+        t = self.truth
+        return economics.profits(self.is_supply, prices, quantities, t["a"], t["b"],
+                                 t["vmax"], t["vmin"], t["q_now"])
 
     # ------------------------------------------------------------------ observation
-    def _observe(self, agent: str) -> np.ndarray:
-        p = self.participant[agent]
-        pr = p.private
-        k = self._idx[agent]
-        hours = len(self.profiles["hour"])
-        h = self.t % hours
+    def observe(self, name: str) -> np.ndarray:
+        p = self.participant[name]
+        k = self.index[name]
         cap = self.price_cap
-        if pr["side"] == "supply":
-            sign = 1.0
-            c0, c1 = pr["cost_a"], pr["cost_a"] + pr.get("cost_b", 0.0) * pr["q_now"]
+        t, lim = p.truth, p.limits
+        if p.side == SUPPLY:
+            sign, c0, c1 = 1.0, t.cost_a, t.cost_a + t.cost_b * lim.q_now
         else:
-            sign = -1.0
-            c0, c1 = pr.get("value_max", cap), pr.get("value_min", cap)
+            sign, c0, c1 = -1.0, t.value_max, t.value_min
+        last = self.last_clearing
+        if last is None:
+            price = qty = avg = 0.0
+        else:
+            price = last.participant_prices[k]
+            qty = last.participant_quantities[k]
+            avg = float(np.mean(last.participant_prices))  # over the participants' buses
         obs = np.array([
-            math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24),
-            min(self.t / self.horizon, 1.0), self.round / self.market_rounds, sign,
-            c0 / cap, c1 / cap, pr["q_now"] / pr["q_limit"],
-            self._prev_price[k] / cap, self._prev_qty[k] / pr["q_limit"], self._prev_avg / cap,
-            1.0 if self._path[agent] & self._prev_congested else 0.0,
+            *self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
+            price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)),
         ], dtype=np.float32)
         return np.clip(obs, -1.0, 1.0)
 
-    def _reset_info(self, agent: str) -> dict:
-        p = self.participant[agent]
-        return {"bus": p.bus, "group": p.group, "q_limit_now": p.private["q_now"]}
-
     # ------------------------------------------------------------------ rendering
-    def render(self):
-        if self.render_mode is None or self._last is None:
-            return None
-        if self.render_mode == "human":
-            res = self._last
-            levels = sorted({round(v, 2) for v in res.prices.values()})
-            print(f"hour {self.t} round {self.round}: prices {levels} ¢/kWh, congested "
-                  f"{res.congested or 'none'}, welfare {res.welfare / 100:.2f} $")
-            return None
-        import matplotlib
+    def render_text(self) -> str:
+        res = self.last_clearing
+        levels = sorted({round(v, 2) for v in res.prices.values()})
+        return (f"hour {self.t} round {self.round}: prices {levels} ¢/kWh, congested "
+                f"{res.congested or 'none'}, welfare {res.welfare / 100:.2f} $")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 5))
-        self.grid.draw(self._last.prices, ax=ax, label="¢/kWh", title=f"hour {self.t}",
-                       highlight_branches=self._last.congested)
-        fig.canvas.draw()
-        img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-        plt.close(fig)
-        return img
+    def render_map(self, ax) -> None:
+        res = self.last_clearing
+        self.grid.draw(res.prices, ax=ax, label="¢/kWh", title=f"hour {self.t}",
+                       highlight_branches=res.congested)
 
     # ------------------------------------------------------------------ analysis helpers
     def truthful_bids(self) -> np.ndarray:
-        """Everyone's truthful bids for the current hour (for efficiency benchmarks)."""
-        tb = TruthfulBidder()
-        return np.array([tb(p, None, None) if p.group != "substation" else
-                         FlatOffer()(p, None, None) for p in self.participants])
+        """Everyone's truthful bids for the current hour (the efficiency benchmark)."""
+        return np.array([truthful_bid(p) for p in self.participants])
 
-    def true_welfare(self, quantities: np.ndarray, prices: np.ndarray) -> float:
+    def true_welfare(self, quantities: np.ndarray) -> float:
         """Realised total surplus (¢) under the participants' true costs and values."""
-        return float(self._profits(prices, quantities).sum()
-                     + np.sum(prices[~self.is_supply] * quantities[~self.is_supply])
-                     - np.sum(prices[self.is_supply] * quantities[self.is_supply]))
+        t = self.truth
+        return economics.welfare(self.is_supply, quantities, t["a"], t["b"], t["vmax"],
+                                 t["vmin"], t["q_now"])
 
 
-def true_value(private: dict, q: float) -> float:
-    """A consumer's true value (¢) of ``q`` kW for an hour: linear marginal value from
-    ``value_max`` at 0 to ``value_min`` at its current load (inflexible: price_cap flat)."""
-    q_now = private["q_now"]
-    vmax, vmin = private["value_max"], private["value_min"]
-    if q_now <= 0:
-        return 0.0
-    q = min(q, q_now)
-    return vmax * q - 0.5 * (vmax - vmin) / q_now * q * q
+def _truth_arrays(participants) -> dict[str, np.ndarray]:
+    """Everyone's truth and limit this hour as arrays (participant order), for the profits."""
+    def column(values) -> np.ndarray:
+        return np.array(list(values), dtype=float)
+
+    return {"a": column(p.truth.cost_a for p in participants),
+            "b": column(p.truth.cost_b for p in participants),
+            "vmax": column(p.truth.value_max for p in participants),
+            "vmin": column(p.truth.value_min for p in participants),
+            "q_now": column(p.limits.q_now for p in participants)}

@@ -13,6 +13,7 @@ in the direction from its upstream (source side) bus to its downstream bus.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,7 +130,7 @@ class OpenDSSGrid:
         if not (0 < low < high):
             raise ValueError(f"voltage_band must satisfy 0 < low < high, got {voltage_band}")
         self._init_args = dict(
-            master=str(master) if master is not None else None,
+            master=str(Path(master).resolve()) if master is not None else None,  # cwd-proof
             commands=list(commands) if commands is not None else None,
             voltage_band=(float(low), float(high)),
             bus_coords=dict(bus_coords) if bus_coords else None,
@@ -161,12 +162,19 @@ class OpenDSSGrid:
         self.voltage_band = a["voltage_band"]
         self.delta = a["delta"]
         self.locked_taps = a["locked_taps"]
-        self.dss = odd.NewContext()
-        self.dss.Basic.AllowForms(False)
-        if a["master"] is not None:
-            self._compile_file(Path(a["master"]))
-        else:
-            self._run_commands(a["commands"], source="<commands>")
+        # OpenDSS moves the process's working directory: a new engine context goes to its data
+        # path and `compile`/`redirect` to the model's folder (so that relative file names in
+        # the model resolve). Ours must not move.
+        cwd = os.getcwd()
+        try:
+            self.dss = odd.NewContext()
+            self.dss.Basic.AllowForms(False)
+            if a["master"] is not None:
+                self._compile_file(Path(a["master"]))
+            else:
+                self._run_commands(a["commands"], source="<commands>")
+        finally:
+            os.chdir(cwd)
         if not self.dss.Circuit.Name():
             raise FeederError(f"{self.name}: the model defines no circuit")
         self.name = self.name or self.dss.Circuit.Name()
@@ -181,7 +189,11 @@ class OpenDSSGrid:
             raise FeederError(f"{self.name}: the base case does not converge ({base[1]})")
         self._index()
         self._base_taps = self._read_taps()
-        self.topology = Topology.from_grid(self)
+        try:
+            self.topology = Topology.from_grid(self)
+        except ValueError as exc:
+            raise FeederError(f"{self.name}: {exc}") from None
+        self.added_generators: list[str] = []
         for method, args, kwargs in list(self._added):
             getattr(self, method)(*args, _record=False, **kwargs)
 
@@ -189,7 +201,7 @@ class OpenDSSGrid:
         if not path.is_file():
             raise FeederError(f"feeder file not found: {path}")
         try:
-            self.dss.Text.Command(f'compile "{path.resolve()}"')
+            self.dss.Text.Command(f'compile "{path}"')
         except Exception as exc:  # DSSException carries OpenDSS's own message
             raise FeederError(f"OpenDSS could not compile {path}: {exc}") from None
         self._source = str(path)
@@ -295,6 +307,7 @@ class OpenDSSGrid:
                     dss.Lines.Name(name[5:])
                     self.base_normamps[name] = dss.Lines.NormAmps()
             self._normamps = dict(self.base_normamps)
+        self._apply_cache = None  # bus -> load map of apply(), rebuilt on first use
 
     def _read_taps(self) -> dict[str, float]:
         taps = {}
@@ -307,6 +320,40 @@ class OpenDSSGrid:
                 dss.Transformers.Wdg(wdg)
                 taps[f"{xf}|{wdg}"] = dss.Transformers.Tap()
         return taps
+
+    def branch_elements(self) -> list[tuple[str, str, str, float]]:
+        """Every line and transformer in service, as ``(element, bus1, bus2, limit_kW)``.
+
+        ``element`` is e.g. ``"line.l1"`` or ``"transformer.reg1a"``; ``bus1``/``bus2`` are
+        its first two terminals' buses (lower case, no node suffix). The thermal limit is, for
+        a line, its compiled ampacity (``normamps``) x the L-N voltage base of ``bus1`` x its
+        phases; for a transformer, the kVA of winding 1; ``inf`` when unknown (no ampacity or
+        no voltage base). Elements that are disabled, or with a terminal whose phase conductors
+        are all open (an open switch), are left out: they connect nothing.
+        This is all ``Topology.from_grid`` reads of the engine.
+        """
+        dss = self.dss
+        el = dss.CktElement
+        out = []
+        for name in self.branch_names:
+            dss.Circuit.SetActiveElement(name)
+            if not el.Enabled():
+                continue
+            nph = el.NumPhases()
+            if any(all(el.IsOpen(t, p) for p in range(1, nph + 1))
+                   for t in range(1, el.NumTerminals() + 1)):
+                continue
+            b1, b2 = (b.split(".")[0].lower() for b in el.BusNames()[:2])
+            if name.startswith("transformer."):
+                dss.Transformers.Name(name.split(".", 1)[1])
+                dss.Transformers.Wdg(1)
+                limit = float(dss.Transformers.kVA())
+            else:
+                kv_ln = self.bus_kv_ln.get(b1, 0.0)
+                amps = self.base_normamps.get(name, 0.0)
+                limit = float(nph * kv_ln * amps) if kv_ln and amps else math.inf
+            out.append((name, b1, b2, limit))
+        return out
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -406,6 +453,109 @@ class OpenDSSGrid:
             for g in gens:
                 self.set_generator_kw(g, -kw / len(gens))
 
+    @property
+    def bus_load_kw(self) -> np.ndarray:
+        """Nominal (base) load per bus, kW, in ``topology.buses`` order (0 where no load)."""
+        return self._apply_maps()["bus_load_kw"].copy()
+
+    def _apply_maps(self) -> dict:
+        """The maps ``apply`` uses, built once per index and topology."""
+        cache = self._apply_cache
+        if cache is not None and cache["topology"] is self.topology:
+            return cache
+        buses = self.topology.buses
+        pos = self.topology.bus_index
+        load_map = np.zeros((len(self.load_names), len(buses)))
+        has_load = np.zeros(len(buses), dtype=bool)
+        bus_load = np.zeros(len(buses))
+        for bus, idx in self.loads_at_bus.items():
+            if bus not in pos:
+                raise FeederError(f"{self.name}: bus {bus} of load {self.load_names[idx[0]]} "
+                                  "is not on the feeder's tree")
+            j = pos[bus]
+            base = self.base_load_kw[idx]
+            total = base.sum()
+            load_map[idx, j] = base / total if total > 0 else 1.0 / len(idx)
+            has_load[j] = True
+            bus_load[j] = total
+        with np.errstate(divide="ignore", invalid="ignore"):  # as set_loads_kw without kvar
+            kvar_ratio = np.where(self.base_load_kw > 0,
+                                  self.base_load_kvar / self.base_load_kw, 0)
+        gen_rows = {}
+        for name in self.generator_names:
+            gen_rows[name] = gen_rows[f"generator.{name}"] = self._gen_idx[name]
+        for name in self.added_generators:  # unprefixed names win over a feeder's own
+            gen_rows[name.lower()] = self._gen_idx[f"ogg_{name}".lower()]
+        added_rows = np.array([self._gen_idx[f"ogg_{n}".lower()] for n in self.added_generators],
+                              dtype=np.int64)
+        self._apply_cache = dict(topology=self.topology, load_map=load_map, has_load=has_load,
+                                 bus_load_kw=bus_load, kvar_ratio=kvar_ratio, gen_rows=gen_rows,
+                                 added_rows=added_rows)
+        return self._apply_cache
+
+    def apply(self, consumption_kw: np.ndarray,
+              generation_kw: dict[str, float] | np.ndarray | None = None) -> None:
+        """Write one grid step's dispatch: consumption per bus and (optionally) generation.
+
+        Args:
+            consumption_kw: total kW drawn at each bus, in ``topology.buses`` order. A bus's
+                value is shared over its loads in proportion to their base kW (equally if
+                those are all 0); every load keeps its base power factor. A bus without loads
+                must get 0.
+            generation_kw: ``None`` (generators unchanged), ``{name: kW}`` with the names given
+                to ``add_generator`` (``"ogg_<name>"`` and the feeder's own generators are
+                accepted too), or an array in ``added_generators`` order. Generators not named
+                keep their value.
+
+        Raises ``ValueError`` naming the bus (or generator) for a NaN, infinite or negative
+        value, or for consumption at a bus without loads; nothing changes then. Call ``solve``
+        to run the power flow.
+        """
+        m = self._apply_maps()
+        x = np.asarray(consumption_kw, dtype=float)
+        if x.shape != m["has_load"].shape:
+            raise ValueError(f"consumption_kw: expected {m['has_load'].shape[0]} values (one "
+                             f"per topology bus), got shape {x.shape}")
+        bad = ~np.isfinite(x) | (x < 0) | ((x != 0) & ~m["has_load"])
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            bus = self.topology.buses[j]
+            if m["has_load"][j] or not np.isfinite(x[j]) or x[j] < 0:
+                raise ValueError(f"bus {bus}: consumption must be finite and >= 0, got {x[j]!r}")
+            raise ValueError(f"bus {bus} has no load, so its consumption must be 0 (got "
+                             f"{x[j]!r}); buses with loads: {', '.join(sorted(self.loads_at_bus))}")
+        rows = vals = None
+        if generation_kw is not None:
+            if isinstance(generation_kw, dict):
+                rows, vals = [], []
+                for name, kw in generation_kw.items():
+                    row = m["gen_rows"].get(str(name).lower())
+                    if row is None:
+                        valid = ", ".join(self.added_generators + self.generator_names) or "none"
+                        raise ValueError(f"unknown generator {name!r}; valid: {valid}")
+                    rows.append(row)
+                    vals.append(kw)
+                rows, vals = np.array(rows, dtype=np.int64), np.array(vals, dtype=float)
+                labels = list(generation_kw)
+            else:
+                vals = np.asarray(generation_kw, dtype=float)
+                rows = m["added_rows"]
+                if vals.shape != rows.shape:
+                    raise ValueError(f"generation_kw: expected {rows.shape[0]} values (one per "
+                                     f"added generator: {self.added_generators}), got shape "
+                                     f"{vals.shape}")
+                labels = self.added_generators
+            bad = ~np.isfinite(vals) | (vals < 0)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"generator {labels[k]}: kW must be finite and >= 0, "
+                                 f"got {vals[k]!r}")
+        kw = m["load_map"] @ x
+        self._load_kw[:] = kw
+        self._load_kvar[:] = kw * m["kvar_ratio"]
+        if rows is not None:
+            self._gen_kw[rows] = vals
+
     def add_generator(self, name: str, bus: str, kw: float = 0.0, kva: float | None = None,
                       pf: float = 1.0, *, _record: bool = True) -> str:
         """A distributed generator (constant P at power factor ``pf``) at ``bus``.
@@ -427,6 +577,7 @@ class OpenDSSGrid:
         )
         if _record:
             self._added.append(("add_generator", (name, bus), dict(kw=kw, kva=kva, pf=pf)))
+        self.added_generators.append(name)
         self._reindex_preserving_dispatch()
         return el
 
@@ -442,6 +593,7 @@ class OpenDSSGrid:
         if not 0.0 <= soc <= 1.0:
             raise ValueError(f"storage {name}: soc must be in [0, 1], got {soc}")
         el = self.add_generator(f"storage_{name}", b, 0.0, kva=kw_rated * 1.2, _record=False)
+        self.added_generators.pop()  # a battery is dispatched with set_storage_kw
         if _record:
             self._added.append(("add_storage", (name, bus), dict(kw_rated=kw_rated,
                                                                  kwh_rated=kwh_rated, soc=soc)))

@@ -13,6 +13,7 @@ elements between the same two buses (a bank of single-phase regulators) form one
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -33,8 +34,10 @@ class Branch:
 class Topology:
     """Radial tree of a feeder: buses, branches, downstream sets, ``H`` and limits.
 
-    Build it from an ``OpenDSSGrid`` (``Topology.from_grid``) or directly from a list of
-    branches (``Topology(root, branches)``) to state a market on a hand-made network.
+    Build it from an ``OpenDSSGrid`` (``Topology.from_grid``), from a list of branch elements
+    (``Topology.from_elements``) or directly from a list of branches
+    (``Topology(root, branches)``) to state a market on a hand-made network. It knows nothing
+    of OpenDSS: the grid layer reads the elements, this class only builds the tree.
     """
 
     def __init__(self, root: str, branches: list[Branch],
@@ -64,30 +67,63 @@ class Topology:
         self.coords = dict(coords or {})
 
     @classmethod
-    def from_grid(cls, grid) -> Topology:
-        dss = grid.dss
-        groups: dict[tuple[str, str], list[str]] = {}
-        limits: dict[tuple[str, str], float] = {}
+    def from_elements(cls, root: str,
+                      elements: Iterable[tuple[str, str, str, float]],
+                      coords: dict[str, tuple[float, float]] | None = None) -> Topology:
+        """The radial tree of a list of branch elements ``(name, bus1, bus2, limit_kw)``.
+
+        This is what ``OpenDSSGrid.branch_elements()`` returns, but any list will do, so a
+        topology needs no power-flow engine::
+
+            Topology.from_elements("s", [("line.a", "s", "b1", 500.0),
+                                         ("line.b", "b1", "b2", float("inf"))])
+
+        Elements whose two ends are the same bus are skipped; parallel elements between the
+        same two buses form one branch whose limit is the sum of theirs. Each branch points
+        away from ``root`` (breadth-first order from ``root``); branches are ordered by the
+        breadth-first position of their downstream bus.
+
+        Raises ``ValueError`` naming the buses of a loop when the elements do not form a tree,
+        and naming the buses that no element connects to ``root``.
+        """
         graph = nx.Graph()
-        ends = {}
-        for name in grid.branch_names:
-            dss.Circuit.SetActiveElement(name)
-            b1, b2 = (b.split(".")[0].lower() for b in dss.CktElement.BusNames()[:2])
+        graph.add_node(root)
+        ends: list[tuple[str, str, str, float]] = []
+        for name, b1, b2, limit in elements:
             if b1 == b2:
                 continue
-            ends[name] = (b1, b2)
+            limit = float(limit)
+            if math.isnan(limit) or limit < 0:
+                raise ValueError(f"element {name}: limit must be >= 0 or inf, got {limit!r}")
+            ends.append((name, b1, b2, limit))
             graph.add_edge(b1, b2)
-        root = grid.buses[0]
+        try:
+            loop = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            loop = None
+        if loop:
+            buses = " - ".join(u for u, _ in loop)
+            raise ValueError(f"the network is not radial: loop through buses {buses} (open or "
+                             "disable one of its elements, e.g. a normally-open tie switch)")
         order = {b: i for i, b in enumerate(nx.bfs_tree(graph, root))}
-        for name, (b1, b2) in ends.items():
+        cut = [b for b in graph if b not in order]
+        if cut:
+            raise ValueError(f"buses not connected to the root {root!r}: {', '.join(cut)}")
+        groups: dict[tuple[str, str], list[str]] = {}
+        limits: dict[tuple[str, str], float] = {}
+        for name, b1, b2, limit in ends:
             parent, child = (b1, b2) if order[b1] < order[b2] else (b2, b1)
             groups.setdefault((parent, child), []).append(name)
-            limits[(parent, child)] = limits.get((parent, child), 0.0) + _element_limit_kw(
-                grid, name, parent)
+            limits[(parent, child)] = limits.get((parent, child), 0.0) + limit
         branches = [Branch(f"{p}-{c}", p, c, tuple(els), limits[(p, c)])
                     for (p, c), els in groups.items()]
         branches.sort(key=lambda br: order[br.child])
-        return cls(root, branches, coords=grid.bus_coords)
+        return cls(root, branches, coords=coords)
+
+    @classmethod
+    def from_grid(cls, grid) -> Topology:
+        """The topology of an ``OpenDSSGrid`` (its ``branch_elements()``, rooted at the source)."""
+        return cls.from_elements(grid.buses[0], grid.branch_elements(), grid.bus_coords)
 
     def with_limits(self, limits_kw: dict[str, float] | np.ndarray) -> Topology:
         """A copy with other branch limits (array in branch order, or name -> kW)."""
@@ -118,15 +154,3 @@ class Topology:
         return (f"Topology(root={self.root!r}, {len(self.buses)} buses, "
                 f"{len(self.branches)} branches)")
 
-
-def _element_limit_kw(grid, name: str, parent_bus: str) -> float:
-    dss = grid.dss
-    dss.Circuit.SetActiveElement(name)
-    nph = dss.CktElement.NumPhases()
-    if name.startswith("transformer."):
-        dss.Transformers.Name(name.split(".", 1)[1])
-        dss.Transformers.Wdg(1)
-        return float(dss.Transformers.kVA())
-    kv_ln = grid.bus_kv_ln.get(parent_bus, 0.0)
-    amps = grid.base_normamps.get(name, 0.0)
-    return float(nph * kv_ln * amps) if kv_ln and amps else math.inf

@@ -1,7 +1,9 @@
 """Welfare-maximising clearing of affine supply and demand curves on a radial feeder.
 
 This is the market of the paper's first use case (El Helou et al., 2022, eqs. 1-8). It is a
-plain object: bids in, prices and quantities out; it knows nothing of PettingZoo.
+plain object: bids in, prices and quantities out; it knows nothing of PettingZoo. It implements
+``ogg_envs.api.Market``: ``clear(bids, context=None) -> ClearingResult`` (an
+``ogg_envs.api.Clearing``) and ``reset()``.
 
 What a bid means
 ----------------
@@ -21,7 +23,8 @@ price_cap`` and ``0 <= q_min <= q_max``. ``Bid.check`` raises ``InvalidBidError`
 ``ValueError`` naming the participant) for an invalid bid; ``Bid.repair`` returns the nearest
 valid bid (prices swapped if reversed and clipped into the band, quantities sorted and clipped
 at 0) with the list of fixes, which is what the environments do with non-NaN invalid actions.
-NaN or infinite numbers are never repaired.
+NaN or infinite numbers are never repaired. ``InvalidBidError`` and ``MarketClearingError`` are
+the ones of ``ogg_envs.api`` (re-exported here).
 
 The clearing problem (eqs. 1, 6-7)
 ---------------------------------
@@ -53,7 +56,8 @@ The problem is stated twice. ``CurveMarket`` builds it once as an OSQP problem w
 never changes (the topology and the participants are fixed) and re-solves it per clearing with
 new bid data, warm-started and polished (the fast path). ``CurveMarket.cvxpy_problem`` states
 the same problem in CVXPY with Parameters (compiled once): it is the readable reference used by
-the tests and the fallback when OSQP fails.
+the tests and the fallback when OSQP fails. ``reset()`` forgets the warm start and the result
+cache, so that a clearing after it does not depend on what was cleared before.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ import numpy as np
 import osqp
 import scipy.sparse as sp
 
+from ..api import Clearing, InvalidBidError, Market, MarketClearingError, MarketContext
 from ..grid.topology import Topology
 
 __all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketParticipant",
@@ -78,14 +83,6 @@ _CLARABEL_SIGN = -1.0
 # on the solver's history); it moves a shedding bus's price by 1e-6 ¢/kWh per kW shed.
 SLACK_REGULARISATION = 1e-6
 POLISH_TOL = 1e-6  # primal (kW) and dual (¢/kWh) residuals a polished OSQP solution must meet
-
-
-class InvalidBidError(ValueError):
-    """A bid that the market cannot accept (names the participant)."""
-
-
-class MarketClearingError(RuntimeError):
-    """Both solvers failed on an instance (never seen on valid bids; reported, not hidden)."""
 
 
 @dataclass(frozen=True)
@@ -184,25 +181,27 @@ class Bid:
         return self.p_max * q - 0.5 * self.slope() * x * x
 
 
-@dataclass
-class ClearingResult:
-    """Outcome of one clearing. Prices ¢/kWh, quantities kW, money ¢ per hour."""
+@dataclass(kw_only=True)
+class ClearingResult(Clearing):
+    """Outcome of one clearing. Prices ¢/kWh, quantities kW, money ¢ per hour.
+
+    The core fields are ``ogg_envs.api.Clearing``'s: ``participants`` (the market's order),
+    ``participant_prices`` (the nodal price at each participant's bus),
+    ``participant_quantities`` (cleared kW; demand: served kW), ``congested`` (branches at their
+    limit), ``total_shed_kw``, ``total_curtailed_kw`` (= spilled must-run supply), the surpluses
+    on the bids (``welfare = consumer_surplus + producer_surplus + congestion_rent``),
+    ``feasible`` (False when firm demand was shed), ``solver`` and ``bids`` (the (n, 4) bid
+    array as cleared). The name-keyed views below are this market's own.
+    """
 
     prices: dict[str, float]  # bus -> nodal price
     quantities: dict[str, float]  # participant -> cleared kW (demand: served kW)
     flows_kw: dict[str, float]  # branch -> kW (positive away from the source)
-    congested: list[str]  # branches at their limit
-    welfare: float
-    consumer_surplus: float
-    producer_surplus: float
-    congestion_rent: float
     consumer_payments: float
     producer_revenue: float
     shed_kw: dict[str, float] = field(default_factory=dict)  # bus -> firm demand not served
     spilled_kw: dict[str, float] = field(default_factory=dict)  # bus -> must-run not absorbed
     solver: str = "osqp"
-    participant_prices: np.ndarray | None = None  # price at each participant's bus, in order
-    participant_quantities: np.ndarray | None = None
 
     def average_consumer_price(self) -> float:
         return self.consumer_payments / max(self.total_demand_kw, 1e-12)
@@ -211,10 +210,10 @@ class ClearingResult:
     def total_demand_kw(self) -> float:
         return float(sum(q for n, q in self.quantities.items() if n in self._demand_names))
 
-    _demand_names: frozenset = frozenset()
+    _demand_names: frozenset = field(default=frozenset(), repr=False)
 
 
-class CurveMarket:
+class CurveMarket(Market):
     """The congestion-constrained curve market on a radial ``Topology``.
 
     Args:
@@ -292,9 +291,10 @@ class CurveMarket:
         self._u = np.zeros(self._A.shape[0])
         self._set_flow_bounds()
         self._solver = osqp.OSQP()
+        self._rho0 = 0.1  # OSQP's initial rho (adapted during solves; reset() restores it)
         self._solver.setup(self._P, self._q, self._A, self._l, self._u, verbose=False,
                            eps_abs=1e-2, eps_rel=1e-2, polishing=True, warm_starting=True,
-                           max_iter=4000, polish_refine_iter=3)
+                           max_iter=4000, polish_refine_iter=3, rho=self._rho0)
         self._clarabel = None
         self._cache = None
 
@@ -364,11 +364,21 @@ class CurveMarket:
             i = int(np.flatnonzero(~ok)[0])
             Bid.from_array(arr[i]).check(self.names[i], self.price_cap, self.price_floor)
 
-    def clear(self, bids) -> ClearingResult:
+    def reset(self) -> None:
+        """Forget the warm start and the result cache: the next clearing starts cold, as in a
+        freshly constructed market (same participants and limits)."""
+        self._solver.warm_start(x=np.zeros(self._nx), y=np.zeros(self._A.shape[0]))
+        self._solver.update_settings(rho=self._rho0)  # OSQP adapts rho from solve to solve
+        self._clarabel = None
+        self._cache = None
+
+    def clear(self, bids, context: MarketContext | None = None) -> ClearingResult:
         """Clear the market for ``bids`` (dict name -> Bid/array, or a list/array in order).
 
-        The same bids and limits as the previous call return the previous result object
-        (treat results as read-only)."""
+        ``context`` is accepted for the ``Market`` interface and ignored: everything this
+        market needs is in the bids and its branch limits (``set_limits``). The same bids and
+        limits as the previous call return the previous result object (treat results as
+        read-only)."""
         arr = self.bids_to_array(bids)
         self.validate(arr)
         cache = self._cache
@@ -580,7 +590,10 @@ class CurveMarket:
         rev = float(price_p[sup] @ served[sup])
         cs = float(np.sum(value[dem]) - pay)
         ps = float(rev - np.sum(cost[sup]))
-        result = ClearingResult(
+        shed_kw = {topo.buses[b]: float(shed[b]) for b in np.flatnonzero(shed > 1e-6)}
+        spilled_kw = {topo.buses[b]: float(spill[b]) for b in np.flatnonzero(spill > 1e-6)}
+        return ClearingResult(
+            participants=tuple(self.names),
             prices=dict(zip(topo.buses, prices_bus.tolist())),
             quantities=dict(zip(self.names, served.tolist())),
             flows_kw=dict(zip((br.name for br in topo.branches), flows.tolist())),
@@ -591,11 +604,14 @@ class CurveMarket:
             congestion_rent=pay - rev,
             consumer_payments=pay,
             producer_revenue=rev,
-            shed_kw={topo.buses[b]: float(shed[b]) for b in np.flatnonzero(shed > 1e-6)},
-            spilled_kw={topo.buses[b]: float(spill[b]) for b in np.flatnonzero(spill > 1e-6)},
+            shed_kw=shed_kw,
+            spilled_kw=spilled_kw,
+            total_shed_kw=float(sum(shed_kw.values())),
+            total_curtailed_kw=float(sum(spilled_kw.values())),
+            feasible=not shed_kw,
             solver=solver,
             participant_prices=price_p,
             participant_quantities=served,
+            bids=arr.copy(),
+            _demand_names=self._demand_names,
         )
-        result._demand_names = self._demand_names
-        return result

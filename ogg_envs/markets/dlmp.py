@@ -1,11 +1,16 @@
 """The DSO's DLMP market: a DC security-constrained OPF on a radial feeder (paper eqs. 12-18).
 
 This is the market of the paper's third use case. It is a plain object: offers in, dispatch and
-distribution locational marginal prices (DLMPs) out; it knows nothing of PettingZoo.
+distribution locational marginal prices (DLMPs) out; it knows nothing of PettingZoo. It
+implements ``ogg_envs.api.Market``: ``clear(offers, context) -> DLMPResult`` (an
+``ogg_envs.api.Clearing``) and ``reset()``. The hour's data come in an
+``ogg_envs.api.MarketContext``: ``demand_kw`` (per bus), ``capacity_kw`` (per resource),
+``source_price`` (the source LMP) and optionally ``pv_kw`` (per bus).
 
 Who takes part
 --------------
-* The **source**: the substation buys from the transmission system at ``lmp`` (¢/kWh, >= 0)
+* The **source**: the substation buys from the transmission system at ``lmp`` (¢/kWh, >= 0;
+  ``context.source_price``)
   whatever the feeder imports. Power pushed back to the transmission system earns nothing: the
   import cost is ``lmp * max(0, P_source)``, modelled exactly (no export revenue).
 * **Generators** (``kind="generator"``) produce ``P_g`` in ``[0, capacity]`` kW.
@@ -24,8 +29,8 @@ Every resource offers a cost curve as ``n_blocks`` prices (¢/kWh), one per bloc
 integral of this step marginal cost), so the OPF stays a linear program that HiGHS solves at a
 vertex with exact duals. Blocks are dispatched cheapest first, so an offer whose prices are not
 sorted means the same as its sorted version (the effective curve is always convex). A valid
-price lies in ``[0, price_cap]``; ``InvalidOfferError`` (a ``ValueError`` naming the resource)
-is raised for anything else, NaN and inf included.
+price lies in ``[0, price_cap]``; ``InvalidOfferError`` (an ``ogg_envs.api.InvalidBidError``,
+so a ``ValueError``, naming the resource) is raised for anything else, NaN and inf included.
 
 The optimisation (eqs. 12-18)
 -----------------------------
@@ -57,6 +62,26 @@ positive when the forward limit binds, negative for the reverse limit). Without 
 every DLMP equals the energy price. At a degenerate vertex (e.g. a dispatch exactly at a block
 edge) the DLMP is any value between the neighbouring marginal costs; the solver returns one.
 
+Surpluses on the offers
+-----------------------
+With ``served_b = demand_b - shed_b - dr_b`` (what the feeder delivers at bus b; ``dr_b`` the
+demand response dispatched there), ``gen_b`` the generation and ``pv_b`` the PV taken at b,
+each participant is settled at its own bus's DLMP:
+
+* consumers pay for their baseline demand less what is shed, ``sum_b DLMP_b (demand_b -
+  shed_b)``, which is worth ``price_cap`` per kWh to them (inflexible demand is valued at the
+  value of lost load): ``consumer_surplus = sum_b (price_cap - DLMP_b)(demand_b - shed_b)``;
+* generators and DR providers are paid ``DLMP q`` and bear their offered cost (a DR provider is
+  paid for each kW it takes off the baseline: the consumers' payment for that kW funds it), PV
+  is paid ``DLMP_b pv_b`` at no cost, and the source earns ``DLMP_root * source_kw`` for its
+  import cost: ``producer_surplus`` is the sum of these;
+* the DSO keeps ``congestion_rent = sum_b congestion_b * (served_b - gen_b - pv_b) = sum_e
+  branch_price_e * flow_e`` (= consumer payments - producer revenues).
+
+``welfare = consumer_surplus + producer_surplus + congestion_rent = price_cap * sum_b (demand_b
+- shed_b) - offered cost - import cost``: the OPF's objective without the curtailment penalty,
+independent of the prices.
+
 Infeasible instances and the fallback
 -------------------------------------
 Limits that no dispatch meets (a subtree whose demand exceeds its local generation, DR and
@@ -81,7 +106,8 @@ previous basis with the simplex method (the fast path, about 0.25 ms on the IEEE
 (compiled once, DPP), with the import cost literally ``lmp * cp.pos(P_source)`` and explicit
 nodal balances whose duals are the DLMPs: the readable reference used by the tests and the
 fallback if HiGHS ever fails. Solve it with an LP solver that gives accurate duals (HiGHS or
-Clarabel; OSQP's duals are too inaccurate on this LP at default tolerances).
+Clarabel; OSQP's duals are too inaccurate on this LP at default tolerances). ``reset()`` drops
+HiGHS's basis, so that a clearing after it starts cold, as in a freshly constructed market.
 """
 
 from __future__ import annotations
@@ -93,21 +119,18 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
+from ..api import Clearing, InvalidBidError, Market, MarketClearingError, MarketContext
 from ..grid.topology import Topology
 
-__all__ = ["DLMPMarket", "DLMPResult", "Resource", "InvalidOfferError", "MarketClearingError",
-           "GENERATOR", "DR"]
+__all__ = ["DLMPMarket", "DLMPResult", "Resource", "InvalidOfferError", "InvalidBidError",
+           "MarketClearingError", "GENERATOR", "DR"]
 
 GENERATOR, DR = "generator", "dr"
 _INF = highspy.kHighsInf
 
 
-class InvalidOfferError(ValueError):
+class InvalidOfferError(InvalidBidError):
     """An offer the market cannot accept (names the resource)."""
-
-
-class MarketClearingError(RuntimeError):
-    """HiGHS and the CVXPY fallback both failed (never seen: the LP is always feasible)."""
 
 
 @dataclass(frozen=True)
@@ -119,33 +142,45 @@ class Resource:
     kind: str  # "generator" or "dr"
 
 
-@dataclass
-class DLMPResult:
+@dataclass(kw_only=True)
+class DLMPResult(Clearing):
     """Outcome of one clearing. Prices ¢/kWh, power kW (held one hour), money ¢ per hour.
 
-    Arrays follow the market's orders: ``buses`` (topology order), ``names`` (resources) and
-    ``branches``. ``prices()`` and ``to_dict()`` give name-keyed views.
+    Arrays follow the market's orders: ``buses`` (topology order), ``participants`` (= the
+    resource ``names``) and ``branches``. ``prices()`` and ``to_dict()`` give name-keyed views.
+    The core fields are ``ogg_envs.api.Clearing``'s: ``participant_prices`` (the DLMP at each
+    resource's bus), ``participant_quantities`` (generation or demand reduction, kW; also
+    ``quantities``), ``congested``, ``total_shed_kw``, ``total_curtailed_kw``, the surpluses on
+    the offers (see the module docstring), ``feasible``, ``solver`` and ``bids`` (the
+    (n, n_blocks) offer prices as cleared).
     """
 
     buses: tuple[str, ...]
-    names: tuple[str, ...]
     branches: tuple[str, ...]
     dlmp: np.ndarray  # per bus
     energy: float  # energy part (price at the source bus)
     congestion: np.ndarray  # per bus: dlmp - energy
-    quantities: np.ndarray  # per resource: generation or demand reduction, kW
     flows_kw: np.ndarray  # per branch, positive away from the source
     branch_prices: np.ndarray  # per branch: shadow price of its limit (¢/kWh per kW)
     source_kw: float  # net import at the substation (negative: export)
     cost: float  # optimal objective: import cost + offered costs + shed/curtail penalties
     import_cost: float  # lmp * max(0, source_kw)
-    congested: list[str]  # branches at their limit
     shed_kw: np.ndarray  # per bus, inflexible demand not served
     curtailed_kw: np.ndarray  # per bus, must-take PV not taken
-    feasible: bool = True
+    consumer_payments: float = 0.0  # sum_b DLMP_b (demand_b - shed_b)
+    producer_revenue: float = 0.0  # resources, PV and the source, paid at their DLMPs
     violated: list[dict] = field(default_factory=list)
     solver: str = "highs"
-    resource_prices: np.ndarray | None = None  # DLMP at each resource's bus
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The resources (= ``participants``)."""
+        return self.participants
+
+    @property
+    def quantities(self) -> np.ndarray:
+        """Per resource: generation or demand reduction, kW (= ``participant_quantities``)."""
+        return self.participant_quantities
 
     def prices(self) -> dict[str, float]:
         """DLMP per bus."""
@@ -174,7 +209,7 @@ class DLMPResult:
         }
 
 
-class DLMPMarket:
+class DLMPMarket(Market):
     """The DSO's DC OPF with DLMPs on a radial ``Topology``; see the module docstring.
 
     Args:
@@ -374,6 +409,22 @@ class DLMPMarket:
                              f"{out.shape}")
         return out
 
+    def resource_vector(self, values, what: str) -> np.ndarray:
+        """Per-resource values (resource order) from an array or a ``{name: kW}`` dict."""
+        if isinstance(values, dict):
+            unknown = set(values) - set(self.index)
+            if unknown:
+                raise ValueError(f"{what}: unknown resources {sorted(unknown)}; resources: "
+                                 f"{self.names}")
+            missing = [r for r in self.names if r not in values]
+            if missing:
+                raise ValueError(f"{what}: no value for {missing}")
+            values = [values[r] for r in self.names]
+        out = np.asarray(values, dtype=float).reshape(-1)
+        if out.shape != (len(self.names),):
+            raise ValueError(f"{what}: expected {len(self.names)} values, got {out.shape}")
+        return out
+
     def offers_to_array(self, offers) -> np.ndarray:
         """Offers as an (n, n_blocks) array in resource order (array, list or dict)."""
         n, K = len(self.names), self.n_blocks
@@ -405,8 +456,8 @@ class DLMPMarket:
                 f"{self.names[i]}: offer prices must be finite and in [0, {self.price_cap}] "
                 f"¢/kWh, got {offers[i].tolist()}")
         if not (lmp >= 0 and lmp < math.inf):
-            raise ValueError(f"lmp must be finite and >= 0 ¢/kWh (max(0, P_source) is convex "
-                             f"only then), got {lmp!r}")
+            raise ValueError(f"source_price (the source LMP) must be finite and >= 0 ¢/kWh "
+                             f"(max(0, P_source) is convex only then), got {lmp!r}")
         for label, v, outside in (("demand_kw", demand, self._not_load),
                                   ("pv_kw", pv, self._not_pv)):
             if not ((v >= 0) & (v < math.inf)).all():
@@ -430,38 +481,48 @@ class DLMPMarket:
         return np.bincount(self._res_bus[mask], values[mask], minlength=len(self.topology.buses))
 
     # ------------------------------------------------------------------ clearing
-    def clear(self, offers, *, demand_kw, capacity_kw, lmp: float, pv_kw=None) -> DLMPResult:
-        """Clear the market (fast path: HiGHS, warm-started).
+    def reset(self) -> None:
+        """Drop HiGHS's basis: the next clearing starts cold, as in a freshly built market."""
+        self._highs.clearSolver()
+
+    def clear(self, offers, context: MarketContext | None = None) -> DLMPResult:
+        """Clear the market (fast path: HiGHS, warm-started from the previous basis).
 
         Args:
             offers: block prices, (n, n_blocks) array in resource order or ``{name: prices}``.
-            demand_kw: inflexible baseline demand per bus (array in topology order or dict).
-            capacity_kw: per resource, its capacity this hour (DR: kW it can reduce).
-            lmp: source LMP, ¢/kWh (>= 0).
-            pv_kw: must-take PV per bus (default none).
+            context: the hour's data (``ogg_envs.api.MarketContext``), required:
+                ``demand_kw`` inflexible baseline demand per bus (array in topology order or
+                ``{bus: kW}``), ``capacity_kw`` per resource its capacity this hour (DR: kW it
+                can reduce; array in resource order or ``{name: kW}``), ``source_price`` the
+                source LMP (¢/kWh, >= 0) and optionally ``pv_kw`` must-take PV per bus (default
+                none). A missing required field raises ``ValueError`` naming it.
         """
-        args = self._inputs(offers, demand_kw, capacity_kw, lmp, pv_kw)
+        args = self._inputs(offers, context)
         x, y, solver = self._solve_highs(*args)
         if x is None:
             x, y, solver = self._solve_cvxpy(*args, solver="CLARABEL")
         return self._result(*args, x, y, solver)
 
-    def clear_cvxpy(self, offers, *, demand_kw, capacity_kw, lmp: float, pv_kw=None,
+    def clear_cvxpy(self, offers, context: MarketContext | None = None, *,
                     solver: str = "HIGHS") -> DLMPResult:
         """Clear with the CVXPY statement (reference path, slower than ``clear``)."""
-        args = self._inputs(offers, demand_kw, capacity_kw, lmp, pv_kw)
+        args = self._inputs(offers, context)
         x, y, name = self._solve_cvxpy(*args, solver=solver)
         return self._result(*args, x, y, name)
 
-    def _inputs(self, offers, demand_kw, capacity_kw, lmp, pv_kw):
+    def _inputs(self, offers, context: MarketContext | None):
+        required = ("demand_kw", "capacity_kw", "source_price")
+        missing = [f for f in required if getattr(context, f, None) is None]
+        if missing:
+            raise ValueError(f"DLMPMarket.clear: the context must give {', '.join(missing)} "
+                             f"(a MarketContext with demand_kw per bus, capacity_kw per "
+                             f"resource and source_price, the source LMP)")
         arr = self.offers_to_array(offers)
-        demand = self.bus_vector(demand_kw, "demand_kw")
-        pv = self.bus_vector(pv_kw, "pv_kw") if pv_kw is not None else \
+        demand = self.bus_vector(context.demand_kw, "demand_kw")
+        pv = self.bus_vector(context.pv_kw, "pv_kw") if context.pv_kw is not None else \
             np.zeros(len(self.topology.buses))
-        cap = np.asarray(capacity_kw, dtype=float).reshape(-1)
-        if cap.shape != (len(self.names),):
-            raise ValueError(f"capacity_kw: expected {len(self.names)} values, got {cap.shape}")
-        lmp = float(lmp)
+        cap = self.resource_vector(context.capacity_kw, "capacity_kw")
+        lmp = float(context.source_price)
         dr_cap = self.validate(arr, demand, cap, pv, lmp)
         return arr, demand, cap, pv, lmp, dr_cap
 
@@ -609,12 +670,28 @@ class DLMPMarket:
         at_limit = self._finite_limit & (
             np.abs(flows) >= self._limits * (1 - self.congestion_tol) - 1e-6)
         congested = [self._branches_t[e] for e in np.flatnonzero(at_limit)]
+        # Surpluses on the offers (module docstring, "Surpluses on the offers").
+        price_r = dlmp[self._res_bus]
+        offered = float(offers.ravel() @ blocks)
+        pv_taken = pv - curt
+        baseline = demand - shed  # what consumers pay for; served = baseline - DR
+        withdrawal = (baseline - self._bus_sum(q, self.is_dr) - self._bus_sum(q, ~self.is_dr)
+                      - pv_taken)
+        root = topo.bus_index[topo.root]
+        payments = float(dlmp @ baseline)
+        revenue = float(price_r @ q + dlmp @ pv_taken + dlmp[root] * source)
+        value = self.price_cap * float(baseline.sum())
         res = DLMPResult(
-            buses=self._buses_t, names=self._names_t, branches=self._branches_t,
-            dlmp=dlmp, energy=energy, congestion=congestion, quantities=q, flows_kw=flows,
-            branch_prices=branch_prices, source_kw=source, cost=cost, import_cost=import_cost,
-            congested=congested, shed_kw=shed, curtailed_kw=curt, solver=solver,
-            resource_prices=dlmp[self._res_bus],
+            participants=self._names_t, buses=self._buses_t, branches=self._branches_t,
+            dlmp=dlmp, energy=energy, congestion=congestion, participant_quantities=q,
+            flows_kw=flows, branch_prices=branch_prices, source_kw=source, cost=cost,
+            import_cost=import_cost, congested=congested, shed_kw=shed, curtailed_kw=curt,
+            total_shed_kw=shed_total, total_curtailed_kw=curt_total, solver=solver,
+            participant_prices=price_r, consumer_surplus=value - payments,
+            producer_surplus=revenue - offered - import_cost,
+            congestion_rent=float(congestion @ withdrawal),
+            welfare=value - offered - import_cost, consumer_payments=payments,
+            producer_revenue=revenue, bids=offers.copy(),
         )
         if shed_total > 1e-7 or curt_total > 1e-7:
             res.violated = self.diagnose(demand, cap, pv)

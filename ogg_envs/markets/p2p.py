@@ -1,8 +1,13 @@
 """Peer-to-peer negotiation market with a random market maker (the paper's second use case).
 
-A plain object: roles, matching, negotiation outcomes, settlement and the feeder check, with no
-PettingZoo in it. ``ogg_envs.envs.p2p_v0`` drives it. Prices are in ¢/kWh, energies in kWh per
+A plain object: roles, matching, negotiation outcomes and settlement, with no PettingZoo and
+no OpenDSS in it. ``ogg_envs.envs.p2p_v0`` drives it. Prices are in ¢/kWh, energies in kWh per
 grid step (one hour, so kWh and kW are the same numbers), money in ¢.
+
+``P2PMarket`` implements ``ogg_envs.api.Market``: ``clear(arms, context=None) -> P2PClearing``
+is one negotiation step (``negotiate``) reported as an ``ogg_envs.api.Clearing``, and
+``reset()`` forgets the pairs and counters. ``match``, ``open_grid_step`` and ``set_pairs``
+set up the grid step the negotiation steps belong to.
 
 Roles
 -----
@@ -33,6 +38,12 @@ contract for the grid step (``quantities``, kWh) is split into ``steps`` equal t
 each successful negotiation step sells one tranche at that step's ``b_p``. So the energy a pair
 trades in a grid step is ``quantity × successes / steps``.
 
+As a clearing (``P2PMarket.clear``), a negotiation step's surpluses are measured against the
+utility, the prosumers' outside option: a traded tranche saves its consumer ``ub − b_p −
+c_service`` per kWh (``consumer_surplus``) and earns its producer ``b_p − feed_in_price −
+c_service`` per kWh more than feeding in (``producer_surplus``); the market maker's fees
+``2 c_service`` per kWh traded complete ``welfare`` (there is no congestion rent).
+
 Settlement (``settle``), per prosumer and grid step
 ---------------------------------------------------
 With ``x`` the prosumer's realised net export (PV − load, kWh; in the multi-period case PV
@@ -50,41 +61,26 @@ differs from its forecast), ``sold``/``bought`` its P2P energy and ``r = x − s
 ``bill = retail_kwh·ub + shortfall_kwh·imbalance_price − feed_in_kwh·feed_in_price + p2p_cost −
 p2p_revenue`` (¢, positive: the prosumer pays).
 
-Feasibility on the feeder (``TradeFeasibility``)
------------------------------------------------
-Every prosumer's realised net injection goes into the OpenDSS feeder (consumers as extra load
-at their bus, producers as a generator there) on top of the background loads, and one power
-flow is solved; its violations are reported as they are. The physical footprint of a trade is
-the producer's export: the consumer's demand is on the feeder whoever supplies it. So a trade
-can only cause a violation that injections cause — a line overloaded by reverse flow (towards
-the substation) or a bus above the voltage band — and it is **infeasible** when
-
-1. it is implicated: with the radial sensitivities ``H``, a trade of ``q`` kWh from bus ``a``
-   to bus ``b`` changes the branch flows by ``(H[:, a] − H[:, b]) q``; it is implicated in a
-   reverse-flow overload when it moves energy upstream across that line, and in an
-   over-voltage at a bus when it moves energy upstream across a line on that bus's path to
-   the substation; and
-2. the violation is the trades' doing: it disappears in the power flow solved again without the
-   implicated trades' energy (a trade "pushes the feeder out of its limits" only if the feeder
-   is within them without it). Violations already there without the trades blame no trade.
-
-The second power flow is solved only when some trade is implicated. With ``curtail=True`` the
-infeasible trades are cancelled: the producer's inverter is curtailed by the trade's energy
-(spilled, not paid) and the consumer buys it from the utility at ``ub``; the check is repeated
-on the curtailed state, up to ``max_rounds`` times.
+The feeder
+----------
+The market knows nothing of the feeder. Whether the agreed trades fit on it (power flow,
+overloads and over-voltages they cause, curtailment) is checked by
+``ogg_envs.grid.trade_feasibility.TradeFeasibility``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
-__all__ = ["P2PTerms", "P2PMarket", "TradeFeasibility", "FeasibilityReport", "PRODUCER",
-           "CONSUMER", "ROLE_NAMES", "assign_roles", "random_matching", "max_weight_matching",
-           "tradable_kwh", "negotiation_outcome", "settle"]
+from ..api import Clearing, InvalidBidError, Market, MarketClearingError, MarketContext
+
+__all__ = ["P2PTerms", "P2PMarket", "P2PClearing", "PRODUCER", "CONSUMER", "ROLE_NAMES",
+           "assign_roles", "random_matching", "max_weight_matching", "tradable_kwh",
+           "negotiation_outcome", "settle", "InvalidBidError", "MarketClearingError"]
 
 PRODUCER, CONSUMER = 1, -1
 ROLE_NAMES = {PRODUCER: "producer", CONSUMER: "consumer"}
@@ -192,19 +188,48 @@ def negotiation_outcome(b_p, b_c, terms: P2PTerms):
     return ok, r_p, r_c
 
 
-class P2PMarket:
+@dataclass(kw_only=True)
+class P2PClearing(Clearing):
+    """One negotiation step as a clearing (``P2PMarket.clear``); prices ¢/kWh, energy kWh.
+
+    Core fields (``ogg_envs.api.Clearing``, per prosumer in the market's order):
+    ``participant_prices`` is the price each prosumer faces this step: the agreed price (its
+    pair's producer bid) where its pair traded, else the utility's (retail for consumers,
+    feed-in for producers); ``participant_quantities`` the kWh it traded this step (its pair's
+    tranche, or 0); ``bids`` every prosumer's bid price. ``congested`` is empty and
+    ``congestion_rent`` 0: the market does not see the feeder. The surpluses are per step,
+    against trading with the utility (see the module docstring); ``welfare`` adds the market
+    maker's fees. ``rewards`` are what ``negotiate`` returns; ``traded`` (= ``success``): the
+    prosumer's pair traded.
+    """
+
+    rewards: np.ndarray
+    traded: np.ndarray
+    solver: str = "negotiation"
+
+    @property
+    def success(self) -> np.ndarray:
+        """Same as ``traded``."""
+        return self.traded
+
+
+class P2PMarket(Market):
     """The market maker and the negotiations of one grid step.
 
     Use: ``match`` (when the contract window starts), ``open_grid_step(quantities)`` (each grid
-    step), ``negotiate(arms)`` ``steps`` times, then read ``delivered_kwh`` and ``payments``.
-    Per-prosumer arrays have length ``n``; per-pair arrays follow ``producers``/``consumers``.
+    step), ``negotiate(arms)`` (or ``clear(arms)``, the same step reported as a ``P2PClearing``)
+    ``steps`` times, then read ``delivered_kwh`` and ``payments``. ``reset()`` returns to the
+    freshly constructed state (no pairs, counters at zero). Per-prosumer arrays have length
+    ``n`` and follow ``names`` (default ``prosumer_<i>``); per-pair arrays follow
+    ``producers``/``consumers``. ``price_cap`` is the highest arm.
 
     The hot path (``negotiate``) is a handful of vector operations on arrays prepared by
     ``match``: every prosumer knows the producer and the consumer of its pair (itself when
     unmatched) and the affine form of its reward, so no Python loop runs over pairs.
     """
 
-    def __init__(self, n: int, terms: P2PTerms, steps: int, matching: str = "random"):
+    def __init__(self, n: int, terms: P2PTerms, steps: int, matching: str = "random",
+                 names: list[str] | None = None):
         if int(n) < 1:
             raise ValueError(f"a market needs at least one prosumer, got {n}")
         if int(steps) < 1:
@@ -212,7 +237,19 @@ class P2PMarket:
         if matching not in MATCHINGS:
             raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
         self.n, self.terms, self.steps, self.matching = int(n), terms, int(steps), matching
+        names = [f"prosumer_{i}" for i in range(self.n)] if names is None else \
+            [str(x) for x in names]
+        if len(names) != self.n or len(set(names)) != self.n:
+            raise ValueError(f"names: {self.n} distinct names expected, got {names}")
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+        self.price_cap = float(terms.arms[-1])
         self.prices = np.array(terms.arms)
+        self.reset()
+
+    def reset(self) -> None:
+        """The freshly constructed state: every prosumer an unmatched consumer, no pairs, no
+        negotiation step done."""
         self.set_pairs(np.full(self.n, CONSUMER, dtype=np.int8), np.zeros(0, dtype=np.int64),
                        np.zeros(0, dtype=np.int64))
 
@@ -280,6 +317,51 @@ class P2PMarket:
         self.bids, self.producer_bid, self.traded = bids, b_p, traded
         return rewards
 
+    def arms_to_array(self, arms) -> np.ndarray:
+        """Arm indices in prosumer order (array/list, or ``{name: arm}`` naming everyone).
+
+        Raises ``InvalidBidError`` naming the prosumer for an arm that is not an integer in
+        ``[0, n_arms)``."""
+        if isinstance(arms, dict):
+            unknown = set(arms) - set(self.index)
+            if unknown:
+                raise ValueError(f"bids from unknown prosumers {sorted(unknown)}")
+            missing = [n for n in self.names if n not in arms]
+            if missing:
+                raise ValueError(f"no bid from {missing}")
+            arms = [arms[n] for n in self.names]
+        raw = np.asarray(arms)
+        if raw.shape != (self.n,):
+            raise ValueError(f"expected {self.n} arm indices, got shape {raw.shape}")
+        for i, a in enumerate(raw.tolist()):
+            if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < self.terms.n_arms:
+                raise InvalidBidError(f"{self.names[i]}: a bid is an arm index in "
+                                      f"0..{self.terms.n_arms - 1}, got {a!r}")
+        return raw.astype(np.int64)
+
+    def clear(self, arms, context: MarketContext | None = None) -> P2PClearing:
+        """One negotiation step (``negotiate``) reported as a clearing (``context`` is ignored:
+        the pairs and contracts are set by ``match``/``set_pairs`` and ``open_grid_step``)."""
+        arms = self.arms_to_array(arms)
+        rewards = self.negotiate(arms)
+        t = self.terms
+        traded = self.traded.copy()
+        tranche = np.zeros(self.n)
+        tranche[self.producers] = self.tranche
+        tranche[self.consumers] = self.tranche
+        q = np.where(traded, tranche, 0.0)
+        fallback = np.where(self.roles == PRODUCER, t.feed_in_price, t.retail_price)
+        price = np.where(traded, self.producer_bid, fallback)
+        sold = q[self.producers]  # per pair: kWh traded this step
+        b_p = self.producer_bid[self.producers]
+        cs = float(((t.retail_price - b_p - t.c_service) * sold).sum())
+        ps = float(((b_p - t.feed_in_price - t.c_service) * sold).sum())
+        return P2PClearing(
+            participants=tuple(self.names), participant_prices=price, participant_quantities=q,
+            congested=[], consumer_surplus=cs, producer_surplus=ps, congestion_rent=0.0,
+            welfare=cs + ps + 2.0 * t.c_service * float(sold.sum()), bids=self.bids.copy(),
+            rewards=rewards, traded=traded)
+
     # Views of the last step and of the grid step so far.
     @property
     def last_bid(self) -> np.ndarray:
@@ -340,164 +422,3 @@ def settle(n: int, producers: np.ndarray, consumers: np.ndarray, delivered: np.n
             "p2p_cost": cost, "retail_kwh": retail, "shortfall_kwh": shortfall,
             "feed_in_kwh": feed_in, "bill": bill}
 
-
-@dataclass
-class FeasibilityReport:
-    """What the feeder says about a grid step's trades (pair indices into the pair arrays).
-
-    ``pf_agreed``: the power flow with every agreed trade; ``pf``: after curtailment (the same
-    object when nothing was curtailed). ``infeasible``: pairs implicated in a violation of
-    ``pf_agreed`` (or, after a curtailment round, of the re-solved flow); ``curtailed``: pairs
-    cancelled; ``curtailed_kwh``: per prosumer, PV spilled; ``reasons``: pair -> violations.
-    """
-
-    pf_agreed: object
-    pf: object
-    infeasible: np.ndarray
-    curtailed: np.ndarray
-    curtailed_kwh: np.ndarray
-    reasons: dict[int, list[str]] = field(default_factory=dict)
-
-
-class TradeFeasibility:
-    """Checks a grid step's trades on the OpenDSS feeder (see the module docstring).
-
-    Args:
-        grid: the ``OpenDSSGrid`` (its topology gives the sensitivities). One generator
-            ``ogg_p2p_<bus>`` is added at every prosumer bus; every prosumer bus must have loads
-            (a consumer's withdrawal is spread over them in proportion to their base kW).
-        buses: each prosumer's bus.
-        max_injection_kw: each prosumer's largest possible injection (sizes the generators).
-    """
-
-    def __init__(self, grid, buses: list[str], max_injection_kw: np.ndarray):
-        topo = grid.topology
-        self.grid = grid
-        self.buses = [str(b).lower() for b in buses]
-        n = len(self.buses)
-        for b in self.buses:
-            if b not in grid.loads_at_bus:
-                raise ValueError(f"prosumer bus {b!r} has no load; buses with loads: "
-                                 f"{', '.join(sorted(grid.loads_at_bus))}")
-        cap = np.asarray(max_injection_kw, dtype=float)
-        distinct = sorted(set(self.buses))
-        self.generators = {}
-        for b in distinct:
-            kva = 2.0 * max(float(cap[[i for i, x in enumerate(self.buses) if x == b]].sum()), 1.0)
-            name = f"p2p_{b}"
-            if f"ogg_{name}" not in grid.generator_names:
-                grid.add_generator(name, b, 0.0, kva=kva)
-            self.generators[b] = f"ogg_{name}"
-        gens = list(self.generators.values())
-        self._gen_names = gens
-        self._gen_map = np.zeros((len(gens), n))  # prosumer injections -> bus generators
-        for i, b in enumerate(self.buses):
-            self._gen_map[gens.index(self.generators[b]), i] = 1.0
-        self._gen_set = np.full(len(gens), np.nan)  # last values written (skip unchanged)
-        self._load_map = np.zeros((len(grid.load_names), n))
-        for i, b in enumerate(self.buses):
-            idx = grid.loads_at_bus[b]
-            base = grid.base_load_kw[idx]
-            share = base / base.sum() if base.sum() > 0 else np.full(len(idx), 1 / len(idx))
-            self._load_map[idx, i] = share
-        self._H = topo.H[:, [topo.bus_index[b] for b in self.buses]]  # (branches, n)
-        self._branch_of = {el: e for e, br in enumerate(topo.branches) for el in br.elements}
-        self._path = {}  # bus -> mask of the branches between it and the source
-        for bus in topo.buses:
-            mask = np.zeros(len(topo.branches), dtype=bool)
-            mask[[topo.branch_index[b] for b in topo.path_to_root(bus)]] = True
-            self._path[bus] = mask
-        self.topology = topo
-
-    def reset(self) -> None:
-        """Reset the grid to its base case (and forget the generator values written)."""
-        self.grid.reset()
-        self._gen_set = np.full(len(self._gen_names), np.nan)
-
-    def solve(self, background_kw: np.ndarray, withdraw_kw: np.ndarray, inject_kw: np.ndarray):
-        """One power flow: background loads + prosumer withdrawals and injections (kW)."""
-        self.grid.set_loads_kw(background_kw + self._load_map @ withdraw_kw)
-        gen = np.maximum(self._gen_map @ inject_kw, 0.0)
-        for k in np.flatnonzero(gen != self._gen_set):
-            self.grid.set_generator_kw(self._gen_names[k], gen[k])
-        self._gen_set = gen
-        return self.grid.solve()
-
-    def implicated(self, pf, producers: np.ndarray, consumers: np.ndarray,
-                    energy: np.ndarray) -> dict[int, list[str]]:
-        """Pairs (with energy > 0) implicated in an injection violation of ``pf``.
-
-        Returns ``{pair: [violations]}`` with labels ``"overload <element>"`` (reverse-flow
-        overloads) and ``"over-voltage <bus>"``.
-        """
-        reasons: dict[int, list[str]] = {}
-        if len(producers) == 0 or not pf.converged:
-            return reasons
-        active = energy > 0
-        S = self._H[:, producers] - self._H[:, consumers]  # flow change per kWh, (branches, m)
-
-        def mark(hit: np.ndarray, label: str) -> None:
-            for k in np.flatnonzero(hit & active):
-                reasons.setdefault(int(k), []).append(label)
-
-        for element in pf.thermal_overloads:
-            e = self._branch_of.get(element)
-            if e is not None and pf.line_flows_kw[element] < 0:  # reverse flow
-                mark(S[e] < 0, f"overload {element}")
-        high = self.grid.voltage_band[1]
-        for bus, v in pf.bus_voltage_violations().items():
-            mask = self._path.get(bus)
-            if v > high and mask is not None and mask.any():
-                mark((S[mask] < 0).any(axis=0), f"over-voltage {bus}")
-        return reasons
-
-    def _violations(self, pf) -> set[str]:
-        """Labels of every violation of ``pf`` (as in ``implicated``)."""
-        high = self.grid.voltage_band[1]
-        out = {f"overload {el}" for el in pf.thermal_overloads}
-        for bus, v in pf.bus_voltage_violations().items():
-            out.add(f"over-voltage {bus}" if v > high else f"under-voltage {bus}")
-        return out
-
-    def check(self, background_kw: np.ndarray, withdraw_kw: np.ndarray, inject_kw: np.ndarray,
-              producers: np.ndarray, consumers: np.ndarray, energy: np.ndarray, *,
-              curtail: bool = False, max_rounds: int = 5) -> FeasibilityReport:
-        """Solve with the agreed trades, find the infeasible ones, optionally curtail them."""
-        n, m = len(self.buses), len(producers)
-        inject = np.asarray(inject_kw, dtype=float).copy()
-        energy = np.asarray(energy, dtype=float).copy()
-        pf = pf_agreed = self.solve(background_kw, withdraw_kw, inject)
-        infeasible = np.zeros(m, dtype=bool)
-        curtailed = np.zeros(m, dtype=bool)
-        spilled = np.zeros(n)
-        reasons: dict[int, list[str]] = {}
-        for _ in range(max_rounds):
-            implicated = self.implicated(pf, producers, consumers, energy)
-            if not implicated:
-                break
-            cand = np.zeros(m, dtype=bool)
-            cand[list(implicated)] = True
-            cut = np.minimum(np.bincount(producers[cand], energy[cand], minlength=n), inject)
-            pf_without = self.solve(background_kw, withdraw_kw, inject - cut)
-            caused = self._violations(pf) - self._violations(pf_without)
-            confirmed = {k: [w for w in why if w in caused] for k, why in implicated.items()}
-            confirmed = {k: why for k, why in confirmed.items() if why}
-            if not confirmed:
-                break
-            for k, why in confirmed.items():
-                infeasible[k] = True
-                reasons.setdefault(k, []).extend(w for w in why if w not in reasons.get(k, []))
-            if not curtail:
-                break
-            todo = np.zeros(m, dtype=bool)
-            todo[list(confirmed)] = True
-            if not (todo == cand).all():
-                cut = np.minimum(np.bincount(producers[todo], energy[todo], minlength=n), inject)
-                pf_without = self.solve(background_kw, withdraw_kw, inject - cut)
-            inject -= cut
-            spilled += cut
-            curtailed |= todo
-            energy[todo] = 0.0
-            pf = pf_without
-        return FeasibilityReport(pf_agreed, pf, np.flatnonzero(infeasible),
-                                 np.flatnonzero(curtailed), spilled, reasons)

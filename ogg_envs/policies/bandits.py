@@ -3,7 +3,7 @@
 Each class is a plain multi-armed bandit over ``n_arms`` price arms (``select`` an arm,
 ``update`` it with the reward) and can be used on its own::
 
-    from ogg_envs.baselines.bandits import UCB
+    from ogg_envs.policies.bandits import UCB
     ucb = UCB(n_arms=8, delta=0.05)
     arm = ucb.select()
     ucb.update(arm, reward)
@@ -12,9 +12,10 @@ In p2p-v0 a prosumer is a producer in some grid steps and a consumer in others, 
 roles are different games. ``RolePolicy`` therefore keeps one bandit per role and is what the
 environment runs for participants that are not learning agents (and what
 ``ogg_envs.reproduce.p2p`` attaches to every agent). Its interface is the environment's policy
-protocol: ``policy(participant, observation, rng) -> arm`` reads the role from
-``participant.private["role"]`` (``"producer"`` or ``"consumer"``), and
-``policy.update(participant, arm, reward)`` feeds back the reward of that negotiation step.
+protocol (``ogg_envs.api.Policy``): ``policy(participant, observation, info) -> arm`` reads
+the role from ``participant.state["role"]`` (``"producer"`` or ``"consumer"``), and
+``policy.update(participant, arm, reward, info)`` feeds back the reward of that negotiation
+step. The same object works as a leaderboard entry for one agent.
 
 Ties between arms with the same index (including the arms never tried, whose index is
 infinite) are broken uniformly at random with the ``rng`` given to ``select``; without an
@@ -184,8 +185,9 @@ class RolePolicy:
     """One bandit per role: the environment's policy for a non-learning prosumer.
 
     ``RolePolicy(producer=UCB(8), consumer=UCB(8))``; called as
-    ``policy(participant, observation, rng)`` it selects with the bandit of
-    ``participant.private["role"]``; ``update(participant, arm, reward)`` updates that bandit.
+    ``policy(participant, observation, info)`` it selects with the bandit of the participant's
+    role this hour (``participant.state["role"]``), breaking ties with ``info["rng"]``;
+    ``update(participant, arm, reward, info)`` updates that bandit.
     """
 
     def __init__(self, producer: _Bandit, consumer: _Bandit):
@@ -196,11 +198,11 @@ class RolePolicy:
         self.bandits = {"producer": producer, "consumer": consumer}
         self.n_arms = producer.n_arms
 
-    def __call__(self, participant, observation=None, rng=None) -> int:
-        return self.bandits[participant.private["role"]].select(rng)
+    def __call__(self, participant, observation=None, info=None) -> int:
+        return self.bandits[participant.state["role"]].select((info or {}).get("rng"))
 
-    def update(self, participant, arm: int, reward: float) -> None:
-        self.bandits[participant.private["role"]].update(arm, reward)
+    def update(self, participant, arm: int, reward: float, info=None) -> None:
+        self.bandits[participant.state["role"]].update(arm, reward)
 
     def reset(self) -> None:
         for bandit in self.bandits.values():

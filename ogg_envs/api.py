@@ -1,0 +1,258 @@
+"""The four building blocks of OpenGridGym, as public interfaces: Grid, Market, Participant and
+Policy (the paper's Fig. 4; the fourth module, the environment, is ``ogg_envs.core``).
+
+A researcher swaps any one of them without touching the others: a market never sees OpenDSS,
+a grid never sees bids, a policy sees only its own participant, and the environment core wires
+them together on two timescales (market rounds, then one grid step).
+
+Grid
+----
+The physical feeder. ``ogg_envs.grid.OpenDSSGrid`` implements it::
+
+    grid = OpenDSSGrid.from_feeder("ieee34")
+    grid.add_generator("supplier_0", "840", kva=2400)   # a participant's injection point
+    grid.reset()
+    grid.apply(consumption_kw, {"supplier_0": 350.0})   # kW per topology bus, kW per generator
+    pf = grid.solve()                                   # a PowerFlowResult
+    grid.topology.H, grid.topology.limits_kw            # the radial model markets clear on
+
+Market
+------
+A plain object: bids in, a ``Clearing`` out. It clears on a ``Topology`` (flow sensitivities
+``H`` and branch limits), knows nothing of PettingZoo or OpenDSS, and carries no history that
+changes a result (``reset`` forgets warm starts and caches)::
+
+    market = CurveMarket(grid.topology, [MarketParticipant("s0", "840", "supply"), ...])
+    clearing = market.clear(bids, MarketContext(hour=12))
+    clearing.participant_prices, clearing.participant_quantities, clearing.congested
+
+Participant
+-----------
+One record per market participant: where it is, its private truth (costs or values, never
+shown to others), its public limits this hour and the market's public rules. The economics
+(cost, marginal cost, value) are defined once in ``ogg_envs.economics`` and used by rewards,
+scripted bidders, metrics and reproduction::
+
+    p = Participant("supplier_0", "supplier", "840", "supply",
+                    truth=Truth(cost_a=3.0, cost_b=0.005), limits=Limits(q_now=2000, q_max=2000))
+    p.cost(100.0), p.marginal_cost(100.0)
+
+Policy
+------
+One signature for scripted participants inside an environment and for leaderboard entries::
+
+    action = policy(participant, observation, info)
+
+``participant`` is the acting participant's own record (a copy under the leaderboard);
+``info`` always holds ``rng`` (a seeded ``numpy.random.Generator``: use it for randomness)
+and, where there is one, the environment's last ``infos[agent]``. Optional: ``adaptive =
+False`` (the action depends only on the participant's record, so the environment computes it
+once per grid step), ``update(participant, action, reward, info)`` (online learners) and
+``reset()`` (start afresh).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ogg_envs import economics
+
+__all__ = ["Grid", "Market", "MarketContext", "Clearing", "MarketClearingError",
+           "InvalidBidError", "Participant", "Truth", "Limits", "Policy", "SUPPLY", "DEMAND",
+           "PROSUMER"]
+
+SUPPLY, DEMAND, PROSUMER = "supply", "demand", "prosumer"
+
+
+class MarketClearingError(RuntimeError):
+    """A market could not clear an instance (every solver failed); reported, never hidden."""
+
+
+class InvalidBidError(ValueError):
+    """A bid the market cannot accept; the message names the participant."""
+
+
+# ---------------------------------------------------------------------- Grid
+@runtime_checkable
+class Grid(Protocol):
+    """The physical feeder: reset, apply a dispatch, solve, and the radial model of it.
+
+    ``topology`` is an ``ogg_envs.grid.Topology`` (buses, branches, ``H``, ``limits_kw``);
+    ``bus_load_kw`` the nominal consumption per topology bus; ``voltage_band`` the (low, high)
+    per-unit band of the voltage checks. ``apply(consumption_kw, generation_kw)`` sets kW
+    drawn per topology bus and kW produced per added generator; ``solve()`` returns a power-flow
+    result with ``converged``, ``substation_kw``, ``losses_kw``, ``thermal_overloads`` and
+    ``bus_voltage_violations()``.
+    """
+
+    topology: Any
+    voltage_band: tuple[float, float]
+
+    @property
+    def bus_load_kw(self) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+    def add_generator(self, name: str, bus: str, kw: float = 0.0,
+                      kva: float | None = None) -> str: ...
+
+    def apply(self, consumption_kw: np.ndarray, generation_kw=None) -> None: ...
+
+    def solve(self): ...
+
+
+# ---------------------------------------------------------------------- Market
+@dataclass
+class MarketContext:
+    """What a market needs to know about the hour besides the bids (all optional).
+
+    ``demand_kw``/``pv_kw``: exogenous demand and must-take production per topology bus;
+    ``capacity_kw``: what each participant can offer this hour (market participant order);
+    ``source_price``: the price of energy at the substation (¢/kWh).
+    """
+
+    hour: int = 0
+    demand_kw: np.ndarray | None = None
+    pv_kw: np.ndarray | None = None
+    capacity_kw: np.ndarray | None = None
+    source_price: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Clearing:
+    """The fields every clearing has (a market's own result class adds more).
+
+    Prices ¢/kWh, power kW held for the hour, money ¢ per hour. Per-participant arrays follow
+    the market's participant order (``participants``). ``welfare`` is the total surplus on the
+    bids: ``consumer_surplus + producer_surplus + congestion_rent`` (+ a market maker's fees,
+    where there is one).
+    """
+
+    participants: tuple[str, ...]
+    participant_prices: np.ndarray
+    participant_quantities: np.ndarray
+    congested: list[str]
+    total_shed_kw: float = 0.0
+    total_curtailed_kw: float = 0.0
+    consumer_surplus: float = 0.0
+    producer_surplus: float = 0.0
+    congestion_rent: float = 0.0
+    welfare: float = 0.0
+    feasible: bool = True
+    solver: str = ""
+    bids: np.ndarray | None = None  # the bids as cleared (a copy), participant order
+
+    def price_of(self, name: str) -> float:
+        return float(self.participant_prices[self.participants.index(name)])
+
+    def quantity_of(self, name: str) -> float:
+        return float(self.participant_quantities[self.participants.index(name)])
+
+
+class Market:
+    """Base class of the markets: ``reset()`` and ``clear(bids, context) -> Clearing``.
+
+    ``bids`` is an array with one row per participant (market participant order) or a dict
+    ``name -> bid``; what a row means is the market's own documentation. A subclass sets
+    ``self.names`` (participant order) and ``self.price_cap`` and implements ``clear``; a
+    market with line limits also implements ``set_limits`` and ``limits_kw``.
+    """
+
+    names: list[str]
+    price_cap: float
+
+    def reset(self) -> None:
+        """Forget warm starts and caches: the next clearing does not depend on the past."""
+
+    def clear(self, bids, context: MarketContext | None = None) -> Clearing:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------- Participant
+@dataclass
+class Truth:
+    """Private truth: a supplier's (or DR provider's) true cost ``a q + b q²/2``, a
+    consumer's true marginal value, linear from ``value_max`` at 0 to ``value_min`` at its
+    demand this hour. Never observed by anyone else."""
+
+    cost_a: float = 0.0
+    cost_b: float = 0.0
+    value_max: float = 0.0
+    value_min: float = 0.0
+
+
+@dataclass
+class Limits:
+    """Public limits: ``q_now`` kW it can offer (or wants) this hour, ``q_max`` the largest
+    over the episode (observation scaling, action bounds)."""
+
+    q_now: float = 0.0
+    q_max: float = 0.0
+
+
+@dataclass
+class Participant:
+    """A market participant: a learning agent or a scripted one.
+
+    ``name`` is ``<group>_<index>`` (``supplier_2``) so trainers can group agents by prefix.
+    ``side`` is ``"supply"``, ``"demand"`` or ``"prosumer"``; ``rules`` is the market's public
+    rules (price cap, blocks, arms, ...), shared by every participant of an environment;
+    ``state`` holds what an environment tells a participant about itself besides its limits
+    (e.g. its P2P role this hour). ``policy`` acts for it when it is not a learning agent.
+    """
+
+    name: str
+    group: str
+    bus: str
+    side: str
+    truth: Truth = field(default_factory=Truth)
+    limits: Limits = field(default_factory=Limits)
+    rules: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    policy: Any = None
+
+    # The economics, defined once (ogg_envs.economics), for this participant.
+    def cost(self, q):
+        return economics.cost(q, self.truth.cost_a, self.truth.cost_b)
+
+    def marginal_cost(self, q):
+        return economics.marginal_cost(q, self.truth.cost_a, self.truth.cost_b)
+
+    def value(self, q):
+        t = self.truth
+        return economics.value(q, t.value_max, t.value_min, self.limits.q_now)
+
+    def marginal_value(self, q):
+        t = self.truth
+        return economics.marginal_value(q, t.value_max, t.value_min, self.limits.q_now)
+
+    def profit(self, price, q):
+        """True profit (¢ per hour) at ``price`` (¢/kWh) for ``q`` kW."""
+        if self.side == DEMAND:
+            return self.value(q) - price * q
+        return price * q - self.cost(q)
+
+    def copy(self) -> Participant:
+        """An independent copy without the policy (what a leaderboard policy is handed)."""
+        return replace(self, truth=replace(self.truth), limits=replace(self.limits),
+                       rules=dict(self.rules), state=dict(self.state), policy=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A flat, JSON-ready view (name, group, bus, side, truth, limits, state)."""
+        out = {"name": self.name, "group": self.group, "bus": self.bus, "side": self.side}
+        out.update(vars(self.truth))
+        out.update(vars(self.limits))
+        out.update(self.state)
+        return out
+
+
+# ---------------------------------------------------------------------- Policy
+@runtime_checkable
+class Policy(Protocol):
+    """``policy(participant, observation, info) -> action`` (see the module docstring)."""
+
+    def __call__(self, participant: Participant, observation, info: dict): ...

@@ -1,0 +1,74 @@
+"""The participants' true economics, defined once (vectorised over participants).
+
+Every function takes NumPy arrays or floats. Money in ¢, prices in ¢/kWh, power in kW held for
+one hour (kW = kWh). Rewards, scripted bidders, leaderboard metrics and reproduction all call
+these (through ``ogg_envs.api.Participant`` or directly on arrays)::
+
+    cost(100.0, a=3.0, b=0.005)            # 325.0 ¢: 3.0 * 100 + 0.005 * 100**2 / 2
+    value(50.0, 12.0, 4.0, q_now=100.0)    # 500.0 ¢: 12 * 50 - 0.5 * (8 / 100) * 50**2
+
+* Supply (a generator's output, a DR provider's demand reduction): marginal cost ``a + b q``,
+  cost ``a q + b q²/2``.
+* Demand (a consumer): marginal value falls linearly from ``value_max`` at 0 to ``value_min``
+  at ``q_now`` (its demand this hour) and is 0 beyond (it wants no more); an inflexible
+  consumer has ``value_max == value_min`` (the price cap in topology-power-v0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["cost", "marginal_cost", "value", "marginal_value", "profits", "welfare"]
+
+
+def cost(q, a, b):
+    """True cost ``a q + b q²/2`` (¢ per hour)."""
+    q = np.asarray(q, dtype=float)
+    return a * q + 0.5 * b * q**2
+
+
+def marginal_cost(q, a, b):
+    """True marginal cost ``a + b q`` (¢/kWh)."""
+    return a + b * np.asarray(q, dtype=float)
+
+
+def _slope(value_max, value_min, q_now):
+    q_now = np.asarray(q_now, dtype=float)
+    diff = np.asarray(value_max, dtype=float) - value_min
+    return np.divide(diff, q_now, out=np.zeros(np.broadcast(diff, q_now).shape),
+                     where=q_now > 0)
+
+
+def value(q, value_max, value_min, q_now):
+    """True value (¢ per hour) of consuming ``q`` kW: the integral of the marginal value up to
+    ``min(q, q_now)``; 0 when ``q_now`` is 0."""
+    q_now = np.asarray(q_now, dtype=float)
+    q = np.minimum(np.asarray(q, dtype=float), q_now)
+    slope = _slope(value_max, value_min, q_now)
+    out = np.where(q_now > 0, value_max * q - 0.5 * slope * q**2, 0.0)
+    return out if out.ndim else float(out)
+
+
+def marginal_value(q, value_max, value_min, q_now):
+    """True marginal value (¢/kWh) at ``q`` kW (0 beyond ``q_now``)."""
+    q = np.asarray(q, dtype=float)
+    out = np.where(q <= q_now, value_max - _slope(value_max, value_min, q_now) * q, 0.0)
+    return out if out.ndim else float(out)
+
+
+def profits(is_supply, price, q, a, b, value_max, value_min, q_now):
+    """True profit (¢ per hour) of every participant: supply ``price q - cost(q)``, demand
+    ``value(q) - price q`` (arrays in participant order)."""
+    price = np.asarray(price, dtype=float)
+    q = np.asarray(q, dtype=float)
+    supply = price * q - cost(q, a, b)
+    demand = value(q, value_max, value_min, q_now) - price * q
+    return np.where(is_supply, supply, demand)
+
+
+def welfare(is_supply, q, a, b, value_max, value_min, q_now) -> float:
+    """Total true surplus (¢ per hour): the demand's value minus the supply's cost (payments
+    are transfers and cancel)."""
+    q = np.asarray(q, dtype=float)
+    gain = np.where(is_supply, -cost(q, a, b), value(q, value_max, value_min, q_now))
+    return float(np.sum(gain))

@@ -1,0 +1,89 @@
+"""Scripted bidders for the curve markets (topology-power-v0 and any market whose bid is the
+affine curve ``(p_max, p_min, q_max, q_min)`` in ¢/kWh and kW).
+
+Policies follow ``ogg_envs.api.Policy``: ``policy(participant, observation, info) -> bid``.
+They read the participant's own record only: ``side``, its private truth (``truth.cost_a``,
+``truth.cost_b`` or ``truth.value_max``, ``truth.value_min``), its limit this hour
+(``limits.q_now``) and the market's rules (``rules["price_cap"]``)::
+
+    from ogg_envs.policies.curve import MarkupBidder
+    env = ogg_envs.make("opengridgym/topology-power-v0", policies={"supplier": MarkupBidder(0.6)},
+                        learners="consumer_0")
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ogg_envs.api import SUPPLY
+
+__all__ = ["TruthfulBidder", "FlatOffer", "MarkupBidder", "RandomBidder", "truthful_bid"]
+
+
+def truthful_bid(participant) -> np.ndarray:
+    """The true curve as a bid: a supplier its marginal cost ``a + b q`` on ``[0, q_now]``; a
+    consumer its marginal value from ``value_max`` to ``value_min`` on ``[0, q_now]``, or
+    ``q_now`` inelastically at its value when the two are equal (an inflexible consumer)."""
+    q, t = participant.limits.q_now, participant.truth
+    if participant.side == SUPPLY:
+        return np.array([t.cost_a + t.cost_b * q, t.cost_a, q, 0.0])
+    if t.value_max > t.value_min:
+        return np.array([t.value_max, t.value_min, q, 0.0])
+    return np.array([t.value_max, t.value_max, q, q])
+
+
+class TruthfulBidder:
+    """Bid the true curve (``truthful_bid``): the competitive benchmark."""
+
+    adaptive = False
+
+    def __call__(self, participant, observation=None, info=None) -> np.ndarray:
+        return truthful_bid(participant)
+
+
+class FlatOffer:
+    """Offer everything available at one price (default: its true marginal cost at zero; the
+    substation: the wholesale price)."""
+
+    adaptive = False
+
+    def __init__(self, price: float | None = None):
+        self.price = price
+
+    def __call__(self, participant, observation=None, info=None) -> np.ndarray:
+        price = participant.truth.cost_a if self.price is None else self.price
+        return np.array([price, price, participant.limits.q_now, 0.0])
+
+
+class MarkupBidder:
+    """Truthful curve with prices multiplied by ``1 + markup`` (suppliers) and quantity
+    withheld by ``withhold`` (share of capacity); consumers bid truthfully. Prices are capped
+    at the market's price cap."""
+
+    adaptive = False
+
+    def __init__(self, markup: float = 0.5, withhold: float = 0.0):
+        if markup < 0 or not 0 <= withhold < 1:
+            raise ValueError("markup must be >= 0 and withhold in [0, 1)")
+        self.markup, self.withhold = markup, withhold
+
+    def __call__(self, participant, observation=None, info=None) -> np.ndarray:
+        bid = truthful_bid(participant)
+        if participant.side != SUPPLY:
+            return bid
+        bid[:2] = np.minimum(bid[:2] * (1 + self.markup), participant.rules["price_cap"])
+        bid[2] *= 1 - self.withhold
+        return bid
+
+
+class RandomBidder:
+    """A valid random bid: prices uniform in ``[0, price_cap]``, quantities in ``[0, q_now]``
+    (drawn from ``info["rng"]``)."""
+
+    adaptive = True
+
+    def __call__(self, participant, observation=None, info=None) -> np.ndarray:
+        rng = (info or {}).get("rng") or np.random.default_rng()
+        p = np.sort(rng.uniform(0, participant.rules["price_cap"], 2))[::-1]
+        q = np.sort(rng.uniform(0, participant.limits.q_now, 2))[::-1]
+        return np.array([p[0], p[1], q[0], q[1]])

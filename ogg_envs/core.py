@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -58,11 +59,14 @@ def select_learners(participants: Iterable[Participant], learners) -> list[str]:
 
     ``learners`` may be a string or a list of strings; each entry is either a group
     (``"supplier"``) or a name (``"consumer_3"``). An entry that matches nothing raises
-    ``ValueError`` listing the valid groups and names.
+    ``ValueError`` listing the valid groups and names. An empty list selects nobody (every
+    participant follows its policy: a simulation without learning agents).
     """
     participants = list(participants)
     if isinstance(learners, str):
         learners = [learners]
+    if len(learners) == 0:
+        return []  # a pure simulation: every participant follows its policy
     groups = {p.group for p in participants}
     names = {p.name for p in participants}
     chosen: set[str] = set()
@@ -77,7 +81,7 @@ def select_learners(participants: Iterable[Participant], learners) -> list[str]:
                 f"participant ({', '.join(p.name for p in participants)})"
             )
     if not chosen:
-        raise ValueError("learners selects no participant: at least one agent must learn")
+        raise ValueError("learners selects no participant")
     return [p.name for p in participants if p.name in chosen]
 
 
@@ -106,7 +110,7 @@ class MarketEnv(ParallelEnv):
     default_policies: dict[str, Any] = {}
     default_learners: Any = ()
 
-    def __init__(self, *, scenario=None, feeder: str | None = None, learners=None,
+    def __init__(self, *, scenario=None, feeder=None, learners=None,
                  policies: dict | None = None, market_rounds: int | None = 1,
                  horizon: int | None = None, max_cycles: int | None = None,
                  render_mode: str | None = None, invalid_bids: str = "repair", **overrides):
@@ -129,9 +133,14 @@ class MarketEnv(ParallelEnv):
                            self.Scenario, dotted)
         # A feeder other than the scenario's own drops the scenario's bus names and line
         # limits (they belong to its feeder): participants are then placed by the default rule.
-        self.default_placement = feeder is not None and str(feeder) != sc.feeder
-        if feeder is not None:
-            sc.feeder = str(feeder)
+        given_grid = feeder if feeder is not None and not isinstance(feeder, (str, Path)) \
+            else None
+        self.default_placement = feeder is not None and (given_grid is not None
+                                                         or str(feeder) != sc.feeder)
+        if feeder is not None and given_grid is None:
+            # A path given here is the caller's (relative to the working directory).
+            sc.feeder = str(Path(feeder).resolve()) if str(feeder).endswith(".dss") \
+                else str(feeder)
         if horizon is not None:
             sc.horizon = int(horizon)
         self.scenario = sc
@@ -144,7 +153,7 @@ class MarketEnv(ParallelEnv):
             self.market_rounds * self.horizon
         self.render_mode = render_mode
         self.n_hours = len(self.profiles["hour"])
-        self.grid = grid_from_scenario(sc)
+        self.grid = given_grid if given_grid is not None else grid_from_scenario(sc)
         self.topology = self.grid.topology
         self.participants: list[Participant] = self.make_participants()
         self.participant = {p.name: p for p in self.participants}
@@ -246,6 +255,33 @@ class MarketEnv(ParallelEnv):
                              f"{missing}")
         # Decode everything before any state changes: a bad action loses nothing.
         bids = {a: self.decode(a, actions[a]) for a in self.agents}
+        rewards, infos = self.run_round(bids)
+        end = self.done
+        observations = {a: self.observe(a) for a in self.agents}
+        terminations = dict.fromkeys(self.agents, False)
+        truncations = dict.fromkeys(self.agents, bool(end))
+        rewards = {a: float(rewards[self.index[a]]) for a in self.agents}
+        infos = {a: infos[a] for a in self.agents}
+        if end:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode is over (``horizon`` grid steps or ``max_cycles`` rounds)."""
+        return self.t >= self.horizon or self.cycles >= self.max_cycles
+
+    def run_round(self, bids: dict[str, Any]) -> tuple[np.ndarray, dict[str, dict]]:
+        """One market round with the agents' decoded bids (the scripted participants add
+        theirs), then a grid step if it was the hour's last round. Returns every participant's
+        reward (participant order) and the agents' infos. ``step`` calls it; so does a
+        ``Simulation`` without learning agents."""
+        bids = dict(bids)
         bids.update(self.scripted_bids())
         rewards, infos = self.market_step(bids)
         self._update_policies(bids, rewards)
@@ -262,20 +298,7 @@ class MarketEnv(ParallelEnv):
             self.t += 1
             if self.t < self.horizon:
                 self._begin_hour()
-        end = self.t >= self.horizon or self.cycles >= self.max_cycles
-        observations = {a: self.observe(a) for a in self.agents}
-        terminations = dict.fromkeys(self.agents, False)
-        truncations = dict.fromkeys(self.agents, bool(end))
-        rewards = {a: float(rewards[self.index[a]]) for a in self.agents}
-        infos = {a: infos[a] for a in self.agents}
-        if end:
-            self.agents = []
-        if self.render_mode == "human":
-            self.render()
-        return observations, rewards, terminations, truncations, infos
-
-    def close(self) -> None:
-        pass
+        return rewards, infos
 
     # ------------------------------------------------------------------ participants
     def _attach_policies(self, overrides: dict) -> None:
@@ -309,8 +332,9 @@ class MarketEnv(ParallelEnv):
     def place(self, given: list | None, count: int, rule: str, where: str) -> list[str]:
         """Buses of ``count`` participants: the scenario's (``given``) or the default rule's
         (``ogg_envs.grid.placement``): ``"source"`` (the source bus), ``"main_path"`` (spread
-        along the main feeder path),
-        ``"load"`` (the load buses, in order) or ``"largest_load"``."""
+        along the main feeder path), ``"load"`` (spread evenly over the load buses, several per bus
+        when there are more participants than load buses) or ``"largest_load"`` (the load
+        buses with the most load, one each)."""
         topo, loads = self.topology, self.grid.bus_load_kw
         if given is not None and not self.default_placement:
             buses = [str(b).lower() for b in given]
@@ -326,12 +350,14 @@ class MarketEnv(ParallelEnv):
         load_buses = placement.load_buses(topo, loads)
         if rule == "largest_load":
             load_buses = sorted(load_buses, key=lambda b: -loads[topo.bus_index[b]])
+        if rule == "load":  # evenly spread; round-robin when there are more than buses
+            if count > len(load_buses):
+                return [load_buses[i % len(load_buses)] for i in range(count)]
+            step = len(load_buses) / count
+            return [load_buses[int(i * step)] for i in range(count)]
         if count > len(load_buses):
             raise ValueError(f"{where}: {count} participants but the feeder has only "
                              f"{len(load_buses)} load buses")
-        if rule == "load":
-            step = len(load_buses) / count
-            return [load_buses[int(i * step)] for i in range(count)]
         return load_buses[:count]
 
     def line_limits(self) -> dict[str, float]:

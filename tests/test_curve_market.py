@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ogg_envs import api
 from ogg_envs.grid import Branch, OpenDSSGrid, Topology
 from ogg_envs.markets.curve_market import (
     Bid,
     CurveMarket,
     InvalidBidError,
+    MarketClearingError,
     MarketParticipant,
 )
 
@@ -166,3 +168,58 @@ def test_invalid_bids_are_rejected_or_repaired_as_documented():
         m.clear(dict(BIDS, ghost=Bid(1, 1, 1, 1)))
     with pytest.raises(ValueError, match="no bid from"):
         m.clear({k: v for k, v in BIDS.items() if k != "s1"})
+
+
+def random_bids(rng) -> dict:
+    bids = {}
+    for p in PARTS:
+        pr = np.sort(rng.uniform(0, 20, 2))
+        q = np.sort(rng.uniform(0, 400, 2))
+        bids[p.name] = Bid(pr[1], pr[0], q[1], q[0] * (p.side == "demand") * 0.3)
+    return bids
+
+
+def test_result_is_a_clearing_with_the_core_fields():
+    assert InvalidBidError is api.InvalidBidError
+    assert MarketClearingError is api.MarketClearingError
+    m = CurveMarket(line_topology(limit=150.0), PARTS, price_cap=20.0)
+    assert isinstance(m, api.Market)
+    res = m.clear(BIDS)
+    assert isinstance(res, api.Clearing) and res.participants == tuple(m.names)
+    assert res.congested == ["a-b"] and res.feasible and res.total_shed_kw == 0.0
+    assert res.total_curtailed_kw == 0.0 and res.solver in ("osqp", "clarabel")
+    for k, name in enumerate(m.names):
+        bus = PARTS[k].bus
+        assert res.price_of(name) == res.prices[bus]
+        assert res.quantity_of(name) == res.quantities[name]
+    np.testing.assert_array_equal(res.bids, m.bids_to_array(BIDS))
+    # the context is ignored by this market
+    again = m.clear(BIDS, api.MarketContext(hour=5, source_price=99.0))
+    np.testing.assert_array_equal(again.participant_prices, res.participant_prices)
+    # shed load: infeasible, with the total shed reported
+    shed = m.clear(dict(BIDS, s1=Bid(8.0, 2.0, 0.0, 0.0), s2=Bid(12.0, 5.0, 0.0, 0.0)))
+    assert not shed.feasible and shed.total_shed_kw == pytest.approx(100.0, abs=1e-4)
+    # must-run supply nobody takes is spilled (curtailed)
+    spill = m.clear(dict(BIDS, s1=Bid(8.0, 2.0, 900.0, 900.0)))
+    assert spill.total_curtailed_kw == pytest.approx(sum(spill.spilled_kw.values()))
+    assert spill.total_curtailed_kw > 0 and spill.feasible
+
+
+def test_reset_forgets_the_past():
+    rng = np.random.default_rng(11)
+    fixed = dict(BIDS, probe=Bid.inelastic(5.0, 0.0))
+    for limit in (150.0, 120.0, np.inf):
+        used = CurveMarket(line_topology(limit), PARTS, price_cap=20.0)
+        for _ in range(20):
+            used.clear(random_bids(rng))
+        used.reset()
+        after = used.clear(fixed)
+        fresh = CurveMarket(line_topology(limit), PARTS, price_cap=20.0).clear(fixed)
+        np.testing.assert_allclose(after.participant_prices, fresh.participant_prices, rtol=0,
+                                   atol=1e-9)
+        np.testing.assert_allclose(after.participant_quantities, fresh.participant_quantities,
+                                   rtol=0, atol=1e-9)
+        assert after.solver == fresh.solver
+        # the cache is gone too: the same bids give a new result object after a reset
+        used.reset()
+        assert used.clear(fixed) is not after

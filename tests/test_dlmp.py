@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from pz_conformance import run_all
 
-from ogg_envs.baselines.dlmp_bidders import MarkupBidder, TruthfulBidder, true_block_prices
+from ogg_envs.api import Clearing, InvalidBidError, MarketContext
 from ogg_envs.envs import dlmp_v0
 from ogg_envs.grid.topology import Branch, Topology
 from ogg_envs.markets.dlmp import DLMPMarket, InvalidOfferError, Resource
+from ogg_envs.policies.blocks import MarkupBidder, TruthfulBidder, true_block_prices
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +33,23 @@ def random_offers(market: DLMPMarket, rng, low=4.5, high=9.0) -> np.ndarray:
 def inputs(env, rng):
     """Random offers and the env's data of its current hour."""
     return dict(offers=random_offers(env.market, rng), demand_kw=env.demand_kw.copy(),
-                capacity_kw=env.capacity_kw.copy(), lmp=env.lmp_now, pv_kw=env.pv_kw.copy())
+                capacity_kw=env.capacity_kw.copy(), source_price=env.lmp_now,
+                pv_kw=env.pv_kw.copy())
+
+
+def context(d: dict) -> MarketContext:
+    return MarketContext(demand_kw=d["demand_kw"], capacity_kw=d["capacity_kw"],
+                         source_price=d["source_price"], pv_kw=d.get("pv_kw"))
+
+
+def ctx(demand, capacity, source_price=5.0, pv=None) -> MarketContext:
+    return MarketContext(demand_kw=demand, capacity_kw=capacity, source_price=source_price,
+                         pv_kw=pv)
 
 
 def clear(market, d, **changes):
-    kw = dict(d, **changes)
-    return market.clear(kw.pop("offers"), **kw)
+    d = dict(d, **changes)
+    return market.clear(d["offers"], context(d))
 
 
 def small_market(limits=(math.inf, math.inf, math.inf), **kwargs) -> DLMPMarket:
@@ -115,14 +127,14 @@ def test_uncongested_gives_source_lmp_everywhere(env37):
         market.set_limits(np.full(len(saved), np.inf))
         for _ in range(3):
             d = inputs(env37, rng)
-            d["lmp"] = float(rng.uniform(3.0, 7.0))
+            d["source_price"] = float(rng.uniform(3.0, 7.0))
             res = clear(market, d)
             assert res.congested == [] and res.source_kw > 0
-            np.testing.assert_allclose(res.dlmp, d["lmp"], atol=1e-9)
+            np.testing.assert_allclose(res.dlmp, d["source_price"], atol=1e-9)
             np.testing.assert_allclose(res.congestion, 0.0, atol=1e-9)
             # dispatched exactly the blocks offered below the LMP
             widths = np.repeat(d["capacity_kw"][:, None] / market.n_blocks, market.n_blocks, 1)
-            expected = (widths * (d["offers"] < d["lmp"])).sum(axis=1)
+            expected = (widths * (d["offers"] < d["source_price"])).sum(axis=1)
             np.testing.assert_allclose(res.quantities, expected, atol=1e-7)
     finally:
         market.set_limits(saved)
@@ -133,8 +145,7 @@ def test_export_earns_nothing_on_reverse_flow():
     m = small_market()
     demand = vec(m, {"a": 50.0, "b": 30.0, "c": 40.0})
     pv = vec(m, {"b": 200.0, "c": 100.0})  # 300 kW of PV for 120 kW of load: reverse flow
-    res = m.clear([[2.0, 3.0], [8.0, 9.0]], demand_kw=demand, capacity_kw=[100.0, 20.0],
-                  lmp=5.0, pv_kw=pv)
+    res = m.clear([[2.0, 3.0], [8.0, 9.0]], ctx(demand, [100.0, 20.0], 5.0, pv))
     assert res.source_kw == pytest.approx(-180.0)
     assert res.flows_kw[0] == pytest.approx(-180.0)  # branch s-a carries power back
     assert res.import_cost == 0.0 and res.cost == pytest.approx(0.0, abs=1e-9)
@@ -144,10 +155,9 @@ def test_export_earns_nothing_on_reverse_flow():
     for b in (1, 2, 3):  # the derivative of the optimal cost agrees
         dem = demand.copy()
         dem[b] += 1.0
-        assert m.clear([[2.0, 3.0], [8.0, 9.0]], demand_kw=dem, capacity_kw=[100.0, 20.0],
-                       lmp=5.0, pv_kw=pv).cost == pytest.approx(0.0, abs=1e-9)
-    cvx = m.clear_cvxpy([[2.0, 3.0], [8.0, 9.0]], demand_kw=demand, capacity_kw=[100.0, 20.0],
-                        lmp=5.0, pv_kw=pv)
+        assert m.clear([[2.0, 3.0], [8.0, 9.0]], ctx(dem, [100.0, 20.0], 5.0, pv)).cost == \
+            pytest.approx(0.0, abs=1e-9)
+    cvx = m.clear_cvxpy([[2.0, 3.0], [8.0, 9.0]], ctx(demand, [100.0, 20.0], 5.0, pv))
     assert cvx.cost == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(cvx.dlmp, 0.0, atol=1e-6)
 
@@ -156,8 +166,7 @@ def test_cheap_generator_serves_the_feeder_but_does_not_export():
     m = small_market()
     demand = vec(m, {"a": 50.0, "b": 30.0, "c": 40.0})
     # 400 kW offered at 2-3 ¢/kWh < LMP 5: it would export 280 kW if export earned the LMP.
-    res = m.clear([[2.0, 3.0], [8.0, 9.0]], demand_kw=demand, capacity_kw=[400.0, 0.0],
-                  lmp=5.0)
+    res = m.clear([[2.0, 3.0], [8.0, 9.0]], ctx(demand, [400.0, 0.0], 5.0))
     assert res.quantities[0] == pytest.approx(120.0)
     assert res.source_kw == pytest.approx(0.0, abs=1e-9)
     np.testing.assert_allclose(res.dlmp, 2.0, atol=1e-9)  # the marginal block, not the LMP
@@ -170,8 +179,7 @@ def test_infeasible_limit_sheds_load_at_the_price_cap_and_reports_it():
     m = small_market(limits=(math.inf, 10.0, math.inf))
     demand = vec(m, {"a": 50.0, "b": 100.0, "c": 40.0})
     # bus b: 100 kW of demand, a 40 kW generator and a 10 kW line: 50 kW cannot be served.
-    res = m.clear([[4.0, 4.5], [8.0, 9.0]], demand_kw=demand, capacity_kw=[40.0, 20.0],
-                  lmp=5.0)
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], ctx(demand, [40.0, 20.0], 5.0))
     assert not res.feasible
     assert res.shed_kw[m.topology.bus_index["b"]] == pytest.approx(50.0)
     assert res.dlmp[m.topology.bus_index["b"]] == pytest.approx(30.0)  # the price cap
@@ -188,8 +196,7 @@ def test_nested_infeasibility_and_pv_curtailment():
     m = small_market(limits=(60.0, 10.0, 5.0))
     demand = vec(m, {"a": 50.0, "b": 100.0, "c": 0.0})
     pv = vec(m, {"c": 30.0})
-    res = m.clear([[4.0, 4.5], [8.0, 9.0]], demand_kw=demand, capacity_kw=[40.0, 0.0],
-                  lmp=5.0, pv_kw=pv)
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], ctx(demand, [40.0, 0.0], 5.0, pv))
     found = {v["element"]: v for v in res.violated if v["constraint"] == "flow_limit"}
     assert set(found) == {"a-b", "a-c"}  # s-a can carry 60 = 50 (a) + 10 (to b) - 5 (from c)
     assert found["a-c"]["excess_kw"] == pytest.approx(25.0)  # 30 kW of PV, 5 kW of line
@@ -205,7 +212,7 @@ def test_nested_infeasibility_and_pv_curtailment():
 def test_everything_shed_never_crashes():
     m = small_market(limits=(0.0, 0.0, 0.0))
     demand = vec(m, {"a": 10.0, "b": 20.0, "c": 30.0})
-    res = m.clear([[4.0, 4.5], [8.0, 9.0]], demand_kw=demand, capacity_kw=[0.0, 0.0], lmp=5.0)
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], ctx(demand, [0.0, 0.0], 5.0))
     assert res.shed_kw.sum() == pytest.approx(60.0)
     assert not res.feasible and res.cost == pytest.approx(30.0 * 60.0)
 
@@ -219,9 +226,7 @@ def test_fast_path_equals_cvxpy_statement(env37, solver):
     for _ in range(4):
         d = inputs(env37, rng)
         fast = clear(market, d)
-        ref = market.clear_cvxpy(d["offers"], demand_kw=d["demand_kw"],
-                                 capacity_kw=d["capacity_kw"], lmp=d["lmp"], pv_kw=d["pv_kw"],
-                                 solver=solver)
+        ref = market.clear_cvxpy(d["offers"], context(d), solver=solver)
         assert fast.solver == "highs" and ref.solver == f"cvxpy-{solver.lower()}"
         assert fast.congested
         assert ref.cost == pytest.approx(fast.cost, rel=tol)
@@ -249,10 +254,10 @@ def test_market_survives_pickling_and_warm_start_is_exact(env37):
 def test_cvxpy_fallback_when_highs_fails(monkeypatch):
     m = small_market(limits=(math.inf, 10.0, math.inf))
     demand = vec(m, {"a": 50.0, "b": 100.0, "c": 40.0})
-    args = dict(demand_kw=demand, capacity_kw=[40.0, 20.0], lmp=5.0)
-    expected = m.clear([[4.0, 4.5], [8.0, 9.0]], **args)
+    hour = ctx(demand, [40.0, 20.0], 5.0)
+    expected = m.clear([[4.0, 4.5], [8.0, 9.0]], hour)
     monkeypatch.setattr(m, "_solve_highs", lambda *a: (None, None, None))
-    res = m.clear([[4.0, 4.5], [8.0, 9.0]], **args)
+    res = m.clear([[4.0, 4.5], [8.0, 9.0]], hour)
     assert res.solver == "cvxpy-clarabel"
     np.testing.assert_allclose(res.dlmp, expected.dlmp, atol=1e-5)
     assert not res.feasible and not expected.feasible
@@ -260,25 +265,173 @@ def test_cvxpy_fallback_when_highs_fails(monkeypatch):
     json.dumps(res.to_dict())  # JSON-ready
 
 
+# ---------------------------------------------------------------- the Clearing interface
+def random_tree_market(rng, n_buses: int = 14) -> DLMPMarket:
+    """A random radial feeder, some branches limited, 4 generators, 3 DR providers, PV."""
+    buses = ["s"] + [f"b{i}" for i in range(1, n_buses)]
+    branches = []
+    for i in range(1, n_buses):
+        parent = buses[int(rng.integers(0, i))]
+        limit = float(rng.uniform(20, 120)) if rng.random() < 0.6 else math.inf
+        branches.append(Branch(f"{parent}-{buses[i]}", parent, buses[i], (), limit))
+    res = [Resource(f"generator_{k}", buses[b], "generator")
+           for k, b in enumerate(rng.integers(1, n_buses, 4))]
+    res += [Resource(f"dr_{k}", buses[b], "dr") for k, b in enumerate(rng.integers(1, n_buses, 3))]
+    return DLMPMarket(Topology("s", branches), res, n_blocks=3, price_cap=30.0,
+                      pv_buses=buses[1:6])
+
+
+def random_hour(m: DLMPMarket, rng) -> tuple[np.ndarray, MarketContext]:
+    """Random offers (rounded a third of the time: ties, degenerate LPs) and hour data."""
+    B = len(m.topology.buses)
+    demand = np.zeros(B)
+    demand[1:] = rng.uniform(0, 60, B - 1)
+    cap = rng.uniform(0, 150, len(m.names))
+    cap[m.is_dr] = rng.uniform(0, 0.3, m.is_dr.sum()) * demand[m._res_bus[m.is_dr]]
+    pv = np.zeros(B)
+    pv[m._pv_idx] = rng.uniform(0, 40, len(m._pv_idx)) * (rng.random() < 0.5)
+    offers = rng.uniform(0, 12, (len(m.names), m.n_blocks))
+    if rng.random() < 0.3:
+        offers = np.round(offers)
+    return offers, ctx(demand, cap, float(rng.uniform(2, 8)), pv)
+
+
+def test_result_is_a_clearing_with_the_core_fields():
+    m = small_market(limits=(math.inf, 10.0, math.inf))
+    demand = vec(m, {"a": 50.0, "b": 100.0, "c": 40.0})
+    offers = np.array([[4.0, 4.5], [8.0, 9.0]])
+    res = m.clear(offers, ctx(demand, [40.0, 20.0]))
+    assert isinstance(res, Clearing) and res.participants == ("generator_0", "dr_0")
+    assert res.names == res.participants
+    at = [m.topology.bus_index["b"], m.topology.bus_index["c"]]
+    np.testing.assert_array_equal(res.participant_prices, res.dlmp[at])
+    assert res.quantities is res.participant_quantities
+    with pytest.raises(AttributeError):
+        res.quantities = np.zeros(2)
+    assert res.total_shed_kw == pytest.approx(50.0) == res.shed_kw.sum()
+    assert res.total_curtailed_kw == 0.0 and not res.feasible and res.solver == "highs"
+    assert res.congested == ["a-b"] and res.price_of("generator_0") == pytest.approx(30.0)
+    np.testing.assert_array_equal(res.bids, offers)
+    offers[0, 0] = 7.0
+    assert res.bids[0, 0] == 4.0  # a copy
+
+
+def _check_surplus_identities(m: DLMPMarket, res, hour: MarketContext):
+    demand, pv = m.bus_vector(hour.demand_kw, "d"), m.bus_vector(hour.pv_kw, "pv")
+    q = res.participant_quantities
+    dr = np.bincount(m._res_bus[m.is_dr], q[m.is_dr], minlength=len(demand))
+    gen = np.bincount(m._res_bus[~m.is_dr], q[~m.is_dr], minlength=len(demand))
+    served = demand - res.shed_kw - dr
+    pv_taken = pv - res.curtailed_kw
+    scale = max(1.0, abs(res.welfare))
+    # welfare does not depend on the prices: the OPF's objective without the PV penalty
+    offered = (res.cost - res.import_cost - m.price_cap * res.shed_kw.sum()
+               - m.curtail_price * res.curtailed_kw.sum())
+    assert res.welfare == pytest.approx(
+        m.price_cap * (demand - res.shed_kw).sum() - offered - res.import_cost, abs=1e-9 * scale)
+    assert res.welfare == pytest.approx(
+        res.consumer_surplus + res.producer_surplus + res.congestion_rent, abs=1e-9 * scale)
+    # the rent: congestion prices times withdrawals = branch prices times flows
+    #         = what consumers pay - what resources, PV and the source are paid
+    rent = float(res.congestion @ (served - gen - pv_taken))
+    assert res.congestion_rent == pytest.approx(rent, abs=1e-9 * scale)
+    assert res.congestion_rent == pytest.approx(float(res.branch_prices @ res.flows_kw),
+                                                abs=1e-6 * scale)
+    root = m.topology.bus_index[m.topology.root]
+    paid = float(res.dlmp @ (demand - res.shed_kw))
+    received = float(res.participant_prices @ q + res.dlmp @ pv_taken
+                     + res.dlmp[root] * res.source_kw)
+    assert (res.consumer_payments, res.producer_revenue) == (pytest.approx(paid),
+                                                             pytest.approx(received))
+    assert res.congestion_rent == pytest.approx(paid - received, abs=1e-6 * scale)
+    assert res.consumer_surplus == pytest.approx(
+        m.price_cap * (demand - res.shed_kw).sum() - paid, abs=1e-9 * scale)
+    assert res.producer_surplus == pytest.approx(received - offered - res.import_cost,
+                                                 abs=1e-9 * scale)
+
+
+def test_welfare_is_the_sum_of_surpluses_and_rent_is_branch_prices_times_flows():
+    # congestion on a-c with demand response dispatched behind it, PV, an import
+    m = small_market(limits=(math.inf, math.inf, 30.0))
+    demand = vec(m, {"a": 50.0, "b": 30.0, "c": 45.0})
+    hour = ctx(demand, [100.0, 20.0], 5.0, vec(m, {"b": 10.0}))
+    res = m.clear([[2.0, 3.0], [8.0, 9.0]], hour)
+    assert res.congested == ["a-c"] and res.quantities[1] == pytest.approx(15.0)
+    assert res.dlmp[m.topology.bus_index["c"]] == pytest.approx(9.0)  # DR's marginal block
+    assert res.congestion_rent == pytest.approx((9.0 - 5.0) * 30.0)
+    _check_surplus_identities(m, res, hour)
+    rng = np.random.default_rng(1)
+    m = random_tree_market(rng)
+    seen_rent = 0
+    for _ in range(40):
+        offers, hour = random_hour(m, rng)
+        res = m.clear(offers, hour)
+        _check_surplus_identities(m, res, hour)
+        seen_rent += res.congestion_rent > 1.0
+    assert seen_rent >= 10  # the check is not vacuous
+
+
+def test_reset_starts_cold_like_a_fresh_market():
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        seed = int(rng.integers(1 << 30))
+        used = random_tree_market(np.random.default_rng(seed))
+        for _ in range(20):
+            used.clear(*random_hour(used, rng))
+        offers, hour = random_hour(used, rng)
+        used.reset()
+        after = used.clear(offers, hour)
+        fresh = random_tree_market(np.random.default_rng(seed)).clear(offers, hour)
+        for key in ("participant_quantities", "shed_kw", "curtailed_kw", "flows_kw", "dlmp",
+                    "branch_prices", "congestion"):
+            np.testing.assert_allclose(getattr(after, key), getattr(fresh, key), rtol=0,
+                                       atol=1e-9, err_msg=key)
+        assert after.energy == pytest.approx(fresh.energy, abs=1e-9)
+        assert after.source_kw == pytest.approx(fresh.source_kw, abs=1e-9)
+
+
 # ---------------------------------------------------------------- invalid inputs and actions
 def test_invalid_market_inputs_raise():
     m = small_market()
     demand = vec(m, {"a": 10.0, "b": 20.0})
+    assert issubclass(InvalidOfferError, InvalidBidError)
     with pytest.raises(InvalidOfferError, match="dr_0"):
-        m.clear([[1.0, 2.0], [np.nan, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=5.0)
+        m.clear([[1.0, 2.0], [np.nan, 1.0]], ctx(demand, [1, 1]))
+    with pytest.raises(InvalidBidError, match="generator_0"):
+        m.clear([[-1.0, 2.0], [1.0, 1.0]], ctx(demand, [1, 1]))
     with pytest.raises(InvalidOfferError, match="generator_0"):
-        m.clear([[-1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=5.0)
-    with pytest.raises(InvalidOfferError, match="generator_0"):
-        m.clear([[31.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=5.0)
-    with pytest.raises(ValueError, match="lmp"):
-        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 1], lmp=-1.0)
+        m.clear([[31.0, 2.0], [1.0, 1.0]], ctx(demand, [1, 1]))
+    with pytest.raises(ValueError, match="source_price"):
+        m.clear([[1.0, 2.0], [1.0, 1.0]], ctx(demand, [1, 1], -1.0))
     with pytest.raises(ValueError, match="demand response at bus c"):
-        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[1, 5], lmp=5.0)
+        m.clear([[1.0, 2.0], [1.0, 1.0]], ctx(demand, [1, 5]))
     with pytest.raises(ValueError, match="not one of the market's load buses"):
-        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=vec(m, {"s": 1.0}), capacity_kw=[1, 0],
-                lmp=5.0)
+        m.clear([[1.0, 2.0], [1.0, 1.0]], ctx(vec(m, {"s": 1.0}), [1, 0]))
     with pytest.raises(ValueError, match="capacity"):
-        m.clear([[1.0, 2.0], [1.0, 1.0]], demand_kw=demand, capacity_kw=[np.inf, 0], lmp=5.0)
+        m.clear([[1.0, 2.0], [1.0, 1.0]], ctx(demand, [np.inf, 0]))
+
+
+def test_context_must_give_demand_capacity_and_source_price():
+    m = small_market()
+    demand = vec(m, {"a": 10.0, "b": 20.0, "c": 5.0})
+    offers = [[1.0, 2.0], [1.0, 1.0]]
+    for missing in ("demand_kw", "capacity_kw", "source_price"):
+        hour = ctx(demand, [1, 1])
+        setattr(hour, missing, None)
+        with pytest.raises(ValueError, match=missing):
+            m.clear(offers, hour)
+        with pytest.raises(ValueError, match=missing):
+            m.clear_cvxpy(offers, hour)
+    with pytest.raises(ValueError, match="demand_kw, capacity_kw, source_price"):
+        m.clear(offers)
+    # dicts by bus and by resource name; the hour and extras are not the market's business
+    by_name = m.clear(offers, MarketContext(hour=7, demand_kw={"a": 10.0, "b": 20.0, "c": 5.0},
+                                            capacity_kw={"dr_0": 1.0, "generator_0": 1.0},
+                                            source_price=5.0, extra={"note": 1}))
+    by_order = m.clear(offers, ctx(demand, [1.0, 1.0]))
+    np.testing.assert_array_equal(by_name.dlmp, by_order.dlmp)
+    with pytest.raises(ValueError, match="unknown resources"):
+        m.clear(offers, ctx(demand, {"ghost": 1.0}))
 
 
 def test_invalid_actions_in_the_env():

@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 from pz_conformance import run_all  # tests/ is on sys.path under pytest
 
-from ogg_envs.baselines.bandits import (
+from ogg_envs.policies.bandits import (
     UCB,
     EpsilonGreedy,
     FixedPrice,
     RolePolicy,
     make_policy,
 )
+from ogg_envs.api import Clearing, InvalidBidError, Market
 from ogg_envs.envs import p2p_v0
 from ogg_envs.markets.p2p import (
     CONSUMER,
     PRODUCER,
+    P2PClearing,
     P2PMarket,
     P2PTerms,
     max_weight_matching,
@@ -120,6 +122,89 @@ def test_market_rewards_on_hand_made_pairs():
     np.testing.assert_allclose(mk.delivered_kwh, [1.0, 1.0])
     np.testing.assert_allclose(mk.payments, [(7 + 4) * 0.5, 5 * 1.0])
     np.testing.assert_allclose(mk.success_rate(), [1.0, 0.5, 0.5, 1.0, 0.0])
+
+
+def test_clear_is_one_negotiation_step_reported_as_a_clearing():
+    roles = np.array([PRODUCER, PRODUCER, CONSUMER, CONSUMER, CONSUMER])
+    mk, ref = P2PMarket(5, TERMS, steps=4), P2PMarket(5, TERMS, steps=4)
+    assert isinstance(mk, Market) and mk.names == [f"prosumer_{i}" for i in range(5)]
+    for m in (mk, ref):
+        m.set_pairs(roles, [0, 1], [3, 2])
+        m.open_grid_step(np.array([2.0, 4.0]))
+    arms = np.array([3, 6, 2, 5, 7])  # prices 7, 10, 6, 9, 11: (0, 3) trades at 7, (1, 2) fails
+    c = mk.clear(arms)
+    assert isinstance(c, P2PClearing) and isinstance(c, Clearing)
+    np.testing.assert_array_equal(c.rewards, ref.negotiate(arms))
+    assert c.participants == tuple(mk.names) and c.congested == [] and c.congestion_rent == 0
+    assert c.traded.tolist() == [True, False, False, True, False]
+    assert c.success is c.traded
+    np.testing.assert_array_equal(c.bids, [7, 10, 6, 9, 11])
+    # the agreed price where traded, else the utility's (feed-in / retail by role)
+    np.testing.assert_array_equal(c.participant_prices, [7.0, 3.0, 12.0, 7.0, 12.0])
+    np.testing.assert_array_equal(c.participant_quantities, [0.5, 0.0, 0.0, 0.5, 0.0])
+    assert c.consumer_surplus == pytest.approx((12 - 7 - 0.5) * 0.5)
+    assert c.producer_surplus == pytest.approx((7 - 3 - 0.5) * 0.5)
+    assert c.welfare == pytest.approx(c.consumer_surplus + c.producer_surplus + 2 * 0.5 * 0.5)
+    assert c.welfare == pytest.approx((12 - 3) * 0.5)  # retail - feed-in per kWh traded
+    # the session counters move as with negotiate
+    np.testing.assert_allclose(mk.delivered_kwh, ref.delivered_kwh)
+    c2 = mk.clear({f"prosumer_{i}": a for i, a in enumerate([0, 1, 2, 0, 0])})
+    assert c2.traded.tolist() == [True, True, True, True, False]
+    np.testing.assert_array_equal(c2.participant_prices, [4.0, 5.0, 5.0, 4.0, 12.0])
+    np.testing.assert_array_equal(c2.participant_quantities, [0.5, 1.0, 1.0, 0.5, 0.0])
+    assert c2.welfare == pytest.approx(9.0 * 1.5)
+    np.testing.assert_allclose(mk.delivered_kwh, [1.0, 1.0])
+
+
+def test_clear_rejects_invalid_arms_and_names_the_prosumer():
+    mk = P2PMarket(3, TERMS, steps=2, names=["ann", "bob", "cy"])
+    assert mk.names == ["ann", "bob", "cy"] and mk.price_cap == 11.0
+    mk.set_pairs(np.array([PRODUCER, CONSUMER, CONSUMER]), [0], [1])
+    for bad in (8, -1, 2.0, True):
+        with pytest.raises(InvalidBidError, match="bob"):
+            mk.clear([0, bad, 0])
+    with pytest.raises(ValueError, match="expected 3"):
+        mk.clear([0, 1])
+    with pytest.raises(ValueError, match="no bid from"):
+        mk.clear({"ann": 0, "bob": 1})
+    assert mk.steps_done == 0  # nothing happened
+    assert mk.clear({"ann": 0, "bob": 1, "cy": 7}).participants == ("ann", "bob", "cy")
+    with pytest.raises(ValueError, match="names"):
+        P2PMarket(2, TERMS, steps=1, names=["x", "x"])
+
+
+def test_reset_restores_the_fresh_market():
+    fresh = P2PMarket(6, TERMS, steps=3, matching="max_weight")
+    used = P2PMarket(6, TERMS, steps=3, matching="max_weight")
+    rng = np.random.default_rng(2)
+    roles = np.array([PRODUCER, CONSUMER] * 3)
+    used.match(roles, rng.uniform(0, 5, (2, 6)), rng.uniform(0, 5, (2, 6)), rng)
+    used.open_grid_step(np.full(len(used.producers), 2.0))
+    used.clear(rng.integers(0, 8, 6))
+    used.reset()
+    for key in ("roles", "producers", "consumers", "partner", "matched", "quantities",
+                "tranche", "bids", "producer_bid", "traded", "_succ", "_paid", "_gain0",
+                "_gain1", "_loss"):
+        np.testing.assert_array_equal(getattr(used, key), getattr(fresh, key), err_msg=key)
+    assert used.steps_done == fresh.steps_done == 0
+    arms = rng.integers(0, 8, 6)
+    np.testing.assert_array_equal(used.clear(arms).rewards, fresh.clear(arms).rewards)
+
+
+def test_the_market_has_no_grid_code():
+    import ast
+    import inspect
+
+    from ogg_envs.grid.trade_feasibility import FeasibilityReport, TradeFeasibility
+    from ogg_envs.markets import p2p
+
+    assert TradeFeasibility.__module__ == FeasibilityReport.__module__ == \
+        "ogg_envs.grid.trade_feasibility"
+    assert not hasattr(p2p, "TradeFeasibility") and not hasattr(p2p, "FeasibilityReport")
+    tree = ast.parse(inspect.getsource(p2p))
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if "grid" in m or "dss" in m.lower()], imported
 
 
 def test_env_rewards_match_the_rule_for_every_pair():

@@ -32,6 +32,13 @@ parameter sharing over agents with different observations, compose with SuperSui
 prefix: ``supplier``, ``consumer``, ``generator``, ``dr``, ``prosumer``). All observations of
 the OpenGridGym environments are already normalised to ``[-1, 1]``.
 
+Which parametrisation an environment gets is its registered spec's ``codec``
+(``ogg_envs.register(..., codec=...)``): ``"curve"`` (the quadruple above, any market whose bid
+is that curve: a user's environment too), ``"blocks"`` (block prices; the env's ``rules`` give
+``price_cap`` and ``n_blocks``), None (actions pass through) or a callable ``codec(env, agent)``
+returning an object with ``size``, ``decode(action, q_now, who)`` and ``encode(raw, q_now)``.
+``q_now`` is ``env.participant[agent].limits.q_now``.
+
 Actions outside the box are clipped into it (PPO samples from an unbounded Gaussian); NaN or
 inf raise ``ValueError`` naming the agent. The wrappers work on parallel environments and on
 AEC environments (e.g. ``ogg_envs.make(id)``), and compose with SuperSuit's wrappers in either
@@ -46,7 +53,7 @@ from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.wrappers import BaseParallelWrapper, BaseWrapper
 
 __all__ = ["CurveBidCodec", "BlockPriceCodec", "ArmCodec", "normalized_bids_v0",
-           "arms_as_box_v0", "codec_for"]
+           "arms_as_box_v0", "codec_for", "CODECS"]
 
 
 def _unit(action, size: int, who: str) -> np.ndarray:
@@ -138,24 +145,42 @@ class ArmCodec:
         return _from_unit([(int(arm) + 0.5) / self.n])
 
 
-def codec_for(market, agent: str):
-    """The codec of ``agent``'s raw action in ``market`` (an unwrapped OpenGridGym env), or
-    None when the action passes through (bandit arms)."""
-    name = getattr(market, "metadata", {}).get("name", "")
-    space = market.action_space(agent)
-    if isinstance(space, gymnasium.spaces.Discrete):
+def _curve(rules: dict) -> CurveBidCodec:
+    return CurveBidCodec(rules["price_cap"])
+
+
+def _blocks(rules: dict) -> BlockPriceCodec:
+    return BlockPriceCodec(rules["price_cap"], rules["n_blocks"])
+
+
+# A spec's codec name -> the codec, from the environment's public rules (``env.rules``).
+CODECS = {"curve": _curve, "blocks": _blocks}
+
+
+def codec_for(env, agent: str):
+    """The codec of ``agent``'s raw action in ``env`` (an OpenGridGym env, wrapped or not), from
+    the ``codec`` of its registered spec (``ogg_envs.register``): ``"curve"`` ->
+    ``CurveBidCodec(price_cap)``, ``"blocks"`` -> ``BlockPriceCodec(price_cap, n_blocks)``, a
+    callable -> ``codec(env, agent)``; None (the action passes through) for a spec without a
+    codec and for ``Discrete`` actions (bandit arms)."""
+    from ogg_envs.registry import spec_of
+
+    raw = getattr(env, "unwrapped", env)
+    codec = spec_of(raw).codec
+    if callable(codec):
+        return codec(raw, agent)
+    if codec is None or isinstance(raw.action_space(agent), gymnasium.spaces.Discrete):
         return None
-    if name == "topology_power_v0":
-        return CurveBidCodec(market.price_cap)
-    if name == "dlmp_v0":
-        return BlockPriceCodec(market.price_cap, market.n_blocks)
-    raise ValueError(f"normalized_bids_v0: no bid parametrisation for {name or market!r} "
-                     f"(agent {agent}, action space {space})")
+    if codec not in CODECS:
+        raise ValueError(f"normalized_bids_v0: unknown codec {codec!r} of "
+                         f"{spec_of(raw).id} (known: {', '.join(CODECS)}, None or a callable "
+                         "codec(env, agent))")
+    return CODECS[codec](raw.rules)
 
 
-def _q_now(market, agent: str) -> float | None:
-    participant = getattr(market, "participant", {}).get(agent)
-    return None if participant is None else participant.private.get("q_now")
+def _q_now(env, agent: str) -> float:
+    """The participant's public limit this hour (what a curve bid's quantities scale to)."""
+    return env.participant[agent].limits.q_now
 
 
 class _ActionMap:

@@ -6,7 +6,8 @@ so every other participant acts through the environment's ``policies`` (truthful
 substation's flat offer, UCB prosumers...). One ``step`` is one market round (one negotiation
 step in p2p); the episode ends (``truncated=True``) when the market's episode ends.
 
-Registered ids (on ``import ogg_envs.wrappers``), with their default learning participant:
+Registered ids (on ``import ogg_envs.wrappers``), with their default learning participant (an
+environment registered with ``gym_views`` adds its own, see ``gym_views``):
 
 ================================================  ===================  =====================
 id                                                agent                market
@@ -35,7 +36,8 @@ import numpy as np
 import ogg_envs
 from ogg_envs.wrappers.bids import normalized_bids_v0
 
-__all__ = ["SingleAgentMarketEnv", "GYM_IDS", "register_gymnasium_envs"]
+__all__ = ["SingleAgentMarketEnv", "GYM_IDS", "gym_views", "register_gymnasium_envs",
+           "baseline_returns"]
 
 GYM_IDS = {
     "opengridgym/TopologyPower-Supplier-v0": ("opengridgym/topology-power-v0", "supplier_3"),
@@ -89,33 +91,57 @@ class SingleAgentMarketEnv(gymnasium.Env):
         self.par_env.close()
 
 
+def gym_views() -> dict[str, tuple[str, str, dict]]:
+    """Every single-agent view: ``GYM_IDS`` and the ``gym_views`` of the registered specs
+    (``ogg_envs.register(..., gym_views={"mylab/PayAsBid-Supplier-v0": {"agent":
+    "supplier_0", ...}})``: the agent and any keyword for the view), as gym id -> (env id,
+    agent, extra keywords)."""
+    views = {gym_id: (env_id, agent, {}) for gym_id, (env_id, agent) in GYM_IDS.items()}
+    for spec in ogg_envs.ENVIRONMENTS.values():
+        for gym_id, kwargs in spec.gym_views.items():
+            kwargs = dict(kwargs)
+            if "agent" not in kwargs:
+                raise ValueError(f"{spec.id}: gym view {gym_id!r} names no agent")
+            views[gym_id] = (spec.id, kwargs.pop("agent"), kwargs)
+    return views
+
+
 def register_gymnasium_envs() -> None:
-    """Register the ids of ``GYM_IDS`` with Gymnasium (idempotent)."""
-    for gym_id, (env_id, agent) in GYM_IDS.items():
+    """Register every view of ``gym_views()`` with Gymnasium (idempotent; call it again after
+    registering an environment with ``gym_views``)."""
+    for gym_id, (env_id, agent, extra) in gym_views().items():
         if gym_id not in gymnasium.registry:
             gymnasium.register(id=gym_id, entry_point=f"{__name__}:SingleAgentMarketEnv",
-                               kwargs={"env_id": env_id, "agent": agent})
+                               kwargs={"env_id": env_id, "agent": agent, **extra})
 
 
 def baseline_returns(view, seeds) -> list[float]:
     """Episode returns of the view's participant when it follows its own default policy (the
-    one the market would give it as a non-learner), on the raw market, for each seed."""
+    one the market would give it as a non-learner), on the raw market, for each seed.
+
+    The policy is called like every policy (``ogg_envs.api.Policy``): ``policy(participant,
+    observation, info)`` with a copy of the participant's record taken before the step and
+    ``info`` = the market's last ``infos[agent]`` plus ``rng``; ``update(participant, action,
+    reward, info)`` after the step with that step's info."""
     view = getattr(view, "unwrapped", view)
     market, agent = view.market, view.agent
-    participant = market.participant[agent]
-    policy = participant.policy
+    policy = market.participant[agent].policy
+    if policy is None:
+        raise ValueError(f"{agent} has no default policy in {type(market).__module__}")
+    update = getattr(policy, "update", None)
     rng = np.random.default_rng(0)
     returns = []
     for seed in seeds:
-        obs, _ = market.reset(seed=seed)
+        obs, infos = market.reset(seed=seed)
         if hasattr(policy, "reset"):
             policy.reset()
         total = 0.0
         while market.agents:
-            action = policy(participant, obs[agent], rng)
-            obs, rewards, _, _, _ = market.step({agent: action})
+            participant = market.participant[agent].copy()
+            action = policy(participant, obs[agent], {**infos.get(agent, {}), "rng": rng})
+            obs, rewards, _, _, infos = market.step({agent: action})
             total += rewards[agent]
-            if hasattr(policy, "update"):
-                policy.update(participant, action, rewards[agent])
+            if update is not None:
+                update(participant, action, rewards[agent], {**infos[agent], "rng": rng})
         returns.append(total)
     return returns

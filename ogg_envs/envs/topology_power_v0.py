@@ -212,13 +212,13 @@ class raw_env(MarketEnv):
             nominal = self.nominal_kw[j]
             parts.append(Participant(f"consumer_{j}", "consumer", bus, DEMAND,
                                      limits=Limits(nominal, nominal * peak * (1.0 + 3 * noise))))
+        self.consumers = [p for p in parts if p.group == "consumer"]
         return parts
 
     def make_market(self) -> CurveMarket:
         mps = [MarketParticipant(p.name, p.bus, p.side) for p in self.participants]
         market = CurveMarket(self.topology, mps, price_cap=self.price_cap)
         market.set_limits(self.line_limits())
-        self.consumers = [p for p in self.participants if p.group == "consumer"]
         return market
 
     def action_space_of(self, p: Participant) -> gymnasium.Space:
@@ -328,12 +328,14 @@ class raw_env(MarketEnv):
     # ------------------------------------------------------------------ rendering
     def render_text(self) -> str:
         res = self.last_clearing
-        levels = sorted({round(v, 2) for v in res.prices.values()})
+        levels = sorted({round(v, 2) for v in res.participant_prices.tolist()})
         return (f"hour {self.t} round {self.round}: prices {levels} ¢/kWh, congested "
                 f"{res.congested or 'none'}, welfare {res.welfare / 100:.2f} $")
 
     def render_map(self, ax) -> None:
         res = self.last_clearing
+        if not hasattr(res, "prices"):  # a market without nodal prices: the core's map
+            return super().render_map(ax)
         self.grid.draw(res.prices, ax=ax, label="¢/kWh", title=f"hour {self.t}",
                        highlight_branches=res.congested)
 

@@ -2,52 +2,62 @@
 
 The entry interface (``docs/leaderboard.md`` has the full text)
 ---------------------------------------------------------------
-A policy acts for every agent the task gives it, one agent at a time::
+An entry's policy is an ``ogg_envs.api.Policy``, the signature of every policy in
+OpenGridGym. It acts for every agent the task gives it, one agent at a time::
 
-    action = policy(agent, observation, info)
+    action = policy(participant, observation, info)
 
-* ``agent``: the agent's name (``"supplier_2"``); ``observation``: its observation from the
-  environment (a NumPy array, exactly what PettingZoo returns);
+* ``participant``: a copy of the agent's own ``ogg_envs.api.Participant`` record, taken before
+  the step: ``name`` (``"supplier_2"``), ``group``, ``bus``, ``side``, its private truth
+  (``truth.cost_a``, ``truth.cost_b``, ``truth.value_max``, ``truth.value_min``), its public
+  limits this hour (``limits.q_now``, ``limits.q_max``), the market's public rules
+  (``rules``: price cap, blocks, arms, tariffs) and ``state`` (e.g. its P2P ``role``);
+* ``observation``: its observation from the environment (exactly what PettingZoo returns);
 * ``info``: a fresh dict with the environment's ``infos[agent]`` from the last step (or from
-  ``reset``) plus ``private`` (a copy of the agent's own private data: its true costs or
-  values, what it can produce this hour, its P2P role), ``rules`` (the market's public rules:
-  price cap, number of blocks, price arms, tariffs), ``action_space``, ``task`` (the task id),
-  ``seed``, ``episode`` and ``rng`` (a NumPy ``Generator`` seeded from the task seed: use it
-  for randomness so that runs repeat exactly).
+  ``reset``) plus ``action_space``, ``task`` (the task id), ``seed``, ``episode`` and ``rng``
+  (a NumPy ``Generator`` seeded from the task seed: use it for randomness so that runs repeat
+  exactly).
 * The action must be in ``env.action_space(agent)``; a policy that raises, or returns an action
   outside the space, fails the task (the runner records why and goes on).
-* Optional ``policy.update(agent, action, reward, info)`` is called after every step with that
-  step's reward and info: online learners (bandits) learn through it.
+* Optional ``policy.update(participant, action, reward, info)`` is called after every step with
+  the same participant copy and that step's reward and info: online learners (bandits) learn
+  through it.
 
 An entry is given as:
 
-* a baseline name: ``random``, ``truthful``, ``markup``, ``ucb``, ``epsilon-greedy``
-  (``BASELINES``; each applies to the tasks whose market it knows);
+* a baseline name (``BASELINES``: the ``baselines`` of the registered environments, each
+  applying to the tasks of the environments that list it: ``random``, ``truthful``,
+  ``markup``, ``ucb``, ``epsilon-greedy``); any other named policy of an environment's spec
+  (e.g. ``flat``) works too;
 * ``module:attr`` (``attr`` may be dotted), optionally named ``name=module:attr``: a class is
   instantiated with no arguments once per evaluation seed (so state never leaks between seeds),
-  any other callable is used as the policy for every seed;
+  any other callable is used as the policy for every seed. A module in the current folder is
+  found without setting ``PYTHONPATH``;
 * a saved Stable-Baselines3 model ``path/to/model.zip`` (optionally ``name=path.zip``): one
-  shared network acts for every controlled agent (parameter sharing), deterministically; a Box
-  action of the model whose bounds differ from the environment's (e.g. a model trained on
-  actions scaled to [-1, 1]) is mapped affinely onto the environment's bounds.
+  shared network acts for every controlled agent (parameter sharing), deterministically; a
+  model trained through ``normalized_bids_v0`` is decoded with the environment's codec, and a
+  Box action of a model whose bounds differ from the environment's is mapped affinely onto the
+  environment's bounds.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import gymnasium
 import numpy as np
 
-__all__ = ["Entry", "BASELINES", "DEFAULT_ENTRIES", "resolve_entry", "invalid_action_reason",
-           "P2PReservationBidder", "P2PBanditPolicy", "BidderPolicy", "SB3Policy"]
+import ogg_envs
 
-MARKUP = 0.3  # the fixed markup of the "markup" baseline
+__all__ = ["Entry", "BASELINES", "DEFAULT_ENTRIES", "resolve_entry", "invalid_action_reason",
+           "SB3Policy", "decode_model_action", "baseline_note", "import_user_module"]
 
 
 # ---------------------------------------------------------------------- action checks
@@ -88,135 +98,99 @@ def invalid_action_reason(space: gymnasium.Space, action) -> str | None:
 
 
 # ---------------------------------------------------------------------- baselines
-class BidderPolicy:
-    """An environment-style scripted bidder ``bidder(participant, observation, rng)`` as a
-    leaderboard policy: the bidder sees the agent's own private data only."""
+class _Baselines(Mapping):
+    """Baseline name -> the ids of the registered environments that list it (``EnvSpec.
+    baselines``), in registration order; live: an environment registered later counts."""
 
-    def __init__(self, bidder):
-        self.bidder = bidder
+    def _table(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        for env_id, spec in ogg_envs.ENVIRONMENTS.items():
+            for name in spec.baselines:
+                out.setdefault(name, []).append(env_id)
+        return {k: tuple(v) for k, v in out.items()}
 
-    def __call__(self, agent: str, observation, info: dict):
-        return self.bidder(SimpleNamespace(name=agent, private=info["private"]), observation,
-                           info["rng"])
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return self._table()[name]
 
+    def __iter__(self):
+        return iter(self._table())
 
-class P2PReservationBidder:
-    """P2P: bid the reservation price, shaded by ``markup``.
+    def __len__(self) -> int:
+        return len(self._table())
 
-    A producer's outside option is selling to the utility at the feed-in price, and a trade
-    costs it the service fee, so its reservation price is ``feed_in + c_service``; a consumer's
-    is ``retail - c_service``. The producer bids the lowest arm at or above
-    ``(feed_in + c_service) (1 + markup)``, the consumer the highest arm at or below
-    ``(retail - c_service) / (1 + markup)``. With ``markup=0`` (truthful) every matched pair
-    trades in every step.
-    """
-
-    def __init__(self, markup: float = 0.0):
-        self.markup = float(markup)
-
-    def __call__(self, agent: str, observation, info: dict) -> int:
-        r = info["rules"]
-        arms = np.asarray(r["arms"], dtype=float)
-        if info["private"]["role"] == "producer":
-            target = (r["feed_in_price"] + r["c_service"]) * (1 + self.markup)
-            ok = np.flatnonzero(arms >= target - 1e-12)
-            return int(ok[0]) if ok.size else len(arms) - 1
-        target = (r["retail_price"] - r["c_service"]) / (1 + self.markup)
-        ok = np.flatnonzero(arms <= target + 1e-12)
-        return int(ok[-1]) if ok.size else 0
+    def __repr__(self) -> str:
+        return f"BASELINES({self._table()!r})"
 
 
-class P2PBanditPolicy:
-    """P2P: the paper's learners (``ogg_envs.baselines.bandits``), one ``RolePolicy`` (a bandit
-    per role) per agent, learning from the rewards of the steps in which it is matched."""
+class _DefaultEntries(Sequence):
+    """The default entries of a run: every baseline (live, like ``BASELINES``)."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.policies: dict[str, Any] = {}
+    def __getitem__(self, i):
+        return list(BASELINES)[i]
 
-    def _policy(self, agent: str, info: dict):
-        if agent not in self.policies:
-            from ogg_envs.baselines.bandits import make_policy
-            from ogg_envs.markets.p2p import P2PTerms
+    def __len__(self) -> int:
+        return len(BASELINES)
 
-            r = info["rules"]
-            terms = P2PTerms(arms=tuple(r["arms"]), retail_price=r["retail_price"],
-                             feed_in_price=r["feed_in_price"],
-                             imbalance_price=r["imbalance_price"], c_service=r["c_service"],
-                             c_lose=r["c_lose"])
-            self.policies[agent] = make_policy(self.kind, terms.n_arms, terms.reward_range())
-        return self.policies[agent]
-
-    def __call__(self, agent: str, observation, info: dict) -> int:
-        role_policy = self._policy(agent, info)
-        return int(role_policy.bandits[info["private"]["role"]].select(info["rng"]))
-
-    def update(self, agent: str, action, reward: float, info: dict) -> None:
-        if info.get("matched"):
-            self._policy(agent, info).bandits[info["role"]].update(int(action), reward)
+    def __repr__(self) -> str:
+        return repr(list(BASELINES))
 
 
-def _curve(name: str):
-    from ogg_envs.baselines import curve_bidders as cb
+BASELINES = _Baselines()
+DEFAULT_ENTRIES = _DefaultEntries()
 
-    def make(task, rules):
-        cap = rules["price_cap"]
-        return BidderPolicy({"random": lambda: cb.RandomBidder(price_cap=cap),
-                             "truthful": cb.TruthfulBidder,
-                             "markup": lambda: cb.MarkupBidder(MARKUP, price_cap=cap)}[name]())
+
+def _policy_envs(name: str) -> tuple[str, ...]:
+    """The registered environments that have a policy called ``name``."""
+    return tuple(env_id for env_id, spec in ogg_envs.ENVIRONMENTS.items()
+                 if name in spec.policies)
+
+
+def baseline_note(name: str) -> str:
+    """What a named policy does: the first sentence of its class's docstring, per
+    environment where they differ."""
+    notes: dict[str, list[str]] = {}
+    for env_id in _policy_envs(name):
+        try:
+            policy = ogg_envs.spec(env_id).policies[name]()
+            doc = (inspect.getdoc(type(policy)) or "").strip()
+        except Exception as exc:  # a policy that cannot be made here: say so, do not fail
+            doc = f"(unavailable: {exc})"
+        first = " ".join(doc.split("\n\n")[0].split())
+        first = first.split(". ")[0].rstrip(".")
+        notes.setdefault(first, []).append(env_id.split("/")[-1])
+    if len(notes) == 1:
+        return next(iter(notes))
+    return "; ".join(f"{', '.join(envs)}: {text}" for text, envs in notes.items())
+
+
+def _named_policy(name: str):
+    """The factory of a named policy: a fresh policy from the task's environment's spec."""
+    def make(task, env):
+        return task.spec.policies[name]()
     return make
-
-
-def _dlmp(name: str):
-    from ogg_envs.baselines import dlmp_bidders as db
-
-    def make(task, rules):
-        return BidderPolicy({"random": db.RandomBidder, "truthful": db.TruthfulBidder,
-                             "markup": lambda: db.MarkupBidder(MARKUP)}[name]())
-    return make
-
-
-class _P2PRandom:
-    def __call__(self, agent, observation, info):
-        return int(info["rng"].integers(info["action_space"].n))
-
-
-BASELINES: dict[str, dict[str, Any]] = {
-    "random": {"curve": _curve("random"), "dlmp": _dlmp("random"),
-               "p2p": lambda task, rules: _P2PRandom()},
-    "truthful": {"curve": _curve("truthful"), "dlmp": _dlmp("truthful"),
-                 "p2p": lambda task, rules: P2PReservationBidder(0.0)},
-    "markup": {"curve": _curve("markup"), "dlmp": _dlmp("markup"),
-               "p2p": lambda task, rules: P2PReservationBidder(MARKUP)},
-    "ucb": {"p2p": lambda task, rules: P2PBanditPolicy("ucb")},
-    "epsilon-greedy": {"p2p": lambda task, rules: P2PBanditPolicy("epsilon_greedy")},
-}
-DEFAULT_ENTRIES = list(BASELINES)
-
-BASELINE_NOTES = {
-    "random": "uniformly random valid actions (env-seeded)",
-    "truthful": "true cost / value curves; P2P: reservation prices",
-    "markup": f"true curves with prices x{1 + MARKUP:g}; P2P: reservation shaded by "
-              f"{MARKUP:g}",
-    "ucb": "the paper's UCB bandits, one per role (P2P only)",
-    "epsilon-greedy": "epsilon-greedy bandits (epsilon 0.1), one per role (P2P only)",
-}
 
 
 # ---------------------------------------------------------------------- saved models
 class SB3Policy:
     """A saved Stable-Baselines3 model acting for every controlled agent (see the module
-    docstring). The model is loaded once and shared by every seed."""
+    docstring). The model is loaded once and shared by every seed; ``for_env(env)`` gives the
+    policy of one evaluation run (decoding through ``env``'s codec)."""
 
     _ALGOS = ("PPO", "SAC", "TD3", "A2C", "DDPG", "DQN")
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, env=None, _shared: dict | None = None):
         self.path = str(path)
-        self._model = None
+        self.env = env
+        self._shared = {} if _shared is None else _shared
+        self._codecs: dict[str, Any] = {}
+
+    def for_env(self, env) -> SB3Policy:
+        """The same (shared) model, decoding actions for ``env``."""
+        return SB3Policy(self.path, env, self._shared)
 
     @property
     def model(self):
-        if self._model is None:
+        if "model" not in self._shared:
             try:
                 import stable_baselines3 as sb3
             except ImportError as exc:
@@ -225,39 +199,50 @@ class SB3Policy:
             errors = []
             for algo in self._ALGOS:
                 try:
-                    self._model = getattr(sb3, algo).load(self.path, device="cpu")
+                    self._shared["model"] = getattr(sb3, algo).load(self.path, device="cpu")
                     break
                 except Exception as exc:  # wrong algorithm class: try the next
                     errors.append(f"{algo}: {type(exc).__name__}")
             else:
                 raise RuntimeError(f"{self.path}: not a loadable SB3 model ({'; '.join(errors)})")
-        return self._model
+        return self._shared["model"]
 
-    def __call__(self, agent: str, observation, info: dict):
+    def codec(self, agent: str):
+        """``agent``'s codec in the bound environment (None: no env bound, or no codec)."""
+        if self.env is None:
+            return None
+        if agent not in self._codecs:
+            from ogg_envs.wrappers import codec_for
+
+            self._codecs[agent] = codec_for(self.env, agent)
+        return self._codecs[agent]
+
+    def __call__(self, participant, observation, info: dict):
         action, _ = self.model.predict(np.asarray(observation), deterministic=True)
-        return decode_model_action(self.model.action_space, action, agent, info)
+        return decode_model_action(self.model.action_space, action, participant, info,
+                                   self.codec(participant.name))
 
 
-def decode_model_action(model_space, action, agent: str, info: dict):
-    """A trained model's action as the env's raw action for ``agent``.
+def decode_model_action(model_space, action, participant, info: dict, codec=None):
+    """A trained model's action as the env's raw action for ``participant``.
 
-    Models trained through ``normalized_bids_v0`` (``Box(-1, 1)``) are decoded with its
-    parametrisation, ``arms_as_box_v0`` models with ``ArmCodec``; other Box models are mapped
-    affinely onto the agent's action box."""
-    from ogg_envs.wrappers import ArmCodec, BlockPriceCodec, CurveBidCodec
+    ``codec`` is the agent's codec in the environment (``ogg_envs.wrappers.codec_for(env,
+    agent)``, from the environment's registered spec). Models trained through
+    ``normalized_bids_v0`` (``Box(-1, 1)`` of the env action's shape) are decoded with it (with
+    ``participant.limits.q_now``), ``arms_as_box_v0`` models with ``ArmCodec``; other Box
+    models are mapped affinely onto the agent's action box (``info["action_space"]``)."""
+    from ogg_envs.wrappers import ArmCodec
 
-    space, rules = info["action_space"], info["rules"]
+    space, who = info["action_space"], participant.name
     if isinstance(space, gymnasium.spaces.Discrete):
         if getattr(model_space, "n", None) == space.n:
             return int(np.asarray(action).reshape(-1)[0])
-        return ArmCodec(space.n).decode(action, who=agent)
+        return ArmCodec(space.n).decode(action, who=who)
     normalised = (isinstance(model_space, gymnasium.spaces.Box)
                   and model_space.shape == space.shape
                   and np.all(model_space.low == -1) and np.all(model_space.high == 1))
-    if normalised:
-        if "n_blocks" in rules:
-            return BlockPriceCodec(rules["price_cap"], rules["n_blocks"]).decode(action, who=agent)
-        return CurveBidCodec(rules["price_cap"]).decode(action, info["private"]["q_now"], agent)
+    if normalised and codec is not None:
+        return codec.decode(action, participant.limits.q_now, who=who)
     a = np.asarray(action, dtype=float).reshape(space.shape)
     if isinstance(model_space, gymnasium.spaces.Box) and model_space.shape == space.shape:
         mlo, mhi = model_space.low.astype(float), model_space.high.astype(float)
@@ -271,21 +256,31 @@ def decode_model_action(model_space, action, agent: str, info: dict):
 # ---------------------------------------------------------------------- entries
 @dataclass
 class Entry:
-    """A resolved entry: ``make(task, rules)`` gives the policy for one evaluation seed."""
+    """A resolved entry: ``make(task, env)`` gives the policy for one evaluation seed (``env``:
+    that seed's fresh environment of the task)."""
 
     name: str
     spec: str
-    kinds: frozenset[str] | None  # task kinds it applies to (None: every task)
-    factory: Any
+    envs: frozenset[str] | None  # ids of the environments it applies to (None: every one)
+    factory: Any  # factory(task, env) -> policy
     note: str = ""
 
-    def applies(self, kind: str) -> bool:
-        return self.kinds is None or kind in self.kinds
+    def applies(self, env_id: str) -> bool:
+        """Whether the entry applies to the tasks of environment ``env_id``."""
+        return self.envs is None or env_id in self.envs
 
-    def make(self, task, rules: dict):
-        if isinstance(self.factory, dict):
-            return self.factory[task.kind](task, rules)
-        return self.factory(task, rules)
+    def make(self, task, env=None):
+        return self.factory(task, env)
+
+
+def import_user_module(name: str):
+    """Import a user's module by name; the current folder is searched too (as ``python -m``
+    would), so a module next to the command needs no ``PYTHONPATH``."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+        importlib.invalidate_caches()
+    return importlib.import_module(name)
 
 
 def _import_attr(spec: str):
@@ -293,7 +288,7 @@ def _import_attr(spec: str):
     if not module_name or not attr:
         raise ValueError(f"entry {spec!r}: expected module:callable")
     try:
-        obj = importlib.import_module(module_name)
+        obj = import_user_module(module_name)
     except ImportError as exc:
         raise ValueError(f"entry {spec!r}: cannot import {module_name} ({exc})") from None
     for part in attr.split("."):
@@ -311,23 +306,24 @@ def resolve_entry(spec: str) -> Entry:
     name, sep, rest = spec.partition("=")
     if not sep:
         name, rest = "", spec
-    if rest in BASELINES:
-        return Entry(name or rest, rest, frozenset(BASELINES[rest]), BASELINES[rest],
-                     BASELINE_NOTES.get(rest, ""))
+    if rest in BASELINES or (":" not in rest and _policy_envs(rest)):
+        envs = BASELINES[rest] if rest in BASELINES else _policy_envs(rest)
+        return Entry(name or rest, rest, frozenset(envs), _named_policy(rest),
+                     baseline_note(rest))
     if rest.endswith(".zip"):
         if not Path(rest).is_file():
             raise ValueError(f"entry {spec!r}: no such model file {rest}")
         policy = SB3Policy(rest)
-        return Entry(name or Path(rest).stem, rest, None, lambda task, rules: policy,
-                     "saved SB3 model")
+        return Entry(name or Path(rest).stem, rest, None,
+                     lambda task, env: policy.for_env(env), "saved SB3 model")
     if ":" in rest:
         obj = _import_attr(rest)
         if inspect.isclass(obj):
-            def factory(task, rules, cls=obj):
+            def factory(task, env, cls=obj):
                 return cls()
         else:
-            def factory(task, rules, fn=obj):
+            def factory(task, env, fn=obj):
                 return fn
         return Entry(name or rest, rest, None, factory, "user policy")
-    raise ValueError(f"entry {spec!r}: not a baseline ({', '.join(BASELINES)}), a "
-                     "module:callable or a saved model .zip")
+    raise ValueError(f"entry {spec!r}: not a baseline ({', '.join(BASELINES)}), a named "
+                     "policy of an environment, a module:callable or a saved model .zip")

@@ -7,8 +7,12 @@ in code. Money is in ¢ inside the formulas and reported in dollars (``_usd``); 
 A *recorder* watches one evaluation run of a task (one seed, one or more consecutive
 episodes): the runner calls ``before_step()`` before every ``env.step`` and
 ``after_step(rewards, infos)`` after it, and ``result()`` at the end gives the seed's metrics.
-Recorders read the environment's state (the last clearing, the last power flow) but never
-change it; the welfare-optimal reference is cleared on a separate copy of the market.
+Recorders read the environment's public state (``last_clearing``, ``last_power_flow``, the
+participants' records, ``truthful_bids()``) but never change it; the welfare-optimal reference
+is cleared on a separate copy of the market. A task's recorder is its environment's
+``EnvSpec.recorder`` (``make_recorder(spec, env, controlled)``): ``"curve"``, ``"dlmp"``,
+``"p2p"`` (``RECORDERS``) or a class with this interface; the class attribute ``metrics``
+lists the metrics it reports (the columns of its tasks' tables).
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import math
 import numpy as np
 from scipy import stats
 
+from ogg_envs import economics
+
 __all__ = [
-    "METRICS", "TASK_METRICS", "mean_ci", "efficiency", "curve_true_welfare",
-    "curve_true_profits", "dlmp_true_welfare", "dlmp_true_profits", "dlmp_congestion_rent",
-    "p2p_utility_cost", "p2p_consumer_price", "CurveRecorder", "P2PRecorder", "DLMPRecorder",
-    "make_recorder",
+    "METRICS", "RECORDERS", "mean_ci", "efficiency", "dlmp_true_welfare",
+    "dlmp_congestion_rent", "p2p_utility_cost", "p2p_consumer_price", "CurveRecorder",
+    "P2PRecorder", "DLMPRecorder", "recorder_class", "make_recorder",
 ]
 
-# Every metric the leaderboard can report, in table order: name -> (label, unit)
+# Every metric the leaderboard can report, in table order: name -> (label, unit). Which of them
+# a task reports is its recorder's ``metrics`` (a metric that does not apply is left empty).
 METRICS = {
     "efficiency": ("market efficiency", "ratio"),
     "welfare_loss_usd": ("welfare loss", "$"),
@@ -42,19 +48,6 @@ METRICS = {
     "infeasible_trades": ("infeasible P2P trades", "trade-hours"),
     "shed_kwh": ("load shed", "kWh"),
     "curtailed_kwh": ("generation curtailed", "kWh"),
-}
-
-# The metrics each kind of task reports (a metric that does not apply is left empty).
-TASK_METRICS = {
-    "curve": ["efficiency", "welfare_loss_usd", "profit_usd", "return", "consumer_price",
-              "congestion_rent_usd", "voltage_violations", "overloads", "nonconverged",
-              "shed_kwh", "curtailed_kwh"],
-    "p2p": ["efficiency", "welfare_loss_usd", "profit_usd", "return", "consumer_price",
-            "trade_success", "voltage_violations", "overloads", "nonconverged",
-            "infeasible_trades", "curtailed_kwh"],
-    "dlmp": ["efficiency", "welfare_loss_usd", "profit_usd", "return", "consumer_price",
-             "avg_dlmp", "congestion_rent_usd", "voltage_violations", "overloads",
-             "nonconverged", "shed_kwh", "curtailed_kwh"],
 }
 
 
@@ -84,48 +77,7 @@ def efficiency(realised_surplus: float, optimal_surplus: float) -> float:
     return realised_surplus / optimal_surplus
 
 
-# ---------------------------------------------------------------------- curve market
-def curve_true_profits(privates: list[dict], prices: np.ndarray,
-                       quantities: np.ndarray) -> np.ndarray:
-    """True profit (¢ per hour) of every participant of topology-power-v0 (eqs. 9-10).
-
-    Supplier ``k``: ``price_k q_k - (a_k q_k + b_k q_k^2 / 2)``; consumer ``k``:
-    ``u_k(q_k) - price_k q_k`` with ``u_k`` its true value (``topology_power_v0.true_value``).
-    """
-    from ogg_envs.envs.topology_power_v0 import true_value
-
-    out = np.empty(len(privates))
-    for k, pr in enumerate(privates):
-        p, q = float(prices[k]), float(quantities[k])
-        if pr["side"] == "supply":
-            out[k] = p * q - (pr["cost_a"] * q + 0.5 * pr.get("cost_b", 0.0) * q * q)
-        else:
-            out[k] = true_value(pr, q) - p * q
-    return out
-
-
-def curve_true_welfare(privates: list[dict], quantities: np.ndarray) -> float:
-    """Total surplus (¢ per hour) under true costs and values: ``sum_d u_d(q_d) - sum_s
-    c_s(q_s)`` (payments are transfers and cancel)."""
-    from ogg_envs.envs.topology_power_v0 import true_value
-
-    total = 0.0
-    for pr, q in zip(privates, np.asarray(quantities, dtype=float).tolist()):
-        if pr["side"] == "supply":
-            total -= pr["cost_a"] * q + 0.5 * pr.get("cost_b", 0.0) * q * q
-        else:
-            total += true_value(pr, q)
-    return total
-
-
 # ---------------------------------------------------------------------- DLMP market
-def dlmp_true_profits(prices: np.ndarray, quantities: np.ndarray, cost_a: np.ndarray,
-                      cost_b: np.ndarray) -> np.ndarray:
-    """True profit (¢ per hour) of every resource: ``DLMP q - (a q + b q^2 / 2)``."""
-    q = np.asarray(quantities, dtype=float)
-    return np.asarray(prices, dtype=float) * q - (cost_a + 0.5 * cost_b * q) * q
-
-
 def dlmp_true_welfare(*, demand_kw: np.ndarray, shed_kw: np.ndarray, source_kw: float,
                       lmp: float, quantities: np.ndarray, cost_a: np.ndarray,
                       cost_b: np.ndarray, value_of_load: float) -> float:
@@ -137,9 +89,8 @@ def dlmp_true_welfare(*, demand_kw: np.ndarray, shed_kw: np.ndarray, source_kw: 
     cost and DR providers their true discomfort. It is the OPF's objective with true costs in
     place of the offers.
     """
-    q = np.asarray(quantities, dtype=float)
     served = float(np.sum(demand_kw) - np.sum(shed_kw))
-    true_cost = float(np.sum((cost_a + 0.5 * cost_b * q) * q))
+    true_cost = float(np.sum(economics.cost(quantities, cost_a, cost_b)))
     return value_of_load * served - lmp * max(float(source_kw), 0.0) - true_cost
 
 
@@ -169,22 +120,48 @@ def p2p_consumer_price(money: dict, terms) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------- recorders
-class _Recorder:
-    """Accumulates one seed's run (one or more episodes); see the module docstring."""
+def _truth_arrays(participants) -> dict[str, np.ndarray]:
+    """The participants' private truth and limit as arrays (participant order), in the argument
+    order of ``ogg_envs.economics.profits`` / ``welfare`` after the prices and quantities."""
+    def col(values):
+        return np.array(list(values), dtype=float)
 
-    kind = ""
+    return {"a": col(p.truth.cost_a for p in participants),
+            "b": col(p.truth.cost_b for p in participants),
+            "value_max": col(p.truth.value_max for p in participants),
+            "value_min": col(p.truth.value_min for p in participants),
+            "q_now": col(p.limits.q_now for p in participants)}
+
+
+class _Recorder:
+    """Accumulates one seed's run (one or more episodes); see the module docstring.
+
+    ``metrics``: the metrics the recorder reports (table order), the columns of its tasks.
+    """
+
+    metrics: list[str] = ["efficiency", "welfare_loss_usd", "profit_usd", "return",
+                          "consumer_price"]
 
     def __init__(self, env, controlled: list[str]):
         self.env = env
         self.controlled = list(controlled)
+        self.controlled_idx = [env.index[a] for a in self.controlled]
         self.episodes = 0
         self.s_real = 0.0  # realised surplus, ¢
         self.s_ref = 0.0  # surplus of the truthful welfare-optimal dispatch, ¢
-        self.sums = dict.fromkeys(TASK_METRICS[self.kind], 0.0)
+        self.sums = dict.fromkeys(self.metrics, 0.0)
         self.price_num = self.price_den = 0.0
 
     def start_episode(self) -> None:
         self.episodes += 1
+
+    def _final_round(self) -> bool:
+        """Whether the coming step's clearing is the hour's final one (dispatched)."""
+        return self.env.round == self.env.market_rounds - 1
+
+    @staticmethod
+    def _grid_step(infos: dict) -> bool:
+        return bool(infos) and bool(next(iter(infos.values())).get("grid_step"))
 
     def _physical(self, pf) -> None:
         if pf is None:
@@ -213,58 +190,73 @@ class _Recorder:
 
 
 class CurveRecorder(_Recorder):
-    """topology-power-v0: the final clearing of every hour against the truthful optimum."""
+    """Curve markets (topology-power-v0 and any env registered with ``recorder="curve"``): the
+    final clearing of every hour against the truthful optimum.
 
-    kind = "curve"
+    Reads ``env.truthful_bids()``, ``env.last_clearing`` (``participant_prices``,
+    ``participant_quantities``, ``bids``, ``consumer_payments``, ``congestion_rent``,
+    ``shed_kw``, ``spilled_kw``), ``env.last_power_flow``, ``env.is_supply`` and the
+    participants' records. The true surplus and profits are ``ogg_envs.economics.welfare`` and
+    ``profits`` (what ``env.true_welfare`` / ``env.true_profits`` compute) on the participants'
+    truth and limits of the hour, taken before the hour's final round: after that round the
+    environment has already opened the next hour (new loads).
+    """
+
+    metrics = ["efficiency", "welfare_loss_usd", "profit_usd", "return", "consumer_price",
+               "congestion_rent_usd", "voltage_violations", "overloads", "nonconverged",
+               "shed_kwh", "curtailed_kwh"]
 
     def __init__(self, env, controlled):
         super().__init__(env, controlled)
         self.ref_market = copy.deepcopy(env.market)  # a separate solver for the reference
-        self.controlled_idx = [env.names.index(a) for a in self.controlled]
         self.ref_solves = 0
         self._hour = None
 
     def before_step(self) -> None:
-        env = self.env
-        if env.round == env.market_rounds - 1:  # this step's clearing is the hour's final one
-            self._hour = ([dict(p.private) for p in env.participants], env.truthful_bids())
+        if self._final_round():
+            env = self.env
+            self._hour = (_truth_arrays(env.participants), env.truthful_bids())
 
     def after_step(self, rewards: dict, infos: dict) -> None:
         self._returns(rewards)
-        if not infos or not next(iter(infos.values())).get("grid_step"):
+        if not self._grid_step(infos):
             return
         env = self.env
-        privates, truthful = self._hour
-        res = env._last
+        truth, truthful = self._hour
+        res = env.last_clearing
         q, p = res.participant_quantities, res.participant_prices
-        bids = getattr(env, "_last_bids", None)
-        if bids is not None and np.array_equal(bids, truthful):
+        if res.bids is not None and np.array_equal(res.bids, truthful):
             ref = res  # the same bids are the same clearing problem
         else:
             ref = self.ref_market.clear(truthful)
             self.ref_solves += 1
-        self.s_real += curve_true_welfare(privates, q)
-        self.s_ref += curve_true_welfare(privates, ref.participant_quantities)
-        profits = curve_true_profits(privates, p, q)
+        sup = env.is_supply
+        self.s_real += economics.welfare(sup, q, **truth)
+        self.s_ref += economics.welfare(sup, ref.participant_quantities, **truth)
+        profits = economics.profits(sup, p, q, **truth)
         self.sums["profit_usd"] += float(profits[self.controlled_idx].sum()) / 100.0
         self.price_num += res.consumer_payments
-        self.price_den += float(q[~env.is_supply].sum())
+        self.price_den += float(q[~sup].sum())
         self.sums["congestion_rent_usd"] += res.congestion_rent / 100.0
         self.sums["shed_kwh"] += float(sum(res.shed_kw.values()))
         self.sums["curtailed_kwh"] += float(sum(res.spilled_kw.values()))
-        self._physical(env._last_pf)
+        self._physical(env.last_power_flow)
 
 
 class DLMPRecorder(_Recorder):
-    """dlmp-v0: the final DSO clearing of every hour against the truthful optimum."""
+    """dlmp-v0 (``recorder="dlmp"``): the final DSO clearing of every hour against the truthful
+    optimum, which is cleared on a copy of the market with ``env.context()`` of the hour and
+    ``env.truthful_bids()`` (or is the realised clearing itself when its ``bids`` are the
+    truthful ones)."""
 
-    kind = "dlmp"
+    metrics = ["efficiency", "welfare_loss_usd", "profit_usd", "return", "consumer_price",
+               "avg_dlmp", "congestion_rent_usd", "voltage_violations", "overloads",
+               "nonconverged", "shed_kwh", "curtailed_kwh"]
 
     def __init__(self, env, controlled):
         super().__init__(env, controlled)
         self.ref_market = copy.deepcopy(env.market)
-        self.controlled_idx = [env.names.index(a) for a in self.controlled]
-        self.is_gen = np.array([p.group == "generator" for p in env.participants])
+        self.is_gen = np.asarray(env.is_generator, dtype=bool)
         self.res_bus = np.array([env.topology.bus_index[p.bus] for p in env.participants],
                                 dtype=np.int64)
         self.ref_solves = 0
@@ -273,61 +265,45 @@ class DLMPRecorder(_Recorder):
         self._hour = None
 
     def before_step(self) -> None:
-        env = self.env
-        if env.round == env.market_rounds - 1:
-            parts = env.participants
-            self._hour = dict(
-                demand=env.demand_kw.copy(), cap=env.capacity_kw.copy(), lmp=env.lmp_now,
-                pv=env.pv_kw.copy(), truthful=env.truthful_offers(),
-                cost_a=np.array([p.private["cost_a"] for p in parts]),
-                cost_b=np.array([p.private["cost_b"] for p in parts]),
-                # offers of non-adaptive scripted participants, fixed for the hour once made
-                scripted=dict(getattr(env, "_scripted_cache", None) or {}))
-
-    def _offers(self, infos: dict) -> np.ndarray | None:
-        """The offers of the final clearing, if all of them are known (else None)."""
-        cache = self._hour["scripted"]
-        rows = []
-        for name in self.env.names:
-            if name in infos:
-                rows.append(np.asarray(infos[name]["bid"], dtype=float))
-            elif name in cache:
-                rows.append(np.asarray(cache[name], dtype=float))
-            else:
-                return None
-        return np.array(rows)
+        if self._final_round():
+            env = self.env
+            truth = _truth_arrays(env.participants)
+            self._hour = dict(context=copy.deepcopy(env.context()),
+                              truthful=np.array(env.truthful_bids(), dtype=float),
+                              cost_a=truth["a"], cost_b=truth["b"])
 
     def after_step(self, rewards: dict, infos: dict) -> None:
         self._returns(rewards)
-        if not infos or not next(iter(infos.values())).get("grid_step"):
+        if not self._grid_step(infos):
             return
         env, h = self.env, self._hour
+        ctx = h["context"]
         res = env.last_clearing
-        offers = self._offers(infos)
-        if offers is not None and np.array_equal(offers, h["truthful"]):
-            ref = res
+        if res.bids is not None and np.array_equal(res.bids, h["truthful"]):
+            ref = res  # the same offers are the same OPF
         else:
-            ref = self.ref_market.clear(h["truthful"], demand_kw=h["demand"],
-                                        capacity_kw=h["cap"], lmp=h["lmp"], pv_kw=h["pv"])
+            ref = self.ref_market.clear(h["truthful"], ctx)
             self.ref_solves += 1
-        cap = env.price_cap
+        demand = np.asarray(ctx.demand_kw, dtype=float)
+        pv = np.zeros_like(demand) if ctx.pv_kw is None else np.asarray(ctx.pv_kw, dtype=float)
+        cap = env.rules["price_cap"]
         for target, r in (("real", res), ("ref", ref)):
-            w = dlmp_true_welfare(demand_kw=h["demand"], shed_kw=r.shed_kw,
-                                  source_kw=r.source_kw, lmp=h["lmp"], quantities=r.quantities,
+            w = dlmp_true_welfare(demand_kw=demand, shed_kw=r.shed_kw, source_kw=r.source_kw,
+                                  lmp=ctx.source_price, quantities=r.participant_quantities,
                                   cost_a=h["cost_a"], cost_b=h["cost_b"], value_of_load=cap)
             if target == "real":
                 self.s_real += w
             else:
                 self.s_ref += w
-        q = res.quantities
-        profits = dlmp_true_profits(res.resource_prices, q, h["cost_a"], h["cost_b"])
+        q = res.participant_quantities
+        profits = res.participant_prices * q - economics.cost(q, h["cost_a"], h["cost_b"])
         self.sums["profit_usd"] += float(profits[self.controlled_idx].sum()) / 100.0
         B = len(res.dlmp)
         bus = self.res_bus
         dr = np.bincount(bus[~self.is_gen], q[~self.is_gen], minlength=B)
         gen = np.bincount(bus[self.is_gen], q[self.is_gen], minlength=B)
-        served = h["demand"] - res.shed_kw - dr
-        withdrawal = served - gen - (h["pv"] - res.curtailed_kw)
+        served = demand - res.shed_kw - dr
+        withdrawal = served - gen - (pv - res.curtailed_kw)
         self.price_num += float(np.dot(res.dlmp, served))
         self.price_den += float(served.sum())
         self.dlmp_sum += float(res.dlmp.mean())
@@ -344,14 +320,17 @@ class DLMPRecorder(_Recorder):
 
 
 class P2PRecorder(_Recorder):
-    """p2p-v0: every hour's settlement against the same hour with every pair trading fully."""
+    """p2p-v0 (``recorder="p2p"``): every hour's settlement against the same hour with every
+    pair trading fully. Reads ``env.market`` (roles, pairs, tranche, steps), ``env.mode``,
+    ``env.fixed_kwh``, ``env.realised_export``, ``env.terms``, ``env.last_settlement`` and
+    ``env.last_report``."""
 
-    kind = "p2p"
+    metrics = ["efficiency", "welfare_loss_usd", "profit_usd", "return", "consumer_price",
+               "trade_success", "voltage_violations", "overloads", "nonconverged",
+               "infeasible_trades", "curtailed_kwh"]
 
     def __init__(self, env, controlled):
         super().__init__(env, controlled)
-        names = [p.name for p in env.participants]
-        self.controlled_idx = [names.index(a) for a in self.controlled]
         self.matched_steps = 0
         self.successes = 0
         self._hour = None
@@ -359,8 +338,8 @@ class P2PRecorder(_Recorder):
     def before_step(self) -> None:
         from ogg_envs.markets.p2p import PRODUCER
 
-        env, mk = self.env, self.env.market
-        if env.round == env.market_rounds - 1:
+        if self._final_round():
+            env, mk = self.env, self.env.market
             if env.mode == "homogeneous":
                 x = np.where(mk.roles == PRODUCER, env.fixed_kwh, -env.fixed_kwh)
             else:
@@ -377,7 +356,7 @@ class P2PRecorder(_Recorder):
             if info is not None and info.get("matched"):
                 self.matched_steps += 1
                 self.successes += bool(info.get("success"))
-        if not infos or not next(iter(infos.values())).get("grid_step"):
+        if not self._grid_step(infos):
             return
         env, h = self.env, self._hour
         terms, money, report = env.terms, env.last_settlement, env.last_report
@@ -404,7 +383,31 @@ class P2PRecorder(_Recorder):
         return out
 
 
-def make_recorder(kind: str, env, controlled):
-    """The recorder of a task kind (``"curve"``, ``"p2p"``, ``"dlmp"``)."""
-    return {"curve": CurveRecorder, "p2p": P2PRecorder, "dlmp": DLMPRecorder}[kind](
-        env, controlled)
+# The recorders by the names a spec's ``recorder`` may give (``ogg_envs.register``).
+RECORDERS = {"curve": CurveRecorder, "dlmp": DLMPRecorder, "p2p": P2PRecorder}
+
+
+def recorder_class(spec_or_name) -> type:
+    """The recorder class of an ``EnvSpec`` (its ``recorder``), a registered environment id, a
+    recorder name (``RECORDERS``) or a recorder class itself."""
+    from ogg_envs.registry import EnvSpec, spec
+
+    rec = spec_or_name
+    if isinstance(rec, EnvSpec):
+        rec = rec.recorder
+    elif isinstance(rec, str) and rec not in RECORDERS and "/" in rec:
+        rec = spec(rec).recorder
+    if isinstance(rec, str):
+        if rec not in RECORDERS:
+            raise ValueError(f"unknown recorder {rec!r}; known: {', '.join(RECORDERS)} (or a "
+                             "recorder class)")
+        return RECORDERS[rec]
+    if isinstance(rec, type):
+        return rec
+    raise TypeError(f"not a recorder: {spec_or_name!r}")
+
+
+def make_recorder(spec_or_name, env, controlled):
+    """The recorder of a task's environment (``recorder_class(spec_or_name)``) watching
+    ``env`` for the ``controlled`` agents."""
+    return recorder_class(spec_or_name)(env, controlled)

@@ -11,6 +11,19 @@ tests check it): editing a task file makes ``load_task`` refuse it. To change a 
 a file with the next version (``...-v1``), change the copy and pin the new file's hash; old
 results stay comparable with the old version, and every result row records the task's version
 and hash. A pinned data file that changed (e.g. regenerated profiles) is refused the same way.
+
+A task's environment is any registered id (``ogg_envs.register``): the task finds the
+environment's spec (``Task.spec``), and with it the recorder (the metrics), the named policies
+of ``[others]`` and the baselines that apply. A user's task (for a user's environment, say)
+lives in the user's own folder and is pinned by the code that registers it::
+
+    ogg_envs.register("mylab/pay-as-bid-v0", ...)
+    ogg_envs.leaderboard.register_task("tasks/mylab__pay-as-bid-day-v0.toml",
+                                       sha256="<sha256sum of the file>")
+
+after which ``load_task("mylab/pay-as-bid-day-v0")`` and ``opengridgym leaderboard --import
+mylab.envs`` know it like a shipped task. Its relative data paths (scenario profiles, feeders,
+``[pins]``) are relative to its file's folder, or bundled files.
 """
 
 from __future__ import annotations
@@ -24,8 +37,8 @@ from typing import Any
 
 import ogg_envs
 
-__all__ = ["Task", "TaskError", "load_task", "list_tasks", "task_files", "TASK_SHA256",
-           "ENV_KINDS"]
+__all__ = ["Task", "TaskError", "load_task", "list_tasks", "task_files", "register_task",
+           "TASK_SHA256", "USER_TASKS"]
 
 # sha256 of each task file, by task id. A new version of a task gets a new entry; an existing
 # entry never changes.
@@ -38,12 +51,8 @@ TASK_SHA256 = {
         "474faab77c0dd7cf313f7a0cea4336bf40fa7e8d89b8737b206adbb6afbaaee5",
 }
 
-# environment id -> the kind of market (selects the metrics and the baselines)
-ENV_KINDS = {
-    "opengridgym/topology-power-v0": "curve",
-    "opengridgym/p2p-v0": "p2p",
-    "opengridgym/dlmp-v0": "dlmp",
-}
+# Tasks registered by users (``register_task``): task id -> (file, pinned sha256).
+USER_TASKS: dict[str, tuple[Path, str]] = {}
 
 _REQUIRED = ("id", "version", "env", "controlled", "seeds", "episodes", "scenario")
 
@@ -65,7 +74,8 @@ def _sha256(path: Path) -> str:
 
 
 def task_files() -> dict[str, Path]:
-    """Task id -> its file, for every task file shipped (verified or not)."""
+    """Task id -> its file, for every task file shipped (verified or not) and every task
+    registered with ``register_task``."""
     out: dict[str, Path] = {}
     for path in sorted(_tasks_dir().glob("*.toml")):
         try:
@@ -76,12 +86,34 @@ def task_files() -> dict[str, Path]:
             raise TaskError(f"task id {task_id!r} is defined twice ({out[task_id].name}, "
                             f"{path.name})")
         out[task_id] = path
+    for task_id, (path, _) in USER_TASKS.items():
+        out.setdefault(task_id, path)
     return out
 
 
+def register_task(path, sha256: str) -> str:
+    """Make a user's task file known by its id, pinned to ``sha256`` (the hash of the file as
+    the user's code expects it; ``load_task`` refuses the file once it differs). Returns the
+    task's id. Its environment must be registered (``ogg_envs.register``) before it is loaded.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise TaskError(f"register_task: no such task file {path}")
+    try:
+        task_id = str(tomllib.loads(path.read_text())["id"])
+    except (tomllib.TOMLDecodeError, KeyError) as exc:
+        raise TaskError(f"task file {path}: cannot read its id ({exc})") from None
+    shipped = _tasks_dir() / path.name
+    if task_id in TASK_SHA256 and path != shipped.resolve():
+        raise TaskError(f"task id {task_id!r} is a shipped task; give yours another id")
+    USER_TASKS[task_id] = (path, str(sha256).lower())
+    return task_id
+
+
 def list_tasks() -> list[str]:
-    """Ids of the shipped tasks: topology-power, then p2p, then dlmp; by id within each."""
-    envs = list(ENV_KINDS)
+    """Ids of the known tasks, by environment (in registration order: topology-power, p2p,
+    dlmp, then the users'), then by id."""
+    envs = list(ogg_envs.ENVIRONMENTS)
     rank = {}
     for task_id, path in task_files().items():
         env_id = tomllib.loads(path.read_text()).get("env", "")
@@ -108,11 +140,12 @@ class Task:
     sha256: str
     path: str
     pins: dict[str, str] = field(default_factory=dict)
+    data_dir: str = ""  # the folder relative data paths start from ("": the bundled one)
 
     @property
-    def kind(self) -> str:
-        """``"curve"`` (topology-power), ``"p2p"`` or ``"dlmp"``."""
-        return ENV_KINDS[self.env_id]
+    def spec(self):
+        """The ``ogg_envs.registry.EnvSpec`` of the task's environment."""
+        return ogg_envs.spec(self.env_id)
 
     def plan(self, quick: bool = False) -> tuple[tuple[int, ...], int]:
         """The evaluation seeds and the episodes per seed (full or quick mode)."""
@@ -123,39 +156,40 @@ class Task:
     def make_env(self):
         """A fresh parallel environment of the task (the policy's agents are its agents)."""
         kwargs = dict(self.env_kwargs)
-        kwargs["scenario"] = dict(self.scenario, _dir=str(_scenarios_dir()))
+        kwargs["scenario"] = dict(self.scenario, _dir=self.data_dir or str(_scenarios_dir()))
         kwargs["learners"] = list(self.controlled)
-        kwargs["policies"] = _other_policies(self.kind, self.others)
+        kwargs["policies"] = _other_policies(self.spec, self.others)
         return ogg_envs.make(self.env_id, parallel=True, **kwargs)
 
 
-def _other_policies(kind: str, others: dict[str, Any]) -> dict[str, Any]:
-    """The task's ``[others]`` names -> policy objects of the environment."""
-    if kind == "p2p":
-        return dict(others)  # the env takes bandit specs ("ucb", {"kind": ...}) directly
-    if kind == "curve":
-        from ogg_envs.baselines import curve_bidders as cb
-
-        table = {"truthful": cb.TruthfulBidder, "flat": cb.FlatOffer}
-    else:
-        from ogg_envs.baselines import dlmp_bidders as db
-
-        table = {"truthful": db.TruthfulBidder}
+def _other_policies(spec, others: dict[str, Any]) -> dict[str, Any]:
+    """The task's ``[others]`` -> the environment's ``policies`` argument: a name among the
+    spec's ``policies`` becomes a fresh policy from its factory; anything else (e.g. a p2p
+    bandit spec such as ``"ucb"`` or ``{"kind": "ucb", "delta": 0.01}``) goes to the
+    environment unchanged, whose ``make_policy`` accepts it or says why not."""
     out = {}
-    for who, spec in others.items():
-        if spec not in table:
-            raise TaskError(f"[others] {who} = {spec!r}: known policies are "
-                            f"{', '.join(table)}")
-        out[who] = table[spec]()
+    for who, value in others.items():
+        if isinstance(value, str) and value in spec.policies:
+            out[who] = spec.policies[value]()
+        else:
+            out[who] = value
     return out
 
 
-def load_task(task_id: str, *, verify: bool = True) -> Task:
-    """Load a shipped task by id (``"topology-power/congested-v0"``) or a task file by path.
+def _data_file(data_dir: Path, rel: str) -> Path:
+    """A task's data file: relative to ``data_dir``, or the bundled file of that name."""
+    here = data_dir / rel
+    return here if here.is_file() or data_dir == _scenarios_dir() else _scenarios_dir() / rel
 
-    ``verify`` (default) checks the file's sha256 against ``TASK_SHA256`` and every pinned data
-    file's sha256; a mismatch raises ``TaskError``. A task file given by path that is not in
-    ``TASK_SHA256`` is refused unless ``verify=False`` (for drafting new tasks).
+
+def load_task(task_id: str, *, verify: bool = True) -> Task:
+    """Load a known task by id (``"topology-power/congested-v0"``; shipped or registered with
+    ``register_task``) or a task file by path.
+
+    ``verify`` (default) checks the file's sha256 against its pin (``TASK_SHA256`` or
+    ``register_task``'s) and every pinned data file's sha256; a mismatch raises ``TaskError``.
+    A task file given by path that is not pinned is refused unless ``verify=False`` (for
+    drafting new tasks).
     """
     files = task_files()
     if task_id in files:
@@ -176,11 +210,16 @@ def load_task(task_id: str, *, verify: bool = True) -> Task:
     version = int(data["version"])
     if not tid.endswith(f"-v{version}"):
         raise TaskError(f"task {tid!r}: the id must end in -v{version} (its version)")
-    if data["env"] not in ENV_KINDS:
-        raise TaskError(f"task {tid!r}: unknown env {data['env']!r}; known: "
-                        f"{', '.join(ENV_KINDS)}")
+    if data["env"] not in ogg_envs.ENVIRONMENTS:
+        raise TaskError(f"task {tid!r}: unknown env {data['env']!r}; registered: "
+                        f"{', '.join(ogg_envs.ENVIRONMENTS)} (a user's environment must be "
+                        "registered first, e.g. opengridgym leaderboard --import MODULE)")
+    shipped = path.resolve().parent == _tasks_dir().resolve()
+    data_dir = _scenarios_dir() if shipped else path.resolve().parent
     if verify:
         pinned = TASK_SHA256.get(tid)
+        if pinned is None and tid in USER_TASKS:
+            pinned = USER_TASKS[tid][1]
         if pinned is None:
             raise TaskError(f"task {tid!r} has no pinned hash in TASK_SHA256 (sha256 {digest})")
         if digest != pinned:
@@ -189,7 +228,7 @@ def load_task(task_id: str, *, verify: bool = True) -> Task:
                 f"never changes in place: restore it and add the change as version "
                 f"{version + 1} in a new file")
         for rel, want in data.get("pins", {}).items():
-            dep = _scenarios_dir() / rel
+            dep = _data_file(data_dir, rel)
             if not dep.is_file():
                 raise TaskError(f"task {tid!r}: pinned data file {rel} is missing")
             got = _sha256(dep)
@@ -213,5 +252,5 @@ def load_task(task_id: str, *, verify: bool = True) -> Task:
         episodes=episodes, quick_seeds=quick_seeds, quick_episodes=quick_episodes,
         env_kwargs=dict(data.get("env_kwargs", {})), others=dict(data.get("others", {})),
         scenario=dict(data["scenario"]), sha256=digest, path=str(path),
-        pins=dict(data.get("pins", {})),
+        pins=dict(data.get("pins", {})), data_dir="" if shipped else str(data_dir),
     )

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ogg_envs.baselines.dlmp_bidders import TruthfulBidder
+from ogg_envs.policies.blocks import TruthfulBidder
 from ogg_envs.envs import dlmp_v0
-from ogg_envs.scenario import load_scenario
 
 
 def play_truthful_day(scenario="dlmp", seed: int = 0):
@@ -68,7 +67,7 @@ def _hour_summary(env, hour: int, lmp: float, demand: float, res, pf) -> dict:
         "separation": separated,
         "price_levels": sorted({round(v, 4) for v in res.dlmp.tolist()}),
         "all_equal_source_lmp": bool(np.all(np.abs(res.dlmp - lmp) <= tol)),
-        "dispatch_kw": dict(zip(res.names, res.quantities.tolist())),
+        "dispatch_kw": dict(zip(res.participants, res.participant_quantities.tolist())),
         "source_kw": res.source_kw,
         "demand_kw": demand,
         "feasible": res.feasible,
@@ -87,11 +86,10 @@ def run(out: Path, quick: bool = False) -> dict:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sc = load_scenario("dlmp")
-    rep = sc.get("reproduce", {})
-    seed = int(rep.get("seed", 0))
-    hours = {"uncongested": int(rep.get("uncongested_hour", 3)),
-             "congested": int(rep.get("congested_hour", 12))}
+    sc = dlmp_v0.parallel_env().scenario
+    rep = sc.reproduce
+    seed = rep.seed
+    hours = {"uncongested": rep.uncongested_hour, "congested": rep.congested_hour}
     env, results = play_truthful_day("dlmp", seed)
     by_hour = {r[0]: r for r in results}
     summary = {label: _hour_summary(env, *by_hour[h]) for label, h in hours.items()}
@@ -103,11 +101,11 @@ def run(out: Path, quick: bool = False) -> dict:
             s["downstream_dlmp_min"] > s["upstream_dlmp"] + 1e-9 for s in con["separation"]),
     }
     data = {
-        "scenario": sc.get("name", "dlmp"),
+        "scenario": sc.name or "dlmp",
         "seed": seed,
-        "offers": "truthful (true cost curves, ogg_envs.baselines.dlmp_bidders.TruthfulBidder)",
+        "offers": "truthful (true cost curves, ogg_envs.policies.blocks.TruthfulBidder)",
         "units": {"price": "¢/kWh", "power": "kW"},
-        "line_limits_kw": {k: float(v) for k, v in sc["grid"]["limits_kw"].items()},
+        "line_limits_kw": {k: float(v) for k, v in sc.grid.limits_kw.items()},
         "uncongested": unc,
         "congested": con,
         "checks": checks,

@@ -3,7 +3,7 @@
 All twelve prosumers of the bundled ``p2p`` scenario are agents of ``opengridgym/p2p-v0`` in
 the multi-period setting; each is driven by a ``RolePolicy`` of two UCB bandits (eq. 11), one
 for the hours it is a producer and one for the hours it is a consumer, from
-``ogg_envs.baselines.bandits``. Episodes follow each other without resetting the bandits (the
+``ogg_envs.policies.bandits``. Episodes follow each other without resetting the bandits (the
 weather of each day is drawn anew from the environment's generator).
 
 A **negotiation step** is one env step in which at least one pair negotiates (steps without any
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ogg_envs.baselines.bandits import make_policy
+from ogg_envs.policies.bandits import make_policy
 from ogg_envs.envs.p2p_v0 import parallel_env
 
 WINDOW = 200  # moving average (negotiation steps)
@@ -53,7 +53,7 @@ def simulate(steps: int, *, seed: int = 0, delta: float = 0.05, progress: bool =
     done = 0
     bar = tqdm(total=steps, desc="p2p negotiation steps", disable=not progress, mininterval=0.5)
     while done < steps:
-        roles = {a: env.participant[a].private["role"] for a in env.agents}
+        roles = {a: env.participant[a].state["role"] for a in env.agents}
         actions = {a: policies[a].bandits[roles[a]].select(rngs[a]) for a in env.agents}
         obs, rewards, _, _, infos = env.step(actions)
         sums = {"producer": [0.0, 0.0, 0], "consumer": [0.0, 0.0, 0]}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ogg_envs.baselines.curve_bidders import MarkupBidder, TruthfulBidder
+from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
 from ogg_envs.envs import topology_power_v0
 
 MARKUP = 0.6
@@ -35,9 +35,7 @@ def peak_hour(seed: int = 0) -> int:
     """The hour of the seed's day with the largest total consumer demand."""
     env = topology_power_v0.parallel_env(market_rounds=1)
     env.reset(seed=seed)
-    nominal = np.array([p.private["nominal_kw"] for p in env.participants
-                        if p.group == "consumer"])
-    return int(np.argmax(env._load_factor @ nominal))
+    return int(np.argmax(env.load_factor @ env.nominal_kw))
 
 
 def clear_at_peak(supplier_policy, flexible_share: float | None = None, seed: int = 0):
@@ -46,13 +44,12 @@ def clear_at_peak(supplier_policy, flexible_share: float | None = None, seed: in
     env.reset(seed=seed)
     for _ in range(peak_hour(seed) + 1):
         env.step({a: supplier_policy(env.participant[a]) for a in env.agents})
-    return env, env._last
+    return env, env.last_clearing
 
 
 def average_prices(env, res) -> tuple[float, float]:
-    cons = [p for p in env.participants if p.group == "consumer"]
-    w = np.array([p.private["nominal_kw"] for p in cons])
-    prices = np.array([res.prices[p.bus] for p in cons])
+    w = env.nominal_kw
+    prices = np.array([res.prices[p.bus] for p in env.consumers])
     weighted = float(w @ prices / w.sum())
     return weighted, res.average_consumer_price()
 
@@ -66,7 +63,7 @@ def zones(res) -> dict[float, list[str]]:
 
 def plot_curves(env, res, ax, title: str) -> None:
     """Aggregate supply and demand curves of each price zone, with the zone's clearing point."""
-    bids = env._last_bids
+    bids = res.bids
     grid_p = np.linspace(0, env.price_cap, 400)
     for k, (price, buses) in enumerate(zones(res).items()):
         members = [i for i, p in enumerate(env.participants) if p.bus in buses]

@@ -1,0 +1,229 @@
+"""The paper's user interface for studies without RL (Section III-D): compose an environment
+from a grid, a market and participants with scripted policies, and run it with callbacks that
+record data mid-simulation. It is the same environment core as the registered environments
+(``ComposedEnv`` is a ``MarketEnv``), not a second simulator beside it.
+
+Example — a curve market on the IEEE 34 feeder, every participant truthful, one day::
+
+    from ogg_envs.grid import OpenDSSGrid, placement
+    from ogg_envs.markets.curve_market import CurveMarket
+    from ogg_envs.simulation import ComposedEnv, GridStepLog, Simulation, standard_participants
+
+    grid = OpenDSSGrid.from_feeder("ieee34")
+    env = ComposedEnv(grid, CurveMarket.for_participants, standard_participants(grid))
+    log = GridStepLog()
+    Simulation(env, callbacks=[log]).run(seed=0)
+    log.rows[12]["avg_consumer_price"], log.rows[12]["losses_kw"]
+
+``ComposedEnv(grid, market, participants)``: ``market`` is a ``Market`` or a factory
+``market(topology, participants) -> Market``; ``participants`` are ``ogg_envs.api.Participant``
+records with their policies (``participant.policy``). A demand-side participant with
+``state["nominal_kw"]`` and ``state["profile"]`` (a profile column) wants ``nominal_kw x
+profile[hour]`` each hour; every supply participant away from the source gets a generator on
+the feeder. ``context(env) -> MarketContext`` gives markets that need more than bids (DLMP:
+demand, capacity, source price) what they need. Pass ``learners=[...]`` and
+``action_space=`` to train agents in it like any PettingZoo environment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from ogg_envs import economics
+from ogg_envs.api import DEMAND, SUPPLY, Limits, Market, MarketContext, Participant, Truth
+from ogg_envs.core import MarketEnv
+from ogg_envs.grid import placement
+from ogg_envs.policies.curve import FlatOffer, TruthfulBidder
+from ogg_envs.scenario import Scenario
+
+__all__ = ["ComposedEnv", "Simulation", "GridStepLog", "standard_participants"]
+
+OBS_SIZE = 6
+
+
+def standard_participants(grid, *, n_suppliers: int = 4, cost_a=(3.0, 3.2, 3.1, 3.4),
+                          cost_b: float = 0.005, capacity_kw: float = 2000.0,
+                          substation_price: float = 4.3, value: float = 20.0,
+                          profile: str = "load_residential") -> list[Participant]:
+    """The default rule's participants on any feeder (``ogg_envs.grid.placement``): the
+    substation at the source (a flat offer), ``n_suppliers`` generators along the main path
+    (truthful), one inflexible consumer per load bus (valued at ``value`` ¢/kWh, following
+    ``profile``), all with truthful policies."""
+    topo, loads = grid.topology, grid.bus_load_kw
+    parts = [Participant("substation_0", "substation", placement.source_bus(topo), SUPPLY,
+                         truth=Truth(cost_a=substation_price),
+                         limits=Limits(1e4, 1e4), policy=FlatOffer())]
+    costs = np.resize(np.asarray(cost_a, dtype=float), n_suppliers)
+    for i, bus in enumerate(placement.spread_along_main_path(topo, loads, n_suppliers)):
+        parts.append(Participant(f"supplier_{i}", "supplier", bus, SUPPLY,
+                                 truth=Truth(cost_a=float(costs[i]), cost_b=cost_b),
+                                 limits=Limits(capacity_kw, capacity_kw),
+                                 policy=TruthfulBidder()))
+    for j, bus in enumerate(placement.load_buses(topo, loads)):
+        nominal = float(loads[topo.bus_index[bus]])
+        parts.append(Participant(f"consumer_{j}", "consumer", bus, DEMAND,
+                                 truth=Truth(value_max=value, value_min=value),
+                                 limits=Limits(nominal, nominal),
+                                 state={"nominal_kw": nominal, "profile": profile},
+                                 policy=TruthfulBidder()))
+    return parts
+
+
+class ComposedEnv(MarketEnv):
+    """An environment composed from a grid, a market and participants (module docstring).
+
+    Actions and bids are whatever the market takes (one row per participant); rewards are true
+    profits (``Participant.profit``) in dollars per round; the observation is the hour features
+    plus the participant's last price (/ the market's price cap) and quantity (/ its largest).
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "name": "composed",
+                "is_parallelizable": True}
+
+    def __init__(self, grid, market: Market | Callable, participants: Iterable[Participant], *,
+                 context: Callable[[ComposedEnv], MarketContext] | None = None,
+                 learners=(), action_space: Callable | None = None, market_rounds: int = 1,
+                 horizon: int = 24, scenario: Scenario | None = None,
+                 render_mode: str | None = None):
+        self._given = list(participants)
+        self._market = market
+        self._context = context
+        self._action_space = action_space
+        if learners and action_space is None:
+            raise ValueError("learning agents need action_space=: a function "
+                             "participant -> gymnasium.Space")
+        sc = scenario if scenario is not None else Scenario(horizon=horizon)
+        super().__init__(scenario=sc, feeder=grid, learners=learners,
+                         policies={p.name: p.policy for p in self._given if p.policy},
+                         market_rounds=market_rounds, horizon=horizon,
+                         render_mode=render_mode)
+
+    def make_participants(self) -> list[Participant]:
+        root = self.topology.root
+        for p in self._given:
+            if p.side == SUPPLY and p.bus != root and "generator" not in p.state:
+                self.add_generator(p, kva=max(p.limits.q_max, 1.0) * 1.2)
+        return self._given
+
+    def make_market(self) -> Market:
+        if isinstance(self._market, Market):
+            return self._market
+        return self._market(self.topology, self._given)
+
+    def action_space_of(self, p: Participant) -> gymnasium.Space:
+        return self._action_space(p)
+
+    def observation_space_of(self, p: Participant) -> gymnasium.Space:
+        return gymnasium.spaces.Box(-1.0, 1.0, (OBS_SIZE,), np.float32)
+
+    def start_hour(self) -> None:
+        h = self.hour_of(self.t)
+        for p in self.participants:
+            column = p.state.get("profile")
+            if column is not None:
+                p.limits.q_now = min(p.state["nominal_kw"] * float(self.profiles[column][h]),
+                                     p.limits.q_max)
+        t = [p.truth for p in self.participants]
+        self._truth = [np.array(v, dtype=float) for v in (
+            [x.cost_a for x in t], [x.cost_b for x in t], [x.value_max for x in t],
+            [x.value_min for x in t], [p.limits.q_now for p in self.participants])]
+        self._obs = None
+
+    def context(self) -> MarketContext:
+        if self._context is not None:
+            return self._context(self)
+        return MarketContext(hour=self.hour_of(self.t))
+
+    def decode(self, agent: str, action):
+        a = np.asarray(action, dtype=float)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{agent}: action has non-finite numbers {a.tolist()}")
+        return a
+
+    def market_step(self, bids):
+        arr = np.array([bids[n] for n in self.names], dtype=float)
+        clearing = self.market.clear(arr, self.context())
+        self.set_clearing(clearing)
+        self._obs = None
+        a, b, vmax, vmin, q_now = self._truth
+        profit = economics.profits(self.is_supply, clearing.participant_prices,
+                                   clearing.participant_quantities, a, b, vmax, vmin,
+                                   q_now) / 100.0
+        return self.per_round(profit), self.clearing_infos(clearing, profit, arr, {})
+
+    def observe(self, name: str) -> np.ndarray:
+        p, k = self.participant[name], self.index[name]
+        cap = getattr(self.market, "price_cap", 100.0)
+        last = self.last_clearing
+        price = 0.0 if last is None else float(last.participant_prices[k]) / cap
+        qty = 0.0 if last is None else float(last.participant_quantities[k]) / \
+            max(p.limits.q_max, 1e-9)
+        obs = np.array([*self.hour_features(), price, qty], dtype=np.float32)
+        return np.clip(obs, -1.0, 1.0)
+
+
+class GridStepLog:
+    """A callback that records one row per grid step: hour, average consumer price (¢/kWh,
+    paid per kWh served), welfare on the bids ($), congestion rent ($), congested branches,
+    shed kW, the power flow's losses and substation kW, convergence."""
+
+    def __init__(self):
+        self.rows: list[dict[str, Any]] = []
+
+    def on_grid_step(self, env, clearing, power_flow) -> None:
+        demand = ~env.is_supply
+        q = clearing.participant_quantities
+        served = float(q[demand].sum())
+        paid = float(clearing.participant_prices[demand] @ q[demand])
+        self.rows.append({
+            "episode_hour": env.t - 1, "avg_consumer_price": paid / served if served else
+            math.nan, "welfare_usd": clearing.welfare / 100.0,
+            "congestion_rent_usd": clearing.congestion_rent / 100.0,
+            "congested": list(clearing.congested), "shed_kw": clearing.total_shed_kw,
+            "losses_kw": power_flow.losses_kw, "substation_kw": power_flow.substation_kw,
+            "converged": power_flow.converged})
+
+
+class Simulation:
+    """Run an environment with every participant on its policy, calling callbacks.
+
+    A callback is any object with some of ``on_round(env, clearing)``,
+    ``on_grid_step(env, clearing, power_flow)`` and ``on_episode_end(env)``. Learning agents,
+    if the environment has any, act through their own participant's policy (their baseline).
+    Works with every ``MarketEnv`` (composed or registered)::
+
+        Simulation(ogg_envs.make("opengridgym/dlmp-v0", parallel=True), [GridStepLog()]).run()
+    """
+
+    def __init__(self, env: MarketEnv, callbacks: Iterable = ()):
+        self.env = getattr(env, "unwrapped", env)
+        self.callbacks = list(callbacks)
+
+    def _emit(self, event: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(self.env, *args)
+
+    def run(self, seed: int | None = 0, episodes: int = 1) -> MarketEnv:
+        env = self.env
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
+            info = {"rng": np.random.default_rng(seed)}
+            while not env.done:
+                if env.agents:
+                    actions = {a: env.participant[a].policy(env.participant[a], obs[a], info)
+                               for a in env.agents}
+                    obs, *_ = env.step(actions)
+                else:
+                    env.run_round({})
+                self._emit("on_round", env.last_clearing)
+                if env.round == 0:
+                    self._emit("on_grid_step", env.last_clearing, env.last_power_flow)
+            self._emit("on_episode_end")
+        return env

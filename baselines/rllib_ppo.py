@@ -5,8 +5,10 @@
     opengridgym train topology-power --backend rllib --algo ppo --timesteps 100000
 
 Needs the ``[rllib]`` extra (``ray[rllib]==2.60.0``, which pins ``gymnasium==1.2.2``; install it
-in its own virtual environment if that clashes). The parallel env of the ``--env``'s leaderboard
-task (same as ``sb3_ppo``), with ``normalized_bids_v0`` actions, goes to RLlib through
+in its own virtual environment if that clashes). ``--env`` is resolved like ``sb3_ppo``'s
+(``sb3_ppo.resolve_env``: any registered id, its short name or a task id). The parallel env of
+its leaderboard task (or the environment's default one, without evaluation, if it has no
+task), with ``normalized_bids_v0`` actions, goes to RLlib through
 ``ParallelPettingZooEnv``; every agent group (the name prefix: ``supplier``, ``prosumer``,
 ``generator``, ``dr``) gets its own RLModule, shared by the agents of the group. Env runners
 are how RLlib scales out (``--env-runners`` processes, on other machines of a Ray cluster when
@@ -65,7 +67,18 @@ def keep_logs_under(path: Path) -> None:
     trainable.DEFAULT_STORAGE_PATH = str(path)
 
 
-def build(task_id: str, seed: int, env_runners: int, envs_per_runner: int):
+def _make_par(env_id: str, task_id: str | None):
+    """The parallel env to train on: the task's, or the environment's default one."""
+    import ogg_envs
+    from ogg_envs.leaderboard.tasks import load_task
+
+    if task_id is not None:
+        return load_task(task_id).make_env()
+    return ogg_envs.make(env_id, parallel=True)
+
+
+def build(env_id: str, task_id: str | None, seed: int, env_runners: int,
+          envs_per_runner: int):
     """Register the env with Ray and build the PPO algorithm (one RLModule per group)."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
@@ -73,15 +86,14 @@ def build(task_id: str, seed: int, env_runners: int, envs_per_runner: int):
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
     from ray.tune.registry import register_env
 
-    from ogg_envs.leaderboard.tasks import load_task
     from ogg_envs.wrappers import normalized_bids_v0
 
     def make(_config=None):
-        return ParallelPettingZooEnv(normalized_bids_v0(load_task(task_id).make_env()))
+        return ParallelPettingZooEnv(normalized_bids_v0(_make_par(env_id, task_id)))
 
-    name = f"opengridgym_{task_id.replace('/', '_')}"
+    name = f"opengridgym_{(task_id or env_id).replace('/', '_')}"
     register_env(name, make)
-    agents = load_task(task_id).make_env().possible_agents
+    agents = _make_par(env_id, task_id).possible_agents
     groups = sorted({group_of(a) for a in agents})
     config = (
         PPOConfig()
@@ -103,18 +115,21 @@ def build(task_id: str, seed: int, env_runners: int, envs_per_runner: int):
 
 # ---------------------------------------------------------------------- evaluation
 class RLModulePolicy:
-    """Trained RLModules as a leaderboard policy: the agent's group module, deterministic
-    action, decoded like in training (``ogg_envs.wrappers.bids``)."""
+    """Trained RLModules as a leaderboard policy (``policy(participant, observation, info)``):
+    the agent's group module, deterministic action, decoded like in training (the codec of
+    ``env``'s spec, ``ogg_envs.wrappers.codec_for``)."""
 
-    def __init__(self, modules: dict):
+    def __init__(self, modules: dict, env):
+        from ogg_envs.wrappers import codec_for
+
         self.modules = modules
+        self.codecs = {a: codec_for(env, a) for a in env.possible_agents}
 
-    def __call__(self, agent: str, observation, info: dict):
+    def __call__(self, participant, observation, info: dict):
         import torch
         from ray.rllib.core.columns import Columns
 
-        from ogg_envs.wrappers import BlockPriceCodec, CurveBidCodec
-
+        agent = participant.name
         module = self.modules[group_of(agent)]
         with torch.no_grad():
             out = module.forward_inference(
@@ -122,21 +137,21 @@ class RLModulePolicy:
         dist = module.get_inference_action_dist_cls().from_logits(
             out[Columns.ACTION_DIST_INPUTS]).to_deterministic()
         action = dist.sample()[0].numpy()
-        rules, space = info["rules"], info["action_space"]
-        if hasattr(space, "n"):
+        codec = self.codecs[agent]
+        if hasattr(info["action_space"], "n"):
             return int(np.asarray(action).reshape(-1)[0])
-        if "n_blocks" in rules:
-            return BlockPriceCodec(rules["price_cap"], rules["n_blocks"]).decode(action, who=agent)
-        return CurveBidCodec(rules["price_cap"]).decode(action, info["private"]["q_now"], agent)
+        if codec is None:  # the action passes through (the env has no codec)
+            return np.asarray(action, dtype=float)
+        return codec.decode(action, participant.limits.q_now, who=agent)
 
 
-def evaluate(task, modules: dict, baseline: str, quick: bool) -> dict:
+def evaluate(task, modules: dict, baseline: str | None, quick: bool) -> dict:
     from ogg_envs.leaderboard.entries import Entry, resolve_entry
     from ogg_envs.leaderboard.runner import evaluate as run
 
-    learned = Entry("ppo", "rllib_ppo", None, lambda task, rules: RLModulePolicy(modules))
+    learned = Entry("ppo", "rllib_ppo", None, lambda task, env: RLModulePolicy(modules, env))
     rows = {}
-    for entry in (learned, resolve_entry(baseline)):
+    for entry in [learned] + ([resolve_entry(baseline)] if baseline else []):
         row, _ = run(entry, task, quick=quick)
         if row["status"] != "ok":
             raise RuntimeError(f"evaluation of {entry.name} failed: {row['reason']}")
@@ -159,12 +174,12 @@ def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None 
     from tensorboardX import SummaryWriter
     from tqdm.auto import tqdm
 
-    from ogg_envs.baselines.sb3_ppo import TASKS, env_key, plot_curve
+    from ogg_envs.baselines.sb3_ppo import plot_curve, resolve_env, short_name
     from ogg_envs.leaderboard.tasks import load_task
 
     quick = EVAL_QUICK if quick is None else quick
-    key = env_key(env)
-    task_id, baseline = TASKS[key]
+    env_id, task_id, baseline = resolve_env(env)
+    key = short_name(env_id)
     out = Path(out or f"runs/rllib_ppo_{key}_s{seed}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     started_ray = not ray.is_initialized()
@@ -172,7 +187,7 @@ def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None 
         ray.init(num_cpus=NUM_CPUS, include_dashboard=False, log_to_driver=False)
     try:
         keep_logs_under(out / "rllib_logs")
-        algo, n_agents, groups = build(task_id, seed, env_runners, envs_per_runner)
+        algo, n_agents, groups = build(env_id, task_id, seed, env_runners, envs_per_runner)
         iterations = max(1, math.ceil(timesteps / (TRAIN_BATCH * n_agents)))
         writer = SummaryWriter(str(out / "tb"))
         points, steps = [], 0
@@ -191,14 +206,15 @@ def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None 
         wall = time.perf_counter() - t0
         writer.close()
         algo.save_to_path(str(out / "checkpoint"))
-        plot_curve(points, out / "learning_curve.png", f"RLlib PPO (per group) on {task_id}")
+        plot_curve(points, out / "learning_curve.png",
+                   f"RLlib PPO (per group) on {task_id or env_id}")
         stats = {"iterations": iterations, "agent_steps": steps, "n_agents": n_agents,
                  "groups": groups, "env_runners": env_runners,
                  "envs_per_runner": envs_per_runner, "wall_s": wall,
                  "agent_steps_per_s": steps / wall}
-        result = {"env": key, "task": task_id, "seed": seed, "training": stats,
-                  "curve": points, "baseline": baseline}
-        if evaluate_policy:
+        result = {"env": key, "env_id": env_id, "task": task_id, "seed": seed,
+                  "training": stats, "curve": points, "baseline": baseline}
+        if evaluate_policy and task_id is not None:
             modules = {g: algo.get_module(g) for g in groups}
             result["evaluation"] = evaluate(load_task(task_id), modules, baseline, quick)
         algo.stop()
@@ -211,7 +227,10 @@ def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="topology-power", help="topology-power, p2p or dlmp")
+    parser.add_argument("--env", default="topology-power",
+                        help="an environment id, its short name or a task id")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help="import MODULE first (registers environments)")
     parser.add_argument("--timesteps", type=int, default=TIMESTEPS)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", default=None)
@@ -220,11 +239,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick-eval", action="store_true", help="the task's quick seeds")
     parser.add_argument("--no-eval", action="store_true")
     args = parser.parse_args(argv)
+    from ogg_envs.baselines.sb3_ppo import import_modules
+
+    import_modules(args.imports)
     result = run(args.env, args.timesteps, args.seed, args.out, args.env_runners,
                  args.envs_per_runner, evaluate_policy=not args.no_eval,
                  quick=args.quick_eval or None)
     t = result["training"]
-    print(f"{result['task']}: {t['agent_steps']} agent steps in {t['wall_s']:.1f} s "
+    where = result["task"] or result["env_id"]
+    print(f"{where}: {t['agent_steps']} agent steps in {t['wall_s']:.1f} s "
           f"({t['agent_steps_per_s']:.0f} agent steps/s, {t['iterations']} iterations)")
     for name, row in result.get("evaluation", {}).items():
         extra = (f", trade success {row['trade_success_mean']:.3f}"

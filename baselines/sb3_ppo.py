@@ -7,11 +7,16 @@ Every learning agent of the parallel environment (e.g. the four suppliers of
 topology-power-v0) acts through one shared network: SuperSuit turns the parallel env into a
 vector env with one entry per agent (``pettingzoo_env_to_vec_env_v1``) and concatenates
 ``N_ENVS`` copies (``concat_vec_envs_v1``). Actions are normalised by ``normalized_bids_v0``
-(every action is a valid bid). The environment of each ``--env`` is its leaderboard task
-(``scenarios/tasks``): topology-power's congested 832-888 transformer, p2p's 6 learners
-against 6 UCB prosumers, dlmp's four generators. After training, the policy is evaluated with
-the leaderboard's runner on the task's own seeds (never seen in training) against the
-baseline (truthful bidders; UCB in p2p).
+(every action is a valid bid, through the codec of the environment's registered spec).
+
+``--env`` is any registered environment id (``opengridgym/topology-power-v0``, a user's
+``mylab/pay-as-bid-v0``), its short name (``topology-power``) or a leaderboard task id. The
+environment trains on its leaderboard task (``TASKS``, else the first known task of that
+environment; ``scenarios/tasks``): topology-power's congested 832-888 transformer, p2p's 6
+learners against 6 UCB prosumers, dlmp's four generators. After training, the policy is
+evaluated with the leaderboard's runner on the task's own seeds (never seen in training)
+against the baseline (``TASKS``, else the spec's ``truthful`` or first baseline). An
+environment without a task trains on its default configuration, without evaluation.
 
 Outputs in ``--out`` (default ``runs/sb3_ppo_<env>_s<seed>``): ``model.zip``, TensorBoard logs
 in ``tb/``, ``learning_curve.png`` and ``evaluation.json``.
@@ -42,25 +47,92 @@ NET_ARCH = [64, 64]
 NORMALIZE_REWARD = True  # rewards are in $ (hourly profits) or ¢/kWh; VecNormalize scales them
 EVAL_QUICK = False  # True: the task's quick seeds only
 
-TASKS = {  # --env -> the leaderboard task it trains on, and the baseline it is compared with
-    "topology-power": ("topology-power/congested-v0", "truthful"),
-    "p2p": ("p2p/multi-period-v0", "ucb"),
-    "dlmp": ("dlmp/37bus-day-v0", "truthful"),
+TASKS = {  # env id -> the leaderboard task it trains on, and the baseline it is compared with
+    "opengridgym/topology-power-v0": ("topology-power/congested-v0", "truthful"),
+    "opengridgym/p2p-v0": ("p2p/multi-period-v0", "ucb"),
+    "opengridgym/dlmp-v0": ("dlmp/37bus-day-v0", "truthful"),
 }
 
 
+def short_name(env_id: str) -> str:
+    """A registered id's short name: ``opengridgym/topology-power-v0`` -> ``topology-power``;
+    another namespace keeps it (``mylab/pay-as-bid-v0`` -> ``mylab_pay-as-bid``)."""
+    namespace, _, name = env_id.partition("/")
+    name = name.rsplit("-v", 1)[0]
+    return name if namespace == "opengridgym" else f"{namespace}_{name}"
+
+
+def resolve_env(env: str) -> tuple[str, str | None, str | None]:
+    """``--env`` -> (environment id, task id or None, baseline or None).
+
+    ``env`` is a registered id, its short name (``topology-power``, ``topology_power``) or a
+    leaderboard task id. The task is ``env``'s own when it is a task id, else ``TASKS[id]``,
+    else the first known task of the environment (``list_tasks``); the baseline is ``TASKS``'s,
+    else the spec's ``truthful`` baseline, else its first one.
+    """
+    import ogg_envs
+    from ogg_envs.leaderboard.tasks import TaskError, list_tasks, load_task
+
+    task_id = None
+    if env in ogg_envs.ENVIRONMENTS:
+        env_id = env
+    else:
+        key = env.replace("_", "-")
+        matches = [i for i in ogg_envs.ENVIRONMENTS if short_name(i) == key]
+        if matches:
+            env_id = matches[0]
+        else:
+            try:
+                task = load_task(env)
+            except TaskError:
+                raise ValueError(
+                    f"unknown env {env!r}; registered: "
+                    + ", ".join(f"{i} ({short_name(i)})" for i in ogg_envs.ENVIRONMENTS)
+                    + "; or a task id") from None
+            env_id, task_id = task.env_id, task.id
+    if task_id is None:
+        if env_id in TASKS:
+            task_id = TASKS[env_id][0]
+        else:
+            task_id = next((t for t in list_tasks() if load_task(t).env_id == env_id), None)
+    baselines = ogg_envs.spec(env_id).baselines
+    if env_id in TASKS and TASKS[env_id][0] == task_id:
+        baseline = TASKS[env_id][1]
+    else:
+        baseline = "truthful" if "truthful" in baselines else (baselines[0] if baselines
+                                                                else None)
+    return env_id, task_id, baseline
+
+
 def env_key(env: str) -> str:
-    """``topology-power``, ``opengridgym/topology-power-v0`` or a task id -> a TASKS key."""
-    key = env.split("/")[-1] if env.startswith("opengridgym/") else env.split("/")[0]
-    key = key.removesuffix("-v0").replace("_", "-")
-    if key not in TASKS:
-        raise ValueError(f"unknown env {env!r}; choose one of {', '.join(TASKS)}")
-    return key
+    """The short name of ``--env``'s environment (run folders, results)."""
+    return short_name(resolve_env(env)[0])
 
 
 # ---------------------------------------------------------------------- environment
-def make_vec_env(task, n_envs: int, normalize_reward: bool):
-    """The task's parallel env, normalised actions, as an SB3 vector env (one entry/agent)."""
+def training_setup(env: str):
+    """``--env`` -> (environment id, its task or None, the baseline or None)."""
+    from ogg_envs.leaderboard.tasks import load_task
+
+    env_id, task_id, baseline = resolve_env(env)
+    return env_id, (load_task(task_id) if task_id is not None else None), baseline
+
+
+def make_env_of(env_id: str, task):
+    """A factory of the parallel env to train on: the task's, or the env's default."""
+    if task is not None:
+        return task.make_env
+
+    def make():
+        import ogg_envs
+
+        return ogg_envs.make(env_id, parallel=True)
+    return make
+
+
+def make_vec_env(make_env, n_envs: int, normalize_reward: bool):
+    """``make_env()`` (a parallel env: the task's), normalised actions, as an SB3 vector env
+    (one entry per agent)."""
     import supersuit as ss
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
     from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
@@ -82,7 +154,7 @@ def make_vec_env(task, n_envs: int, normalize_reward: bool):
             observations, self.reset_infos = self.venv.reset(seed=seed, options=options)
             return observations
 
-    par = normalized_bids_v0(task.make_env())
+    par = normalized_bids_v0(make_env())
     venv = ss.pettingzoo_env_to_vec_env_v1(par)
     venv = ss.concat_vec_envs_v1(venv, n_envs, num_cpus=0, base_class="gymnasium")
     venv = VecMonitor(SeededSB3VecEnv(venv))  # per-agent episode returns for the logs
@@ -92,16 +164,16 @@ def make_vec_env(task, n_envs: int, normalize_reward: bool):
 
 
 # ---------------------------------------------------------------------- training
-def train(task, timesteps: int, seed: int, out: Path, progress: bool = True):
-    """Train PPO; returns the model and the learning curve (agent steps, mean episode
-    return per agent)."""
+def train(make_env, timesteps: int, seed: int, out: Path, progress: bool = True):
+    """Train PPO on ``make_env()`` (e.g. ``task.make_env``); returns the model and the
+    learning curve (agent steps, mean episode return per agent)."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from tqdm.auto import tqdm
 
     torch.set_num_threads(1)
-    venv, n_agents = make_vec_env(task, N_ENVS, NORMALIZE_REWARD)
+    venv, n_agents = make_vec_env(make_env, N_ENVS, NORMALIZE_REWARD)
 
     class Curve(BaseCallback):
         """Records (agent steps, mean return of the episodes finished in the rollout)."""
@@ -151,33 +223,47 @@ def train(task, timesteps: int, seed: int, out: Path, progress: bool = True):
 
 # ---------------------------------------------------------------------- evaluation
 class LearnedPolicy:
-    """A trained model as a leaderboard policy: shared network, deterministic action, decoded
-    by the same parametrisation as in training (``ogg_envs.wrappers.bids``)."""
+    """A trained model as a leaderboard policy (``policy(participant, observation, info)``):
+    shared network, deterministic action, decoded by the same parametrisation as in training
+    (the codec of ``env``'s spec, ``ogg_envs.wrappers.codec_for``)."""
 
-    def __init__(self, model):
+    def __init__(self, model, env):
+        from ogg_envs.wrappers import codec_for
+
         self.model = model
+        self.codecs = {a: codec_for(env, a) for a in env.possible_agents}
 
-    def __call__(self, agent: str, observation, info: dict):
+    def __call__(self, participant, observation, info: dict):
         from ogg_envs.leaderboard.entries import decode_model_action
 
         action, _ = self.model.predict(np.asarray(observation), deterministic=True)
-        return decode_model_action(self.model.action_space, action, agent, info)
+        return decode_model_action(self.model.action_space, action, participant, info,
+                                   self.codecs[participant.name])
 
 
-def evaluate(task, model, baseline: str, quick: bool):
-    """The leaderboard's metrics of the learned policy and of the baseline, same seeds."""
+def evaluate(task, model, baseline: str | None, quick: bool):
+    """The leaderboard's metrics of the learned policy and of the baseline (if any), same
+    seeds."""
     from ogg_envs.leaderboard.entries import Entry, resolve_entry
     from ogg_envs.leaderboard.runner import evaluate as run
 
-    learned = Entry("ppo", "sb3_ppo", None, lambda task, rules: LearnedPolicy(model))
+    learned = Entry("ppo", "sb3_ppo", None, lambda task, env: LearnedPolicy(model, env))
     rows = {}
-    for entry in (learned, resolve_entry(baseline)):
+    for entry in [learned] + ([resolve_entry(baseline)] if baseline else []):
         row, _ = run(entry, task, quick=quick)
         if row["status"] != "ok":
             raise RuntimeError(f"evaluation of {entry.name} failed: {row['reason']}")
         rows[entry.name] = {k: v for k, v in row.items() if k.endswith(("_mean", "_ci95"))}
         rows[entry.name]["seeds"] = row["seeds"]
     return rows
+
+
+def import_modules(names) -> None:
+    """Import user modules (``--import``), the current folder included."""
+    from ogg_envs.leaderboard.entries import import_user_module
+
+    for name in names or []:
+        import_user_module(name)
 
 
 def plot_curve(points, path: Path, title: str) -> None:
@@ -203,20 +289,18 @@ def plot_curve(points, path: Path, title: str) -> None:
 def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None = None,
         evaluate_policy: bool = True, quick: bool | None = None, progress: bool = True) -> dict:
     """Train, save, plot and evaluate (``quick=None``: ``EVAL_QUICK``); returns the results."""
-    from ogg_envs.leaderboard.tasks import load_task
-
     quick = EVAL_QUICK if quick is None else quick
-    key = env_key(env)
-    task_id, baseline = TASKS[key]
-    task = load_task(task_id)
+    env_id, task, baseline = training_setup(env)
+    key = short_name(env_id)
     out = Path(out or f"runs/sb3_ppo_{key}_s{seed}")
     out.mkdir(parents=True, exist_ok=True)
-    model, points, stats = train(task, timesteps, seed, out, progress)
+    model, points, stats = train(make_env_of(env_id, task), timesteps, seed, out, progress)
     model.save(out / "model.zip")
-    plot_curve(points, out / "learning_curve.png", f"PPO (shared) on {task_id}")
-    result = {"env": key, "task": task_id, "seed": seed, "training": stats,
-              "curve": points, "baseline": baseline}
-    if evaluate_policy:
+    where = task.id if task is not None else env_id
+    plot_curve(points, out / "learning_curve.png", f"PPO (shared) on {where}")
+    result = {"env": key, "env_id": env_id, "task": task.id if task is not None else None,
+              "seed": seed, "training": stats, "curve": points, "baseline": baseline}
+    if evaluate_policy and task is not None:
         result["evaluation"] = evaluate(task, model, baseline, quick)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result
@@ -224,17 +308,22 @@ def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="topology-power", help=", ".join(TASKS))
+    parser.add_argument("--env", default="topology-power",
+                        help="an environment id, its short name or a task id")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help="import MODULE first (registers environments)")
     parser.add_argument("--timesteps", type=int, default=TIMESTEPS)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick-eval", action="store_true", help="the task's quick seeds")
     parser.add_argument("--no-eval", action="store_true")
     args = parser.parse_args(argv)
+    import_modules(args.imports)
     result = run(args.env, args.timesteps, args.seed, args.out,
                  evaluate_policy=not args.no_eval, quick=args.quick_eval or None)
     t = result["training"]
-    print(f"{result['task']}: {t['agent_steps']} agent steps in {t['wall_s']:.1f} s "
+    where = result["task"] or result["env_id"]
+    print(f"{where}: {t['agent_steps']} agent steps in {t['wall_s']:.1f} s "
           f"({t['agent_steps_per_s']:.0f} agent steps/s)")
     for name, row in result.get("evaluation", {}).items():
         extra = (f", trade success {row['trade_success_mean']:.3f}"

@@ -1,8 +1,10 @@
 """``opengridgym train ENV --backend sb3|rllib --algo ppo --timesteps N --seed S --out DIR``.
 
 Dispatches to the training scripts of ``ogg_envs.baselines`` (each also runs on its own:
-``python -m ogg_envs.baselines.sb3_ppo --help``). ``ENV`` is ``topology-power``, ``p2p`` or
-``dlmp`` (or the full id, e.g. ``opengridgym/topology-power-v0``).
+``python -m ogg_envs.baselines.sb3_ppo --help``). ``ENV`` is any registered environment id
+(``opengridgym/topology-power-v0``, a user's environment registered by an ``--import``ed
+module), its short name (``topology-power``, ``p2p``, ``dlmp``) or a leaderboard task id;
+``ogg_envs.baselines.sb3_ppo.resolve_env`` finds its task and baseline.
 """
 
 from __future__ import annotations
@@ -35,6 +37,6 @@ def train(env_id: str, backend: str = "sb3", algo: str = "ppo", timesteps: int =
     module = importlib.import_module(f"ogg_envs.baselines.{SCRIPTS[key]}")
     name = env_key(env_id)
     run_dir = Path(out) / f"{key[0]}_{key[1]}_{name}_s{seed}"
-    result = module.run(name, timesteps=timesteps, seed=seed, out=str(run_dir))
+    result = module.run(env_id, timesteps=timesteps, seed=seed, out=str(run_dir))
     print(f"{backend}/{algo} on {name}: results in {run_dir}")
     return result

@@ -28,33 +28,31 @@ def _clear_inputs(env, rng: np.random.Generator, n: int) -> list[tuple]:
     cap = env.price_cap
     for _ in range(n):
         env.t = int(rng.integers(env.horizon))
-        env._start_hour()
+        env.start_hour()
         truthful = env.truthful_offers()
         offers = np.clip(truthful * rng.uniform(0.7, 1.6, truthful.shape), 0.0, cap)
-        out.append((offers, env.demand_kw.copy(), env.capacity_kw.copy(), env.lmp_now,
-                    env.pv_kw.copy()))
+        out.append((offers, env.context()))
     env.t = 0
-    env._start_hour()
+    env.start_hour()
     return out
 
 
 def bench_clear(env, n: int, rng: np.random.Generator) -> dict[str, float]:
     market = env.market
     inputs = _clear_inputs(env, rng, n)
-    for offers, d, c, lmp, pv in inputs[:50]:  # warm up
-        market.clear(offers, demand_kw=d, capacity_kw=c, lmp=lmp, pv_kw=pv)
+    for offers, context in inputs[:50]:  # warm up
+        market.clear(offers, context)
     times = []
-    for offers, d, c, lmp, pv in inputs:
+    for offers, context in inputs:
         t0 = time.perf_counter()
-        market.clear(offers, demand_kw=d, capacity_kw=c, lmp=lmp, pv_kw=pv)
+        market.clear(offers, context)
         times.append(time.perf_counter() - t0)
     out = {"highs_direct_ms": 1e3 * float(np.median(times))}
     for solver in ("HIGHS", "CLARABEL"):
         times = []
-        for offers, d, c, lmp, pv in inputs[: max(n // 20, 20)]:
+        for offers, context in inputs[: max(n // 20, 20)]:
             t0 = time.perf_counter()
-            market.clear_cvxpy(offers, demand_kw=d, capacity_kw=c, lmp=lmp, pv_kw=pv,
-                               solver=solver)
+            market.clear_cvxpy(offers, context, solver=solver)
             times.append(time.perf_counter() - t0)
         out[f"cvxpy_{solver.lower()}_ms"] = 1e3 * float(np.median(times[1:]))
     return out

@@ -31,8 +31,7 @@ def bench(feeder: str, locked_taps: bool, n: int = 2000) -> dict:
 
     def step():
         grid.set_loads_kw(grid.base_load_kw * factors[next(k) % n])
-        grid._write_dispatch()
-        grid._solve_raw()
+        grid.run_power_flow()
         grid.read_arrays()
 
     def full_step():  # the public API, with the result object

@@ -10,13 +10,6 @@ import numpy as np
 import pytest
 from pz_conformance import run_all  # tests/ is on sys.path under pytest
 
-from ogg_envs.policies.bandits import (
-    UCB,
-    EpsilonGreedy,
-    FixedPrice,
-    RolePolicy,
-    make_policy,
-)
 from ogg_envs.api import Clearing, InvalidBidError, Market
 from ogg_envs.envs import p2p_v0
 from ogg_envs.markets.p2p import (
@@ -29,6 +22,13 @@ from ogg_envs.markets.p2p import (
     negotiation_outcome,
     settle,
     tradable_kwh,
+)
+from ogg_envs.policies.bandits import (
+    UCB,
+    EpsilonGreedy,
+    FixedPrice,
+    RolePolicy,
+    make_policy,
 )
 from ogg_envs.scenario import load_scenario
 

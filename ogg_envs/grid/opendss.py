@@ -745,6 +745,13 @@ class OpenDSSGrid:
         self._diverged = False
         return True, ""
 
+    def run_power_flow(self) -> bool:
+        """Write the dispatch and solve, without building a result (the bare step that
+        ``solve`` and the benchmarks' floor share); True if it converged. Read the numbers
+        with ``read_arrays``."""
+        self._write_dispatch()
+        return self._solve_raw()[0]
+
     def solve(self) -> PowerFlowResult:
         """Apply the current dispatch and run one power flow."""
         self._write_dispatch()

@@ -145,22 +145,24 @@ def _policy_envs(name: str) -> tuple[str, ...]:
                  if name in spec.policies)
 
 
+def _describe(policy) -> str:
+    """``module.Class(arg=value, ...)`` of a policy object (its plain public attributes)."""
+    cls = type(policy)
+    args = ", ".join(f"{k}={v!r}" for k, v in vars(policy).items()
+                     if not k.startswith("_") and isinstance(v, (int, float, str, bool)))
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__qualname__}({args})"
+
+
 def baseline_note(name: str) -> str:
-    """What a named policy does: the first sentence of its class's docstring, per
-    environment where they differ."""
-    notes: dict[str, list[str]] = {}
+    """What a named policy is, per environment: ``env: module.Class(args)``."""
+    parts = []
     for env_id in _policy_envs(name):
         try:
-            policy = ogg_envs.spec(env_id).policies[name]()
-            doc = (inspect.getdoc(type(policy)) or "").strip()
+            what = _describe(ogg_envs.spec(env_id).policies[name]())
         except Exception as exc:  # a policy that cannot be made here: say so, do not fail
-            doc = f"(unavailable: {exc})"
-        first = " ".join(doc.split("\n\n")[0].split())
-        first = first.split(". ")[0].rstrip(".")
-        notes.setdefault(first, []).append(env_id.split("/")[-1])
-    if len(notes) == 1:
-        return next(iter(notes))
-    return "; ".join(f"{', '.join(envs)}: {text}" for text, envs in notes.items())
+            what = f"unavailable ({type(exc).__name__}: {exc})"
+        parts.append(f"{env_id.split('/')[-1]}: {what}")
+    return "; ".join(parts)
 
 
 def _named_policy(name: str):

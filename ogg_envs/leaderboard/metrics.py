@@ -193,10 +193,12 @@ class CurveRecorder(_Recorder):
     """Curve markets (topology-power-v0 and any env registered with ``recorder="curve"``): the
     final clearing of every hour against the truthful optimum.
 
-    Reads ``env.truthful_bids()``, ``env.last_clearing`` (``participant_prices``,
-    ``participant_quantities``, ``bids``, ``consumer_payments``, ``congestion_rent``,
-    ``shed_kw``, ``spilled_kw``), ``env.last_power_flow``, ``env.is_supply`` and the
-    participants' records. The true surplus and profits are ``ogg_envs.economics.welfare`` and
+    Reads ``env.truthful_bids()``, ``env.last_clearing`` (only the fields every
+    ``ogg_envs.api.Clearing`` has: ``participant_prices``, ``participant_quantities``,
+    ``bids``, ``congestion_rent``, ``total_shed_kw``, ``total_curtailed_kw``; so a user's
+    market, e.g. pay-as-bid, is measured the same way), ``env.last_power_flow``,
+    ``env.is_supply`` and the participants' records. Consumers pay their price for what they
+    are served. The true surplus and profits are ``ogg_envs.economics.welfare`` and
     ``profits`` (what ``env.true_welfare`` / ``env.true_profits`` compute) on the participants'
     truth and limits of the hour, taken before the hour's final round: after that round the
     environment has already opened the next hour (new loads).
@@ -235,11 +237,11 @@ class CurveRecorder(_Recorder):
         self.s_ref += economics.welfare(sup, ref.participant_quantities, **truth)
         profits = economics.profits(sup, p, q, **truth)
         self.sums["profit_usd"] += float(profits[self.controlled_idx].sum()) / 100.0
-        self.price_num += res.consumer_payments
+        self.price_num += float(p[~sup] @ q[~sup])  # what the consumers pay
         self.price_den += float(q[~sup].sum())
         self.sums["congestion_rent_usd"] += res.congestion_rent / 100.0
-        self.sums["shed_kwh"] += float(sum(res.shed_kw.values()))
-        self.sums["curtailed_kwh"] += float(sum(res.spilled_kw.values()))
+        self.sums["shed_kwh"] += float(res.total_shed_kw)
+        self.sums["curtailed_kwh"] += float(res.total_curtailed_kw)
         self._physical(env.last_power_flow)
 
 

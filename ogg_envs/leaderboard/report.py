@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .metrics import METRICS, TASK_METRICS
-from .tasks import ENV_KINDS, TaskError, list_tasks, load_task
+from .metrics import METRICS, recorder_class
+from .tasks import TaskError, list_tasks, load_task
 
 __all__ = ["write_markdown", "write_figure", "update_readme", "markdown_table",
            "README_START", "README_END"]
@@ -46,15 +46,14 @@ def _cell(row: dict, metric: str) -> str:
     return text
 
 
-def _task_kind(task_id: str) -> str:
+def _task_metrics(task_id: str, rows: list[dict]) -> list[str]:
+    """The metric columns of a task: its recorder's ``metrics``; for a task that cannot be
+    loaded any more (no longer shipped, its environment not registered in this process), the
+    metrics its rows have values for."""
     try:
-        return load_task(task_id).kind
-    except TaskError:  # a task no longer shipped: tell its market by the id's prefix
-        prefix = task_id.split("/")[0]
-        for env_id, kind in ENV_KINDS.items():
-            if env_id.split("/")[1].startswith(prefix):
-                return kind
-    raise ValueError(f"cannot tell the market of task {task_id!r}")
+        return list(recorder_class(load_task(task_id).spec).metrics)
+    except (TaskError, ValueError):
+        return [m for m in METRICS if any(r.get(f"{m}_mean", "") != "" for r in rows)]
 
 
 def _task_header(task_id: str, rows: list[dict]) -> str:
@@ -79,7 +78,7 @@ def markdown_table(rows: list[dict], mode: str = "full") -> str:
              "`docs/leaderboard.md`.\n"]
     for task_id in sorted(by_task, key=lambda t: (order.get(t, len(order)), t)):
         trs = by_task[task_id]
-        metrics = TASK_METRICS[_task_kind(task_id)]
+        metrics = _task_metrics(task_id, trs)
         parts.append(_task_header(task_id, trs))
         head = ["Entry", "Status"] + [_HEADERS[m] for m in metrics]
         parts.append("| " + " | ".join(head) + " |")

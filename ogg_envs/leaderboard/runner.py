@@ -9,10 +9,13 @@ next pair starts, so an interrupted run loses at most the pair in progress), the
 One evaluation (``evaluate``): for each of the task's seeds, a fresh environment, a fresh
 policy (``Entry.make``), ``reset(seed=seed)`` and the task's number of consecutive episodes
 (``reset()`` between them, so the environment's and the scripted participants' state carry on
-as the task defines); a recorder (``ogg_envs.leaderboard.metrics``) turns the run into the
-seed's metrics, and the row holds their mean and 95 % confidence interval over the seeds. A
-policy that raises or returns an invalid action stops that pair: the row says ``failed`` and
-why, and the runner goes on with the next pair.
+as the task defines); the recorder of the task's environment (its spec's ``recorder``,
+``ogg_envs.leaderboard.metrics``) turns the run into the seed's metrics, and the row holds
+their mean and 95 % confidence interval over the seeds. The policy is called as
+``policy(participant, observation, info)`` with a copy of ``env.participant[agent]`` taken
+before the step (``ogg_envs.api.Policy``; ``docs/leaderboard.md``). A policy that raises or
+returns an invalid action stops that pair: the row says ``failed`` and why, and the runner
+goes on with the next pair.
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ import numpy as np
 import ogg_envs
 
 from .entries import DEFAULT_ENTRIES, Entry, invalid_action_reason, resolve_entry
-from .metrics import METRICS, TASK_METRICS, make_recorder, mean_ci
+from .metrics import METRICS, make_recorder, mean_ci, recorder_class
 from .tasks import Task, list_tasks, load_task
 
-__all__ = ["evaluate", "run_leaderboard", "read_rows", "CSV_COLUMNS", "PolicyFailure",
-           "market_rules"]
+__all__ = ["evaluate", "run_leaderboard", "read_rows", "CSV_COLUMNS", "PolicyFailure"]
 
 CSV_COLUMNS = (["entry", "task", "task_version", "task_sha256", "mode", "status", "reason",
                 "seeds", "episodes", "wall_s", "spec", "ogg_version", "finished_utc"]
@@ -48,24 +50,10 @@ class PolicyFailure(Exception):
     """The entry's policy raised or returned an invalid action (the message says where)."""
 
 
-def market_rules(env, kind: str) -> dict:
-    """The market's public rules, handed to policies as ``info["rules"]``."""
-    if kind == "p2p":
-        t = env.terms
-        return {"arms": list(t.arms), "retail_price": t.retail_price,
-                "feed_in_price": t.feed_in_price, "imbalance_price": t.imbalance_price,
-                "c_service": t.c_service, "c_lose": t.c_lose,
-                "negotiation_steps": env.market_rounds, "mode": env.mode}
-    rules = {"price_cap": env.price_cap, "market_rounds": env.market_rounds,
-             "horizon": env.horizon}
-    if kind == "dlmp":
-        rules["n_blocks"] = env.n_blocks
-    return rules
-
-
-def _policy_action(policy, agent, obs, info, space, where):
+def _policy_action(policy, participant, obs, info, space, where):
+    agent = participant.name
     try:
-        action = policy(agent, obs, info)
+        action = policy(participant, obs, info)
     except Exception as exc:
         raise PolicyFailure(f"{where}, {agent}: the policy raised {type(exc).__name__}: "
                             f"{exc}") from exc
@@ -80,28 +68,26 @@ def _policy_action(policy, agent, obs, info, space, where):
 def _run_seed(entry: Entry, task: Task, seed: int, episodes: int, bar=None) -> dict:
     """One seed: a fresh env and policy, ``episodes`` consecutive episodes -> metrics."""
     env = task.make_env()
-    rules = market_rules(env, task.kind)
     try:
-        policy = entry.make(task, rules)
+        policy = entry.make(task, env)
     except Exception as exc:
         raise PolicyFailure(f"seed {seed}: the entry could not make its policy: "
                             f"{type(exc).__name__}: {exc}") from exc
     update = getattr(policy, "update", None)
-    recorder = make_recorder(task.kind, env, env.possible_agents)
+    recorder = make_recorder(task.spec, env, env.possible_agents)
     rng = np.random.default_rng([seed, 1])  # the policy's own stream (info["rng"])
     spaces = {a: env.action_space(a) for a in env.possible_agents}
     for episode in range(episodes):
         obs, infos = env.reset(seed=seed) if episode == 0 else env.reset()
         recorder.start_episode()
+        extra = {"task": task.id, "seed": seed, "episode": episode, "rng": rng}
         while env.agents:
             where = f"seed {seed}, episode {episode}, hour {env.t}, round {env.round}"
-            actions = {}
+            actions, records = {}, {}
             for agent in env.agents:
-                info = dict(infos.get(agent, {}))
-                info.update(private=dict(env.participant[agent].private), rules=rules,
-                            action_space=spaces[agent], task=task.id, seed=seed,
-                            episode=episode, rng=rng)
-                actions[agent] = _policy_action(policy, agent, obs[agent], info,
+                records[agent] = env.participant[agent].copy()
+                info = {**infos.get(agent, {}), "action_space": spaces[agent], **extra}
+                actions[agent] = _policy_action(policy, records[agent], obs[agent], info,
                                                 spaces[agent], where)
             recorder.before_step()
             try:
@@ -112,8 +98,9 @@ def _run_seed(entry: Entry, task: Task, seed: int, episodes: int, bar=None) -> d
             recorder.after_step(rewards, infos)
             if update is not None:
                 for agent, action in actions.items():
+                    info = {**infos[agent], "action_space": spaces[agent], **extra}
                     try:
-                        update(agent, action, rewards[agent], infos[agent])
+                        update(records[agent], action, rewards[agent], info)
                     except Exception as exc:
                         raise PolicyFailure(f"{where}, {agent}: policy.update raised "
                                             f"{type(exc).__name__}: {exc}") from exc
@@ -147,7 +134,7 @@ def evaluate(entry: Entry, task: Task, *, quick: bool = False, bar=None) -> tupl
     row["wall_s"] = round(time.perf_counter() - t0, 3)
     row["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if row["status"] == "ok":
-        for name in TASK_METRICS[task.kind]:
+        for name in recorder_class(task.spec).metrics:
             mean, half, _ = mean_ci([s[name] for s in per_seed])
             row[f"{name}_mean"], row[f"{name}_ci95"] = mean, half
     return row, per_seed
@@ -211,7 +198,7 @@ def run_leaderboard(tasks=None, entries=None, out="leaderboard", *, quick: bool 
     t0 = time.perf_counter()
     task_list = [load_task(t) for t in (tasks or list_tasks())]
     entry_list = [e if isinstance(e, Entry) else resolve_entry(e)
-                  for e in (entries or DEFAULT_ENTRIES)]
+                  for e in (entries or list(DEFAULT_ENTRIES))]
     names = [e.name for e in entry_list]
     if len(set(names)) != len(names):
         raise ValueError(f"entry names must be unique, got {names}")
@@ -223,7 +210,7 @@ def run_leaderboard(tasks=None, entries=None, out="leaderboard", *, quick: bool 
     todo, skipped = [], []
     for task in task_list:
         for entry in entry_list:
-            if not entry.applies(task.kind):
+            if not entry.applies(task.env_id):
                 continue
             old = existing.get((entry.name, task.id, task.sha256, mode))
             if old is not None and (old["status"] == "ok" or not retry_failed):

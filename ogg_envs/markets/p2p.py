@@ -330,14 +330,21 @@ class P2PMarket(Market):
             if missing:
                 raise ValueError(f"no bid from {missing}")
             arms = [arms[n] for n in self.names]
-        raw = np.asarray(arms)
-        if raw.shape != (self.n,):
-            raise ValueError(f"expected {self.n} arm indices, got shape {raw.shape}")
-        for i, a in enumerate(raw.tolist()):
-            if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < self.terms.n_arms:
+        if isinstance(arms, np.ndarray) and arms.ndim != 1:
+            raise ValueError(f"expected {self.n} arm indices, got shape {arms.shape}")
+        if isinstance(arms, np.ndarray) and arms.shape == (self.n,) and \
+                np.issubdtype(arms.dtype, np.integer) and \
+                ((arms >= 0) & (arms < self.terms.n_arms)).all():
+            return arms.astype(np.int64, copy=False)  # the environments' hot path
+        raw = arms.tolist() if isinstance(arms, np.ndarray) else list(arms)
+        if len(raw) != self.n:
+            raise ValueError(f"expected {self.n} arm indices, got {len(raw)}")
+        for i, a in enumerate(raw):
+            if isinstance(a, bool | np.bool_) or not isinstance(a, int | np.integer) \
+                    or not 0 <= a < self.terms.n_arms:
                 raise InvalidBidError(f"{self.names[i]}: a bid is an arm index in "
                                       f"0..{self.terms.n_arms - 1}, got {a!r}")
-        return raw.astype(np.int64)
+        return np.array(raw, dtype=np.int64)
 
     def clear(self, arms, context: MarketContext | None = None) -> P2PClearing:
         """One negotiation step (``negotiate``) reported as a clearing (``context`` is ignored:

@@ -1,0 +1,232 @@
+"""The composable toolkit: any market on any feeder, typed scenarios, the registry, composed
+environments and the Simulation interface, and the rule that nothing reads private state."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pz_conformance import run_all
+
+import ogg_envs
+from ogg_envs.envs import dlmp_v0, p2p_v0, topology_power_v0
+from ogg_envs.grid import OpenDSSGrid
+from ogg_envs.markets.curve_market import CurveMarket
+from ogg_envs.scenario import ScenarioError, bundled_dir, load_scenario, parse_section
+from ogg_envs.simulation import ComposedEnv, GridStepLog, Simulation, standard_participants
+
+ROOT = Path(__file__).resolve().parents[1]
+FIVE_BUS = str(ROOT / "examples" / "feeders" / "five_bus" / "master.dss")
+MODULES = {"topology-power": topology_power_v0, "dlmp": dlmp_v0, "p2p": p2p_v0}
+
+
+class _Module:
+    """An env module with fixed keyword arguments (for the PettingZoo test helpers)."""
+
+    def __init__(self, module, **kwargs):
+        self.module, self.kwargs = module, kwargs
+
+    def env(self, **kw):
+        return self.module.env(**self.kwargs, **kw)
+
+    def parallel_env(self, **kw):
+        return self.module.parallel_env(**self.kwargs, **kw)
+
+
+@pytest.mark.parametrize("feeder", ["ieee34", "ieee37", FIVE_BUS])
+@pytest.mark.parametrize("market", list(MODULES))
+def test_every_market_on_every_feeder_passes_pettingzoo(market, feeder):
+    module = MODULES[market]
+    run_all(_Module(module, feeder=feeder), horizon=3, **(
+        {"negotiation_steps": 2} if market == "p2p" else {"market_rounds": 2}))
+    env = module.parallel_env(feeder=feeder, horizon=3)
+    env.reset(seed=1)
+    while env.agents:
+        _, _, _, _, infos = env.step({a: env.action_space(a).sample() for a in env.agents})
+    assert all(info["converged"] for info in infos.values())
+    assert env.last_power_flow.converged and env.last_clearing is not None
+    buses = set(env.topology.buses)
+    assert {p.bus for p in env.participants} <= buses
+
+
+def test_default_placement_follows_the_documented_rule():
+    from ogg_envs.grid import placement
+
+    env = topology_power_v0.parallel_env(feeder="ieee37")
+    topo, load = env.topology, env.grid.bus_load_kw
+    assert env.participant["substation_0"].bus == topo.root
+    main = placement.main_path(topo, load)
+    assert all(p.bus in main for p in env.participants if p.group == "supplier")
+    assert sorted(p.bus for p in env.consumers) == sorted(placement.load_buses(topo, load))
+    # no scenario limits on another feeder: the thermal limits
+    expected = placement.default_limits_kw(topo)
+    limits = env.market.limits_kw
+    for name, kw in expected.items():
+        assert limits[topo.branch_index[name]] == pytest.approx(kw)
+
+
+def test_feeder_path_is_the_callers_and_the_process_is_unchanged(tmp_path):
+    cwd = os.getcwd()
+    shutil.copytree(Path(FIVE_BUS).parent, tmp_path / "mine")
+    os.chdir(tmp_path)
+    try:
+        env = dlmp_v0.parallel_env(feeder="mine/master.dss", horizon=2)
+        assert os.getcwd() == str(tmp_path)
+        env.reset(seed=0)
+        assert env.grid.solve().converged
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_grid_object_is_a_feeder_too():
+    grid = OpenDSSGrid(FIVE_BUS)
+    env = dlmp_v0.parallel_env(feeder=grid, horizon=2)
+    assert env.grid is grid and env.default_placement
+
+
+# ---------------------------------------------------------------------- typed scenarios
+@pytest.mark.parametrize("data,match", [
+    ({"grid": {"limit_kw": {}}}, "did you mean limits_kw"),
+    ({"consumers": {"flexible_shar": 0.1}}, "did you mean flexible_share"),
+    ({"suppliers": {"cost_nosie": 0.1}}, "did you mean cost_noise"),
+    ({"price_cpa": 3.0}, "did you mean price_cap"),
+    ({"suppliers": {"buses": ["822", "840"], "cost_a": [3.0, 3.1, 3.2]}}, "expected one value or 2"),
+    ({"suppliers": {"capacity_kw": -5.0}}, ">= 0"),
+    ({"consumers": {"value_max": [15.0, 11.0]}}, "low <= high"),
+    ({"consumers": {"flexible_share": "many"}}, "must be a number"),
+    ({"grid": {"rating_scale": 0.0}}, "rating_scale must be > 0"),
+])
+def test_bad_scenarios_are_refused_naming_the_key(data, match):
+    with pytest.raises(ScenarioError, match=match):
+        topology_power_v0.parallel_env(scenario=data)
+
+
+def test_missing_required_key_is_named():
+    @dataclass
+    class Section:
+        bus: str
+        kw: float = 1.0
+
+    with pytest.raises(ScenarioError, match="missing key 'bus'"):
+        parse_section(Section, {"kw": 2.0}, "[thing]")
+
+
+def test_constructor_arguments_override_the_scenario():
+    env = topology_power_v0.parallel_env(flexible_share=0.5)
+    assert env.scenario.consumers.flexible_share == 0.5
+    env = p2p_v0.parallel_env(negotiation_steps=4, retail_price=13.0)
+    assert env.market_rounds == 4 and env.scenario.market.retail_price == 13.0
+    assert env.rules["retail_price"] == 13.0
+    with pytest.raises(TypeError, match="flexible_shar"):
+        topology_power_v0.parallel_env(flexible_shar=0.5)
+
+
+def test_a_copied_bundled_scenario_keeps_working(tmp_path):
+    shutil.copy(bundled_dir() / "dlmp.toml", tmp_path / "mine.toml")
+    sc = load_scenario(tmp_path / "mine.toml", dlmp_v0.DLMPScenario)
+    env = dlmp_v0.parallel_env(scenario=str(tmp_path / "mine.toml"), horizon=2)
+    assert sc.grid.limits_kw and env.profiles["hour"].size == 24
+    sc = load_scenario({"profiles": "day_profiles"}, dlmp_v0.DLMPScenario)
+    with pytest.raises(ScenarioError, match="bundled: day_profiles"):
+        dlmp_v0.parallel_env(scenario={"profiles": "year"})
+
+
+# ---------------------------------------------------------------------- registry
+def test_one_registry_for_make_pettingzoo_and_tools():
+    import pettingzoo
+
+    spec = ogg_envs.register("test/topology-copy-v0", topology_power_v0.raw_env, codec="curve",
+                             policies=ogg_envs.spec("opengridgym/topology-power-v0").policies,
+                             baselines=("truthful",), replace=True)
+    par = pettingzoo.make("parallel", "test/topology-copy-v0", horizon=2)
+    assert par.possible_agents == ogg_envs.make("opengridgym/topology-power-v0",
+                                                parallel=True).possible_agents
+    assert ogg_envs.env_module("test/topology-copy-v0") is topology_power_v0
+    assert spec.baselines == ("truthful",)
+    with pytest.raises(ValueError, match="already registered"):
+        ogg_envs.register("test/topology-copy-v0", topology_power_v0.raw_env)
+    with pytest.raises(ValueError, match="not among the policies"):
+        ogg_envs.register("test/other-v0", topology_power_v0.raw_env, baselines=("nope",))
+
+
+# ---------------------------------------------------------------------- composition
+def test_composed_environment_and_simulation_with_callbacks():
+    grid = OpenDSSGrid(FIVE_BUS)
+    env = ComposedEnv(grid, lambda topo, parts: CurveMarket(topo, parts, price_cap=20.0),
+                      standard_participants(grid, n_suppliers=2), horizon=24)
+    log = GridStepLog()
+    Simulation(env, callbacks=[log]).run(seed=0)
+    assert len(log.rows) == 24 and all(r["converged"] for r in log.rows)
+    prices = [r["avg_consumer_price"] for r in log.rows]
+    assert all(3.0 <= p <= 20.0 for p in prices)
+    # the consumers follow the residential profile: more is served at the evening peak
+    imported = [r["substation_kw"] for r in log.rows]
+    assert max(imported) > 1.5 * min(imported)
+
+
+def test_simulation_drives_a_registered_env_through_its_policies():
+    env = ogg_envs.make("opengridgym/dlmp-v0", parallel=True, horizon=3)
+    log = GridStepLog()
+    Simulation(env, [log]).run(seed=2)
+    assert len(log.rows) == 3
+    again = GridStepLog()
+    Simulation(ogg_envs.make("opengridgym/dlmp-v0", parallel=True, horizon=3), [again]).run(2)
+    assert [r["welfare_usd"] for r in log.rows] == [r["welfare_usd"] for r in again.rows]
+
+
+# ---------------------------------------------------------------------- public API only
+_OWNERS = ("ogg_envs/envs/", "ogg_envs/core.py", "ogg_envs/markets/", "ogg_envs/grid/",
+           "ogg_envs/simulation.py", "ogg_envs/scenario.py", "ogg_envs/registry.py")
+
+
+def _private_reads(path: Path) -> list[str]:
+    """``x._name`` where ``x`` is not ``self``/``cls`` (and ``_name`` is not a dunder)."""
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ("self", "cls", "np", "os", "sys"):
+                continue
+            if isinstance(base, ast.Call):  # super()._x
+                continue
+            out.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    return out
+
+
+def test_no_module_outside_an_env_reads_private_attributes():
+    files = [p for folder in ("ogg_envs", "wrappers", "baselines", "benchmarks", "examples")
+             for p in (ROOT / folder).rglob("*.py")]
+    offenders = []
+    for path in files:
+        rel = str(path.relative_to(ROOT))
+        if rel.startswith(_OWNERS):
+            continue
+        offenders += _private_reads(path)
+    assert not offenders, "\n".join(offenders)
+
+
+def test_pay_as_bid_example_is_a_registered_market():
+    from pettingzoo.test import parallel_api_test
+
+    import examples.pay_as_bid as example
+
+    env = ogg_envs.make("examples/pay-as-bid-v0", parallel=True, horizon=2)
+    parallel_api_test(env, num_cycles=10)
+    env.reset(seed=0)
+    acts = {a: np.array([6.0, 5.0, 500.0, 0.0]) for a in env.agents}
+    _, rewards, _, _, infos = env.step(acts)
+    c = env.last_clearing
+    sup = env.is_supply
+    q = c.participant_quantities
+    # budget balance: consumers pay exactly what suppliers are paid
+    paid = float(c.participant_prices[~sup] @ q[~sup])
+    received = float(c.participant_prices[sup] @ q[sup])
+    assert paid == pytest.approx(received, rel=1e-9)
+    assert isinstance(env.market, example.PayAsBidMarket)

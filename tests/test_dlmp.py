@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pz_conformance import run_all
 
-from ogg_envs.api import Clearing, InvalidBidError, MarketContext
+from ogg_envs.api import Clearing, InvalidBidError, Limits, MarketContext, Participant, Truth
 from ogg_envs.envs import dlmp_v0
 from ogg_envs.grid.topology import Branch, Topology
 from ogg_envs.markets.dlmp import DLMPMarket, InvalidOfferError, Resource
@@ -22,7 +22,7 @@ def env37():
     env = dlmp_v0.parallel_env(market_rounds=1)
     env.reset(seed=0)
     env.t = 12
-    env._start_hour()
+    env.start_hour()
     return env
 
 
@@ -86,7 +86,7 @@ def test_dlmp_equals_finite_difference_of_optimal_cost(env37):
         separated += len({round(v, 6) for v in base.dlmp.tolist()}) > 1
         delta = 1e-3
         for b in range(len(market.topology.buses)):
-            if b not in market._load_idx:
+            if market.topology.buses[b] not in market.load_buses:
                 continue
             costs = []
             for step in (-delta, delta):
@@ -287,9 +287,10 @@ def random_hour(m: DLMPMarket, rng) -> tuple[np.ndarray, MarketContext]:
     demand = np.zeros(B)
     demand[1:] = rng.uniform(0, 60, B - 1)
     cap = rng.uniform(0, 150, len(m.names))
-    cap[m.is_dr] = rng.uniform(0, 0.3, m.is_dr.sum()) * demand[m._res_bus[m.is_dr]]
+    cap[m.is_dr] = rng.uniform(0, 0.3, m.is_dr.sum()) * demand[m.resource_bus_index[m.is_dr]]
     pv = np.zeros(B)
-    pv[m._pv_idx] = rng.uniform(0, 40, len(m._pv_idx)) * (rng.random() < 0.5)
+    pv_idx = [m.topology.bus_index[b] for b in m.pv_buses]
+    pv[pv_idx] = rng.uniform(0, 40, len(pv_idx)) * (rng.random() < 0.5)
     offers = rng.uniform(0, 12, (len(m.names), m.n_blocks))
     if rng.random() < 0.3:
         offers = np.round(offers)
@@ -319,8 +320,8 @@ def test_result_is_a_clearing_with_the_core_fields():
 def _check_surplus_identities(m: DLMPMarket, res, hour: MarketContext):
     demand, pv = m.bus_vector(hour.demand_kw, "d"), m.bus_vector(hour.pv_kw, "pv")
     q = res.participant_quantities
-    dr = np.bincount(m._res_bus[m.is_dr], q[m.is_dr], minlength=len(demand))
-    gen = np.bincount(m._res_bus[~m.is_dr], q[~m.is_dr], minlength=len(demand))
+    dr = np.bincount(m.resource_bus_index[m.is_dr], q[m.is_dr], minlength=len(demand))
+    gen = np.bincount(m.resource_bus_index[~m.is_dr], q[~m.is_dr], minlength=len(demand))
     served = demand - res.shed_kw - dr
     pv_taken = pv - res.curtailed_kw
     scale = max(1.0, abs(res.welfare))
@@ -464,7 +465,6 @@ def test_truthful_day_dispatch_applied_to_opendss():
     env.reset(seed=0)
     policy = TruthfulBidder()
     grid = env.grid
-    gens = {n: i for i, n in enumerate(grid.generator_names)}
     congested_hours = 0
     while env.agents:
         demand = env.demand_kw.copy()
@@ -472,10 +472,9 @@ def test_truthful_day_dispatch_applied_to_opendss():
         _, rewards, terms, truncs, infos = env.step(actions)
         res = env.last_clearing
         for agent, info in infos.items():
-            k = env._idx[agent]
-            q, price = res.quantities[k], res.resource_prices[k]
-            pr = env.participant[agent].private
-            true_cost = pr["cost_a"] * q + 0.5 * pr["cost_b"] * q * q
+            k = env.index[agent]
+            q, price = res.quantities[k], res.participant_prices[k]
+            true_cost = env.participant[agent].cost(q)
             assert rewards[agent] == pytest.approx((price * q - true_cost) / 100 / 2)
             assert info["price"] == price and info["quantity"] == q
             assert rewards[agent] >= -1e-9  # truthful offers never lose money
@@ -488,9 +487,9 @@ def test_truthful_day_dispatch_applied_to_opendss():
         assert abs(info["substation_kw"] - info["dc_source_kw"]) < 0.1 * demand.sum()
         for k, p in enumerate(env.participants):  # the dispatch is in the OpenDSS model
             if p.group == "generator":
-                assert grid._gen_kw[gens[f"ogg_{p.name}"]] == pytest.approx(res.quantities[k])
-        served = grid._load_kw.sum()
-        dr = res.quantities[~env._is_gen].sum()
+                assert grid.generator_kw[f"ogg_{p.name}"] == pytest.approx(res.quantities[k])
+        served = grid.load_kw.sum()
+        dr = res.quantities[~env.is_generator].sum()
         assert served == pytest.approx(demand.sum() - dr, rel=1e-9)
     assert all(truncs.values()) and env.agents == []
     assert congested_hours >= 3
@@ -511,12 +510,13 @@ def test_policies_and_learner_selection():
 
 
 def test_truthful_blocks_match_true_cost_at_block_edges():
-    pr = {"cost_a": 5.0, "cost_b": 0.02, "cap_now": 300.0, "n_blocks": 3, "price_cap": 30.0}
-    prices = true_block_prices(pr)
+    participant = Participant("generator_0", "generator", "701", "supply",
+                              truth=Truth(cost_a=5.0, cost_b=0.02), limits=Limits(300.0, 300.0),
+                              rules={"n_blocks": 3, "price_cap": 30.0})
+    prices = true_block_prices(participant)
     edges = np.arange(4) * 100.0
     offered = np.concatenate([[0.0], np.cumsum(prices * 100.0)])
     np.testing.assert_allclose(offered, 5.0 * edges + 0.01 * edges ** 2)
-    participant = type("P", (), {"private": pr})()
     assert np.all(MarkupBidder(0.2)(participant) == pytest.approx(prices * 1.2))
     held = MarkupBidder(0.0, withhold=0.34)(participant)
     assert held[-1] == 30.0 and held[0] == pytest.approx(prices[0])

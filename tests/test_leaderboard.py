@@ -1,5 +1,6 @@
 """Leaderboard: metric formulas on hand-computed cases, exact efficiency of truthful bidding,
-task definitions (pinned, deterministic), failure recording, resume, quick mode end to end."""
+task definitions (pinned, deterministic), failure recording, resume, quick mode end to end, and
+a user's registered environment and task, entries and recorder from its spec."""
 
 from __future__ import annotations
 
@@ -8,21 +9,30 @@ import csv
 import dataclasses
 import hashlib
 import math
+import re
+import sys
 import textwrap
 
 import gymnasium
 import numpy as np
+import pettingzoo
 import pytest
 
+import ogg_envs
+from ogg_envs import economics
+from ogg_envs.api import DEMAND
 from ogg_envs.leaderboard import (
+    BASELINES,
     TASK_SHA256,
     TaskError,
     evaluate,
     invalid_action_reason,
     list_tasks,
     load_task,
+    make_recorder,
     mean_ci,
     read_rows,
+    recorder_class,
     resolve_entry,
     run_leaderboard,
 )
@@ -62,33 +72,20 @@ def test_efficiency_by_hand():
     assert math.isnan(M.efficiency(1.0, 0.0))
 
 
-def _curve_privates():
-    supplier = {"side": "supply", "cost_a": 3.0, "cost_b": 0.01, "q_now": 200.0}
-    flexible = {"side": "demand", "q_now": 50.0, "value_max": 12.0, "value_min": 4.0}
-    inflexible = {"side": "demand", "q_now": 10.0, "value_max": 20.0, "value_min": 20.0}
-    return [supplier, flexible, inflexible]
-
-
 def test_curve_welfare_and_profits_by_hand():
-    privates = _curve_privates()
+    """The curve recorder's economics (``ogg_envs.economics`` on the participants' truth)."""
+    is_supply = np.array([True, False, False])
+    truth = dict(a=np.array([3.0, 0.0, 0.0]), b=np.array([0.01, 0.0, 0.0]),
+                 value_max=np.array([0.0, 12.0, 20.0]), value_min=np.array([0.0, 4.0, 20.0]),
+                 q_now=np.array([200.0, 50.0, 10.0]))
     q = np.array([60.0, 50.0, 10.0])
     # supplier: 3*60 + 0.01*60^2/2 = 198; flexible: 12*50 - (8/50)*50^2/2 = 400; inflexible 200
-    assert M.curve_true_welfare(privates, q) == pytest.approx(400.0 + 200.0 - 198.0)
-    profits = M.curve_true_profits(privates, np.full(3, 5.0), q)
+    welfare = economics.welfare(is_supply, q, **truth)
+    assert welfare == pytest.approx(400.0 + 200.0 - 198.0)
+    profits = economics.profits(is_supply, np.full(3, 5.0), q, **truth)
     np.testing.assert_allclose(profits, [300.0 - 198.0, 400.0 - 250.0, 200.0 - 50.0])
     # surplus = sum of profits when payments balance revenues (no congestion)
-    assert profits.sum() == pytest.approx(M.curve_true_welfare(privates, q))
-
-
-def test_curve_welfare_matches_the_environment():
-    task = load_task(TOPO)
-    env = task.make_env()
-    env.reset(seed=5)
-    rng = np.random.default_rng(0)
-    q = rng.uniform(0, 50, len(env.participants))
-    p = rng.uniform(2, 8, len(env.participants))
-    privates = [dict(x.private) for x in env.participants]
-    assert M.curve_true_welfare(privates, q) == pytest.approx(env.true_welfare(q, p), rel=1e-12)
+    assert profits.sum() == pytest.approx(welfare)
 
 
 def test_dlmp_welfare_and_rent_by_hand():
@@ -105,8 +102,9 @@ def test_dlmp_welfare_and_rent_by_hand():
     assert exporting == pytest.approx(300.0 - 15.0)  # exports earn nothing
     assert M.dlmp_congestion_rent(np.array([0.0, 0.0, 2.0]),
                                   np.array([30.0, 10.0, 50.0])) == 100.0
-    profits = M.dlmp_true_profits(np.array([6.0, 8.0]), np.array([20.0, 10.0]),
-                                  np.array([5.0, 7.0]), np.array([0.01, 0.02]))
+    q = np.array([20.0, 10.0])  # DLMP q - true cost (the recorder's profit)
+    profits = np.array([6.0, 8.0]) * q - economics.cost(q, np.array([5.0, 7.0]),
+                                                        np.array([0.01, 0.02]))
     np.testing.assert_allclose(profits, [120.0 - 102.0, 80.0 - 71.0])
 
 
@@ -115,7 +113,8 @@ def test_dlmp_rent_equals_branch_prices_times_flows():
     task = load_task(DLMP)
     env = task.make_env()
     env.reset(seed=4001)
-    rec = M.make_recorder("dlmp", env, env.possible_agents)
+    rec = make_recorder(task.spec, env, env.possible_agents)
+    assert isinstance(rec, M.DLMPRecorder)
     rec.start_episode()
     rents = []
     while env.t < 14:  # expensive DGs: the feeder imports and the laterals congest
@@ -188,32 +187,42 @@ def test_truthful_p2p_market_is_fully_efficient():
         assert s["profit_usd"] == pytest.approx(realised, rel=1e-9)
 
 
+def _act(policy, env, info=None):
+    """Every agent's action from ``policy(participant copy, observation, info)``."""
+    return {a: policy(env.participant[a].copy(), None, dict(info or {"rng": None}))
+            for a in env.agents}
+
+
 @pytest.mark.parametrize("entry", ["truthful", "markup"])
 def test_curve_recorder_against_an_independent_account(entry):
-    """The recorder's sums equal an account kept here: surplus with the hour's own private data
-    (snapshotted before the hour's final round), the reference from a fresh solve of the
-    truthful bids on another market object, profits as the environment reports them."""
+    """The recorder's sums equal an account kept here: surplus with the hour's participant
+    records (copied before the hour's final round, one participant at a time through
+    ``Participant.value`` / ``cost``), the reference from a fresh solve of the truthful bids on
+    another market object, profits as the environment reports them."""
     task = load_task(TOPO)
     env = task.make_env()
     env.reset(seed=task.seeds[0])
     fresh = copy.deepcopy(env.market)
-    rec = M.make_recorder("curve", env, env.possible_agents)
+    rec = make_recorder(task.spec, env, env.possible_agents)
+    assert isinstance(rec, M.CurveRecorder)
     rec.start_episode()
-    policy = resolve_entry(entry).make(task, {"price_cap": env.price_cap})
+    policy = resolve_entry(entry).make(task, env)
     realised = reference = profit = 0.0
     hours = 0
+
+    def surplus(records, q):
+        return sum(p.value(x) if p.side == DEMAND else -p.cost(x) for p, x in zip(records, q))
+
     while env.agents:
-        privates = [dict(p.private) for p in env.participants]
+        records = [p.copy() for p in env.participants]
         truthful = env.truthful_bids()
-        actions = {a: policy(a, None, {"private": dict(env.participant[a].private),
-                                       "rng": None}) for a in env.agents}
+        actions = _act(policy, env)
         rec.before_step()
         _, rewards, _, _, infos = env.step(actions)
         rec.after_step(rewards, infos)
         if infos[env.possible_agents[0]]["grid_step"]:
-            realised += M.curve_true_welfare(privates, env._last.participant_quantities)
-            reference += M.curve_true_welfare(privates,
-                                              fresh.clear(truthful).participant_quantities)
+            realised += surplus(records, env.last_clearing.participant_quantities)
+            reference += surplus(records, fresh.clear(truthful).participant_quantities)
             profit += sum(info["profit"] for info in infos.values())
             hours += 1
     assert hours == env.horizon
@@ -227,13 +236,12 @@ def test_dlmp_recorder_profit_matches_the_environment():
     task = load_task(DLMP)
     env = task.make_env()
     env.reset(seed=task.seeds[1])
-    rec = M.make_recorder("dlmp", env, env.possible_agents)
+    rec = make_recorder(task.spec, env, env.possible_agents)
     rec.start_episode()
-    policy = resolve_entry("markup").make(task, {})
+    policy = resolve_entry("markup").make(task, env)
     profit = 0.0
     while env.agents:
-        actions = {a: policy(a, None, {"private": dict(env.participant[a].private),
-                                       "rng": None}) for a in env.agents}
+        actions = _act(policy, env)
         rec.before_step()
         _, rewards, _, _, infos = env.step(actions)
         rec.after_step(rewards, infos)
@@ -241,6 +249,17 @@ def test_dlmp_recorder_profit_matches_the_environment():
             profit += sum(info["profit"] for info in infos.values())
     assert rec.result()["profit_usd"] == pytest.approx(profit, rel=1e-9)
     assert rec.ref_solves == env.horizon
+
+
+def test_recorders_and_metrics_come_from_the_spec():
+    for task_id, cls in ((TOPO, M.CurveRecorder), (P2P, M.P2PRecorder), (DLMP, M.DLMPRecorder)):
+        spec = load_task(task_id).spec
+        assert recorder_class(spec) is cls and recorder_class(spec.id) is cls
+        assert set(cls.metrics) <= set(M.METRICS)
+    assert recorder_class(M.CurveRecorder) is M.CurveRecorder
+    assert "trade_success" in M.P2PRecorder.metrics and "avg_dlmp" in M.DLMPRecorder.metrics
+    with pytest.raises(ValueError, match="unknown recorder"):
+        recorder_class("nonsense")
 
 
 # ---------------------------------------------------------------------- task definitions
@@ -294,28 +313,29 @@ POLICIES = textwrap.dedent("""
     import numpy as np
 
     class Raises:
-        def __call__(self, agent, observation, info):
-            if info["private"]["cap_now"] > 0 and info["seed"] == 4002:
+        def __call__(self, participant, observation, info):
+            if participant.limits.q_now > 0 and info["seed"] == 4002:
                 raise RuntimeError("boom")
             return np.full(3, 10.0)
 
-    def wrong_shape(agent, observation, info):
+    def wrong_shape(participant, observation, info):
         return np.zeros(2)
 
-    def above_cap(agent, observation, info):
+    def above_cap(participant, observation, info):
         return np.full(3, 1e6)
 
-    def interrupt(agent, observation, info):
+    def interrupt(participant, observation, info):
         raise KeyboardInterrupt
 
     class Greedy:  # stateful user policy with the optional update hook
         def __init__(self):
             self.seen = 0
 
-        def __call__(self, agent, observation, info):
-            return np.full(3, info["rules"]["price_cap"] * 0.2)
+        def __call__(self, participant, observation, info):
+            return np.full(3, participant.rules["price_cap"] * 0.2)
 
-        def update(self, agent, action, reward, info):
+        def update(self, participant, action, reward, info):
+            assert participant.name.startswith("generator") and "rng" in info
             self.seen += 1
 """)
 
@@ -436,5 +456,100 @@ def test_entry_resolution_errors():
         resolve_entry("numpy:no_such_function_xyz")
     with pytest.raises(ValueError, match="no such model"):
         resolve_entry("missing_model.zip")
-    assert not resolve_entry("ucb").applies("curve")
+    assert not resolve_entry("ucb").applies("opengridgym/topology-power-v0")
+    assert resolve_entry("ucb").applies("opengridgym/p2p-v0")
     assert resolve_entry("mine=numpy:zeros").name == "mine"
+    # a named policy of an environment that is not one of its baselines is an entry too
+    flat = resolve_entry("flat")
+    assert flat.applies("opengridgym/topology-power-v0") and not flat.applies("opengridgym/p2p-v0")
+    assert "flat" not in BASELINES
+
+
+# ---------------------------------------------------------------------- user code
+def test_module_callable_from_the_current_folder_needs_no_pythonpath(tmp_path, monkeypatch):
+    (tmp_path / "cwd_entry_mod.py").write_text("def act(participant, observation, info):\n"
+                                               "    return info['action_space'].sample()\n")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "cwd_entry_mod", raising=False)
+    monkeypatch.chdir(tmp_path)
+    entry = resolve_entry("mine=cwd_entry_mod:act")
+    assert entry.name == "mine" and entry.envs is None
+    assert entry.make(None, None).__module__ == "cwd_entry_mod"
+
+
+COPY_ID, COPY_TASK = "test/curve-copy-v0", "test/curve-copy-congested-v0"
+
+
+@pytest.fixture
+def curve_copy(tmp_path, monkeypatch):
+    """topology-power-v0 registered again as a user's environment (codec "curve", two
+    baselines) with a user's task: the congested task pointed at it, pinned by
+    ``register_task``."""
+    base = ogg_envs.spec("opengridgym/topology-power-v0")
+    spec = ogg_envs.register(COPY_ID, "ogg_envs.envs.topology_power_v0", codec="curve",
+                             policies=base.policies, baselines=("truthful", "markup"),
+                             recorder="curve", summary="a registered copy", replace=True)
+    monkeypatch.setattr(T, "USER_TASKS", {})
+    text = open(load_task(TOPO).path).read()
+    text = re.sub(r'(?m)^id = ".*"$', f'id = "{COPY_TASK}"', text)
+    text = re.sub(r'(?m)^env = ".*"$', f'env = "{COPY_ID}"', text)
+    path = tmp_path / "user_task.toml"
+    path.write_text(text)
+    assert T.register_task(path, hashlib.sha256(path.read_bytes()).hexdigest()) == COPY_TASK
+    yield spec
+    ogg_envs.ENVIRONMENTS.pop(COPY_ID, None)
+    pettingzoo.aec_registry.pop(COPY_ID, None)
+    pettingzoo.parallel_registry.pop(COPY_ID, None)
+
+
+def test_a_registered_user_environment_gets_a_task_entries_and_metrics(curve_copy, tmp_path):
+    from ogg_envs.wrappers import CurveBidCodec, codec_for, normalized_bids_v0
+
+    # the wrapper's parametrisation comes from the spec's codec
+    par = normalized_bids_v0(ogg_envs.make(COPY_ID, parallel=True, horizon=1))
+    assert isinstance(codec_for(par, "supplier_0"), CurveBidCodec)
+    par.reset(seed=0)
+    _, _, _, _, infos = par.step({a: np.zeros(4, np.float32) for a in par.agents})
+    assert not any("bid_repairs" in i for i in infos.values())
+    # the task, the baselines and the metrics come from the spec
+    assert COPY_TASK in list_tasks() and list_tasks()[:3] == [TOPO, P2P, DLMP]
+    assert COPY_ID in BASELINES["truthful"] and COPY_ID not in BASELINES["random"]
+    task = load_task(COPY_TASK)
+    assert task.spec is curve_copy and task.data_dir == str(tmp_path.resolve())
+    row, per_seed = evaluate(resolve_entry("truthful"), task, quick=True)
+    assert row["status"] == "ok", row["reason"]
+    assert [s["efficiency"] for s in per_seed] == [1.0] * task.quick_seeds
+    assert set(per_seed[0]) - {"seed"} == set(M.CurveRecorder.metrics)
+    # the same numbers as the shipped task: the same environment and scenario
+    _, shipped = evaluate(resolve_entry("truthful"), load_task(TOPO), quick=True)
+    assert per_seed == shipped
+    # default entries: the spec's baselines only
+    result = run_leaderboard([COPY_TASK], None, tmp_path / "lb", quick=True, progress=False,
+                             log=lambda *a: None)
+    assert sorted(e for e, _ in result["evaluated"]) == ["markup", "truthful"]
+    assert f"### {COPY_TASK}" in (tmp_path / "lb" / "leaderboard.md").read_text()
+    # a changed user task is refused like a shipped one
+    path = T.USER_TASKS[COPY_TASK][0]
+    path.write_text(path.read_text().replace("episodes = 1 ", "episodes = 2 "))
+    with pytest.raises(TaskError, match="changed"):
+        load_task(COPY_TASK)
+
+
+def test_the_policy_gets_a_copy_of_its_participant(tmp_path, monkeypatch):
+    """What a policy does to its participant record never reaches the environment."""
+    (tmp_path / "lb_mutating.py").write_text(textwrap.dedent("""
+        from ogg_envs.policies.curve import truthful_bid
+
+        class Mutates:
+            def __call__(self, participant, observation, info):
+                bid = truthful_bid(participant)
+                participant.truth.cost_a = 1e6
+                participant.limits.q_now = -5.0
+                participant.rules["price_cap"] = 0.0
+                return bid
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    row, per_seed = evaluate(resolve_entry("m=lb_mutating:Mutates"), load_task(TOPO),
+                             quick=True)
+    assert row["status"] == "ok", row["reason"]
+    assert [s["efficiency"] for s in per_seed] == [1.0] * 2  # it bid truthfully throughout

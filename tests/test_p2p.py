@@ -30,7 +30,14 @@ from ogg_envs.policies.bandits import (
     RolePolicy,
     make_policy,
 )
-from ogg_envs.scenario import load_scenario
+from ogg_envs.scenario import bundled_dir
+
+
+def load_scenario(name: str) -> dict:
+    """A bundled scenario as the raw TOML dict (to edit in tests)."""
+    import tomllib
+
+    return tomllib.loads((bundled_dir() / f"{name}.toml").read_text())
 
 TERMS = P2PTerms(arms=(4, 5, 6, 7, 8, 9, 10, 11), retail_price=12.0, feed_in_price=3.0,
                  imbalance_price=15.0, c_service=0.5, c_lose=1.0)
@@ -60,7 +67,7 @@ def run_hour(env, seed: int = 0, producer_arm: int = 0, consumer_arm: int | None
     consumer_arm = env.n_arms - 1 if consumer_arm is None else consumer_arm
     env.reset(seed=seed)
     while True:
-        acts = {a: producer_arm if env.participant[a].private["role"] == "producer"
+        acts = {a: producer_arm if env.participant[a].state["role"] == "producer"
                 else consumer_arm for a in env.agents}
         obs, rew, term, trunc, infos = env.step(acts)
         if next(iter(infos.values()))["grid_step"]:
@@ -86,7 +93,7 @@ def test_spaces_and_observation_layout():
         assert env.observation_space(a).shape == (12,)
         o = obs[a]
         assert o.dtype == np.float32 and env.observation_space(a).contains(o)
-        role = env.participant[a].private["role"]
+        role = env.participant[a].state["role"]
         assert o[0] == (1.0 if role == "producer" else -1.0)
         assert o[1] == float(infos[a]["matched"])
         assert np.all(o[8:] == 0.0)  # no history before the first negotiation step
@@ -216,7 +223,7 @@ def test_env_rewards_match_the_rule_for_every_pair():
     checked = 0
     while env.agents:
         acts = {a: int(rng.integers(env.n_arms)) for a in env.agents}
-        roles = {a: env.participant[a].private["role"] for a in env.agents}
+        roles = {a: env.participant[a].state["role"] for a in env.agents}
         _, rew, _, _, infos = env.step(acts)
         for a, info in infos.items():
             if not info["matched"]:
@@ -320,7 +327,7 @@ def test_epsilon_greedy_and_fixed_price():
     assert isinstance(policy, RolePolicy)
 
     class P:
-        private = {"role": "consumer"}
+        state = {"role": "consumer"}
 
     assert policy(P()) == 1
     with pytest.raises(ValueError):
@@ -333,14 +340,14 @@ def test_scripted_ucb_opponents_learn_and_restart_with_a_seed():
     env.reset(seed=2)
     while env.agents:
         env.step({a: 0 for a in env.agents})
-    played = sum(int(b.counts.sum()) for p in env._scripted
+    played = sum(int(b.counts.sum()) for p in env.participants[1:]
                  for b in p.policy.bandits.values())
     assert played > 0
     env.reset()  # no seed: they keep learning
-    assert sum(int(b.counts.sum()) for p in env._scripted
+    assert sum(int(b.counts.sum()) for p in env.participants[1:]
                for b in p.policy.bandits.values()) == played
     env.reset(seed=2)  # a seed restarts the world
-    assert all(b.counts.sum() == 0 for p in env._scripted for b in p.policy.bandits.values())
+    assert all(b.counts.sum() == 0 for p in env.participants[1:] for b in p.policy.bandits.values())
 
 
 # ---------------------------------------------------------------- actions

@@ -454,6 +454,16 @@ class OpenDSSGrid:
                 self.set_generator_kw(g, -kw / len(gens))
 
     @property
+    def load_kw(self) -> np.ndarray:
+        """The kW of every load now (``load_names`` order; a copy)."""
+        return self._load_kw.copy()
+
+    @property
+    def generator_kw(self) -> dict[str, float]:
+        """The kW of every generator now, by element name (``generator_names``)."""
+        return dict(zip(self.generator_names, self._gen_kw.tolist()))
+
+    @property
     def bus_load_kw(self) -> np.ndarray:
         """Nominal (base) load per bus, kW, in ``topology.buses`` order (0 where no load)."""
         return self._apply_maps()["bus_load_kw"].copy()

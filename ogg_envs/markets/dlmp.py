@@ -266,6 +266,11 @@ class DLMPMarket(Market):
         self._build_highs()
         self._cvx = None
 
+    @property
+    def resource_bus_index(self) -> np.ndarray:
+        """Each resource's bus as an index into ``topology.buses``."""
+        return self._res_bus.copy()
+
     def _bus(self, bus: str, what: str) -> str:
         b = str(bus).lower()
         if b not in self.topology.bus_index:

@@ -176,7 +176,7 @@ def run(out: Path, quick: bool = False, *, steps: int | None = None, seed: int =
     result = {
         "use_case": "p2p",
         "setting": {
-            "env": "opengridgym/p2p-v0", "scenario": probe.scenario.get("name"),
+            "env": "opengridgym/p2p-v0", "scenario": probe.scenario.name,
             "mode": probe.mode, "prosumers": len(probe.possible_agents),
             "negotiation_steps_per_hour": probe.market_rounds, "periods": probe.periods,
             "arms": list(probe.terms.arms), "retail_price": probe.terms.retail_price,

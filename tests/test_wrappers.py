@@ -184,3 +184,56 @@ def test_gymnasium_view_others_follow_baselines():
     assert market.possible_agents == ["supplier_1"]
     with pytest.raises(ValueError, match="learners"):
         gymnasium.make("opengridgym/TopologyPower-Supplier-v0", learners="supplier")
+
+
+# ---------------------------------------------------------------------- registered user envs
+@pytest.fixture
+def user_env():
+    """topology-power-v0's module registered again under a user id, with a Gymnasium view."""
+    import pettingzoo
+
+    env_id, gym_id = "test/wrapped-copy-v0", "test/WrappedCopy-Supplier-v0"
+    spec = ogg_envs.register(env_id, "ogg_envs.envs.topology_power_v0", codec="curve",
+                             policies=ogg_envs.spec("opengridgym/topology-power-v0").policies,
+                             gym_views={gym_id: {"agent": "supplier_1", "horizon": 2}},
+                             replace=True)
+    yield spec, gym_id
+    ogg_envs.ENVIRONMENTS.pop(env_id, None)
+    pettingzoo.aec_registry.pop(env_id, None)
+    pettingzoo.parallel_registry.pop(env_id, None)
+    gymnasium.registry.pop(gym_id, None)
+
+
+def test_a_registered_user_env_gets_normalized_bids_and_a_view(user_env):
+    from ogg_envs.wrappers import codec_for, register_gymnasium_envs
+
+    spec, gym_id = user_env
+    par = normalized_bids_v0(ogg_envs.make(spec.id, parallel=True, horizon=2,
+                                           invalid_bids="raise"))
+    codec = codec_for(par, "supplier_0")
+    assert isinstance(codec, CurveBidCodec) and codec.price_cap == par.unwrapped.rules[
+        "price_cap"]
+    parallel_api_test(par, num_cycles=10)
+    api_test(normalized_bids_v0(ogg_envs.make(spec.id, horizon=2)), num_cycles=10)
+    register_gymnasium_envs()
+    view = gymnasium.make(gym_id)
+    assert view.unwrapped.market.possible_agents == ["supplier_1"]
+    assert view.action_space == gymnasium.spaces.Box(-1, 1, (4,), np.float32)
+
+
+def test_baseline_returns_use_the_policy_signature():
+    from ogg_envs.wrappers.single_agent import baseline_returns
+
+    view = gymnasium.make("opengridgym/TopologyPower-Supplier-v0", horizon=2)
+    first = baseline_returns(view, [0, 1])
+    assert first == baseline_returns(view, [0, 1]) and all(np.isfinite(first))
+    market = view.unwrapped.market
+    market.reset(seed=0)
+    total = 0.0
+    while market.agents:  # the truthful supplier, by hand
+        from ogg_envs.policies.curve import truthful_bid
+
+        _, rewards, _, _, _ = market.step({"supplier_3": truthful_bid(
+            market.participant["supplier_3"])})
+        total += rewards["supplier_3"]
+    assert first[0] == pytest.approx(total)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ogg_envs import economics
 from ogg_envs.api import Clearing, Market, MarketContext
 from ogg_envs.grid import OpenDSSGrid
 from ogg_envs.markets.curve_market import CurveMarket
@@ -142,11 +141,7 @@ class Tally:
         q, price, con = clearing.participant_quantities, clearing.participant_prices, ~env.is_supply
         self.paid += float(price[con] @ q[con])
         self.served += float(q[con].sum())
-        t = [p.truth for p in env.participants]
-        self.welfare += economics.welfare(
-            env.is_supply, q, np.array([x.cost_a for x in t]), np.array([x.cost_b for x in t]),
-            np.array([x.value_max for x in t]), np.array([x.value_min for x in t]),
-            np.array([p.limits.q_now for p in env.participants])) / 100.0
+        self.welfare += env.true_welfare(q) / 100.0
         self.congested += len(clearing.congested)
         for name, limit in LIMITS.items():
             branch = env.topology.branches[env.topology.branch_index[name]]

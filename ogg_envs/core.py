@@ -313,6 +313,9 @@ class MarketEnv(ParallelEnv):
             p.policy = self.make_policy(p, spec)
         learners = set(self.possible_agents)
         self._scripted = [p for p in self.participants if p.name not in learners]
+        self._static = [p for p in self._scripted if not getattr(p.policy, "adaptive", True)]
+        self._adaptive = [p for p in self._scripted if getattr(p.policy, "adaptive", True)]
+        self._updating = [p for p in self._scripted if hasattr(p.policy, "update")]
 
     def make_policy(self, participant: Participant, spec):
         """The policy object for a participant from a ``policies`` entry (None: default)."""
@@ -374,7 +377,8 @@ class MarketEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ rounds
     def _begin_hour(self) -> None:
-        self._scripted_cache: dict[str, Any] = {}
+        self._static_bids: dict[str, Any] | None = None
+        self._features = None
         self.start_hour()
 
     def is_bidding(self, participant: Participant) -> bool:
@@ -388,31 +392,27 @@ class MarketEnv(ParallelEnv):
         asked once per grid step (without an observation); others are asked every round with
         their observation. Every bid goes through ``decode`` like an agent's action.
         """
-        out, cache = {}, self._scripted_cache
         info = {"rng": self._rng}
-        for p in self._scripted:
-            if not self.is_bidding(p):
-                continue
-            bid = cache.get(p.name)
-            if bid is None:
-                adaptive = getattr(p.policy, "adaptive", True)
-                obs = self.observe(p.name) if adaptive else None
-                try:
-                    bid = self.decode(p.name, p.policy(p, obs, info))
-                except ValueError as exc:
-                    raise ValueError(f"the policy of {p.name} returned an invalid bid: "
-                                     f"{exc}") from None
-                if not adaptive:
-                    cache[p.name] = bid
-            out[p.name] = bid
+        if self._static_bids is None:
+            self._static_bids = {p.name: self._ask(p, None, info) for p in self._static
+                                 if self.is_bidding(p)}
+        out = dict(self._static_bids)
+        for p in self._adaptive:
+            if self.is_bidding(p):
+                out[p.name] = self._ask(p, self.observe(p.name), info)
         return out
+
+    def _ask(self, p: Participant, observation, info: dict):
+        try:
+            return self.decode(p.name, p.policy(p, observation, info))
+        except ValueError as exc:
+            raise ValueError(f"the policy of {p.name} returned an invalid bid: {exc}") from None
 
     def _update_policies(self, bids: dict, rewards: np.ndarray) -> None:
         info = {"rng": self._rng}
-        for p in self._scripted:
-            update = getattr(p.policy, "update", None)
-            if update is not None and p.name in bids:
-                update(p, bids[p.name], float(rewards[self.index[p.name]]), info)
+        for p in self._updating:
+            if p.name in bids:
+                p.policy.update(p, bids[p.name], float(rewards[self.index[p.name]]), info)
 
     def per_round(self, hourly: np.ndarray) -> np.ndarray:
         """An hour's profit as the reward of one round: an hour contributes one hour's profit
@@ -420,7 +420,9 @@ class MarketEnv(ParallelEnv):
         return hourly / self.market_rounds
 
     def set_clearing(self, clearing) -> None:
+        """Record a round's clearing (``last_clearing``)."""
         self._last_clearing = clearing
+        self._congested = frozenset(clearing.congested)
 
     def clearing_infos(self, clearing, profit_usd: np.ndarray, bids: np.ndarray,
                        repairs: dict) -> dict[str, dict]:
@@ -442,15 +444,19 @@ class MarketEnv(ParallelEnv):
         return infos
 
     def congested_on_path(self, name: str) -> bool:
-        c = self._last_clearing
-        return bool(c is not None and c.congested and self.paths[name] & set(c.congested))
+        """Whether the last clearing congested a branch between ``name`` and the source."""
+        return self._last_clearing is not None and not self.paths[name].isdisjoint(
+            self._congested)
 
     def hour_features(self) -> tuple[float, float, float, float]:
         """``sin`` and ``cos`` of the hour of day, episode progress and the round within the
         hour: the first four observation entries of every environment."""
-        h = self.hour_of(self.t)
-        return (math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24),
-                min(self.t / self.horizon, 1.0), self.round / self.market_rounds)
+        if self._features is None or self._features[0] != self.round:
+            h = self.hour_of(self.t)
+            self._features = (self.round, (
+                math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24),
+                min(self.t / self.horizon, 1.0), self.round / self.market_rounds))
+        return self._features[1]
 
     # ------------------------------------------------------------------ grid step
     def dispatch(self, clearing) -> tuple[np.ndarray, dict[str, float]]:

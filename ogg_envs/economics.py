@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cost", "marginal_cost", "value", "marginal_value", "profits", "welfare"]
+__all__ = ["cost", "marginal_cost", "value", "marginal_value", "profits", "welfare",
+           "truth_arrays"]
 
 
 def cost(q, a, b):
@@ -72,3 +73,16 @@ def welfare(is_supply, q, a, b, value_max, value_min, q_now) -> float:
     q = np.asarray(q, dtype=float)
     gain = np.where(is_supply, -cost(q, a, b), value(q, value_max, value_min, q_now))
     return float(np.sum(gain))
+
+
+def truth_arrays(participants) -> dict[str, np.ndarray]:
+    """Everyone's truth and limit this hour as arrays in participant order: ``is_supply``,
+    ``a``, ``b``, ``vmax``, ``vmin``, ``q_now`` (the arguments of ``profits`` and
+    ``welfare``)."""
+    parts = list(participants)
+    return {"is_supply": np.array([p.side != "demand" for p in parts]),
+            "a": np.array([p.truth.cost_a for p in parts], dtype=float),
+            "b": np.array([p.truth.cost_b for p in parts], dtype=float),
+            "vmax": np.array([p.truth.value_max for p in parts], dtype=float),
+            "vmin": np.array([p.truth.value_min for p in parts], dtype=float),
+            "q_now": np.array([p.limits.q_now for p in parts], dtype=float)}

@@ -128,11 +128,7 @@ class ComposedEnv(MarketEnv):
             if column is not None:
                 p.limits.q_now = min(p.state["nominal_kw"] * float(self.profiles[column][h]),
                                      p.limits.q_max)
-        t = [p.truth for p in self.participants]
-        self._truth = [np.array(v, dtype=float) for v in (
-            [x.cost_a for x in t], [x.cost_b for x in t], [x.value_max for x in t],
-            [x.value_min for x in t], [p.limits.q_now for p in self.participants])]
-        self._obs = None
+        self.truth = economics.truth_arrays(self.participants)
 
     def context(self) -> MarketContext:
         if self._context is not None:
@@ -149,12 +145,21 @@ class ComposedEnv(MarketEnv):
         arr = np.array([bids[n] for n in self.names], dtype=float)
         clearing = self.market.clear(arr, self.context())
         self.set_clearing(clearing)
-        self._obs = None
-        a, b, vmax, vmin, q_now = self._truth
-        profit = economics.profits(self.is_supply, clearing.participant_prices,
-                                   clearing.participant_quantities, a, b, vmax, vmin,
-                                   q_now) / 100.0
+        profit = self.true_profits(clearing.participant_prices,
+                                   clearing.participant_quantities) / 100.0
         return self.per_round(profit), self.clearing_infos(clearing, profit, arr, {})
+
+    def true_profits(self, prices, quantities) -> np.ndarray:
+        """True profits (¢ per hour) of every participant (``ogg_envs.economics``)."""
+        t = self.truth
+        return economics.profits(t["is_supply"], prices, quantities, t["a"], t["b"],
+                                 t["vmax"], t["vmin"], t["q_now"])
+
+    def true_welfare(self, quantities) -> float:
+        """Total true surplus (¢ per hour) of the participants at these quantities."""
+        t = self.truth
+        return economics.welfare(t["is_supply"], quantities, t["a"], t["b"], t["vmax"],
+                                 t["vmin"], t["q_now"])
 
     def observe(self, name: str) -> np.ndarray:
         p, k = self.participant[name], self.index[name]

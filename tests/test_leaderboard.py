@@ -553,3 +553,21 @@ def test_the_policy_gets_a_copy_of_its_participant(tmp_path, monkeypatch):
                              quick=True)
     assert row["status"] == "ok", row["reason"]
     assert [s["efficiency"] for s in per_seed] == [1.0] * 2  # it bid truthfully throughout
+
+
+def test_the_documented_example_policy_is_truthful_or_better(tmp_path, monkeypatch):
+    """docs/leaderboard.md's example entry runs as written and earns at least the truthful
+    profit without bidding below cost."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "leaderboard.md").read_text()
+    section = doc[doc.index("### Your policy"):]
+    code = section[section.index("```python") + len("```python"):]
+    (tmp_path / "doc_example_policy.py").write_text(code[:code.index("```")])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = load_task(TOPO)
+    mine, _ = evaluate(resolve_entry("mine=doc_example_policy:MyPolicy"), task, quick=True)
+    truthful, _ = evaluate(resolve_entry("truthful"), task, quick=True)
+    assert mine["status"] == "ok", mine["reason"]
+    assert mine["profit_usd_mean"] > truthful["profit_usd_mean"]
+    assert 0.99 < mine["efficiency_mean"] <= 1.0

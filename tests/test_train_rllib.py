@@ -51,7 +51,7 @@ def test_two_iterations_train_save_and_evaluate(env, ray_in_tmp, monkeypatch):
     from ogg_envs.leaderboard.tasks import load_task
 
     n_agents = len(load_task(TASKS[env][0]).make_env().possible_agents)
-    out = ray_in_tmp / f"run_{env}"
+    out = ray_in_tmp / f"run_{env.replace('/', '_')}"
     result = rllib_ppo.run(env, timesteps=2 * 144 * n_agents, seed=0, out=str(out),
                            envs_per_runner=2, quick=True, progress=False)
     t = result["training"]

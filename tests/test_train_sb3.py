@@ -58,19 +58,16 @@ def test_training_runs_is_deterministic_and_the_model_acts(env, tmp_path):
     task = load_task(sb3_ppo.TASKS[env][0])
     par = task.make_env()
     obs, _ = par.reset(seed=0)
-    policy = sb3_ppo.LearnedPolicy(ma)
-    rules = {"price_cap": getattr(par, "price_cap", None)}
-    if env == "dlmp":
-        rules["n_blocks"] = par.n_blocks
+    policy = sb3_ppo.LearnedPolicy(ma, par)
     while par.agents:
         actions = {}
         for agent in par.agents:
-            info = {"rules": rules, "action_space": par.action_space(agent),
-                    "private": par.participant[agent].private}
-            actions[agent] = policy(agent, obs[agent], info)
-            if env == "topology-power":
-                Bid.from_array(actions[agent]).check(agent, par.price_cap, 0.0,
-                                                     par.participant[agent].private["q_now"])
+            participant = par.participant[agent].copy()
+            info = {"action_space": par.action_space(agent)}
+            actions[agent] = policy(participant, obs[agent], info)
+            if env == "opengridgym/topology-power-v0":
+                Bid.from_array(actions[agent]).check(agent, par.rules["price_cap"], 0.0,
+                                                     participant.limits.q_now)
             assert par.action_space(agent).contains(
                 np.asarray(actions[agent], dtype=par.action_space(agent).dtype))
         obs, rewards, _, _, infos = par.step(actions)
@@ -90,3 +87,33 @@ def test_cli_dispatch_trains_and_evaluates_against_the_baseline(tmp_path, monkey
     assert all(np.isfinite(r["profit_usd_mean"]) for r in rows.values())
     with pytest.raises(ValueError, match="no trainer"):
         train("topology-power", backend="sb3", algo="sac", timesteps=1, seed=0, out=tmp_path)
+
+
+def test_env_resolution_and_an_env_without_a_task(tmp_path):
+    """Short names, ids and task ids resolve through the registry; a registered environment
+    without a task trains on its default configuration, without evaluation."""
+    import pettingzoo
+
+    import ogg_envs
+
+    assert sb3_ppo.resolve_env("topology-power") == (
+        "opengridgym/topology-power-v0", "topology-power/congested-v0", "truthful")
+    assert sb3_ppo.resolve_env("p2p/multi-period-v0") == (
+        "opengridgym/p2p-v0", "p2p/multi-period-v0", "ucb")
+    assert sb3_ppo.resolve_env("opengridgym/dlmp-v0")[1] == "dlmp/37bus-day-v0"
+    with pytest.raises(ValueError, match="unknown env"):
+        sb3_ppo.resolve_env("no-such-market")
+    env_id = "test/untasked-v0"
+    ogg_envs.register(env_id, "ogg_envs.envs.topology_power_v0", codec="curve",
+                      policies=ogg_envs.spec("opengridgym/topology-power-v0").policies,
+                      baselines=("truthful",), replace=True)
+    try:
+        assert sb3_ppo.resolve_env(env_id) == (env_id, None, "truthful")
+        result = train(env_id, backend="sb3", algo="ppo", timesteps=256, seed=0, out=tmp_path)
+        assert result["task"] is None and "evaluation" not in result
+        assert result["training"]["agent_steps"] >= 256
+        assert (tmp_path / "sb3_ppo_test_untasked_s0" / "model.zip").is_file()
+    finally:
+        ogg_envs.ENVIRONMENTS.pop(env_id, None)
+        pettingzoo.aec_registry.pop(env_id, None)
+        pettingzoo.parallel_registry.pop(env_id, None)

@@ -222,6 +222,7 @@ def test_a_registered_user_env_gets_normalized_bids_and_a_view(user_env):
 
 
 def test_baseline_returns_use_the_policy_signature():
+    from ogg_envs.policies.curve import truthful_bid
     from ogg_envs.wrappers.single_agent import baseline_returns
 
     view = gymnasium.make("opengridgym/TopologyPower-Supplier-v0", horizon=2)
@@ -231,8 +232,6 @@ def test_baseline_returns_use_the_policy_signature():
     market.reset(seed=0)
     total = 0.0
     while market.agents:  # the truthful supplier, by hand
-        from ogg_envs.policies.curve import truthful_bid
-
         _, rewards, _, _, _ = market.step({"supplier_3": truthful_bid(
             market.participant["supplier_3"])})
         total += rewards["supplier_3"]

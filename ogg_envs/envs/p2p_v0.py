@@ -66,7 +66,8 @@ horizon=None, max_cycles=None, render_mode=None)``; ``None`` takes the scenario'
   ``ogg_envs.policies.bandits.make_policy`` (``"ucb"`` — the default —, ``"epsilon_greedy"``,
   ``"fixed"``, a dict or a ``RolePolicy``; UCB's scale defaults to half the range of the
   rewards, ties are broken with the env's generator) or any policy
-  ``policy(participant, observation, info)`` (e.g. ``ogg_envs.policies.p2p``). They learn across episodes;
+  ``policy(participant, observation, info)`` (e.g. ``ogg_envs.policies.p2p``). They learn
+  across episodes;
   ``reset(seed=...)`` (or ``options={"reset_policies": True}``) starts them afresh.
 * An action must be an integer arm index (``int``, a NumPy integer or a 0-d integer array) in
   ``[0, n_arms)``; anything else (a float, NaN, out of range) raises ``ValueError`` naming the

@@ -259,7 +259,7 @@ class raw_env(MarketEnv):
         for j, p in enumerate(self.consumers):
             q = self.nominal_kw[j] * max(self.load_factor[h, j], 0.0)
             p.limits.q_now = min(q, p.limits.q_max)
-        self.truth = _truth_arrays(self.participants)
+        self.truth = economics.truth_arrays(self.participants)
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
@@ -293,6 +293,7 @@ class raw_env(MarketEnv):
             arr[k], repairs[self.names[k]] = self._repaired(self.names[k], arr[k])
         res = self.market.clear(arr)
         self.set_clearing(res)
+        self._avg_price = float(np.mean(res.participant_prices))  # over the participants
         profit = self.true_profits(res.participant_prices, res.participant_quantities) / 100.0
         return self.per_round(profit), self.clearing_infos(res, profit, arr, repairs)
 
@@ -318,7 +319,7 @@ class raw_env(MarketEnv):
         else:
             price = last.participant_prices[k]
             qty = last.participant_quantities[k]
-            avg = float(np.mean(last.participant_prices))  # over the participants' buses
+            avg = self._avg_price
         obs = np.array([
             *self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
             price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)),
@@ -350,14 +351,3 @@ class raw_env(MarketEnv):
         return economics.welfare(self.is_supply, quantities, t["a"], t["b"], t["vmax"],
                                  t["vmin"], t["q_now"])
 
-
-def _truth_arrays(participants) -> dict[str, np.ndarray]:
-    """Everyone's truth and limit this hour as arrays (participant order), for the profits."""
-    def column(values) -> np.ndarray:
-        return np.array(list(values), dtype=float)
-
-    return {"a": column(p.truth.cost_a for p in participants),
-            "b": column(p.truth.cost_b for p in participants),
-            "vmax": column(p.truth.value_max for p in participants),
-            "vmin": column(p.truth.value_min for p in participants),
-            "q_now": column(p.limits.q_now for p in participants)}

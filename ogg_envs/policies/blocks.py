@@ -9,7 +9,8 @@ reading the participant's true cost ``truth.cost_a + truth.cost_b * q``, its cap
 record, so it is computed once per hour::
 
     from ogg_envs.policies.blocks import MarkupBidder
-    env = ogg_envs.make("opengridgym/dlmp-v0", learners="dr", policies={"generator": MarkupBidder(0.3)})
+    env = ogg_envs.make("opengridgym/dlmp-v0", learners="dr",
+                        policies={"generator": MarkupBidder(0.3)})
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ogg_envs.policies.blocks import TruthfulBidder
 from ogg_envs.envs import dlmp_v0
+from ogg_envs.policies.blocks import TruthfulBidder
 
 
 def play_truthful_day(scenario="dlmp", seed: int = 0):

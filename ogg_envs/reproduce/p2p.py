@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ogg_envs.policies.bandits import make_policy
 from ogg_envs.envs.p2p_v0 import parallel_env
+from ogg_envs.policies.bandits import make_policy
 
 WINDOW = 200  # moving average (negotiation steps)
 SPAN = 1000  # first / last negotiation steps summarised in p2p.json

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
 from ogg_envs.envs import topology_power_v0
+from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
 
 MARKUP = 0.6
 PAPER = {"uncongested": [4.3], "congested": [4.6, 4.8, 6.9],

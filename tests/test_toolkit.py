@@ -231,3 +231,21 @@ def test_pay_as_bid_example_is_a_registered_market():
     received = float(c.participant_prices[sup] @ q[sup])
     assert paid == pytest.approx(received, rel=1e-9)
     assert isinstance(env.market, example.PayAsBidMarket)
+
+
+def test_the_building_blocks_implement_the_public_interfaces():
+    from ogg_envs.api import Clearing, Grid, Market
+
+    for module in MODULES.values():
+        env = module.parallel_env(horizon=2)
+        assert isinstance(env.grid, Grid) and isinstance(env.market, Market)
+        env.reset(seed=0)
+        env.step({a: env.action_space(a).sample() for a in env.agents})
+        c = env.last_clearing
+        assert isinstance(c, Clearing) and c.participants == tuple(env.names)
+        assert c.participant_prices.shape == c.participant_quantities.shape == (len(env.names),)
+        with pytest.raises(AttributeError):
+            env.last_clearing = None  # read-only
+    env = topology_power_v0.parallel_env(horizon=2)
+    with pytest.raises(KeyError, match="unknown agent 'mallory'"):
+        env.action_space("mallory")

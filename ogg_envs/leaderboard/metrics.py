@@ -120,17 +120,12 @@ def p2p_consumer_price(money: dict, terms) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------- recorders
-def _truth_arrays(participants) -> dict[str, np.ndarray]:
-    """The participants' private truth and limit as arrays (participant order), in the argument
-    order of ``ogg_envs.economics.profits`` / ``welfare`` after the prices and quantities."""
-    def col(values):
-        return np.array(list(values), dtype=float)
-
-    return {"a": col(p.truth.cost_a for p in participants),
-            "b": col(p.truth.cost_b for p in participants),
-            "value_max": col(p.truth.value_max for p in participants),
-            "value_min": col(p.truth.value_min for p in participants),
-            "q_now": col(p.limits.q_now for p in participants)}
+def _truth(participants) -> tuple:
+    """The participants' truth and limit this hour, in the argument order of
+    ``economics.profits`` / ``welfare`` after the prices and quantities (``a, b, vmax, vmin,
+    q_now``), from ``economics.truth_arrays`` (what the environments' ``truth`` is)."""
+    t = economics.truth_arrays(participants)
+    return t["a"], t["b"], t["vmax"], t["vmin"], t["q_now"]
 
 
 class _Recorder:
@@ -217,7 +212,7 @@ class CurveRecorder(_Recorder):
     def before_step(self) -> None:
         if self._final_round():
             env = self.env
-            self._hour = (_truth_arrays(env.participants), env.truthful_bids())
+            self._hour = (_truth(env.participants), env.truthful_bids())
 
     def after_step(self, rewards: dict, infos: dict) -> None:
         self._returns(rewards)
@@ -233,9 +228,9 @@ class CurveRecorder(_Recorder):
             ref = self.ref_market.clear(truthful)
             self.ref_solves += 1
         sup = env.is_supply
-        self.s_real += economics.welfare(sup, q, **truth)
-        self.s_ref += economics.welfare(sup, ref.participant_quantities, **truth)
-        profits = economics.profits(sup, p, q, **truth)
+        self.s_real += economics.welfare(sup, q, *truth)
+        self.s_ref += economics.welfare(sup, ref.participant_quantities, *truth)
+        profits = economics.profits(sup, p, q, *truth)
         self.sums["profit_usd"] += float(profits[self.controlled_idx].sum()) / 100.0
         self.price_num += float(p[~sup] @ q[~sup])  # what the consumers pay
         self.price_den += float(q[~sup].sum())
@@ -269,10 +264,10 @@ class DLMPRecorder(_Recorder):
     def before_step(self) -> None:
         if self._final_round():
             env = self.env
-            truth = _truth_arrays(env.participants)
+            a, b, *_ = _truth(env.participants)
             self._hour = dict(context=copy.deepcopy(env.context()),
                               truthful=np.array(env.truthful_bids(), dtype=float),
-                              cost_a=truth["a"], cost_b=truth["b"])
+                              cost_a=a, cost_b=b)
 
     def after_step(self, rewards: dict, infos: dict) -> None:
         self._returns(rewards)

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from ogg_envs.baselines.curve_bidders import MarkupBidder, TruthfulBidder
 from ogg_envs.envs import topology_power_v0
+from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
 
 
 def clear_times(env, policy, seeds=range(5)) -> list[float]:

@@ -12,18 +12,21 @@ the market changes. Registered, it works with every tool::
 
     python examples/pay_as_bid.py                       # PettingZoo's tests + one episode
     opengridgym run examples/pay-as-bid-v0 --import examples.pay_as_bid
-    opengridgym leaderboard --import examples.pay_as_bid --tasks examples/pay_as_bid_task.toml
+    opengridgym leaderboard --import examples.pay_as_bid --tasks examples/pay-as-bid-congested-v0
 
 ``python -m`` or ``--import`` needs the repository root as the current directory.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 import ogg_envs
 from ogg_envs.api import Clearing, Market
 from ogg_envs.envs import topology_power_v0
+from ogg_envs.leaderboard.tasks import register_task
 from ogg_envs.markets.curve_market import Bid, CurveMarket
 
 
@@ -75,6 +78,8 @@ ogg_envs.register("examples/pay-as-bid-v0", PayAsBidEnv, codec="curve",
                   baselines=("truthful", "markup"), recorder="curve",
                   summary="pay-as-bid merit order on the topology-power feeder (an example)",
                   replace=True)
+register_task(Path(__file__).with_name("pay_as_bid_task.toml"),  # its leaderboard task
+              sha256="2ccc2da92552fad5eb6fea74c8c682c63b5b17d479a4ac66e07ae9afa162bc25")
 
 if __name__ == "__main__":
     from pettingzoo.test import api_test, parallel_api_test

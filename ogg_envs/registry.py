@@ -62,17 +62,20 @@ class EnvSpec:
 
     def parallel_env(self, **kwargs):
         target = self._target()
-        if inspect.isclass(target):
-            return target(**kwargs)
-        return target.parallel_env(**kwargs)
+        env = target(**kwargs) if inspect.isclass(target) else target.parallel_env(**kwargs)
+        env.unwrapped.env_id = self.id  # what spec_of reads first
+        return env
 
     def aec_env(self, **kwargs):
         target = self._target()
         if inspect.isclass(target):
             from ogg_envs.core import aec_from_parallel
 
-            return aec_from_parallel(target(**kwargs))
-        return target.env(**kwargs)
+            env = aec_from_parallel(target(**kwargs))
+        else:
+            env = target.env(**kwargs)
+        env.unwrapped.env_id = self.id
+        return env
 
     def module(self) -> ModuleType:
         """The module that documents the environment (its docstring)."""
@@ -125,11 +128,16 @@ def spec(env_id: str) -> EnvSpec:
 def spec_of(env) -> EnvSpec:
     """The spec of an environment instance (wrapped or not), by its class."""
     raw = getattr(env, "unwrapped", env)
+    if getattr(raw, "env_id", None) in ENVIRONMENTS:
+        return ENVIRONMENTS[raw.env_id]
+    best, depth = None, -1  # an env built directly: the most specific registered class
     for s in ENVIRONMENTS.values():
         target = s._target()
-        if (inspect.isclass(target) and isinstance(raw, target)) or \
-                (not inspect.isclass(target) and isinstance(raw, getattr(target, "raw_env", ()))):
-            return s
+        cls = target if inspect.isclass(target) else getattr(target, "raw_env", None)
+        if cls is not None and isinstance(raw, cls) and len(cls.__mro__) > depth:
+            best, depth = s, len(cls.__mro__)
+    if best is not None:
+        return best
     raise ValueError(f"{type(raw).__name__} is not a registered OpenGridGym environment "
                      "(ogg_envs.register)")
 

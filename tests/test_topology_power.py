@@ -8,8 +8,8 @@ import pytest
 from pz_conformance import run_all
 
 import ogg_envs
-from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
 from ogg_envs.envs import topology_power_v0
+from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
 
 SMALL = dict(horizon=3, market_rounds=2)
 

@@ -239,21 +239,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick-eval", action="store_true", help="the task's quick seeds")
     parser.add_argument("--no-eval", action="store_true")
     args = parser.parse_args(argv)
-    from ogg_envs.baselines.sb3_ppo import import_modules
+    from ogg_envs.baselines.sb3_ppo import import_modules, print_result
 
     import_modules(args.imports)
     result = run(args.env, args.timesteps, args.seed, args.out, args.env_runners,
                  args.envs_per_runner, evaluate_policy=not args.no_eval,
                  quick=args.quick_eval or None)
-    t = result["training"]
-    where = result["task"] or result["env_id"]
-    print(f"{where}: {t['agent_steps']} agent steps in {t['wall_s']:.1f} s "
-          f"({t['agent_steps_per_s']:.0f} agent steps/s, {t['iterations']} iterations)")
-    for name, row in result.get("evaluation", {}).items():
-        extra = (f", trade success {row['trade_success_mean']:.3f}"
-                 if "trade_success_mean" in row else "")
-        print(f"  {name:10s} profit {row['profit_usd_mean']:9.2f} $ ± {row['profit_usd_ci95']:.2f}"
-              f", return {row['return_mean']:9.2f}{extra}")
+    print_result(result)
     return result
 
 

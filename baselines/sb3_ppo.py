@@ -321,16 +321,22 @@ def main(argv=None) -> dict:
     import_modules(args.imports)
     result = run(args.env, args.timesteps, args.seed, args.out,
                  evaluate_policy=not args.no_eval, quick=args.quick_eval or None)
+    print_result(result)
+    return result
+
+
+def print_result(result: dict) -> None:
+    """The training's size and speed, then each evaluated policy's profit and return."""
     t = result["training"]
     where = result["task"] or result["env_id"]
+    iterations = f", {t['iterations']} iterations" if "iterations" in t else ""
     print(f"{where}: {t['agent_steps']} agent steps in {t['wall_s']:.1f} s "
-          f"({t['agent_steps_per_s']:.0f} agent steps/s)")
+          f"({t['agent_steps_per_s']:.0f} agent steps/s{iterations})")
     for name, row in result.get("evaluation", {}).items():
         extra = (f", trade success {row['trade_success_mean']:.3f}"
                  if "trade_success_mean" in row else "")
         print(f"  {name:10s} profit {row['profit_usd_mean']:9.2f} $ ± {row['profit_usd_ci95']:.2f}"
               f", return {row['return_mean']:9.2f}{extra}")
-    return result
 
 
 if __name__ == "__main__":

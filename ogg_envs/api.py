@@ -61,6 +61,7 @@ import numpy as np
 from ogg_envs import economics
 
 __all__ = ["Grid", "Market", "MarketContext", "Clearing", "MarketClearingError",
+           "check_participants",
            "InvalidBidError", "Participant", "Truth", "Limits", "Policy", "SUPPLY", "DEMAND",
            "PROSUMER"]
 
@@ -170,6 +171,23 @@ class Market:
 
     def clear(self, bids, context: MarketContext | None = None) -> Clearing:
         raise NotImplementedError
+
+
+def check_participants(topology, participants, kind: str, kinds: tuple[str, ...]) -> list[str]:
+    """The names of a market's participants, after checking what every market needs: unique
+    names, ``getattr(p, kind)`` among ``kinds``, a bus of the topology. Raises ``ValueError``
+    naming the participant."""
+    names = [p.name for p in participants]
+    if len(set(names)) != len(names):
+        raise ValueError("participant names must be unique")
+    for p in participants:
+        if getattr(p, kind) not in kinds:
+            raise ValueError(f"{p.name}: {kind} must be one of {kinds}, got "
+                             f"{getattr(p, kind)!r}")
+        if p.bus not in topology.bus_index:
+            raise ValueError(f"{p.name}: unknown bus {p.bus!r}; buses: "
+                             f"{', '.join(topology.buses)}")
+    return names
 
 
 # ---------------------------------------------------------------------- Participant

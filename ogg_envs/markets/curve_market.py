@@ -69,7 +69,14 @@ import numpy as np
 import osqp
 import scipy.sparse as sp
 
-from ..api import Clearing, InvalidBidError, Market, MarketClearingError, MarketContext
+from ..api import (
+    Clearing,
+    InvalidBidError,
+    Market,
+    MarketClearingError,
+    MarketContext,
+    check_participants,
+)
 from ..grid.topology import Topology
 
 __all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketParticipant",
@@ -232,15 +239,7 @@ class CurveMarket(Market):
             raise ValueError("a market needs participants")
         if not price_floor < price_cap:
             raise ValueError("price_floor must be below price_cap")
-        names = [p.name for p in participants]
-        if len(set(names)) != len(names):
-            raise ValueError("participant names must be unique")
-        for p in participants:
-            if p.side not in (SUPPLY, DEMAND):
-                raise ValueError(f"{p.name}: side must be 'supply' or 'demand', got {p.side!r}")
-            if p.bus not in topology.bus_index:
-                raise ValueError(f"{p.name}: unknown bus {p.bus!r}; buses: "
-                                 f"{', '.join(topology.buses)}")
+        names = check_participants(topology, participants, "side", (SUPPLY, DEMAND))
         self.topology = topology
         self.participants = list(participants)
         self.names = names

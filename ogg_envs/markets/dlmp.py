@@ -119,7 +119,14 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from ..api import Clearing, InvalidBidError, Market, MarketClearingError, MarketContext
+from ..api import (
+    Clearing,
+    InvalidBidError,
+    Market,
+    MarketClearingError,
+    MarketContext,
+    check_participants,
+)
 from ..grid.topology import Topology
 
 __all__ = ["DLMPMarket", "DLMPResult", "Resource", "InvalidOfferError", "InvalidBidError",
@@ -235,15 +242,7 @@ class DLMPMarket(Market):
             raise ValueError(f"price_cap must be finite and > 0, got {price_cap}")
         if not (math.isfinite(curtail_price) and curtail_price > 0):
             raise ValueError(f"curtail_price must be finite and > 0, got {curtail_price}")
-        names = [r.name for r in resources]
-        if len(set(names)) != len(names):
-            raise ValueError("resource names must be unique")
-        for r in resources:
-            if r.kind not in (GENERATOR, DR):
-                raise ValueError(f"{r.name}: kind must be 'generator' or 'dr', got {r.kind!r}")
-            if r.bus not in topology.bus_index:
-                raise ValueError(f"{r.name}: unknown bus {r.bus!r}; buses: "
-                                 f"{', '.join(topology.buses)}")
+        names = check_participants(topology, resources, "kind", (GENERATOR, DR))
         self.topology = topology
         self.resources = list(resources)
         self.names = names

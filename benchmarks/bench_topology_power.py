@@ -28,7 +28,7 @@ def clear_times(env, policy, seeds=range(5)) -> list[float]:
         env.reset(seed=seed)
         while env.agents:
             bids = np.array([policy(p) if p.group != "substation" else
-                             np.array([4.3, 4.3, p.private["q_now"], 0.0])
+                             np.array([4.3, 4.3, p.limits.q_now, 0.0])
                              for p in env.participants])
             t0 = time.perf_counter()
             env.market.clear(bids)

@@ -138,7 +138,12 @@ def _cmd_bench(args) -> int:
         if args.only and args.only not in script.stem:
             continue
         print(f"== {script.name}")
-        runpy.run_path(str(script), run_name="__main__")
+        argv = sys.argv
+        sys.argv = [str(script)]  # the script parses its own (default) arguments
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        finally:
+            sys.argv = argv
     return 0
 
 

@@ -170,6 +170,7 @@ class MarketEnv(ParallelEnv):
         self.market = self.make_market()
         for p in self.participants:
             p.rules = self.rules
+        self._agent_index = np.array([self.index[a] for a in self.possible_agents], dtype=int)
         self._obs_spaces = {a: self.observation_space_of(self.participant[a])
                             for a in self.possible_agents}
         self._act_spaces = {a: self.action_space_of(self.participant[a])
@@ -260,7 +261,10 @@ class MarketEnv(ParallelEnv):
         observations = {a: self.observe(a) for a in self.agents}
         terminations = dict.fromkeys(self.agents, False)
         truncations = dict.fromkeys(self.agents, bool(end))
-        rewards = {a: float(rewards[self.index[a]]) for a in self.agents}
+        if len(self.agents) == len(self._agent_index):  # nobody left early: the usual case
+            rewards = dict(zip(self.agents, rewards[self._agent_index].tolist()))
+        else:
+            rewards = {a: float(rewards[self.index[a]]) for a in self.agents}
         infos = {a: infos[a] for a in self.agents}
         if end:
             self.agents = []
@@ -392,6 +396,8 @@ class MarketEnv(ParallelEnv):
         asked once per grid step (without an observation); others are asked every round with
         their observation. Every bid goes through ``decode`` like an agent's action.
         """
+        if not self._scripted:
+            return {}
         info = {"rng": self._rng}
         if self._static_bids is None:
             self._static_bids = {p.name: self._ask(p, None, info) for p in self._static
@@ -409,6 +415,8 @@ class MarketEnv(ParallelEnv):
             raise ValueError(f"the policy of {p.name} returned an invalid bid: {exc}") from None
 
     def _update_policies(self, bids: dict, rewards: np.ndarray) -> None:
+        if not self._updating:
+            return
         info = {"rng": self._rng}
         for p in self._updating:
             if p.name in bids:

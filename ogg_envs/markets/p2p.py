@@ -298,6 +298,12 @@ class P2PMarket(Market):
         self.bids = np.zeros(self.n)  # last step: every prosumer's bid (¢/kWh)
         self.producer_bid = np.zeros(self.n)  # last step: the bid of its pair's producer
         self.traded = np.zeros(self.n, dtype=bool)  # last step: its pair traded
+        # What every clearing of this grid step reports, prepared once.
+        t = self.terms
+        self._tranche_of = np.zeros(self.n)
+        self._tranche_of[self.producers] = self._tranche_of[self.consumers] = self.tranche
+        self._fallback = np.where(self.roles == PRODUCER, t.feed_in_price, t.retail_price)
+        self._names_t = tuple(self.names)
 
     def negotiate(self, arms: np.ndarray) -> np.ndarray:
         """One negotiation step: every prosumer's arm index -> every prosumer's reward.
@@ -330,12 +336,11 @@ class P2PMarket(Market):
             if missing:
                 raise ValueError(f"no bid from {missing}")
             arms = [arms[n] for n in self.names]
+        if type(arms) is np.ndarray and arms.dtype == np.int64 and arms.shape == (self.n,) \
+                and 0 <= arms.min() and arms.max() < self.terms.n_arms:
+            return arms  # the environments' hot path
         if isinstance(arms, np.ndarray) and arms.ndim != 1:
             raise ValueError(f"expected {self.n} arm indices, got shape {arms.shape}")
-        if isinstance(arms, np.ndarray) and arms.shape == (self.n,) and \
-                np.issubdtype(arms.dtype, np.integer) and \
-                ((arms >= 0) & (arms < self.terms.n_arms)).all():
-            return arms.astype(np.int64, copy=False)  # the environments' hot path
         raw = arms.tolist() if isinstance(arms, np.ndarray) else list(arms)
         if len(raw) != self.n:
             raise ValueError(f"expected {self.n} arm indices, got {len(raw)}")
@@ -349,25 +354,21 @@ class P2PMarket(Market):
     def clear(self, arms, context: MarketContext | None = None) -> P2PClearing:
         """One negotiation step (``negotiate``) reported as a clearing (``context`` is ignored:
         the pairs and contracts are set by ``match``/``set_pairs`` and ``open_grid_step``)."""
-        arms = self.arms_to_array(arms)
-        rewards = self.negotiate(arms)
+        rewards = self.negotiate(self.arms_to_array(arms))
         t = self.terms
-        traded = self.traded.copy()
-        tranche = np.zeros(self.n)
-        tranche[self.producers] = self.tranche
-        tranche[self.consumers] = self.tranche
-        q = np.where(traded, tranche, 0.0)
-        fallback = np.where(self.roles == PRODUCER, t.feed_in_price, t.retail_price)
-        price = np.where(traded, self.producer_bid, fallback)
+        traded = self.traded  # negotiate makes new arrays every step: no copies needed
+        q = self._tranche_of * traded
+        price = np.where(traded, self.producer_bid, self._fallback)
         sold = q[self.producers]  # per pair: kWh traded this step
-        b_p = self.producer_bid[self.producers]
-        cs = float(((t.retail_price - b_p - t.c_service) * sold).sum())
-        ps = float(((b_p - t.feed_in_price - t.c_service) * sold).sum())
+        kwh = float(sold.sum())
+        paid = float(self.producer_bid[self.producers] @ sold)
+        cs = (t.retail_price - t.c_service) * kwh - paid
+        ps = paid - (t.feed_in_price + t.c_service) * kwh
         return P2PClearing(
-            participants=tuple(self.names), participant_prices=price, participant_quantities=q,
+            participants=self._names_t, participant_prices=price, participant_quantities=q,
             congested=[], consumer_surplus=cs, producer_surplus=ps, congestion_rent=0.0,
-            welfare=cs + ps + 2.0 * t.c_service * float(sold.sum()), bids=self.bids.copy(),
-            rewards=rewards, traded=traded)
+            welfare=cs + ps + 2.0 * t.c_service * kwh, bids=self.bids, rewards=rewards,
+            traded=traded)
 
     # Views of the last step and of the grid step so far.
     @property

@@ -45,13 +45,15 @@ from typing import Any
 import gymnasium
 import numpy as np
 from pettingzoo import ParallelEnv
-from pettingzoo.utils.conversions import parallel_to_aec
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 from ogg_envs.api import DEMAND, SUPPLY, Participant
 from ogg_envs.grid import placement
 from ogg_envs.scenario import Scenario, grid_from_scenario, load_profiles, load_scenario
 
-__all__ = ["MarketEnv", "Participant", "select_learners", "aec_from_parallel"]
+__all__ = ["MarketEnv", "MarketAEC", "Participant", "select_learners", "aec_from_parallel",
+           "real_action"]
 
 
 def select_learners(participants: Iterable[Participant], learners) -> list[str]:
@@ -85,13 +87,64 @@ def select_learners(participants: Iterable[Participant], learners) -> list[str]:
     return [p.name for p in participants if p.name in chosen]
 
 
-def aec_from_parallel(par_env: ParallelEnv):
+def real_action(agent: str, action, shape: tuple, what: str) -> np.ndarray:
+    """An action as a float array of ``shape``: real numbers only (integers or floats; not
+    strings, booleans or complex numbers), all finite. ``ValueError`` naming the agent
+    otherwise."""
+    try:
+        a = np.asarray(action)
+    except (TypeError, ValueError):
+        a = np.asarray(None)
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{agent}: action must be real numbers ({what}), got {action!r}")
+    if a.shape != shape:
+        raise ValueError(f"{agent}: action must have shape {shape} ({what}), got shape "
+                         f"{a.shape}")
+    a = a.astype(float)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{agent}: action has non-finite numbers {a.tolist()}")
+    return a
+
+
+class MarketAEC(parallel_to_aec_wrapper):
     """The AEC view of a market env: one turn per agent, the round runs after the last turn.
 
-    ``parallel_to_aec`` buffers each agent's bid and executes the round when the last agent
-    has acted, which is exactly the market round; it also adds the order-enforcing wrapper.
+    Each turn's action is checked when it is given (``decode``): a refused action raises
+    ``ValueError`` naming the agent, nothing is stored, and the same agent acts again.
     """
-    return parallel_to_aec(par_env)
+
+    def step(self, action):
+        agent = self.agent_selection
+        if action is not None and not (self.terminations.get(agent)
+                                       or self.truncations.get(agent)):
+            self.env.unwrapped.decode(agent, action)
+        super().step(action)
+
+    def observe(self, agent):
+        if agent not in self.possible_agents:
+            raise KeyError(f"unknown agent {agent!r}; agents: {', '.join(self.possible_agents)}")
+        return self._observations[agent]
+
+    def last(self, observe: bool = True):
+        _check_not_over(self)
+        return super().last(observe)
+
+
+def _check_not_over(aec) -> None:
+    done = getattr(aec, "_cumulative_rewards", None)  # PettingZoo's own bookkeeping
+    if done is not None and aec.agent_selection not in done:
+        raise RuntimeError("the episode is over (every agent is done): call reset()")
+
+
+class _OrderEnforcing(OrderEnforcingWrapper):
+    def last(self, observe: bool = True):
+        _check_not_over(self.env)
+        return super().last(observe)
+
+
+def aec_from_parallel(par_env: ParallelEnv):
+    """The AEC view of a market env (``MarketAEC``) with PettingZoo's order enforcing."""
+    return _OrderEnforcing(MarketAEC(par_env))
 
 
 class MarketEnv(ParallelEnv):
@@ -244,7 +297,14 @@ class MarketEnv(ParallelEnv):
         return observations, infos
 
     def step(self, actions: dict[str, Any]):
+        if self._np_random is None:
+            raise RuntimeError("call reset() before step()")
+        if not isinstance(actions, dict):
+            raise TypeError(f"actions must be a dict agent -> action, got "
+                            f"{type(actions).__name__}")
         if not self.agents:
+            if actions:
+                raise RuntimeError("the episode is over: call reset()")
             # SuperSuit 3.11 steps once with {} after the episode ended; nothing happens.
             return {}, {}, {}, {}, {}
         unknown = [a for a in actions if a not in self._obs_spaces]

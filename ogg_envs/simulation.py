@@ -36,7 +36,7 @@ import numpy as np
 
 from ogg_envs import economics
 from ogg_envs.api import DEMAND, SUPPLY, Limits, Market, MarketContext, Participant, Truth
-from ogg_envs.core import MarketEnv
+from ogg_envs.core import MarketEnv, real_action
 from ogg_envs.grid import placement
 from ogg_envs.policies.curve import FlatOffer, TruthfulBidder
 from ogg_envs.scenario import Scenario
@@ -136,10 +136,7 @@ class ComposedEnv(MarketEnv):
         return MarketContext(hour=self.hour_of(self.t))
 
     def decode(self, agent: str, action):
-        a = np.asarray(action, dtype=float)
-        if not np.isfinite(a).all():
-            raise ValueError(f"{agent}: action has non-finite numbers {a.tolist()}")
-        return a
+        return real_action(agent, action, np.shape(action), "the market's bid")
 
     def market_step(self, bids):
         arr = np.array([bids[n] for n in self.names], dtype=float)

@@ -96,7 +96,7 @@ import numpy as np
 
 from ogg_envs import economics
 from ogg_envs.api import SUPPLY, Limits, MarketContext, Participant, Truth
-from ogg_envs.core import MarketEnv, aec_from_parallel
+from ogg_envs.core import MarketEnv, aec_from_parallel, real_action
 from ogg_envs.markets.dlmp import DR, GENERATOR, DLMPMarket, Resource
 from ogg_envs.policies.blocks import TruthfulBidder, true_block_prices
 from ogg_envs.scenario import Scenario, ScenarioError, per_item, profile_column
@@ -340,12 +340,10 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
-        a = np.asarray(action, dtype=float)
-        if a.shape != (self.n_blocks,):
-            raise ValueError(f"{agent}: action must have shape ({self.n_blocks},) (block "
-                             f"prices, ¢/kWh), got shape {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{agent}: action has non-finite numbers {a.tolist()}")
+        a = real_action(agent, action, (self.n_blocks,), "block prices, ¢/kWh")
+        if self.invalid_bids == "raise" and not ((a >= 0) & (a <= self.price_cap)).all():
+            raise ValueError(f"{agent}: offer prices must be in [0, {self.price_cap}] ¢/kWh, "
+                             f"got {a.tolist()}")
         return a
 
     # ------------------------------------------------------------------ market round
@@ -355,12 +353,8 @@ class raw_env(MarketEnv):
         repairs = {}
         ok = (offers >= 0) & (offers <= cap)
         if not ok.all():
-            for k in np.flatnonzero(~ok.all(axis=1)):
-                name = self.names[k]
-                if self.invalid_bids == "raise":
-                    raise ValueError(f"{name}: offer prices must be in [0, {cap}] ¢/kWh, got "
-                                     f"{offers[k].tolist()}")
-                repairs[name] = [f"prices clipped into [0, {cap}] ¢/kWh"]
+            for k in np.flatnonzero(~ok.all(axis=1)):  # "raise" refused them in decode
+                repairs[self.names[k]] = [f"prices clipped into [0, {cap}] ¢/kWh"]
             offers = np.clip(offers, 0.0, cap)
         res = self.market.clear(offers, self.context())
         self.set_clearing(res)

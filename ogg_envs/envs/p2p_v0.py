@@ -188,6 +188,13 @@ class ProsumersSection:
     load_noise: float = 0.05  # relative sd of the hourly load around its profile
     count: int = 12  # prosumers when neither buses nor per-prosumer lists say
 
+    def __post_init__(self):
+        for key in ("cloud_noise", "forecast_error", "load_noise"):
+            if getattr(self, key) < 0:
+                raise ScenarioError(f"[prosumers] {key} must be >= 0, got {getattr(self, key)}")
+        if self.count < 2:
+            raise ScenarioError(f"[prosumers] count must be >= 2, got {self.count}")
+
 
 @dataclass
 class P2PScenario(Scenario):
@@ -261,6 +268,11 @@ class raw_env(MarketEnv):
                 else mk.imbalance_price, c_service=mk.c_service, c_lose=mk.c_lose)
         except ValueError as exc:
             raise ScenarioError(f"[market] {exc}") from None
+        if self.terms.retail_price - self.terms.c_service <= self.terms.arms[0]:
+            raise ScenarioError(
+                f"[market] retail_price {self.terms.retail_price} less the service fee is not "
+                f"above the lowest arm {self.terms.arms[0]}: no consumer would ever gain from "
+                "a trade")
         self.n_arms = self.terms.n_arms
         self._top = self.terms.arms[-1]
         bg = sc.background

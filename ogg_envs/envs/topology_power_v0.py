@@ -85,7 +85,7 @@ import numpy as np
 
 from ogg_envs import economics
 from ogg_envs.api import DEMAND, SUPPLY, Limits, Participant, Truth
-from ogg_envs.core import MarketEnv, aec_from_parallel
+from ogg_envs.core import MarketEnv, aec_from_parallel, real_action
 from ogg_envs.markets.curve_market import Bid, CurveMarket, InvalidBidError, MarketParticipant
 from ogg_envs.policies.curve import FlatOffer, TruthfulBidder, truthful_bid
 from ogg_envs.scenario import Scenario, ScenarioError, per_item
@@ -263,23 +263,18 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
-        a = np.asarray(action, dtype=float)
-        if a.shape != (4,):
-            raise ValueError(f"{agent}: action must have shape (4,) (p_max, p_min, q_max, "
-                             f"q_min), got shape {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{agent}: action has non-finite numbers {a.tolist()}")
+        a = real_action(agent, action, (4,), "p_max, p_min, q_max, q_min")
+        if self.invalid_bids == "raise":
+            try:
+                Bid.from_array(a).check(agent, self.price_cap, 0.0,
+                                        self.participant[agent].limits.q_now)
+            except InvalidBidError as exc:
+                raise ValueError(str(exc)) from None
         return a
 
     def _repaired(self, name: str, a: np.ndarray) -> tuple[np.ndarray, list[str]]:
         limit = self.participant[name].limits.q_now
-        bid = Bid.from_array(a)
-        if self.invalid_bids == "raise":
-            try:
-                bid.check(name, self.price_cap, 0.0, limit)
-            except InvalidBidError as exc:
-                raise ValueError(str(exc)) from None
-        fixed, fixes = bid.repair(name, self.price_cap, 0.0, limit)
+        fixed, fixes = Bid.from_array(a).repair(name, self.price_cap, 0.0, limit)
         return fixed.as_array(), fixes
 
     # ------------------------------------------------------------------ market round

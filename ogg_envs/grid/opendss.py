@@ -175,9 +175,15 @@ class OpenDSSGrid:
                 self._run_commands(a["commands"], source="<commands>")
         finally:
             os.chdir(cwd)
-        if not self.dss.Circuit.Name():
-            raise FeederError(f"{self.name}: the model defines no circuit")
-        self.name = self.name or self.dss.Circuit.Name()
+        source = a["master"] or "<commands>"
+        try:
+            circuit = self.dss.Circuit.Name()
+        except Exception:  # DSSException #8888: "There is no active circuit!"
+            circuit = ""
+        if not circuit:
+            raise FeederError(f"{source}: the model defines no circuit (it needs a "
+                              "'New Circuit.<name> ...' command)")
+        self.name = self.name or circuit
         self.dss.Solution.Convergence(a["tolerance"])
         self.dss.Solution.MaxIterations(a["max_iterations"])
         self.dss.Solution.MaxControlIterations(30)
@@ -188,11 +194,21 @@ class OpenDSSGrid:
         if not base[0]:
             raise FeederError(f"{self.name}: the base case does not converge ({base[1]})")
         self._index()
+        no_base = [b for b, kv in self.bus_kv_ln.items() if not kv > 0]
+        if no_base:
+            raise FeederError(
+                f"{source}: buses without a voltage base ({', '.join(no_base[:5])}"
+                f"{', ...' if len(no_base) > 5 else ''}): per-unit voltages would be "
+                "meaningless; add 'Set VoltageBases=[...]' and 'CalcVoltageBases' to the model")
         self._base_taps = self._read_taps()
         try:
             self.topology = Topology.from_grid(self)
         except ValueError as exc:
             raise FeederError(f"{self.name}: {exc}") from None
+        islanded = sorted(b for b in self.loads_at_bus if b not in self.topology.bus_index)
+        if islanded:
+            raise FeederError(f"{source}: loads at buses not connected to the source "
+                              f"({', '.join(islanded[:5])}): an islanded load cannot be served")
         self.added_generators: list[str] = []
         for method, args, kwargs in list(self._added):
             getattr(self, method)(*args, _record=False, **kwargs)
@@ -286,7 +302,7 @@ class OpenDSSGrid:
         starts = np.concatenate([[0], np.cumsum(nterm * ncond)[:-1]])
         branch_rows, self.branch_names, phases = [], [], []
         for k, name in enumerate(pd_names):
-            if name.startswith(("line.", "transformer.")):
+            if name.startswith(("line.", "transformer.", "reactor.")):  # series elements
                 branch_rows.append(k)
                 self.branch_names.append(name)
                 phases.append(nphase[k])
@@ -348,9 +364,10 @@ class OpenDSSGrid:
                 dss.Transformers.Name(name.split(".", 1)[1])
                 dss.Transformers.Wdg(1)
                 limit = float(dss.Transformers.kVA())
-            else:
+            else:  # a line, or a series reactor (its own normamps)
                 kv_ln = self.bus_kv_ln.get(b1, 0.0)
-                amps = self.base_normamps.get(name, 0.0)
+                amps = self.base_normamps.get(name, 0.0) if name.startswith("line.") \
+                    else el.NormalAmps()
                 limit = float(nph * kv_ln * amps) if kv_ln and amps else math.inf
             out.append((name, b1, b2, limit))
         return out

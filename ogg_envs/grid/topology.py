@@ -12,12 +12,14 @@ elements between the same two buses (a bank of single-phase regulators) form one
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["Topology", "Branch"]
 
@@ -54,17 +56,82 @@ class Topology:
         self.bus_index = {b: i for i, b in enumerate(self.buses)}
         self.branch_index = {br.name: i for i, br in enumerate(self.branches)}
         self.parent_branch: dict[str, str] = {br.child: br.name for br in self.branches}
-        self.downstream: dict[str, frozenset[str]] = {
-            br.name: frozenset(nx.descendants(self.tree, br.child) | {br.child})
-            for br in self.branches
-        }
-        H = np.zeros((len(self.branches), len(self.buses)))
-        for e, br in enumerate(self.branches):
-            for b in self.downstream[br.name]:
-                H[e, self.bus_index[b]] = -1.0
-        self.H = H
+        # Tree arrays (topology order): the parent bus of every bus (-1 at the root) and of
+        # every branch its parent and child bus. Everything below is computed from them in
+        # O(buses + sum of depths), so an 8,500-node feeder builds in well under a second.
+        bi = self.bus_index
+        self.branch_parent = np.array([bi[br.parent] for br in self.branches], dtype=np.int64)
+        self.branch_child = np.array([bi[br.child] for br in self.branches], dtype=np.int64)
+        self.parent_index = np.full(len(self.buses), -1, dtype=np.int64)
+        self.parent_index[self.branch_child] = self.branch_parent
         self.limits_kw = np.array([br.limit_kw for br in self.branches])
         self.coords = dict(coords or {})
+
+    # The dense and sparse sensitivities and the downstream sets are built when first used:
+    # a large feeder's market works on the tree itself (flow conservation per bus) and never
+    # needs the (branches x buses) dense ``H``.
+    @functools.cached_property
+    def downstream(self) -> dict[str, frozenset[str]]:
+        """Branch name -> the buses downstream of it (its child bus included)."""
+        below: dict[str, frozenset[str]] = {}
+        kids: dict[str, list[str]] = {b: [] for b in self.buses}
+        for br in self.branches:
+            kids[br.parent].append(br.child)
+        sub: dict[str, frozenset[str]] = {}
+        for b in reversed(self.buses):  # children before parents (breadth-first order)
+            sub[b] = frozenset([b]).union(*(sub[c] for c in kids[b])) if kids[b] \
+                else frozenset([b])
+        for br in self.branches:
+            below[br.name] = sub[br.child]
+        return below
+
+    @functools.cached_property
+    def H_sparse(self) -> sp.csr_matrix:
+        """``H`` as a sparse matrix (``H[e, b] = -1`` if bus b is downstream of branch e)."""
+        e_of_child = np.full(len(self.buses), -1, dtype=np.int64)
+        e_of_child[self.branch_child] = np.arange(len(self.branches))
+        rows, cols = [], []
+        bus = np.arange(1, len(self.buses))  # walk every bus up to the root, all at once
+        at = bus.copy()
+        while len(at):
+            rows.append(e_of_child[at])
+            cols.append(bus)
+            at = self.parent_index[at]
+            keep = at > 0
+            bus, at = bus[keep], at[keep]
+        rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        cols = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+        return sp.csr_matrix((-np.ones(len(rows)), (rows, cols)),
+                             shape=(len(self.branches), len(self.buses)))
+
+    @functools.cached_property
+    def H(self) -> np.ndarray:
+        """The dense flow sensitivities, ``f = H @ p`` (branches x buses)."""
+        return self.H_sparse.toarray()
+
+    def H_columns(self, buses) -> np.ndarray:
+        """Dense columns of ``H`` for some buses (branches x len(buses)), without building
+        the whole dense matrix."""
+        cols = [self.bus_index[b] for b in buses]
+        return self.H_sparse[:, cols].toarray()
+
+    @functools.cached_property
+    def incidence(self) -> sp.csr_matrix:
+        """Bus-branch incidence ``C`` (buses x branches): ``C[parent(e), e] = 1``,
+        ``C[child(e), e] = -1``. With branch flows ``f`` (positive away from the source) the
+        net injection of every bus is ``p = C @ f`` (flow conservation per bus, the paper's
+        eq. 1 written on the tree), and ``f = H @ p`` whenever ``sum(p) = 0``."""
+        E = len(self.branches)
+        return sp.csr_matrix(
+            (np.concatenate([np.ones(E), -np.ones(E)]),
+             (np.concatenate([self.branch_parent, self.branch_child]),
+              np.concatenate([np.arange(E), np.arange(E)]))),
+            shape=(len(self.buses), E))
+
+    def subtree_sums(self, values: np.ndarray) -> np.ndarray:
+        """Per branch, the sum of ``values`` (per bus) over the buses downstream of it:
+        ``-H @ values`` in O(buses), without ``H``."""
+        return -(self.H_sparse @ np.asarray(values, dtype=float))
 
     @classmethod
     def from_elements(cls, root: str,

@@ -187,8 +187,31 @@ class SB3Policy:
         self._codecs: dict[str, Any] = {}
 
     def for_env(self, env) -> SB3Policy:
-        """The same (shared) model, decoding actions for ``env``."""
+        """The same (shared) model, decoding actions for ``env``; ``ValueError`` if the model
+        does not fit the env's agents (see ``misfit``)."""
+        why = self.misfit(env)
+        if why:
+            raise ValueError(f"{Path(self.path).name} does not fit this task: {why}")
         return SB3Policy(self.path, env, self._shared)
+
+    def misfit(self, env) -> str | None:
+        """Why the model cannot act for ``env``'s agents (None if it can): its observation
+        shape must be theirs, and its action space theirs — the same Box shape (raw or
+        normalised), or for arms ``Discrete(n)`` itself or ``arms_as_box_v0``'s ``Box(1)``."""
+        m_obs, m_act = self.model.observation_space, self.model.action_space
+        for agent in env.possible_agents:
+            obs, act = env.observation_space(agent), env.action_space(agent)
+            if getattr(m_obs, "shape", None) != obs.shape:
+                return (f"the model observes shape {m_obs.shape}, {agent} gives {obs.shape} "
+                        "(it was trained on another environment)")
+            if isinstance(act, gymnasium.spaces.Discrete):
+                ok = (isinstance(m_act, gymnasium.spaces.Discrete) and m_act.n == act.n) or \
+                    (isinstance(m_act, gymnasium.spaces.Box) and m_act.shape == (1,))
+            else:
+                ok = isinstance(m_act, gymnasium.spaces.Box) and m_act.shape == act.shape
+            if not ok:
+                return f"the model acts in {m_act}, {agent} in {act}"
+        return None
 
     @property
     def model(self):

@@ -28,7 +28,7 @@ the ones of ``ogg_envs.api`` (re-exported here).
 
 The clearing problem (eqs. 1, 6-7)
 ---------------------------------
-maximise   sum_d U_d(q_d) - sum_s C_s(q_s) - price_cap * sum_b shed_b - price_floor * sum_b spill_b
+maximise   sum_d U_d(q_d) - sum_s C_s(q_s) - price_cap * sum_b shed_b + price_floor * sum_b spill_b
 subject to gen_b - dem_b + shed_b - spill_b = p_b          (nodal balance, dual = nodal price)
            sum_b p_b = 0                                     (lossless: the feeder is balanced)
            -f_max <= H p <= f_max                            (radial line-flow limits, eq. 1)
@@ -285,7 +285,7 @@ class CurveMarket(Market):
         self._Px = np.full(nb, SLACK_REGULARISATION)
         self._q = np.zeros(nx_)
         self._q[self._sl["shed"]] = self.price_cap
-        self._q[self._sl["spill"]] = self.price_floor
+        self._q[self._sl["spill"]] = -self.price_floor  # spilled kW are worth the floor
         self._l = np.zeros(self._A.shape[0])
         self._u = np.zeros(self._A.shape[0])
         self._set_flow_bounds()
@@ -497,7 +497,7 @@ class CurveMarket(Market):
         Md[self._bus_of[dem], dem] = 1.0
         # -welfare = supply cost - demand value (+ shed at the cap, spill at the floor)
         neg_welfare = (0.5 * cp.sum(cp.multiply(slope, cp.square(q))) + lin @ q
-                       + self.price_cap * cp.sum(shed) + self.price_floor * cp.sum(spill)
+                       + self.price_cap * cp.sum(shed) - self.price_floor * cp.sum(spill)
                        + 0.5 * SLACK_REGULARISATION * (cp.sum_squares(shed)
                                                        + cp.sum_squares(spill)))
         inj = Ms @ q - Md @ q + shed - spill

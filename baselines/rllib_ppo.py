@@ -4,48 +4,102 @@
         --env-runners 2 --envs-per-runner 8
     opengridgym train topology-power --backend rllib --algo ppo --timesteps 100000
 
-Needs the ``[rllib]`` extra (``ray[rllib]==2.60.0``, which pins ``gymnasium==1.2.2``; install it
-in its own virtual environment if that clashes). ``--env`` is resolved like ``sb3_ppo``'s
-(``sb3_ppo.resolve_env``: any registered id, its short name or a task id). The parallel env of
-its leaderboard task (or the environment's default one, without evaluation, if it has no
-task), with ``normalized_bids_v0`` actions, goes to RLlib through
-``ParallelPettingZooEnv``; every agent group (the name prefix: ``supplier``, ``prosumer``,
-``generator``, ``dr``) gets its own RLModule, shared by the agents of the group. Env runners
-are how RLlib scales out (``--env-runners`` processes, on other machines of a Ray cluster when
-``ray.init`` connects to one), each stepping ``--envs-per-runner`` copies of the env.
+Needs the ``[rllib]`` extra (``ray[rllib]==2.60.0``, which pins ``gymnasium==1.2.2``: install it
+in its own virtual environment); this file imports without it (Ray is imported where it is
+used). ``--env``, ``--feeder`` and ``--scenario`` choose what it trains on exactly as in
+``sb3_ppo`` (``common.training_setup``: the environment's leaderboard task, or that
+configuration of it). The parallel env, with ``normalized_bids_v0`` actions, goes to RLlib
+through ``ParallelPettingZooEnv``; every agent group (the name prefix: ``supplier``,
+``prosumer``, ``generator``, ``dr``) gets its own RLModule, shared by the agents of the group.
+Env runners are how RLlib scales out (``--env-runners`` processes, on other machines of a Ray
+cluster when ``ray.init`` connects to one, see ``docs/scale-out.md``), each stepping
+``--envs-per-runner`` copies of the env.
 
-Outputs in ``--out`` (default ``runs/rllib_ppo_<env>_s<seed>``): ``checkpoint/``, TensorBoard
-logs in ``tb/``, ``learning_curve.png`` and ``evaluation.json`` (the leaderboard's metrics on
-the task's own seeds, against the same baseline as ``sb3_ppo``). Ray itself writes under
-``RAY_TMPDIR`` / ``HOME`` (the tests point both at a temporary folder).
+Outputs in ``--out/--run-name`` (default ``runs/rllib_ppo_<env>_s<seed>``; an earlier run
+there is kept unless ``--force``): ``checkpoint/``, TensorBoard logs in ``tb/``,
+``learning_curve.png`` and ``evaluation.json`` (the leaderboard's metrics on the task's own
+seeds, against the same baseline as ``sb3_ppo``). Ray itself writes under ``RAY_TMPDIR`` /
+``HOME`` (the tests point both at a temporary folder).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-# ---------------------------------------------------------------------- hyperparameters
-TIMESTEPS = 100_000  # agent steps
-SEED = 0
-ENV_RUNNERS = 0  # 0: sample in the driver process (one machine, no extra processes)
-ENVS_PER_RUNNER = 8
-TRAIN_BATCH = 2000  # env steps per training iteration
-MINIBATCH = 500
-NUM_EPOCHS = 5
-LEARNING_RATE = 3e-4
-GAMMA = 0.99
-LAMBDA = 0.95
-CLIP_PARAM = 0.2
-ENTROPY_COEFF = 0.0
-NET_ARCH = [64, 64]
-NUM_CPUS = 2
-EVAL_QUICK = False
+from ogg_envs.baselines import common
+from ogg_envs.wrappers import codec_for, normalized_bids_v0
+
+
+@dataclass
+class Args:
+    # ------------------------------------------------------------------ what to train on
+    env: str = "topology-power"
+    """an environment id, its short name (topology-power, p2p, dlmp) or a leaderboard task id"""
+    feeder: str | None = None
+    """train and evaluate on this feeder (a bundled name or a master .dss) instead of the
+    task's"""
+    scenario: str | None = None
+    """train and evaluate on this scenario TOML file instead of the task's"""
+    imports: list[str] = field(default_factory=list, metadata={
+        "flags": ("--import",), "argparse": {"action": "extend"}})
+    """modules to import first (they register environments or tasks; the current folder is
+    searched)"""
+    seed: int = 0
+    """seed of the networks, the environments and the sampling"""
+    # ------------------------------------------------------------------ the run
+    timesteps: int = 100_000
+    """agent steps to train; rounded up to whole iterations of train_batch x agents"""
+    out: str = "runs"
+    """the folder of runs"""
+    run_name: str | None = None
+    """this run's folder in --out (default rllib_ppo_<env>_s<seed>)"""
+    force: bool = False
+    """replace an earlier run in that folder"""
+    eval: bool = True
+    """evaluate the trained policies against the baseline after training"""
+    quick_eval: bool = False
+    """evaluate on the task's quick seeds only"""
+    progress: bool = True
+    """show progress bars"""
+    # ------------------------------------------------------------------ scale-out
+    env_runners: int = 0
+    """sampling processes (0: sample in the driver process, no extra processes)"""
+    envs_per_runner: int = 8
+    """env copies each runner steps"""
+    num_cpus: int = 2
+    """CPUs of the local Ray instance this script starts (when none is running)"""
+    # ------------------------------------------------------------------ PPO
+    train_batch: int = 2000
+    """env steps per training iteration"""
+    minibatch: int = 500
+    """minibatch size"""
+    num_epochs: int = 5
+    """passes over each training batch"""
+    learning_rate: float = 3e-4
+    """Adam's step size"""
+    gamma: float = 0.99
+    """discount factor"""
+    lambda_: float = 0.95
+    """GAE's lambda"""
+    clip_param: float = 0.2
+    """PPO's clipping range"""
+    entropy_coeff: float = 0.0
+    """entropy bonus"""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """hidden layers of each group's networks"""
+
+    def __post_init__(self):
+        common.check_positive(self, "timesteps", "envs_per_runner", "num_cpus", "train_batch",
+                              "minibatch", "num_epochs", "learning_rate")
+        if self.env_runners < 0:
+            raise ValueError(f"--env-runners must be 0 or more, got {self.env_runners}")
 
 
 def group_of(agent_id: str) -> str:
@@ -59,7 +113,7 @@ def keep_logs_under(path: Path) -> None:
     An Algorithm is a Tune Trainable; outside Tune it creates its log folder under
     ``ray.tune.trainable.trainable.DEFAULT_STORAGE_PATH``, which Ray computes from ``HOME``
     when it is imported, and no argument of ``build_algo`` moves it. Setting the constant is
-    the only way to keep a run's files in its ``--out`` folder.
+    the only way to keep a run's files in its run folder.
     """
     import ray.tune.trainable.trainable as trainable
 
@@ -67,48 +121,36 @@ def keep_logs_under(path: Path) -> None:
     trainable.DEFAULT_STORAGE_PATH = str(path)
 
 
-def _make_par(env_id: str, task_id: str | None):
-    """The parallel env to train on: the task's, or the environment's default one."""
-    import ogg_envs
-    from ogg_envs.leaderboard.tasks import load_task
-
-    if task_id is not None:
-        return load_task(task_id).make_env()
-    return ogg_envs.make(env_id, parallel=True)
-
-
-def build(env_id: str, task_id: str | None, seed: int, env_runners: int,
-          envs_per_runner: int):
-    """Register the env with Ray and build the PPO algorithm (one RLModule per group)."""
+def build(args: Args, task):
+    """Register the task's env with Ray and build the PPO algorithm (one RLModule per group);
+    returns it, the number of agents and the groups."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
     from ray.tune.registry import register_env
 
-    from ogg_envs.wrappers import normalized_bids_v0
-
-    def make(_config=None):
-        return ParallelPettingZooEnv(normalized_bids_v0(_make_par(env_id, task_id)))
-
-    name = f"opengridgym_{(task_id or env_id).replace('/', '_')}"
-    register_env(name, make)
-    agents = _make_par(env_id, task_id).possible_agents
+    name = f"opengridgym_{task.id}".replace("/", "_").replace(" ", "_")
+    register_env(name, lambda _config=None: ParallelPettingZooEnv(
+        normalized_bids_v0(task.make_env())))
+    agents = task.make_env().possible_agents
     groups = sorted({group_of(a) for a in agents})
     config = (
         PPOConfig()
         .environment(name)
         .framework("torch")
-        .env_runners(num_env_runners=env_runners, num_envs_per_env_runner=envs_per_runner)
+        .env_runners(num_env_runners=args.env_runners,
+                     num_envs_per_env_runner=args.envs_per_runner)
         .learners(num_learners=0)
         .multi_agent(policies=set(groups),
                      policy_mapping_fn=lambda agent_id, episode=None, **kw: group_of(agent_id))
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={
-            g: RLModuleSpec(model_config={"fcnet_hiddens": NET_ARCH}) for g in groups}))
-        .training(train_batch_size_per_learner=TRAIN_BATCH, minibatch_size=MINIBATCH,
-                  num_epochs=NUM_EPOCHS, lr=LEARNING_RATE, gamma=GAMMA, lambda_=LAMBDA,
-                  clip_param=CLIP_PARAM, entropy_coeff=ENTROPY_COEFF)
-        .debugging(seed=seed)
+            g: RLModuleSpec(model_config={"fcnet_hiddens": args.net_arch}) for g in groups}))
+        .training(train_batch_size_per_learner=args.train_batch, minibatch_size=args.minibatch,
+                  num_epochs=args.num_epochs, lr=args.learning_rate, gamma=args.gamma,
+                  lambda_=args.lambda_, clip_param=args.clip_param,
+                  entropy_coeff=args.entropy_coeff)
+        .debugging(seed=args.seed)
     )
     return config.build_algo(), len(agents), groups
 
@@ -120,8 +162,6 @@ class RLModulePolicy:
     ``env``'s spec, ``ogg_envs.wrappers.codec_for``)."""
 
     def __init__(self, modules: dict, env):
-        from ogg_envs.wrappers import codec_for
-
         self.modules = modules
         self.codecs = {a: codec_for(env, a) for a in env.possible_agents}
 
@@ -145,26 +185,10 @@ class RLModulePolicy:
         return codec.decode(action, participant.limits.q_now, who=agent)
 
 
-def evaluate(task, modules: dict, baseline: str | None, quick: bool) -> dict:
-    from ogg_envs.leaderboard.entries import Entry, resolve_entry
-    from ogg_envs.leaderboard.runner import evaluate as run
-
-    learned = Entry("ppo", "rllib_ppo", None, lambda task, env: RLModulePolicy(modules, env))
-    rows = {}
-    for entry in [learned] + ([resolve_entry(baseline)] if baseline else []):
-        row, _ = run(entry, task, quick=quick)
-        if row["status"] != "ok":
-            raise RuntimeError(f"evaluation of {entry.name} failed: {row['reason']}")
-        rows[entry.name] = {k: v for k, v in row.items() if k.endswith(("_mean", "_ci95"))}
-        rows[entry.name]["seeds"] = row["seeds"]
-    return rows
-
-
 # ---------------------------------------------------------------------- main
-def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None = None,
-        env_runners: int = ENV_RUNNERS, envs_per_runner: int = ENVS_PER_RUNNER,
-        evaluate_policy: bool = True, quick: bool | None = None, progress: bool = True) -> dict:
-    """Train, save, plot and evaluate (``quick=None``: ``EVAL_QUICK``); returns the results."""
+def run(args: Args) -> dict:
+    """Train, save, plot and evaluate as ``args`` says; returns what ``evaluation.json``
+    holds. A run that cannot start raises ``common.SetupError`` before Ray starts."""
     import ray
     from ray.rllib.utils.metrics import (
         ENV_RUNNER_RESULTS,
@@ -172,31 +196,28 @@ def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None 
         NUM_AGENT_STEPS_SAMPLED_LIFETIME,
     )
     from tensorboardX import SummaryWriter
-    from tqdm.auto import tqdm
 
-    from ogg_envs.baselines.sb3_ppo import plot_curve, resolve_env, short_name
-    from ogg_envs.leaderboard.tasks import load_task
-
-    quick = EVAL_QUICK if quick is None else quick
-    env_id, task_id, baseline = resolve_env(env)
-    key = short_name(env_id)
-    out = Path(out or f"runs/rllib_ppo_{key}_s{seed}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    env_id, task, baseline, run_dir = common.setup(args, "rllib_ppo")
+    run_dir = run_dir.resolve()
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(num_cpus=NUM_CPUS, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        keep_logs_under(out / "rllib_logs")
-        algo, n_agents, groups = build(env_id, task_id, seed, env_runners, envs_per_runner)
-        iterations = max(1, math.ceil(timesteps / (TRAIN_BATCH * n_agents)))
-        writer = SummaryWriter(str(out / "tb"))
+        keep_logs_under(run_dir / "rllib_logs")
+        algo, n_agents, groups = build(args, task)
+        iteration = args.train_batch * n_agents
+        iterations = math.ceil(args.timesteps / iteration)
+        writer = SummaryWriter(str(run_dir / "tb"))
+        bar = common.StepProgress(iterations, desc=f"RLlib PPO on {task.id}",
+                                  disable=not args.progress, unit="iteration")
         points, steps = [], 0
         t0 = time.perf_counter()
-        for it in tqdm(range(iterations), unit="iteration", disable=not progress):
-            result = algo.train()
-            runners = result.get(ENV_RUNNER_RESULTS, {})
+        for it in range(iterations):
+            metrics = algo.train()
+            runners = metrics.get(ENV_RUNNER_RESULTS, {})
             sampled = runners.get(NUM_AGENT_STEPS_SAMPLED_LIFETIME, steps)  # {agent: steps}
             steps = int(sum(sampled.values()) if isinstance(sampled, dict) else sampled)
+            bar.update_to(it + 1, note=f"{steps:,} agent steps")
             ret = runners.get(EPISODE_RETURN_MEAN)
             if ret is not None and np.isfinite(ret):
                 # RLlib's episode return sums all agents: per agent, like sb3_ppo's curve
@@ -204,48 +225,41 @@ def run(env: str, timesteps: int = TIMESTEPS, seed: int = SEED, out: str | None 
                 writer.add_scalar("episode_return_per_agent", float(ret) / n_agents, steps)
             writer.add_scalar("agent_steps", steps, it)
         wall = time.perf_counter() - t0
+        bar.close()
         writer.close()
-        algo.save_to_path(str(out / "checkpoint"))
-        plot_curve(points, out / "learning_curve.png",
-                   f"RLlib PPO (per group) on {task_id or env_id}")
-        stats = {"iterations": iterations, "agent_steps": steps, "n_agents": n_agents,
-                 "groups": groups, "env_runners": env_runners,
-                 "envs_per_runner": envs_per_runner, "wall_s": wall,
-                 "agent_steps_per_s": steps / wall}
-        result = {"env": key, "env_id": env_id, "task": task_id, "seed": seed,
-                  "training": stats, "curve": points, "baseline": baseline}
-        if evaluate_policy and task_id is not None:
+        algo.save_to_path(str(run_dir / "checkpoint"))
+        common.plot_curve(points, run_dir / "learning_curve.png",
+                          f"RLlib PPO (per group) on {task.id}", common.reward_unit(env_id))
+        result = {
+            "trainer": "RLlib PPO (one policy per group)", "env": common.short_name(env_id),
+            "env_id": env_id, "task": task.id, "seed": args.seed, "baseline": baseline,
+            "run_dir": str(run_dir), "args": asdict(args),
+            "training": {"iterations": iterations, "agent_steps": steps, "n_agents": n_agents,
+                         "groups": groups, "env_runners": args.env_runners,
+                         "envs_per_runner": args.envs_per_runner, "wall_s": wall,
+                         "agent_steps_per_s": steps / wall},
+            "curve": points,
+        }
+        if args.eval:
             modules = {g: algo.get_module(g) for g in groups}
-            result["evaluation"] = evaluate(load_task(task_id), modules, baseline, quick)
+            result["evaluation"] = common.evaluate(
+                task, lambda task, env: RLModulePolicy(modules, env), baseline,
+                args.quick_eval, progress=args.progress)
         algo.stop()
     finally:
         if started_ray:
             ray.shutdown()
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="topology-power",
-                        help="an environment id, its short name or a task id")
-    parser.add_argument("--import", dest="imports", action="append", default=[],
-                        metavar="MODULE", help="import MODULE first (registers environments)")
-    parser.add_argument("--timesteps", type=int, default=TIMESTEPS)
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--env-runners", type=int, default=ENV_RUNNERS)
-    parser.add_argument("--envs-per-runner", type=int, default=ENVS_PER_RUNNER)
-    parser.add_argument("--quick-eval", action="store_true", help="the task's quick seeds")
-    parser.add_argument("--no-eval", action="store_true")
-    args = parser.parse_args(argv)
-    from ogg_envs.baselines.sb3_ppo import import_modules, print_result
-
-    import_modules(args.imports)
-    result = run(args.env, args.timesteps, args.seed, args.out, args.env_runners,
-                 args.envs_per_runner, evaluate_policy=not args.no_eval,
-                 quick=args.quick_eval or None)
-    print_result(result)
+    args = common.parse_args(Args, argv, description=__doc__.splitlines()[0])
+    try:
+        result = run(args)
+    except common.SetupError as exc:
+        sys.exit(f"error: {exc}")
+    common.print_result(result)
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import runpy
 import sys
 import time
@@ -74,16 +75,8 @@ def _cmd_run(args) -> int:
         return code
     if not _known_env(args.env):
         return 2
-    kwargs = {}
-    if args.feeder is not None:
-        kwargs["feeder"] = args.feeder
-    if args.scenario is not None:
-        if not Path(args.scenario).is_file():
-            print(f"error: --scenario {args.scenario}: no such file", file=sys.stderr)
-            return 2
-        kwargs["scenario"] = args.scenario
     try:
-        env = ogg_envs.make(args.env, parallel=True, **kwargs)
+        env = ogg_envs.make(args.env, parallel=True, **_env_kwargs(args))
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {args.env}: {exc}", file=sys.stderr)
         return 2
@@ -105,27 +98,34 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _env_kwargs(args) -> dict:
+    """``--feeder`` and ``--scenario`` as environment arguments (those given)."""
+    return {k: v for k, v in (("feeder", args.feeder), ("scenario", args.scenario))
+            if v is not None}
+
+
 def _cmd_reproduce(args) -> int:
+    """Each use case: its progress (stderr), then its summary table; the full results are in
+    ``<out>/<use case>.json`` next to the figures."""
     from ogg_envs.reproduce import USE_CASES
 
-    names = list(USE_CASES) if args.use_case in (None, "all") else [args.use_case]
+    names = list(USE_CASES) if args.use_case == "all" else [args.use_case]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for name in names:
-        if name not in USE_CASES:
-            print(f"unknown use case {name!r}; choose from {', '.join(USE_CASES)}")
-            return 2
+    t0 = time.perf_counter()
+    for k, name in enumerate(names, 1):
+        module = importlib.import_module(f"ogg_envs.reproduce.{USE_CASES[name]}")
+        print(f"[{k}/{len(names)}] {name}", file=sys.stderr, flush=True)
         try:
-            module = importlib.import_module(f"ogg_envs.reproduce.{USE_CASES[name]}")
-        except ImportError as exc:
-            print(f"{name}: not available ({exc})")
-            failed.append(name)
-            continue
-        print(f"== reproducing {name} -> {out}")
-        result = module.run(out, quick=args.quick)
-        print(json.dumps(result, indent=2, default=float)[:2000])
-    return 1 if failed else 0
+            result = module.run(out, quick=args.quick, progress=not args.no_progress,
+                                **_env_kwargs(args))
+        except (ValueError, FileNotFoundError) as exc:  # a bad --feeder or --scenario
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            return 2
+        files = ", ".join([f"{USE_CASES[name]}.json"] + result.get("figures", []))
+        print(f"\n{module.summary(result)}\n({out}/: {files})", flush=True)
+    print(f"\n{len(names)} use case(s) in {time.perf_counter() - t0:.0f} s; results in {out}/")
+    return 0
 
 
 def _cmd_bench(args) -> int:
@@ -134,10 +134,12 @@ def _cmd_bench(args) -> int:
     if not scripts:
         print("benchmarks/ is not available (it ships with the source checkout)")
         return 1
-    for script in scripts:
-        if args.only and args.only not in script.stem:
-            continue
-        print(f"== {script.name}")
+    scripts = [s for s in scripts if not args.only or args.only in s.stem]
+    if not scripts:
+        print(f"error: no benchmark matches --only {args.only!r}", file=sys.stderr)
+        return 2
+    for k, script in enumerate(scripts, 1):
+        print(f"== [{k}/{len(scripts)}] {script.name}", flush=True)
         argv = sys.argv
         sys.argv = [str(script)]  # the script parses its own (default) arguments
         try:
@@ -147,24 +149,51 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+# train's own options, passed on to the training script as these options (given ones only)
+_TRAIN_OPTIONS = {"timesteps": "--timesteps", "seed": "--seed", "out": "--out",
+                  "run_name": "--run-name", "feeder": "--feeder", "scenario": "--scenario"}
+_TRAIN_FLAGS = {"force": "--force", "quick_eval": "--quick-eval", "no_eval": "--no-eval",
+                "no_progress": "--no-progress"}
+
+
 def _cmd_train(args) -> int:
+    """Check what can be checked before training (the environment, the trainer, its extra),
+    then run the backend's script with the given options and every option it did not know
+    (``args.extra``), and print the evaluation table against the baseline."""
+    from ogg_envs.baselines import common
+
     code = _import_modules(args)
     if code:
         return code
+    key = (args.backend, args.algo.lower())
+    if key not in common.TRAINERS:
+        print(f"error: no trainer for --backend {args.backend} --algo {args.algo}; available: "
+              f"{', '.join(f'{b} {a}' for b, a in common.TRAINERS)}", file=sys.stderr)
+        return 2
     try:
-        from ogg_envs.baselines.train_cli import train
-    except ImportError as exc:
-        print(f"training needs the [train] extra (pip install 'opengridgym[train]'): {exc}")
-        return 1
-    from ogg_envs.baselines.sb3_ppo import resolve_env
-
-    try:
-        resolve_env(args.env)
+        common.resolve_env(args.env)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    train(args.env, backend=args.backend, algo=args.algo, timesteps=args.timesteps,
-          seed=args.seed, out=args.out)
+    missing = common.missing_extra(*key)
+    if missing:
+        print(f"error: --backend {args.backend} needs {missing}", file=sys.stderr)
+        return 1
+    argv = ["--env", args.env]
+    for dest, option in _TRAIN_OPTIONS.items():
+        if getattr(args, dest, None) is not None:
+            argv += [option, str(getattr(args, dest))]
+    argv += [flag for dest, flag in _TRAIN_FLAGS.items() if getattr(args, dest, False)]
+    argv += [f"--import={name}" for name in args.imports]
+    module = importlib.import_module(f"ogg_envs.baselines.{common.TRAINERS[key][0]}")
+    script_args = common.parse_args(module.Args, argv + args.extra,
+                                    prog=f"opengridgym train ENV --backend {args.backend}")
+    try:
+        result = module.run(script_args)
+    except common.SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    common.print_result(result)
     return 0
 
 
@@ -182,9 +211,13 @@ def _cmd_leaderboard(args) -> int:
         for name in BASELINES:
             print(f"entry {name:30s} {baseline_note(name)}")
         return 0
-    result = run_leaderboard(args.tasks, args.entries, args.out, quick=args.quick,
-                             progress=not args.no_progress, retry_failed=args.retry_failed,
-                             readme=args.readme)
+    try:
+        result = run_leaderboard(args.tasks, args.entries, args.out, quick=args.quick,
+                                 progress=not args.no_progress,
+                                 retry_failed=args.retry_failed, readme=args.readme)
+    except ValueError as exc:  # an unknown task or entry, a malformed CSV in --out
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     print(f"{len(result['evaluated'])} evaluated, {len(result['skipped'])} already done, "
           f"{result['wall_s']:.1f} s -> {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}, "
@@ -193,6 +226,43 @@ def _cmd_leaderboard(args) -> int:
     for r in bad:
         print(f"{r['status']}: {r['entry']} on {r['task']}: {r['reason']}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _add_env_options(p, what: str) -> None:
+    p.add_argument("--feeder", default=None, metavar="NAME|PATH",
+                   help=f"{what} on this feeder: a bundled name (ieee34, ieee37) or the path "
+                        "to a master .dss (participants placed by the default rule)")
+    p.add_argument("--scenario", default=None, metavar="NAME|FILE",
+                   help=f"{what} on this scenario: a bundled name or a TOML file")
+
+
+def _absorb_solver_banner() -> None:
+    """HiGHS prints a banner to the process's stdout (from C++, once per process) when its
+    first solver is created: create that first one with stdout pointed at /dev/null, so the
+    banner never reaches the terminal or a piped table."""
+    try:
+        import highspy
+    except ImportError:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _add_import(p) -> None:
@@ -211,27 +281,48 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run one episode with random actions")
     p.add_argument("env", help="a registered environment id (opengridgym list)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--feeder", default=None, metavar="NAME|PATH",
-                   help="a bundled feeder name or the path to a master .dss")
-    p.add_argument("--scenario", default=None, metavar="FILE", help="a scenario TOML file")
+    _add_env_options(p, "run")
     _add_import(p)
     p.set_defaults(fn=_cmd_run)
-    p = sub.add_parser("reproduce", help="regenerate the paper's results")
+    p = sub.add_parser("reproduce", help="regenerate the paper's results",
+                       description="Regenerate the paper's results: a summary table per use "
+                                   "case on stdout, the full results (JSON) and the figures in "
+                                   "--out.")
     p.add_argument("use_case", nargs="?", default="all",
-                   help="topology-power, p2p, dlmp or all (default)")
-    p.add_argument("--out", default="results")
+                   choices=["topology-power", "p2p", "dlmp", "all"],
+                   help="the use case (default: all)")
+    p.add_argument("--out", default="results", help="output folder (default: results)")
     p.add_argument("--quick", action="store_true", help="short runs (CI)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_env_options(p, "reproduce the use case")
     p.set_defaults(fn=_cmd_reproduce)
     p = sub.add_parser("bench", help="run the benchmarks in benchmarks/")
     p.add_argument("--only", default=None, help="substring of a benchmark's name")
     p.set_defaults(fn=_cmd_bench)
-    p = sub.add_parser("train", help="train agents (needs the [train] or [rllib] extra)")
+    p = sub.add_parser(
+        "train", help="train agents (needs the [train] or [rllib] extra)",
+        description="Train agents with a script of ogg_envs.baselines (sb3: sb3_ppo, rllib: "
+                    "rllib_ppo), evaluate them against the baseline on the task's seeds and "
+                    "print the table. Every other option of the script is passed on, after ENV "
+                    "(e.g. --n-envs 8 --learning-rate 1e-3; python -m "
+                    "ogg_envs.baselines.sb3_ppo --help lists them); the defaults are the "
+                    "script's.")
     p.add_argument("env", help="an environment id, its short name (topology-power) or a task id")
     p.add_argument("--backend", choices=["sb3", "rllib"], default="sb3")
     p.add_argument("--algo", default="ppo")
-    p.add_argument("--timesteps", type=int, default=50_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs")
+    p.add_argument("--timesteps", type=_positive_int, default=None,
+                   help="agent steps (rounded up to whole rollouts; default: the script's, "
+                        "100000)")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--out", default=None, help="the folder of runs (default: runs)")
+    p.add_argument("--run-name", default=None,
+                   help="this run's folder in --out (default: <backend>_<algo>_<env>_s<seed>)")
+    p.add_argument("--force", action="store_true", help="replace an earlier run in its folder")
+    p.add_argument("--quick-eval", action="store_true",
+                   help="evaluate on the task's quick seeds only")
+    p.add_argument("--no-eval", action="store_true", help="do not evaluate")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_env_options(p, "train and evaluate")
     _add_import(p)
     p.set_defaults(fn=_cmd_train)
     p = sub.add_parser("leaderboard", help="evaluate entries on the benchmark tasks")
@@ -248,7 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the tasks and baselines")
     _add_import(p)
     p.set_defaults(fn=_cmd_leaderboard)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":  # only train passes options on (to its script)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    if args.command != "list":
+        _absorb_solver_banner()
     return args.fn(args)
 
 

@@ -115,9 +115,8 @@ class MarketAEC(parallel_to_aec_wrapper):
 
     def step(self, action):
         agent = self.agent_selection
-        if action is not None and not (self.terminations.get(agent)
-                                       or self.truncations.get(agent)):
-            self.env.unwrapped.decode(agent, action)
+        if not (self.terminations.get(agent) or self.truncations.get(agent)):
+            self.env.unwrapped.decode(agent, action)  # None too: only a done agent passes
         super().step(action)
 
     def observe(self, agent):

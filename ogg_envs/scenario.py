@@ -39,6 +39,7 @@ import dataclasses
 import difflib
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ScenarioError", "Scenario", "GridSection", "load_scenario", "load_profiles",
-           "bundled_scenarios", "bundled_dir", "per_item", "parse_section", "grid_from_scenario"]
+           "bundled_scenarios", "bundled_dir", "per_item", "parse_section", "grid_from_scenario",
+           "MAX_PRICE", "MAX_KW", "check_price"]
 
 
 class ScenarioError(ValueError):
@@ -130,6 +132,19 @@ def _suggest(key: str, valid) -> str:
 
 def _convert(value, hint, where: str):
     origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        hint, origin = args[0], typing.get_origin(args[0])  # "X | None": None is the default
+    if hint is list or origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ScenarioError(f"{where} must be a list, got {value!r}")
+        if origin is tuple and len(value) != len(typing.get_args(hint)):
+            raise ScenarioError(f"{where} must be a list of {len(typing.get_args(hint))}, got "
+                                f"{value!r}")
+        if origin is tuple and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                       and math.isfinite(v) for v in value):
+            raise ScenarioError(f"{where} must be finite numbers, got {value!r}")
+        return value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ScenarioError(f"{where} must be a table (section), got {value!r}")
@@ -141,10 +156,10 @@ def _convert(value, hint, where: str):
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ScenarioError(f"{where} must be a number, got {value!r}")
-        if hint is int and float(value) != int(value):
-            raise ScenarioError(f"{where} must be a whole number, got {value!r}")
         if not math.isfinite(float(value)):
             raise ScenarioError(f"{where} must be finite, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ScenarioError(f"{where} must be a whole number, got {value!r}")
         return hint(value)
     if hint is str:
         if not isinstance(value, str):
@@ -192,6 +207,8 @@ def _override(data: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
     for p in parents:
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ScenarioError(f"[{p}] must be a table (section), got {node!r}")
     node[last] = value
 
 
@@ -237,8 +254,13 @@ def _to_dict(obj) -> dict:
     return out
 
 
-def per_item(value, size: int, where: str, *, low: float | None = None) -> np.ndarray:
-    """A scenario value given once or once per item, as a float array of ``size``."""
+def per_item(value, size: int, where: str, *, low: float | None = None,
+             high: float | None = None, per: str = "item") -> np.ndarray:
+    """A scenario value given once or once per item, as a float array of ``size``
+    (``per`` says what the items are, e.g. "entry of buses")."""
+    if isinstance(value, bool) or (isinstance(value, list) and any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
+        raise ScenarioError(f"{where}: expected a number or a list of numbers, got {value!r}")
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
@@ -247,13 +269,20 @@ def per_item(value, size: int, where: str, *, low: float | None = None) -> np.nd
     if arr.ndim == 0:
         arr = np.full(size, float(arr))
     elif arr.shape != (size,):
-        raise ScenarioError(f"{where}: expected one value or {size} (one per item), got "
+        raise ScenarioError(f"{where}: expected one value or {size} (one per {per}), got "
                             f"{arr.size}")
     if not np.isfinite(arr).all():
         raise ScenarioError(f"{where}: values must be finite, got {arr.tolist()}")
     if low is not None and (arr < low).any():
         raise ScenarioError(f"{where}: values must be >= {low}, got {arr.tolist()}")
+    if high is not None and (arr > high).any():
+        raise ScenarioError(f"{where}: values must be <= {high:g} (a larger one is a unit "
+                            f"mistake), got {arr.tolist()}")
     return arr
+
+
+MAX_PRICE = 1e4  # ¢/kWh ($100/kWh): any price above it is a unit mistake
+MAX_KW = 1e7  # kW (10 GW): no participant of a distribution feeder is larger
 
 
 def load_profiles(scenario: Scenario) -> dict[str, np.ndarray]:
@@ -316,3 +345,10 @@ def grid_from_scenario(scenario: Scenario):
     if scenario.grid.rating_scale != 1.0:
         grid.scale_line_ratings(scenario.grid.rating_scale)
     return grid
+
+
+def check_price(value: float, where: str, *, low: float = 0.0) -> float:
+    """A price (¢/kWh) in ``[low, MAX_PRICE]``, or ``ScenarioError`` naming it."""
+    if not low <= value <= MAX_PRICE:
+        raise ScenarioError(f"{where} must be in [{low:g}, {MAX_PRICE:g}] ¢/kWh, got {value!r}")
+    return value

@@ -152,3 +152,12 @@ def test_a_negative_price_floor_values_spilled_energy_at_the_floor():
     np.testing.assert_allclose(res.participant_prices, -5.0, atol=1e-6)
     ref = market.clear_cvxpy(np.array([[1.0, 1.0, 300.0, 300.0], [10.0, 2.0, 200.0, 0.0]]))
     np.testing.assert_allclose(ref.participant_prices, -5.0, atol=1e-5)
+
+
+def test_fuzz_sample_finds_no_undocumented_outcome(capsys):
+    """CI's sample of benchmarks/fuzz_bad_input.py (about 10^3 cases)."""
+    from benchmarks.fuzz_bad_input import main
+
+    assert main(["--quick"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "undocumented: 0" in out and int(out.split(" cases")[0].replace(",", "")) >= 1000

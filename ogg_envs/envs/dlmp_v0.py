@@ -99,7 +99,15 @@ from ogg_envs.api import SUPPLY, Limits, MarketContext, Participant, Truth
 from ogg_envs.core import MarketEnv, aec_from_parallel, real_action
 from ogg_envs.markets.dlmp import DR, GENERATOR, DLMPMarket, Resource
 from ogg_envs.policies.blocks import TruthfulBidder, true_block_prices
-from ogg_envs.scenario import Scenario, ScenarioError, per_item, profile_column
+from ogg_envs.scenario import (
+    MAX_KW,
+    MAX_PRICE,
+    Scenario,
+    ScenarioError,
+    check_price,
+    per_item,
+    profile_column,
+)
 
 OBS_SIZE = 16
 GROUPS = ("generator", "dr")
@@ -121,9 +129,9 @@ class LoadsSection:
     load_noise: float = 0.0  # relative noise on each bus's hourly load, drawn per episode
 
     def __post_init__(self):
-        if not 0.0 <= self.residential_share <= 1.0 or self.load_noise < 0:
-            raise ScenarioError("[loads] residential_share must be in [0, 1] and load_noise "
-                                f">= 0, got {self.residential_share}, {self.load_noise}")
+        if not 0.0 <= self.residential_share <= 1.0 or not 0 <= self.load_noise <= 1:
+            raise ScenarioError("[loads] residential_share and load_noise (a relative sd) must "
+                                f"be in [0, 1], got {self.residential_share}, {self.load_noise}")
 
 
 @dataclass
@@ -180,8 +188,10 @@ class DLMPScenario(Scenario):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.n_blocks < 1:
-            raise ScenarioError(f"n_blocks must be >= 1, got {self.n_blocks}")
+        if not 1 <= self.n_blocks <= 100:
+            raise ScenarioError(f"n_blocks must be in [1, 100], got {self.n_blocks}")
+        check_price(self.price_cap, "price_cap", low=1e-9)
+        check_price(self.curtail_price, "curtail_price", low=1e-9)
 
 
 # ---------------------------------------------------------------------- environment
@@ -225,16 +235,21 @@ class raw_env(MarketEnv):
                    self.profiles["load_commercial"].max())
         parts: list[Participant] = []
         cost_a0, cost_noise = [], []
+        for sec, key in ((sc.generators, "generators"), (sc.demand_response, "demand_response")):
+            if not 0 <= sec.cost_noise <= 1:
+                raise ScenarioError(f"[{key}] cost_noise (a relative sd) must be in [0, 1], got "
+                                    f"{sec.cost_noise}")
         for group, sec, rule, key in ((GENERATOR, sc.generators, "main_path", "generators"),
                                       (DR, sc.demand_response, "largest_load",
                                        "demand_response")):
             count = _count(sec, self.default_placement)
             buses = self.place(sec.buses, count, rule, f"[{key}]")
-            a = per_item(sec.cost_a, count, f"[{key}] cost_a", low=0.0)
-            b = per_item(sec.cost_b, count, f"[{key}] cost_b", low=0.0)
+            per = f"entry of [{key}] buses" if sec.buses is not None else "participant"
+            a = per_item(sec.cost_a, count, f"[{key}] cost_a", low=0.0, high=MAX_PRICE, per=per)
+            b = per_item(sec.cost_b, count, f"[{key}] cost_b", low=0.0, high=MAX_PRICE, per=per)
             size = per_item(sec.capacity_kw if group == GENERATOR else sec.share, count,
                             f"[{key}] {'capacity_kw' if group == GENERATOR else 'share'}",
-                            low=0.0)
+                            low=0.0, high=MAX_KW if group == GENERATOR else 1.0, per=per)
             for i, bus in enumerate(buses):
                 p = Participant(f"{group}_{i}", group, bus, SUPPLY,
                                 truth=Truth(cost_a=a[i], cost_b=b[i]))
@@ -265,7 +280,8 @@ class raw_env(MarketEnv):
         pv = sc.pv
         n_pv = _count(pv, self.default_placement, keys=("capacity_kw",))
         self.pv_buses = self.place(pv.buses, n_pv, "load", "[pv]")
-        self.pv_capacity_kw = per_item(pv.capacity_kw, n_pv, "[pv] capacity_kw", low=0.0)
+        self.pv_capacity_kw = per_item(pv.capacity_kw, n_pv, "[pv] capacity_kw", low=0.0,
+                                       high=MAX_KW, per="entry of [pv] buses")
         self._pv_bus = np.array([topo.bus_index[b] for b in self.pv_buses], dtype=np.int64)
         for k, bus in enumerate(self.pv_buses):
             grid.add_generator(f"pv_{k}", bus, 0.0, kva=max(self.pv_capacity_kw[k], 1.0) * 1.2)
@@ -285,7 +301,8 @@ class raw_env(MarketEnv):
             lmp = profile_column(self.profiles, src.lmp_column, "[source] lmp_column").copy()
         lmp = lmp * src.lmp_scale
         if not (np.isfinite(lmp).all() and (lmp >= 0).all()):
-            raise ScenarioError("[source]: the source LMP must be finite and >= 0 every hour")
+            raise ScenarioError("[source] lmp (or the lmp_column) x lmp_scale must be finite "
+                                "and >= 0 every hour")
         return lmp
 
     def make_market(self) -> DLMPMarket:

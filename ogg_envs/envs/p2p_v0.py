@@ -190,8 +190,9 @@ class ProsumersSection:
 
     def __post_init__(self):
         for key in ("cloud_noise", "forecast_error", "load_noise"):
-            if getattr(self, key) < 0:
-                raise ScenarioError(f"[prosumers] {key} must be >= 0, got {getattr(self, key)}")
+            if not 0 <= getattr(self, key) <= 1:
+                raise ScenarioError(f"[prosumers] {key} (a relative sd) must be in [0, 1], got "
+                                    f"{getattr(self, key)}")
         if self.count < 2:
             raise ScenarioError(f"[prosumers] count must be >= 2, got {self.count}")
 
@@ -270,9 +271,9 @@ class raw_env(MarketEnv):
             raise ScenarioError(f"[market] {exc}") from None
         if self.terms.retail_price - self.terms.c_service <= self.terms.arms[0]:
             raise ScenarioError(
-                f"[market] retail_price {self.terms.retail_price} less the service fee is not "
-                f"above the lowest arm {self.terms.arms[0]}: no consumer would ever gain from "
-                "a trade")
+                f"[market] retail_price {self.terms.retail_price} less the service fee "
+                f"c_service {self.terms.c_service} is not above the lowest arm "
+                f"{self.terms.arms[0]}: no consumer would ever gain from a trade")
         self.n_arms = self.terms.n_arms
         self._top = self.terms.arms[-1]
         bg = sc.background
@@ -286,13 +287,16 @@ class raw_env(MarketEnv):
         buses = self.place(pr.buses, count, "load", "[prosumers]")
         n = len(buses)
         if n < 2:
-            raise ScenarioError("p2p needs at least 2 prosumers")
+            raise ScenarioError(f"[prosumers] buses: p2p needs at least 2 prosumers, got {n}")
         self.pv_kw = per_item(pr.pv_kw, n, "[prosumers] pv_kw", low=0.0)
         self.load_kw = per_item(pr.load_kw, n, "[prosumers] load_kw", low=0.0)
         self.cloud = per_item(pr.cloud, n, "[prosumers] cloud", low=0.0)
         if (self.cloud > 1).any():
             raise ScenarioError(f"[prosumers] cloud must be in [0, 1], got {self.cloud}")
         columns = [pr.load_profile] * n if isinstance(pr.load_profile, str) else pr.load_profile
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise ScenarioError(f"[prosumers] load_profile: a profile column name or one per "
+                                f"prosumer, got {pr.load_profile!r}")
         if len(columns) != n:
             raise ScenarioError(f"[prosumers] load_profile: expected one column or {n}, got "
                                 f"{len(columns)}")

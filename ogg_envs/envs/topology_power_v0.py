@@ -88,7 +88,14 @@ from ogg_envs.api import DEMAND, SUPPLY, Limits, Participant, Truth
 from ogg_envs.core import MarketEnv, aec_from_parallel, real_action
 from ogg_envs.markets.curve_market import Bid, CurveMarket, InvalidBidError, MarketParticipant
 from ogg_envs.policies.curve import FlatOffer, TruthfulBidder, truthful_bid
-from ogg_envs.scenario import Scenario, ScenarioError, per_item
+from ogg_envs.scenario import (
+    MAX_KW,
+    MAX_PRICE,
+    Scenario,
+    ScenarioError,
+    check_price,
+    per_item,
+)
 
 OBS_SIZE = 12
 
@@ -102,6 +109,12 @@ class SubstationSection:
     price: float = 4.3  # ¢/kWh
     capacity_kw: float = 2000.0
 
+    def __post_init__(self):
+        check_price(self.price, "[substation] price")
+        if not 0.0 <= self.capacity_kw <= MAX_KW:
+            raise ScenarioError(f"[substation] capacity_kw must be in [0, {MAX_KW:g}] kW, got "
+                                f"{self.capacity_kw}")
+
 
 @dataclass
 class SuppliersSection:
@@ -112,6 +125,11 @@ class SuppliersSection:
     cost_a: Any = field(default_factory=lambda: [3.0, 3.2, 3.1, 3.4])  # ¢/kWh at zero output
     cost_b: Any = 0.005  # ¢/kWh per kW
     cost_noise: float = 0.0  # relative noise on cost_a, drawn per episode
+
+    def __post_init__(self):
+        if not 0 <= self.cost_noise <= 1:
+            raise ScenarioError(f"[suppliers] cost_noise (a relative sd) must be in [0, 1], "
+                                f"got {self.cost_noise}")
 
 
 @dataclass
@@ -131,11 +149,13 @@ class ConsumersSection:
         if not 0.0 <= self.residential_share <= 1.0:
             raise ScenarioError(f"[consumers] residential_share must be in [0, 1], got "
                                 f"{self.residential_share}")
-        if self.load_noise < 0:
-            raise ScenarioError(f"[consumers] load_noise must be >= 0, got {self.load_noise}")
+        if not 0 <= self.load_noise <= 1:
+            raise ScenarioError(f"[consumers] load_noise (a relative sd) must be in [0, 1], got "
+                                f"{self.load_noise}")
         for key in ("value_max", "value_min"):
             lo_hi = getattr(self, key)
-            if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1]:
+            if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) and not isinstance(
+                    v, bool) for v in lo_hi) or not 0 <= lo_hi[0] <= lo_hi[1] <= MAX_PRICE:
                 raise ScenarioError(f"[consumers] {key} must be a range [low, high] with "
                                     f"0 <= low <= high, got {lo_hi}")
 
@@ -147,6 +167,10 @@ class TopologyPowerScenario(Scenario):
     substation: SubstationSection = field(default_factory=SubstationSection)
     suppliers: SuppliersSection = field(default_factory=SuppliersSection)
     consumers: ConsumersSection = field(default_factory=ConsumersSection)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_price(self.price_cap, "price_cap", low=1e-9)
 
 
 # ---------------------------------------------------------------------- environment
@@ -191,9 +215,13 @@ class raw_env(MarketEnv):
         count = len(sup.buses) if sup.buses is not None and not self.default_placement \
             else np.size(sup.cost_a)
         buses = self.place(sup.buses, count, "main_path", "[suppliers]")
-        self.cost_a0 = per_item(sup.cost_a, count, "[suppliers] cost_a", low=0.0)
-        cost_b = per_item(sup.cost_b, count, "[suppliers] cost_b", low=0.0)
-        cap = per_item(sup.capacity_kw, count, "[suppliers] capacity_kw", low=0.0)
+        per = "entry of [suppliers] buses" if sup.buses is not None else "supplier"
+        self.cost_a0 = per_item(sup.cost_a, count, "[suppliers] cost_a", low=0.0,
+                                high=MAX_PRICE, per=per)
+        cost_b = per_item(sup.cost_b, count, "[suppliers] cost_b", low=0.0, high=MAX_PRICE,
+                          per=per)
+        cap = per_item(sup.capacity_kw, count, "[suppliers] capacity_kw", low=0.0, high=MAX_KW,
+                       per=per)
         for i, bus in enumerate(buses):
             p = Participant(f"supplier_{i}", "supplier", bus, SUPPLY,
                             truth=Truth(cost_a=self.cost_a0[i], cost_b=cost_b[i]),

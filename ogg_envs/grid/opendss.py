@@ -94,6 +94,114 @@ def _check_finite(name: str, value: float, *, nonnegative: bool = False) -> floa
     return value
 
 
+# A feeder with at least this many loads is driven through the DSS C-API's batch interface
+# (one call writes every load, one call reads every line), and its power-flow results build
+# their name-keyed dicts on first use. Every bundled feeder is below it: their numbers come
+# from the per-element path, unchanged.
+BATCH_MIN_LOADS = 300
+
+
+class _BatchIO:
+    """Whole-class reads and writes of one engine through the DSS C-API batch functions.
+
+    ``loads``: every load, in ``Loads`` index order (``set_loads`` writes kW then kvar, as the
+    per-load path does); ``branches``: the series elements of ``branch_names`` (lines,
+    transformers, reactors), read per class: terminal-1 kW of each and the lines' loading.
+    """
+
+    def __init__(self, dss, branch_names: list[str]):
+        au = dss._api_util
+        self._ffi, self._lib, self._ctx = au.ffi, au.lib_unpatched, au.ctx
+        self._circuit = au.lib  # the same functions with this engine's context filled in
+        self._batches: list = []
+        self.loads = self._batch("Load")
+        self.n_loads = self.loads[1]
+        # Per class: the batch, and where each of its elements sits in branch_names.
+        pos = {n: i for i, n in enumerate(branch_names)}
+        self.classes = []
+        for cls, prefix in (("Line", "line."), ("Transformer", "transformer."),
+                            ("Reactor", "reactor.")):
+            names = [n for n in branch_names if n.startswith(prefix)]
+            if not names:
+                continue
+            batch = self._batch(cls)
+            if batch[1] != len(names):  # pragma: no cover - a class with disabled elements
+                raise RuntimeError(f"batch of {cls}: {batch[1]} elements, {len(names)} named")
+            self.classes.append((prefix, batch, np.array([pos[n] for n in names])))
+
+    def _batch(self, cls: str):
+        ptrptr = self._ffi.new("void***")
+        cnt = self._ffi.new("int32_t[4]")
+        self._lib.Batch_CreateByClassS(self._ctx, ptrptr, cnt, cls.encode())
+        self._batches.append(ptrptr)
+        return ptrptr[0], int(cnt[0])
+
+    def set_loads(self, kw: np.ndarray, kvar: np.ndarray) -> None:
+        lib, ffi = self._lib, self._ffi
+        for prop, values in ((b"kW", kw), (b"kvar", kvar)):
+            v = np.ascontiguousarray(values, dtype=np.float64)
+            lib.Batch_Float64ArrayS(self.loads[0], self.n_loads, prop, lib.BatchOperation_Set
+                                    if hasattr(lib, "BatchOperation_Set") else 0,
+                                    ffi.cast("double *", v.ctypes.data), 0)
+
+    def _floats(self, func, *args) -> np.ndarray:
+        ffi = self._ffi
+        ptr = ffi.new("double**")
+        cnt = ffi.new("int32_t[4]")
+        func(ptr, cnt, *args)
+        out = np.frombuffer(ffi.buffer(ptr[0], cnt[0] * 8), dtype=np.float64).copy()
+        self._lib.DSS_Dispose_PDouble(ptr)
+        return out
+
+    def currents(self, batch) -> np.ndarray:
+        """Complex current (A) of every conductor of every terminal, element after element,
+        as (re, im) pairs."""
+        return self._floats(self._lib.Alt_CEBatch_Get_Currents, batch[0], batch[1])
+
+    def circuit(self, what: str) -> np.ndarray:
+        """A circuit-level array as numpy directly (``AllBusVolts``, ``Losses``,
+        ``TotalPower``): the same numbers as ``dss.Circuit.<what>()``, without a list."""
+        return self._floats(getattr(self._circuit, f"Circuit_Get_{what}"))
+
+    def close(self) -> None:
+        for ptrptr in self._batches:
+            self._lib.Batch_Dispose(ptrptr[0])
+        self._batches = []
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class _LazyPowerFlowResult(PowerFlowResult):
+    """A power-flow result of a large feeder: the name-keyed dicts (``voltages_pu``,
+    ``voltages_ll_pu``, ``line_flows_kw``, ``line_loading_pct``) are built from the arrays
+    read at solve time when first used; violations and totals are there at once."""
+
+    def __getattr__(self, name: str):
+        lazy = self.__dict__.get("_lazy")
+        if lazy is None or name not in lazy["build"]:
+            raise AttributeError(name)
+        value = lazy["build"][name]()
+        object.__setattr__(self, name, value)
+        return value
+
+    def __getstate__(self):  # a pickle holds the dicts, not the builders
+        for name in _LAZY_FIELDS:
+            getattr(self, name)
+        state = dict(self.__dict__)
+        state.pop("_lazy", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+_LAZY_FIELDS = ("voltages_pu", "voltages_ll_pu", "line_flows_kw", "line_loading_pct")
+
+
 class OpenDSSGrid:
     """A feeder compiled into its own OpenDSS engine.
 
@@ -324,6 +432,40 @@ class OpenDSSGrid:
                     self.base_normamps[name] = dss.Lines.NormAmps()
             self._normamps = dict(self.base_normamps)
         self._apply_cache = None  # bus -> load map of apply(), rebuilt on first use
+        self._batch = None
+        self._node_base = self._is_line = None
+        if len(self.load_names) >= BATCH_MIN_LOADS:  # a large feeder: whole-class calls
+            self._index_batches(nterm, ncond)
+
+    def _index_batches(self, nterm: np.ndarray, ncond: np.ndarray) -> None:
+        """What a large feeder's batch reads need: per element class, where its terminal-1
+        phase conductors sit in the class's current array and which node each one is on."""
+        try:
+            batch = _BatchIO(self.dss, self.branch_names)
+        except (AttributeError, RuntimeError):  # pragma: no cover - an engine without batches
+            return
+        dss, el = self.dss, self.dss.CktElement
+        node_pos = {n: i for i, n in enumerate(self.nodes)}
+        ground = len(self.nodes)  # a node 0 conductor: index of an appended 0 V
+        self._batch_reads = []
+        self._branch_normamps = np.zeros(len(self.branch_names))
+        for prefix, b, pos in batch.classes:
+            rows = self._branch_rows[pos]
+            size = nterm[rows] * ncond[rows]
+            starts = np.concatenate([[0], np.cumsum(size)[:-1]])
+            gather, seg, nodes = [], [], []
+            for k, s, ph in zip(pos, starts, self._branch_phases[pos]):
+                seg.append(len(gather))
+                gather.extend(range(s, s + ph))
+                dss.Circuit.SetActiveElement(self.branch_names[k])
+                bus = el.BusNames()[0].split(".")[0].lower()
+                order = el.NodeOrder()[:ph] if el.Enabled() else [0] * ph  # off: no nodes
+                nodes.extend(node_pos[f"{bus}.{n}"] if n else ground for n in order)
+                self._branch_normamps[k] = el.NormalAmps()
+            self._batch_reads.append((prefix, b, pos, np.array(gather, dtype=np.int64),
+                                      np.array(seg, dtype=np.int64),
+                                      np.array(nodes, dtype=np.int64)))
+        self._batch = batch
 
     def _read_taps(self) -> dict[str, float]:
         taps = {}
@@ -492,7 +634,10 @@ class OpenDSSGrid:
             return cache
         buses = self.topology.buses
         pos = self.topology.bus_index
-        load_map = np.zeros((len(self.load_names), len(buses)))
+        # Each load takes a fixed share of its bus's consumption: kW = share * x[bus] (a gather;
+        # the same numbers as the matrix product with the (loads x buses) share matrix).
+        load_share = np.zeros(len(self.load_names))
+        load_pos = np.zeros(len(self.load_names), dtype=np.int64)
         has_load = np.zeros(len(buses), dtype=bool)
         bus_load = np.zeros(len(buses))
         for bus, idx in self.loads_at_bus.items():
@@ -502,7 +647,8 @@ class OpenDSSGrid:
             j = pos[bus]
             base = self.base_load_kw[idx]
             total = base.sum()
-            load_map[idx, j] = base / total if total > 0 else 1.0 / len(idx)
+            load_share[idx] = base / total if total > 0 else 1.0 / len(idx)
+            load_pos[idx] = j
             has_load[j] = True
             bus_load[j] = total
         with np.errstate(divide="ignore", invalid="ignore"):  # as set_loads_kw without kvar
@@ -515,7 +661,8 @@ class OpenDSSGrid:
             gen_rows[name.lower()] = self._gen_idx[f"ogg_{name}".lower()]
         added_rows = np.array([self._gen_idx[f"ogg_{n}".lower()] for n in self.added_generators],
                               dtype=np.int64)
-        self._apply_cache = dict(topology=self.topology, load_map=load_map, has_load=has_load,
+        self._apply_cache = dict(topology=self.topology, load_share=load_share,
+                                 load_pos=load_pos, has_load=has_load,
                                  bus_load_kw=bus_load, kvar_ratio=kvar_ratio, gen_rows=gen_rows,
                                  added_rows=added_rows)
         return self._apply_cache
@@ -577,7 +724,7 @@ class OpenDSSGrid:
                 k = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"generator {labels[k]}: kW must be finite and >= 0, "
                                  f"got {vals[k]!r}")
-        kw = m["load_map"] @ x
+        kw = m["load_share"] * x[m["load_pos"]]
         self._load_kw[:] = kw
         self._load_kvar[:] = kw * m["kvar_ratio"]
         if rows is not None:
@@ -695,6 +842,8 @@ class OpenDSSGrid:
     def _set_normamps(self, name: str, amps: float) -> None:
         self.dss.Lines.Name(name[5:])
         self.dss.Lines.NormAmps(amps)
+        if getattr(self, "_batch", None) is not None:
+            self._branch_normamps[self.branch_names.index(name)] = amps
         self._normamps[name] = amps
 
     def _bus_phases_kv(self, bus: str) -> tuple[int, float]:
@@ -746,6 +895,9 @@ class OpenDSSGrid:
                                            | (written[1] != self._load_kvar)).tolist()
             changed_gens = np.flatnonzero(written[2] != self._gen_kw).tolist()
         kw, kvar, gkw = self._load_kw.tolist(), self._load_kvar.tolist(), self._gen_kw.tolist()
+        if self._batch is not None and len(changed_loads):  # one call for every load
+            self._batch.set_loads(self._load_kw, self._load_kvar)
+            changed_loads = ()
         for i in changed_loads:
             loads.Idx(i + 1)
             loads.kW(kw[i])
@@ -785,6 +937,8 @@ class OpenDSSGrid:
         converged, message = self._solve_raw()
         if not converged:
             return self._failed_result(message)
+        if self._batch is not None:
+            return self._read_result_batch()
         return self._read_result()
 
     def _failed_result(self, message: str) -> PowerFlowResult:
@@ -846,6 +1000,61 @@ class OpenDSSGrid:
         res.thermal_overloads = {
             k: p for k, p in res.line_loading_pct.items() if p > 100.0 and k.startswith("line.")
         }
+        return res
+
+    def _read_result_batch(self) -> PowerFlowResult:
+        """``_read_result`` for a large feeder: bulk reads per element class, the violations
+        at once and the name-keyed dicts when first used (``_LazyPowerFlowResult``)."""
+        dss = self.dss
+        volts = self._batch.circuit("AllBusVolts")
+        v = volts[0::2] + 1j * volts[1::2]
+        if self._node_base is None:  # V base (volts L-N) of every node, once per index
+            self._node_base = np.array([self.bus_kv_ln[n.split(".")[0]] * 1000.0
+                                        for n in self.nodes])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vmag = np.where(self._node_base > 0, np.abs(v) / self._node_base, 0.0)
+        # One current read per element class; terminal-1 kW = Re(V conj(I)) over its phase
+        # conductors, loading = the largest of their currents over the normal rating (what
+        # OpenDSS's Powers and pctNorm give, from one computation of the currents).
+        flows = np.zeros(len(self.branch_names))
+        amps = np.zeros(len(self.branch_names))
+        v0 = np.append(v, 0.0)
+        for _prefix, b, pos, gather, seg, node in self._batch_reads:
+            cur = self._batch.currents(b)
+            i1 = cur[0::2][gather] + 1j * cur[1::2][gather]
+            flows[pos] = np.add.reduceat((v0[node] * i1.conj()).real, seg) / 1000.0
+            amps[pos] = np.maximum.reduceat(np.abs(i1), seg)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct = np.where(self._branch_normamps > 0, 100.0 * amps / self._branch_normamps, 0.0)
+        losses = self._batch.circuit("Losses")
+        total = self._batch.circuit("TotalPower")
+        low, high = self.voltage_band
+        tol = 1e-5
+        if len(self._ll_pairs):
+            vll = np.abs(v[self._ll_pairs[:, 0]] - v[self._ll_pairs[:, 1]]) / self._ll_base
+        else:
+            vll = np.zeros(0)
+        judged, names = (vll, self._ll_names) if self.delta else (vmag, self.nodes)
+        out = np.flatnonzero((judged < low - tol) | (judged > high + tol))
+        is_line = np.array([n.startswith("line.") for n in self.branch_names]) \
+            if self._is_line is None else self._is_line
+        self._is_line = is_line
+        over = np.flatnonzero((pct > 100.0) & is_line)
+        res = _LazyPowerFlowResult.__new__(_LazyPowerFlowResult)
+        res.__dict__.update(
+            converged=True, iterations=int(dss.Solution.Iterations()),
+            losses_kw=float(losses[0]) / 1000.0, losses_kvar=float(losses[1]) / 1000.0,
+            substation_kw=-float(total[0]), substation_kvar=-float(total[1]), message="",
+            _delta=self.delta,
+            voltage_violations={names[k]: float(judged[k]) for k in out
+                                if names[k].split(".")[0] not in self.source_buses},
+            thermal_overloads={self.branch_names[k]: float(pct[k]) for k in over},
+            _lazy={"build": {
+                "voltages_pu": lambda: dict(zip(self.nodes, vmag.tolist())),
+                "voltages_ll_pu": lambda: dict(zip(self._ll_names, vll.tolist())),
+                "line_flows_kw": lambda: dict(zip(self.branch_names, flows.tolist())),
+                "line_loading_pct": lambda: dict(zip(self.branch_names, pct.tolist())),
+            }})
         return res
 
     # ------------------------------------------------------------------ drawing

@@ -21,7 +21,11 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Topology", "Branch"]
+__all__ = ["Topology", "Branch", "LARGE_FEEDER_BUSES"]
+
+# Above this many buses the markets state their problems with flow conservation per bus (the
+# tree's incidence) instead of the dense sensitivities ``H``: every bundled feeder is below it.
+LARGE_FEEDER_BUSES = 1000
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,8 @@ class Topology:
 
     def flows(self, injections_kw: np.ndarray) -> np.ndarray:
         """Branch flows (kW, positive away from the source) for bus injections (bus order)."""
+        if len(self.buses) > LARGE_FEEDER_BUSES:  # sparse on a large feeder
+            return self.H_sparse @ np.asarray(injections_kw, dtype=float)
         return self.H @ injections_kw
 
     def __repr__(self) -> str:

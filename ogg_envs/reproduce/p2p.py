@@ -12,14 +12,16 @@ reward and the mean bid (¢/kWh) of the matched producers and of the matched con
 share of pairs that traded. Outputs in ``out``:
 
 * ``p2p_rewards.png`` (Fig. 8 style) and ``p2p_actions.png`` (Fig. 9 style): moving averages
-  over 200 negotiation steps, producers versus consumers;
+  over 200 negotiation steps, producers versus consumers. Rewards are the paper's negotiation
+  payoffs, in ¢ per kWh traded (``opengridgym/p2p-v0``'s rewards), not dollars;
 * ``p2p.json``: the setting, the trade success rate, and per role the mean reward and mean bid
   over the first and the last 1,000 negotiation steps, plus whether (and from which step on)
   consumers bid at or above producers and both roles' rewards are positive (moving averages;
   the step is 0-based and 199, the end of the first full window, is the earliest possible).
 
 The paper reports that after about 2,000 negotiation steps consumers bid at or above producers
-and the rewards turn positive; ``p2p.json`` says whether this run shows it.
+and the rewards turn positive; ``p2p.json`` says whether this run shows it, and ``summary`` is
+the table the README quotes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from ogg_envs.envs.p2p_v0 import parallel_env
 from ogg_envs.policies.bandits import make_policy
+from ogg_envs.reproduce import table
 
 WINDOW = 200  # moving average (negotiation steps)
 SPAN = 1000  # first / last negotiation steps summarised in p2p.json
@@ -140,7 +143,7 @@ def plot(rec: dict[str, np.ndarray], out: Path) -> list[str]:
 
     steps = np.arange(1, len(rec["success_rate"]) + 1)
     files = []
-    for key, ylabel, name in (("reward", "reward (¢/kWh)", "p2p_rewards.png"),
+    for key, ylabel, name in (("reward", "reward per kWh traded (¢/kWh)", "p2p_rewards.png"),
                               ("bid", "bid price (¢/kWh)", "p2p_actions.png")):
         fig, ax = plt.subplots(figsize=(7, 4))
         for role, colour in (("producer", "tab:orange"), ("consumer", "tab:blue")):
@@ -159,11 +162,12 @@ def plot(rec: dict[str, np.ndarray], out: Path) -> list[str]:
     return files
 
 
-def run(out: Path, quick: bool = False, *, steps: int | None = None, seed: int = 0,
-        delta: float = 0.05) -> dict:
+def run(out: Path, quick: bool = False, progress: bool = True, *, steps: int | None = None,
+        seed: int = 0, delta: float = 0.05, **env_kwargs) -> dict:
     """Run the reproduction, write the figures and ``out/p2p.json``, return the JSON content.
 
-    ``quick`` runs 2,500 negotiation steps (for CI) instead of 20,000.
+    ``quick`` runs 2,500 negotiation steps (for CI) instead of 20,000; ``env_kwargs`` go to the
+    environment (``feeder=``, ``scenario=``).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,8 +175,8 @@ def run(out: Path, quick: bool = False, *, steps: int | None = None, seed: int =
     if steps < 2 * SPAN:
         raise ValueError(f"need at least {2 * SPAN} negotiation steps, got {steps}")
     start = time.perf_counter()
-    rec = simulate(steps, seed=seed, delta=delta)
-    probe = parallel_env(mode="multi_period")
+    rec = simulate(steps, seed=seed, delta=delta, progress=progress, **env_kwargs)
+    probe = parallel_env(**{"mode": "multi_period", **env_kwargs})
     result = {
         "use_case": "p2p",
         "setting": {
@@ -185,6 +189,7 @@ def run(out: Path, quick: bool = False, *, steps: int | None = None, seed: int =
                       f"reward range {probe.terms.reward_range()}, random tie-breaking",
             "seed": seed,
             "moving_average": WINDOW,
+            **({"env_kwargs": env_kwargs} if env_kwargs else {}),
         },
         **summarise(rec),
     }
@@ -192,6 +197,34 @@ def run(out: Path, quick: bool = False, *, steps: int | None = None, seed: int =
     result["runtime_s"] = round(time.perf_counter() - start, 2)
     (out / "p2p.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def summary(result: dict) -> str:
+    """Trade success, rewards and bids of both roles early and late, and when the paper's
+    finding holds (the numbers the README quotes)."""
+    n = f"{SPAN:,}"
+    first, last = result[f"first_{SPAN}"], result[f"last_{SPAN}"]
+    rows = [["trade success", f"{first['success_rate']:.3f}", f"{last['success_rate']:.3f}"]]
+    for role in ("producer", "consumer"):
+        rows.append([f"{role} reward (¢/kWh)", f"{first[f'{role}_mean_reward']:.2f}",
+                     f"{last[f'{role}_mean_reward']:.2f}"])
+    for role in ("producer", "consumer"):
+        rows.append([f"{role} bid (¢/kWh)", f"{first[f'{role}_mean_bid']:.2f}",
+                     f"{last[f'{role}_mean_bid']:.2f}"])
+    f, s = result["finding"], result["setting"]
+
+    def since(step):
+        return "never (at the end)" if step is None else f"from step {step:,} on"
+
+    where = f", {s['env_kwargs']}" if s.get("env_kwargs") else ""
+    bids = since(f["consumer_bid_ge_producer_bid_from_step"])
+    positive = since(f["both_rewards_positive_from_step"])
+    return (f"Use case 2 - peer-to-peer negotiation ({s['prosumers']} UCB prosumers, "
+            f"{result['negotiation_steps']:,} negotiation steps, seed {s['seed']}{where})\n"
+            + table(["", f"first {n} steps", f"last {n} steps"], rows)
+            + f"\nconsumers bid at or above producers: {bids}; both rewards positive: "
+            f"{positive} (moving averages over {s['moving_average']}; paper: after about "
+            "2,000 steps)")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ The sequence, all at the peak hour of the default scenario's day, seed 0:
    The "average consumer price" is the nominal-load-weighted average of the consumers' nodal
    prices (the paid-per-kWh average is reported too).
 
-Writes ``topology-power.json`` and the figures: supply and demand curves by price zone (as the
-paper's Figs. 5-6), the price maps on the feeder drawing, and the Fig. 7 bar chart.
+Writes ``topology_power.json`` and the figures ``topology_power_curves.png`` (supply and demand
+curves by price zone, as the paper's Figs. 5-6), ``topology_power_price_map.png`` (the prices on
+the feeder drawing, binding limits in red) and ``topology_power_flexibility.png`` (Fig. 7);
+``summary`` is the table the README quotes. ``feeder=`` or ``scenario=`` run the same sequence
+on another feeder or scenario.
 """
 
 from __future__ import annotations
@@ -22,27 +25,31 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ogg_envs.envs import topology_power_v0
 from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
+from ogg_envs.reproduce import table
 
 MARKUP = 0.6
 PAPER = {"uncongested": [4.3], "congested": [4.6, 4.8, 6.9],
          "flexibility": {"0.08": 6.64, "0.75": 5.28}}
 
 
-def peak_hour(seed: int = 0) -> int:
+def peak_hour(seed: int = 0, **env_kwargs) -> int:
     """The hour of the seed's day with the largest total consumer demand."""
-    env = topology_power_v0.parallel_env(market_rounds=1)
+    env = topology_power_v0.parallel_env(market_rounds=1, **env_kwargs)
     env.reset(seed=seed)
     return int(np.argmax(env.load_factor @ env.nominal_kw))
 
 
-def clear_at_peak(supplier_policy, flexible_share: float | None = None, seed: int = 0):
+def clear_at_peak(supplier_policy, flexible_share: float | None = None, seed: int = 0,
+                  **env_kwargs):
     """Run the env to the peak hour with the given supplier policy; return (env, clearing)."""
-    env = topology_power_v0.parallel_env(market_rounds=1, flexible_share=flexible_share)
+    env = topology_power_v0.parallel_env(market_rounds=1, flexible_share=flexible_share,
+                                         **env_kwargs)
     env.reset(seed=seed)
-    for _ in range(peak_hour(seed) + 1):
+    for _ in range(peak_hour(seed, **env_kwargs) + 1):
         env.step({a: supplier_policy(env.participant[a]) for a in env.agents})
     return env, env.last_clearing
 
@@ -86,8 +93,11 @@ def plot_curves(env, res, ax, title: str) -> None:
         served = sum(res.participant_quantities[i] for i in members if not env.is_supply[i])
         produced = sum(res.participant_quantities[i] for i in members if env.is_supply[i])
         imported = served - produced  # over the zone's boundary lines (at their limits)
-        label = f"zone {price:.2f} ¢: supply" + (f" + {imported:.0f} kW import"
-                                                  if abs(imported) > 1 else "")
+        label = f"zone {price:.2f} ¢: supply"
+        if imported > 1:
+            label += f" + {imported:.0f} kW import"
+        elif imported < -1:
+            label += f" − {-imported:.0f} kW export"
         ax.plot(supply + imported, grid_p, color=color, lw=2, label=label)
         ax.plot(demand, grid_p, color=color, lw=2, ls="--", label="demand")
         ax.scatter([served], [price], color=color, zorder=5, s=40)
@@ -98,7 +108,9 @@ def plot_curves(env, res, ax, title: str) -> None:
     ax.legend(fontsize=7)
 
 
-def run(out: Path, quick: bool = False) -> dict:
+def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> dict:
+    """Clear the four cases, write ``topology_power.json`` and the figures; returns the JSON
+    content. ``quick`` changes nothing (the use case is four clearings)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,17 +119,25 @@ def run(out: Path, quick: bool = False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     truthful, markup = TruthfulBidder(), MarkupBidder(MARKUP)
-    env_u, res_u = clear_at_peak(truthful)
-    env_c, res_c = clear_at_peak(markup)
+    bar = tqdm(total=5, desc="topology-power", unit="step", disable=not progress)
+    bar.set_postfix_str("uncongested (truthful)")
+    env_u, res_u = clear_at_peak(truthful, **env_kwargs)
+    bar.update()
+    bar.set_postfix_str(f"congested (+{MARKUP:.0%})")
+    env_c, res_c = clear_at_peak(markup, **env_kwargs)
+    bar.update()
     flex = {}
     for share in (0.08, 0.75):
-        env_f, res_f = clear_at_peak(markup, flexible_share=share)
+        bar.set_postfix_str(f"{share:.0%} flexible")
+        env_f, res_f = clear_at_peak(markup, flexible_share=share, **env_kwargs)
         weighted, paid = average_prices(env_f, res_f)
         flex[f"{share:.2f}"] = {"average_price": weighted, "average_paid": paid,
                                 "congested": res_f.congested}
+        bar.update()
+    bar.set_postfix_str("figures")
 
     result = {
-        "hour": peak_hour(),
+        "hour": peak_hour(**env_kwargs),
         "supplier_markup": MARKUP,
         "uncongested": {"prices": res_u.prices, "congested": res_u.congested,
                         "average_price": average_prices(env_u, res_u)[0],
@@ -130,8 +150,12 @@ def run(out: Path, quick: bool = False) -> dict:
         "flexibility": {k: v["average_price"] for k, v in flex.items()},
         "flexibility_detail": flex,
         "paper": PAPER,
+        "figures": ["topology_power_curves.png", "topology_power_price_map.png",
+                    "topology_power_flexibility.png"],
     }
-    (out / "topology-power.json").write_text(json.dumps(result, indent=2))
+    if env_kwargs:
+        result["env_kwargs"] = env_kwargs
+    (out / "topology_power.json").write_text(json.dumps(result, indent=2))
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     plot_curves(env_u, res_u, axes[0], "Uncongested: truthful bids (cf. paper Fig. 5)")
@@ -142,12 +166,16 @@ def run(out: Path, quick: bool = False) -> dict:
 
     vmin = min(min(res_u.prices.values()), min(res_c.prices.values()))
     vmax = max(res_c.prices.values())
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(2, 1, figsize=(12, 9))
+    levels = " / ".join(f"{p:.2f}" for p in zones(res_u))
     env_u.grid.draw(res_u.prices, ax=axes[0], label="¢/kWh", vmin=vmin, vmax=vmax,
-                    title="Uncongested prices")
+                    bus_labels=True,
+                    title=f"Uncongested: truthful bids, price {levels} ¢/kWh")
+    levels = " / ".join(f"{p:.2f}" for p in zones(res_c))
     env_c.grid.draw(res_c.prices, ax=axes[1], label="¢/kWh", vmin=vmin, vmax=vmax,
-                    title="Congested prices (red: binding limits)",
-                    highlight_branches=res_c.congested)
+                    bus_labels=True, highlight_branches=res_c.congested,
+                    title=f"Congested: DG offers +{MARKUP:.0%}, prices {levels} ¢/kWh "
+                          "(red: lines at their limits)")
     fig.tight_layout()
     fig.savefig(out / "topology_power_price_map.png", dpi=130)
     plt.close(fig)
@@ -168,4 +196,32 @@ def run(out: Path, quick: bool = False) -> dict:
     fig.tight_layout()
     fig.savefig(out / "topology_power_flexibility.png", dpi=130)
     plt.close(fig)
+    bar.update()
+    bar.close()
     return result
+
+
+def summary(result: dict) -> str:
+    """The use case's numbers next to the paper's, as the README quotes them."""
+    unc, con = result["uncongested"], result["congested"]
+    levels = sorted({round(p, 2) for p in unc["prices"].values()})
+    uniform = (f"{levels[0]:.2f} everywhere" if len(levels) == 1
+               else f"{levels[0]:.2f} to {levels[-1]:.2f}")
+    binding = ", ".join(con["congested"]) or "none"
+    paper, flex = result["paper"], result["flexibility"]
+    rows = [
+        ["uncongested prices (¢/kWh)", "4.3 everywhere", uniform],
+        ["congested price levels (¢/kWh)", ", ".join(f"{p:g}" for p in paper["congested"][:2])
+         + f", ~{paper['congested'][2]:g}",
+         ", ".join(f"{p:.2f}" for p in con["price_levels"])],
+        ["lines at their limits", "", binding],
+        ["congestion rent ($)", "", f"{con['congestion_rent_dollars']:.2f}"],
+        ["average consumer price, 8 % flexible", f"{paper['flexibility']['0.08']:.2f}",
+         f"{flex['0.08']:.2f}"],
+        ["average consumer price, 75 % flexible", f"{paper['flexibility']['0.75']:.2f}",
+         f"{flex['0.75']:.2f}"],
+    ]
+    where = f", {result['env_kwargs']}" if result.get("env_kwargs") else ""
+    return (f"Use case 1 - topology-induced market power (peak hour {result['hour']}, DG markup "
+            f"{result['supplier_markup']:.0%}{where})\n"
+            + table(["", "paper", "OpenGridGym"], rows))

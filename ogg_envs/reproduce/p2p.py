@@ -223,8 +223,8 @@ def summary(result: dict) -> str:
             f"{result['negotiation_steps']:,} negotiation steps, seed {s['seed']}{where})\n"
             + table(["", f"first {n} steps", f"last {n} steps"], rows)
             + f"\nconsumers bid at or above producers: {bids}; both rewards positive: "
-            f"{positive} (moving averages over {s['moving_average']}; paper: after about "
-            "2,000 steps)")
+            f"{positive}\n(moving averages over {s['moving_average']} steps; the paper: after "
+            "about 2,000 steps)")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _import_modules(args) -> int:
     """Import the ``--import`` modules (they register environments, tasks); 0 or exit code 2."""
@@ -272,7 +270,6 @@ def _add_import(p) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    np.set_printoptions(precision=3, suppress=True)
     parser = argparse.ArgumentParser(prog="opengridgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the environments")

@@ -14,6 +14,9 @@ diagram for an uncongested and a congested hour (``[reproduce]`` ``uncongested_h
   paper's figure illustrates: uncongested, every DLMP equals the source LMP; congested, the
   prices separate along the congested path (buses downstream of a congested branch pay
   more).
+
+``summary`` is the table the README quotes; ``feeder=`` or ``scenario=`` run the same day on
+another feeder or scenario (its ``[reproduce]`` hours).
 """
 
 from __future__ import annotations
@@ -22,25 +25,29 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ogg_envs.envs import dlmp_v0
 from ogg_envs.policies.blocks import TruthfulBidder
+from ogg_envs.reproduce import table
 
 
-def play_truthful_day(scenario="dlmp", seed: int = 0):
+def play_truthful_day(scenario="dlmp", seed: int = 0, progress: bool = False, **env_kwargs):
     """Clear every hour of the scenario's day with truthful offers.
 
     Returns the env and one ``(hour, source LMP, demand kW, DLMPResult, PowerFlowResult)`` per
     hour.
     """
-    env = dlmp_v0.parallel_env(scenario=scenario, market_rounds=1)
+    env = dlmp_v0.parallel_env(scenario=scenario, market_rounds=1, **env_kwargs)
     env.reset(seed=seed)
     policy = TruthfulBidder()
     results = []
-    while env.agents:
-        hour, lmp, demand = env.t, env.lmp_now, float(env.demand_kw.sum())
-        env.step({a: policy(env.participant[a]) for a in env.agents})
-        results.append((hour, lmp, demand, env.last_clearing, env.last_power_flow))
+    with tqdm(total=env.horizon, desc="dlmp", unit="hour", disable=not progress) as bar:
+        while env.agents:
+            hour, lmp, demand = env.t, env.lmp_now, float(env.demand_kw.sum())
+            env.step({a: policy(env.participant[a]) for a in env.agents})
+            results.append((hour, lmp, demand, env.last_clearing, env.last_power_flow))
+            bar.update()
     return env, results
 
 
@@ -77,8 +84,9 @@ def _hour_summary(env, hour: int, lmp: float, demand: float, res, pf) -> dict:
     }
 
 
-def run(out: Path, quick: bool = False) -> dict:
-    """Write the DLMP maps and ``out/dlmp.json``; returns the JSON content."""
+def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> dict:
+    """Write the DLMP maps and ``out/dlmp.json``; returns the JSON content. ``env_kwargs``
+    (``feeder=``, ``scenario=``) go to the environment."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,11 +94,12 @@ def run(out: Path, quick: bool = False) -> dict:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sc = dlmp_v0.parallel_env().scenario
+    env_kwargs = {"scenario": "dlmp", **env_kwargs}
+    sc = dlmp_v0.parallel_env(**env_kwargs).scenario
     rep = sc.reproduce
     seed = rep.seed
     hours = {"uncongested": rep.uncongested_hour, "congested": rep.congested_hour}
-    env, results = play_truthful_day("dlmp", seed)
+    env, results = play_truthful_day(seed=seed, progress=progress, **env_kwargs)
     by_hour = {r[0]: r for r in results}
     summary = {label: _hour_summary(env, *by_hour[h]) for label, h in hours.items()}
     unc, con = summary["uncongested"], summary["congested"]
@@ -102,6 +111,7 @@ def run(out: Path, quick: bool = False) -> dict:
     }
     data = {
         "scenario": sc.name or "dlmp",
+        **({"env_kwargs": env_kwargs} if env_kwargs != {"scenario": "dlmp"} else {}),
         "seed": seed,
         "offers": "truthful (true cost curves, ogg_envs.policies.blocks.TruthfulBidder)",
         "units": {"price": "¢/kWh", "power": "kW"},
@@ -148,3 +158,30 @@ def run(out: Path, quick: bool = False) -> dict:
     data["figures"] = figures
     (out / "dlmp.json").write_text(json.dumps(data, indent=2))
     return data
+
+
+def summary(data: dict) -> str:
+    """Both hours' source LMP, DLMP levels and congested lines, how the prices separate
+    around each congested line, and the checks (the numbers the README quotes)."""
+    rows = []
+    for label in ("uncongested", "congested"):
+        s = data[label]
+        levels = s["price_levels"]
+        rows.append([f"{label} (hour {s['hour']})", f"{s['source_lmp']:.2f}",
+                     f"{levels[0]:.3f} everywhere" if len(levels) == 1
+                     else ", ".join(f"{p:.3f}" for p in levels),
+                     ", ".join(s["congested"]) or "none"])
+    where = f", {data['env_kwargs']}" if data.get("env_kwargs") else ""
+    lines = [f"Use case 3 - DLMPs (scenario {data['scenario']}{where}, truthful offers, seed "
+             f"{data['seed']})",
+             table(["hour", "source LMP (¢/kWh)", "DLMPs (¢/kWh)", "lines at their limits"],
+                   rows)]
+    for sep in data["congested"]["separation"]:
+        lo, hi = sep["downstream_dlmp_min"], sep["downstream_dlmp_max"]
+        below = f"{lo:.3f}" if abs(hi - lo) < 5e-4 else f"{lo:.3f} to {hi:.3f}"
+        lines.append(f"  {sep['branch']}: {sep['upstream_dlmp']:.3f} upstream, {below} "
+                     f"downstream (shadow price {sep['shadow_price']:.3f} ¢/kWh)")
+    checks = data["checks"]
+    lines.append("checks: " + "; ".join(f"{k.replace('_', ' ')}: {'yes' if v else 'NO'}"
+                                        for k, v in checks.items()))
+    return "\n".join(lines)

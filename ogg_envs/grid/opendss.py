@@ -453,18 +453,24 @@ class OpenDSSGrid:
             rows = self._branch_rows[pos]
             size = nterm[rows] * ncond[rows]
             starts = np.concatenate([[0], np.cumsum(size)[:-1]])
-            gather, seg, nodes = [], [], []
-            for k, s, ph in zip(pos, starts, self._branch_phases[pos]):
+            gather, seg, nodes = [], [], []  # nodes: of every conductor of every terminal
+            for k, s, ph, nt, nc in zip(pos, starts, self._branch_phases[pos], nterm[rows],
+                                        ncond[rows]):
                 seg.append(len(gather))
                 gather.extend(range(s, s + ph))
                 dss.Circuit.SetActiveElement(self.branch_names[k])
-                bus = el.BusNames()[0].split(".")[0].lower()
-                order = el.NodeOrder()[:ph] if el.Enabled() else [0] * ph  # off: no nodes
-                nodes.extend(node_pos[f"{bus}.{n}"] if n else ground for n in order)
+                if el.Enabled():
+                    buses = [x.split(".")[0].lower() for x in el.BusNames()]
+                    order = el.NodeOrder()
+                    nodes.extend(node_pos[f"{buses[c // nc]}.{n}"] if n else ground
+                                 for c, n in enumerate(order))
+                else:  # switched off: no current, no nodes
+                    nodes.extend([ground] * (nt * nc))
                 self._branch_normamps[k] = el.NormalAmps()
-            self._batch_reads.append((prefix, b, pos, np.array(gather, dtype=np.int64),
-                                      np.array(seg, dtype=np.int64),
-                                      np.array(nodes, dtype=np.int64)))
+            gather = np.array(gather, dtype=np.int64)
+            nodes = np.array(nodes, dtype=np.int64)
+            self._batch_reads.append((prefix, b, pos, gather, np.array(seg, dtype=np.int64),
+                                      nodes[gather], nodes))
         self._batch = batch
 
     def _read_taps(self) -> dict[str, float]:
@@ -1016,17 +1022,21 @@ class OpenDSSGrid:
         # One current read per element class; terminal-1 kW = Re(V conj(I)) over its phase
         # conductors, loading = the largest of their currents over the normal rating (what
         # OpenDSS's Powers and pctNorm give, from one computation of the currents).
+        # The losses are what flows into the series elements through all their terminals
+        # (what Circuit.Losses sums), from the same currents.
         flows = np.zeros(len(self.branch_names))
         amps = np.zeros(len(self.branch_names))
         v0 = np.append(v, 0.0)
-        for _prefix, b, pos, gather, seg, node in self._batch_reads:
+        losses = 0.0j
+        for _prefix, b, pos, gather, seg, node, all_nodes in self._batch_reads:
             cur = self._batch.currents(b)
-            i1 = cur[0::2][gather] + 1j * cur[1::2][gather]
-            flows[pos] = np.add.reduceat((v0[node] * i1.conj()).real, seg) / 1000.0
-            amps[pos] = np.maximum.reduceat(np.abs(i1), seg)
+            i_all = cur[0::2] + 1j * cur[1::2]
+            s_all = v0[all_nodes] * i_all.conj()
+            losses += s_all.sum()
+            flows[pos] = np.add.reduceat(s_all.real[gather], seg) / 1000.0
+            amps[pos] = np.maximum.reduceat(np.abs(i_all[gather]), seg)
         with np.errstate(divide="ignore", invalid="ignore"):
             pct = np.where(self._branch_normamps > 0, 100.0 * amps / self._branch_normamps, 0.0)
-        losses = self._batch.circuit("Losses")
         total = self._batch.circuit("TotalPower")
         low, high = self.voltage_band
         tol = 1e-5
@@ -1043,7 +1053,7 @@ class OpenDSSGrid:
         res = _LazyPowerFlowResult.__new__(_LazyPowerFlowResult)
         res.__dict__.update(
             converged=True, iterations=int(dss.Solution.Iterations()),
-            losses_kw=float(losses[0]) / 1000.0, losses_kvar=float(losses[1]) / 1000.0,
+            losses_kw=losses.real / 1000.0, losses_kvar=losses.imag / 1000.0,
             substation_kw=-float(total[0]), substation_kvar=-float(total[1]), message="",
             _delta=self.delta,
             voltage_violations={names[k]: float(judged[k]) for k in out

@@ -11,12 +11,12 @@ _OFFSETS = [(4, 4, "left", "bottom"), (4, -4, "left", "top"), (-4, 4, "right", "
             (8, 0, "left", "center"), (-8, 0, "right", "center")]
 
 
-def _label_artist(ax, items, markers, marker_pt: float):
+def _label_artist(ax, items, markers, marker_pt: float, segments):
     """An artist that places text labels when the figure is drawn (so in the final layout):
     each ``(x, y, text, colour, must)`` label goes to the first of ``_OFFSETS`` where it
-    overlaps neither a placed label nor a marker (``markers``: data points, ``marker_pt``
-    across); a label that fits nowhere is left out unless ``must``, which takes the first
-    offset."""
+    overlaps no placed label, no marker (``markers``: data points, ``marker_pt`` across) and no
+    line (``segments``: pairs of data points), else to the first that overlaps only lines; a
+    label that fits nowhere is left out unless ``must``, which takes the first offset."""
     from matplotlib.artist import Artist
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox, IdentityTransform
@@ -35,15 +35,21 @@ def _label_artist(ax, items, markers, marker_pt: float):
             r = marker_pt * pt / 2
             taken = [Bbox.from_extents(x - r, y - r, x + r, y + r)
                      for x, y in to_px(np.asarray(markers, dtype=float).reshape(-1, 2))]
+            lines = [Bbox.from_extents(min(a[0], b[0]) - pt, min(a[1], b[1]) - pt,
+                                       max(a[0], b[0]) + pt, max(a[1], b[1]) + pt)
+                     for a, b in (to_px(np.asarray(seg, dtype=float)) for seg in segments)]
             for (x, y, _, _, must), text in zip(items, self.texts):
                 text.set_figure(self.figure)
                 text.set_transform(IdentityTransform())
                 px, py = to_px((x, y))
                 placed = None
-                for offset in _OFFSETS:
-                    box = put(text, px, py, offset, pt, renderer)
-                    if not any(box.overlaps(b) for b in taken):
-                        placed = box
+                for avoid in (taken + lines, taken):
+                    for offset in _OFFSETS:
+                        box = put(text, px, py, offset, pt, renderer)
+                        if not any(box.overlaps(b) for b in avoid):
+                            placed = box
+                            break
+                    if placed is not None:
                         break
                 if placed is None and must:
                     placed = put(text, px, py, _OFFSETS[0], pt, renderer)
@@ -89,10 +95,11 @@ def draw_feeder(grid_or_topology, values: dict[str, float] | None = None, *, ax=
     xy_all = np.array([coords[b] for b in buses], dtype=float).reshape(-1, 2)
     marker_pt = _marker_diameter(ax, xy_all)
     hot = set(highlight_branches or [])
-    labels = []
+    labels, segments = [], []
     for br in topo.branches:
         if br.parent in coords and br.child in coords:
             (x1, y1), (x2, y2) = coords[br.parent], coords[br.child]
+            segments.append(((x1, y1), (x2, y2)))
             if br.name in hot:  # over the bus markers, so a short branch stays visible
                 ax.plot([x1, x2], [y1, y2], color="crimson", lw=3.5, zorder=5,
                         solid_capstyle="butt")
@@ -116,7 +123,7 @@ def draw_feeder(grid_or_topology, values: dict[str, float] | None = None, *, ax=
             text = f"{b}\n{values[b]:.2f}" if annotate and b in values else b
             labels.append((*coords[b], text, "0.15", False))
     if labels:
-        _label_artist(ax, labels, xy_all, marker_pt)
+        _label_artist(ax, labels, xy_all, marker_pt, segments)
     ax.set_title(title)
     ax.set_aspect("equal", adjustable="datalim")
     ax.margins(0.06)

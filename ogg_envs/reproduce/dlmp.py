@@ -181,7 +181,9 @@ def summary(data: dict) -> str:
         below = f"{lo:.3f}" if abs(hi - lo) < 5e-4 else f"{lo:.3f} to {hi:.3f}"
         lines.append(f"  {sep['branch']}: {sep['upstream_dlmp']:.3f} upstream, {below} "
                      f"downstream (shadow price {sep['shadow_price']:.3f} ¢/kWh)")
-    checks = data["checks"]
-    lines.append("checks: " + "; ".join(f"{k.replace('_', ' ')}: {'yes' if v else 'NO'}"
-                                        for k, v in checks.items()))
+    checks = {"uncongested_all_equal_source_lmp": "uncongested hour, every DLMP = source LMP",
+              "congested_has_congestion": "congested hour has congestion",
+              "congested_prices_separate_downstream": "prices rise beyond each congested line"}
+    lines.append("checks: " + "; ".join(f"{text}: {'yes' if data['checks'][k] else 'NO'}"
+                                        for k, text in checks.items()))
     return "\n".join(lines)

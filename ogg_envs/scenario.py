@@ -136,7 +136,7 @@ def _convert(value, hint, where: str):
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
         hint, origin = args[0], typing.get_origin(args[0])  # "X | None": None is the default
     if hint is list or origin in (list, tuple):
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):
             raise ScenarioError(f"{where} must be a list, got {value!r}")
         if origin is tuple and len(value) != len(typing.get_args(hint)):
             raise ScenarioError(f"{where} must be a list of {len(typing.get_args(hint))}, got "
@@ -144,7 +144,7 @@ def _convert(value, hint, where: str):
         if origin is tuple and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                        and math.isfinite(v) for v in value):
             raise ScenarioError(f"{where} must be finite numbers, got {value!r}")
-        return value
+        return list(value)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ScenarioError(f"{where} must be a table (section), got {value!r}")

@@ -133,8 +133,8 @@ def test_a_copied_bundled_scenario_keeps_working(tmp_path):
     env = dlmp_v0.parallel_env(scenario=str(tmp_path / "mine.toml"), horizon=2)
     assert sc.grid.limits_kw and env.profiles["hour"].size == 24
     sc = load_scenario({"profiles": "day_profiles"}, dlmp_v0.DLMPScenario)
-    with pytest.raises(ScenarioError, match="bundled: day_profiles"):
-        dlmp_v0.parallel_env(scenario={"profiles": "year"})
+    with pytest.raises(ScenarioError, match="no bundled profile set 'no_such_set'"):
+        dlmp_v0.parallel_env(scenario={"profiles": "no_such_set"})
 
 
 # ---------------------------------------------------------------------- registry

@@ -14,7 +14,9 @@ import ast
 import dataclasses
 import inspect
 import math
+import os
 import shutil
+import sys
 import textwrap
 import types
 import typing
@@ -28,7 +30,7 @@ __all__ = ["parse_args", "TASKS", "TRAINERS", "EVAL_SEEDS", "short_name", "resol
            "training_setup", "EnvTask", "import_modules", "run_folder", "RunExists",
            "StepProgress", "rounded_up", "evaluate", "plot_curve", "print_result",
            "missing_extra", "setup", "SetupError", "check_positive", "evaluation_table",
-           "reward_unit"]
+           "reward_unit", "absorb_solver_banner"]
 
 TASKS = {  # env id -> the leaderboard task it trains on, and the baseline it is compared with
     "opengridgym/topology-power-v0": ("topology-power/congested-v0", "truthful"),
@@ -56,6 +58,25 @@ RUN_FILES = ("model.zip", "checkpoint", "evaluation.json", "learning_curve.png",
 
 
 # ---------------------------------------------------------------------- the command line
+def absorb_solver_banner() -> None:
+    """HiGHS prints a banner to the process's stdout (from C++, once per process) when its
+    first solver is created: create that first one with stdout pointed at /dev/null, so the
+    banner never reaches the terminal or a piped table."""
+    try:
+        import highspy
+    except ImportError:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def field_docs(cls) -> dict[str, str]:
     """The string literal under each field of the dataclass ``cls`` (CleanRL's style of
     documenting an ``Args`` field), by field name."""
@@ -292,8 +313,7 @@ class StepProgress:
 
     def __init__(self, total: int, desc: str = "training", disable: bool = False,
                  unit: str = "agent step"):
-        self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "agent step",
-                        disable=disable, dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
 
     def update_to(self, steps: int, note: str | None = None) -> None:
         """Move the bar to ``steps`` done; ``note`` is shown after it."""

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -74,7 +76,11 @@ class Args:
     envs_per_runner: int = 8
     """env copies each runner steps"""
     num_cpus: int = 2
-    """CPUs of the local Ray instance this script starts (when none is running)"""
+    """CPUs of the local Ray instance this script starts (when none is running and no
+    --ray-address is given)"""
+    ray_address: str | None = None
+    """connect to this Ray cluster instead (auto: the cluster this machine belongs to; default:
+    the RAY_ADDRESS environment variable, else a local Ray)"""
     # ------------------------------------------------------------------ PPO
     train_batch: int = 2000
     """env steps per training iteration"""
@@ -86,7 +92,7 @@ class Args:
     """Adam's step size"""
     gamma: float = 0.99
     """discount factor"""
-    lambda_: float = 0.95
+    gae_lambda: float = 0.95
     """GAE's lambda"""
     clip_param: float = 0.2
     """PPO's clipping range"""
@@ -130,7 +136,7 @@ def build(args: Args, task):
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
     from ray.tune.registry import register_env
 
-    name = f"opengridgym_{task.id}".replace("/", "_").replace(" ", "_")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"opengridgym_{task.id}")
     register_env(name, lambda _config=None: ParallelPettingZooEnv(
         normalized_bids_v0(task.make_env())))
     agents = task.make_env().possible_agents
@@ -148,7 +154,7 @@ def build(args: Args, task):
             g: RLModuleSpec(model_config={"fcnet_hiddens": args.net_arch}) for g in groups}))
         .training(train_batch_size_per_learner=args.train_batch, minibatch_size=args.minibatch,
                   num_epochs=args.num_epochs, lr=args.learning_rate, gamma=args.gamma,
-                  lambda_=args.lambda_, clip_param=args.clip_param,
+                  lambda_=args.gae_lambda, clip_param=args.clip_param,
                   entropy_coeff=args.entropy_coeff)
         .debugging(seed=args.seed)
     )
@@ -200,7 +206,10 @@ def run(args: Args) -> dict:
     env_id, task, baseline, run_dir = common.setup(args, "rllib_ppo")
     run_dir = run_dir.resolve()
     started_ray = not ray.is_initialized()
-    if started_ray:
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if started_ray and address:  # a cluster: its machines' CPUs run the env runners
+        ray.init(address=address, log_to_driver=False)
+    elif started_ray:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         keep_logs_under(run_dir / "rllib_logs")
@@ -249,12 +258,13 @@ def run(args: Args) -> dict:
     finally:
         if started_ray:
             ray.shutdown()
-    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
 def main(argv=None) -> dict:
     args = common.parse_args(Args, argv, description=__doc__.splitlines()[0])
+    common.absorb_solver_banner()
     try:
         result = run(args)
     except common.SetupError as exc:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -129,9 +130,11 @@ def make_vec_env(make_env, args: Args):
     par = normalized_bids_v0(make_env())
     venv = ss.pettingzoo_env_to_vec_env_v1(par)
     venv = ss.concat_vec_envs_v1(venv, args.n_envs, num_cpus=0, base_class="gymnasium")
-    venv = VecMonitor(SeededSB3VecEnv(venv))  # per-agent episode returns for the curve
-    if args.normalize_reward:
-        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
+    with warnings.catch_warnings():  # SB3 notes that SuperSuit's vector env has no render_mode
+        warnings.filterwarnings("ignore", message="The `render_mode` attribute")
+        venv = VecMonitor(SeededSB3VecEnv(venv))  # per-agent episode returns for the curve
+        if args.normalize_reward:
+            venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
     return venv, len(par.possible_agents)
 
 
@@ -209,12 +212,13 @@ def run(args: Args) -> dict:
         result["evaluation"] = common.evaluate(
             task, lambda task, env: LearnedPolicy(model, env), baseline, args.quick_eval,
             progress=args.progress)
-    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
 def main(argv=None) -> dict:
     args = common.parse_args(Args, argv, description=__doc__.splitlines()[0])
+    common.absorb_solver_banner()
     try:
         result = run(args)
     except common.SetupError as exc:

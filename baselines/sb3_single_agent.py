@@ -124,9 +124,9 @@ def run(args: Args) -> dict:
     holds."""
     view = args.gym_id.split("/")[-1].rsplit("-v", 1)[0]
     try:
+        env = Monitor(make_env(args.gym_id, args.seed))
         run_dir = common.run_folder(args.out, args.run_name or f"sb3_single_{view}_s{args.seed}",
                                     args.force)
-        env = Monitor(make_env(args.gym_id, args.seed))
     except (ValueError, OSError, gymnasium.error.Error) as exc:
         raise common.SetupError(str(exc)) from exc
     torch.set_num_threads(1)
@@ -164,7 +164,7 @@ def run(args: Args) -> dict:
               "seed": args.seed, "wall_s": wall, "run_dir": str(run_dir), "args": asdict(args),
               "learned_mean_return": float(np.mean(learned)),
               "baseline_mean_return": float(np.mean(base)), "eval_seeds": seeds}
-    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
 

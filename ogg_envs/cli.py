@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import runpy
 import sys
 import time
@@ -56,9 +55,35 @@ def _cmd_list(args) -> int:
     code = _import_modules(args)
     if code:
         return code
+    if getattr(args, "scenarios", False):
+        return _list_scenarios()
     width = max((len(i) for i in ogg_envs.ENVIRONMENTS), default=0)
     for env_id, spec in ogg_envs.ENVIRONMENTS.items():
         print(f"{env_id:{width}s}  {_summary(spec)}")
+    return 0
+
+
+def _list_scenarios() -> int:
+    """The bundled scenarios: which environment reads each, its feeder and profiles."""
+    import tomllib
+
+    from ogg_envs.scenario import bundled_dir, bundled_scenarios
+
+    envs = {"topology_power": "opengridgym/topology-power-v0", "dlmp": "opengridgym/dlmp-v0",
+            "p2p": "opengridgym/p2p-v0"}
+    rows = []
+    for name in bundled_scenarios():
+        data = tomllib.loads((bundled_dir() / f"{name}.toml").read_text())
+        env = next((e for prefix, e in envs.items()
+                    if name == prefix or name.startswith(prefix + "_")), "")
+        rows.append((name, env, str(data.get("feeder", "")), str(data.get("profiles", "")),
+                     str(data.get("horizon", ""))))
+    head = ("scenario", "environment", "feeder", "profiles", "horizon")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    print('\nUse: ogg_envs.make(environment, scenario="<scenario>") or opengridgym run '
+          "<environment> --scenario <scenario>")
     return 0
 
 
@@ -244,25 +269,6 @@ def _add_env_options(p, what: str) -> None:
                    help=f"{what} on this scenario: a bundled name or a TOML file")
 
 
-def _absorb_solver_banner() -> None:
-    """HiGHS prints a banner to the process's stdout (from C++, once per process) when its
-    first solver is created: create that first one with stdout pointed at /dev/null, so the
-    banner never reaches the terminal or a piped table."""
-    try:
-        import highspy
-    except ImportError:
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _add_import(p) -> None:
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (e.g. one that registers environments or tasks; "
@@ -273,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="opengridgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the environments")
+    p.add_argument("--scenarios", action="store_true",
+                   help="list the bundled scenarios (environment, feeder, profiles) instead")
     _add_import(p)
     p.set_defaults(fn=_cmd_list)
     p = sub.add_parser("run", help="run one episode with random actions")
@@ -341,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     if args.command != "list":
-        _absorb_solver_banner()
+        from ogg_envs.baselines.common import absorb_solver_banner
+
+        absorb_solver_banner()
     return args.fn(args)
 
 

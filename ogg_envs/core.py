@@ -52,6 +52,9 @@ from ogg_envs.api import DEMAND, SUPPLY, Participant
 from ogg_envs.grid import placement
 from ogg_envs.scenario import Scenario, grid_from_scenario, load_profiles, load_scenario
 
+HOURS_PER_DAY = 24
+TEST_EVERY = 5  # every fifth profile day is held out (the test split)
+
 __all__ = ["MarketEnv", "MarketAEC", "Participant", "select_learners", "aec_from_parallel",
            "real_action"]
 
@@ -251,11 +254,66 @@ class MarketEnv(ParallelEnv):
 
     @property
     def hour(self) -> int:
-        """The profile hour of the current grid step."""
-        return (self.scenario.start_hour + min(self.t, self.horizon - 1)) % self.n_hours
+        """The profile hour (row) of the current grid step."""
+        return self.hour_of(min(self.t, self.horizon - 1))
 
     def hour_of(self, t: int) -> int:
-        return (self.scenario.start_hour + t) % self.n_hours
+        """The profile row of grid step ``t``: ``start_hour + 24 * day + t`` (wrapping
+        around the profiles)."""
+        return (self.scenario.start_hour + HOURS_PER_DAY * self.day + t) % self.n_hours
+
+    # ------------------------------------------------------------------ days
+    day: int = 0  # the episode's profile day (``reset(options={"day": d})``)
+
+    @property
+    def n_days(self) -> int:
+        """Days in the profiles (1 for the bundled one-day set, 365 for ``year``)."""
+        return max(self.n_hours // HOURS_PER_DAY, 1)
+
+    def split_days(self, split: str) -> np.ndarray:
+        """The profile days of a split: ``"test"`` is every fifth day (day % 5 == 4: 73 of
+        365, spread over every season and weekday), held out; ``"train"`` the others;
+        ``"all"`` every day. A one-day profile set has its one day in every split."""
+        days = np.arange(self.n_days)
+        if self.n_days == 1 or split == "all":
+            return days
+        if split not in ("train", "test"):
+            raise ValueError(f"options['split'] must be 'train', 'test' or 'all', got {split!r}")
+        test = days % TEST_EVERY == TEST_EVERY - 1
+        return days[test] if split == "test" else days[~test]
+
+    def _choose_day(self, options: dict) -> int:
+        """``options["day"]`` pins the episode's day; otherwise a profile set of several days
+        draws one from ``options.get("split", "train")`` with the episode's RNG (a one-day set
+        draws nothing: its episodes are what they always were)."""
+        if "day" in options:
+            d = options["day"]
+            if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) \
+                    or not 0 <= d < self.n_days:
+                raise ValueError(f"options['day'] must be a whole number in [0, {self.n_days}) "
+                                 f"(profiles {self.scenario.profiles!r} have {self.n_days} "
+                                 f"day(s)), got {d!r}")
+            return int(d)
+        if self.n_days == 1:
+            return 0
+        days = self.split_days(options.get("split", "train"))
+        return int(days[self._rng.integers(len(days))])
+
+    def episode_rows(self) -> np.ndarray:
+        """The profile rows an episode's hourly draws cover: every row of a one-day set (as
+        always), the rows of the episode's grid steps on a longer one."""
+        if self.n_hours <= HOURS_PER_DAY:
+            return np.arange(self.n_hours)
+        return np.unique([self.hour_of(t) for t in range(self.horizon)])
+
+    def consumer_profile(self, k: int, residential: bool = True) -> str:
+        """The profile column of the ``k``-th consumer: with measured per-consumer shapes
+        (``shape_*`` columns, as in the ``year`` set) the k-th of them, in turn; otherwise
+        ``load_residential`` or ``load_commercial``."""
+        shapes = sorted(c for c in self.profiles if c.startswith("shape_"))
+        if shapes:
+            return shapes[k % len(shapes)]
+        return "load_residential" if residential else "load_commercial"
 
     # ------------------------------------------------------------------ PettingZoo API
     def observation_space(self, agent: str) -> gymnasium.Space:
@@ -287,6 +345,7 @@ class MarketEnv(ParallelEnv):
         self._rng = self._np_random
         self._last_clearing = None
         self._last_power_flow = None
+        self.day = self._choose_day(options)
         self.grid.reset()
         self.market.reset()
         self.start_episode(self._rng, options)

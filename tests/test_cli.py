@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import ogg_envs
 from ogg_envs.cli import main
@@ -80,9 +82,14 @@ def test_train_an_unknown_environment_exits_2(capsys):
     assert "unknown env 'no-such-market'" in capsys.readouterr().err
 
 
-def test_reproduce_topology_power_shows_the_papers_effects(tmp_path):
+def test_reproduce_topology_power_shows_the_papers_effects(tmp_path, capfd):
     assert main(["reproduce", "topology-power", "--out", str(tmp_path)]) == 0
-    data = json.loads((tmp_path / "topology-power.json").read_text())
+    out = capfd.readouterr().out
+    # a table to read, not JSON; the numbers the README quotes
+    assert "{" not in out and "Use case 1 - topology-induced market power" in out
+    assert "| average consumer price, 8 % flexible  |           6.64 |" in out
+    data = json.loads((tmp_path / "topology_power.json").read_text())
+    assert f"{data['flexibility']['0.75']:.2f} |" in out
     unc = set(round(p, 4) for p in data["uncongested"]["prices"].values())
     assert unc == {4.3}, "truthful bids at the peak: the wholesale price everywhere"
     con = data["congested"]
@@ -99,3 +106,87 @@ def test_leaderboard_list_shows_tasks_and_baselines(capsys):
     out = capsys.readouterr().out
     assert "topology-power/congested-v0" in out and "entry ucb" in out
     assert "PerParticipant(spec='ucb')" in out
+
+
+FIVE_BUS = str(Path(__file__).resolve().parents[1] / "examples" / "feeders" / "five_bus"
+               / "master.dss")
+
+
+def test_every_subcommand_once_with_a_users_feeder(tmp_path, capfd):
+    """list, run, reproduce, bench, train and leaderboard, quick, on a user's .dss where the
+    subcommand makes an environment; solver banners never reach the terminal."""
+    assert main(["list"]) == 0
+    assert main(["run", "opengridgym/dlmp-v0", "--feeder", FIVE_BUS]) == 0
+    out = capfd.readouterr().out
+    assert json.loads(out[out.index("{"):])["env"] == "opengridgym/dlmp-v0"
+
+    assert main(["reproduce", "all", "--quick", "--feeder", FIVE_BUS, "--out",
+                 str(tmp_path / "rep"), "--no-progress"]) == 0
+    captured = capfd.readouterr()
+    for n in (1, 2, 3):
+        assert f"Use case {n} - " in captured.out
+    assert "'feeder': " in captured.out and "five_bus" in captured.out
+    assert "Running HiGHS" not in captured.out + captured.err
+    for name in ("topology_power", "p2p", "dlmp"):
+        data = json.loads((tmp_path / "rep" / f"{name}.json").read_text())
+        for figure in data["figures"]:
+            assert (tmp_path / "rep" / figure).stat().st_size > 5_000
+
+    assert main(["bench", "--only", "grid"]) == 0
+    assert "== [1/1] bench_grid.py" in capfd.readouterr().out
+
+    if importlib.util.find_spec("stable_baselines3") is not None:
+        assert main(["train", "topology-power", "--feeder", FIVE_BUS, "--timesteps", "64",
+                     "--out", str(tmp_path / "runs"), "--quick-eval", "--no-progress",
+                     "--n-envs", "1", "--n-steps", "16", "--batch-size", "32",
+                     "--n-epochs", "1"]) == 0
+        out = capfd.readouterr().out
+        assert "five_bus" in out and "| truthful " in out
+        saved = json.loads((tmp_path / "runs" / "sb3_ppo_topology-power_s0" /
+                            "evaluation.json").read_text())
+        assert saved["args"]["feeder"] == FIVE_BUS and set(saved["evaluation"]) == {
+            "ppo", "truthful"}
+
+    assert main(["leaderboard", "--quick", "--tasks", "topology-power/congested-v0",
+                 "--entries", "truthful", "--out", str(tmp_path / "lb"), "--no-progress"]) == 0
+    assert "1 evaluated" in capfd.readouterr().out
+
+
+def test_bad_arguments_exit_non_zero_with_a_message_and_no_traceback(capsys):
+    def fails(argv, code, *texts):
+        try:
+            assert main(argv) == code
+        except SystemExit as exc:  # argparse's own usage errors
+            assert exc.code == code
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err
+        for text in texts:
+            assert text in captured.err, (argv, captured.err)
+
+    fails(["train", "topology-power", "--timesteps", "0"], 2, "--timesteps", "must be positive")
+    fails(["train", "topology-power", "--timesteps", "many"], 2, "positive integer")
+    fails(["train", "no-such-market"], 2, "unknown env 'no-such-market'")
+    if importlib.util.find_spec("stable_baselines3") is not None:
+        fails(["train", "topology-power", "--feeder", "no_such_feeder", "--no-eval"], 2,
+              "no_such_feeder")
+    fails(["reproduce", "no-such-use-case"], 2, "invalid choice: 'no-such-use-case'")
+    fails(["reproduce", "dlmp", "--feeder", "no_such_feeder", "--no-progress"], 2,
+          "no_such_feeder")
+    fails(["run", "opengridgym/p2p-v0", "--scenario", "no_such.toml"], 2, "no_such.toml")
+    fails(["run", "opengridgym/p2p-v0", "--no-such-option"], 2, "unrecognized arguments")
+    fails(["bench", "--only", "no-such-benchmark"], 2, "no benchmark matches")
+    fails(["leaderboard", "--tasks", "no/such-task-v0", "--out", "/tmp/unused"], 2,
+          "unknown task 'no/such-task-v0'")
+    if importlib.util.find_spec("ray") is None:  # a missing extra: the install command
+        fails(["train", "topology-power", "--backend", "rllib"], 1,
+              "pip install 'opengridgym[rllib]'")
+
+
+def test_training_scripts_import_without_their_frameworks_checks():
+    """rllib_ppo imports (and parses its arguments) without Ray; the CLI checks the extra."""
+    from ogg_envs.baselines import common, rllib_ppo
+
+    args = common.parse_args(rllib_ppo.Args, ["--env-runners", "2", "--envs-per-runner", "4"])
+    assert (args.env_runners, args.envs_per_runner, args.train_batch) == (2, 4, 2000)
+    assert common.missing_extra("sb3", "ppo") is None or "opengridgym[train]" in \
+        common.missing_extra("sb3", "ppo")

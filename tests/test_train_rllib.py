@@ -18,7 +18,7 @@ pytest.importorskip(
     "virtual environment: ray 2.60 pins gymnasium==1.2.2)")
 
 from ogg_envs.baselines import rllib_ppo  # noqa: E402
-from ogg_envs.baselines.sb3_ppo import TASKS  # noqa: E402
+from ogg_envs.baselines.common import TASKS  # noqa: E402
 
 USER_RAY_RESULTS = Path(os.path.expanduser("~/ray_results"))
 
@@ -44,16 +44,17 @@ def ray_in_tmp(tmp_path_factory):
 
 
 @pytest.mark.parametrize("env", list(TASKS))
-def test_two_iterations_train_save_and_evaluate(env, ray_in_tmp, monkeypatch):
-    monkeypatch.setattr(rllib_ppo, "TRAIN_BATCH", 144)  # two episodes of the 72-round envs
-    monkeypatch.setattr(rllib_ppo, "MINIBATCH", 72)
-    monkeypatch.setattr(rllib_ppo, "NUM_EPOCHS", 1)
+def test_two_iterations_train_save_and_evaluate(env, ray_in_tmp):
     from ogg_envs.leaderboard.tasks import load_task
 
     n_agents = len(load_task(TASKS[env][0]).make_env().possible_agents)
-    out = ray_in_tmp / f"run_{env.replace('/', '_')}"
-    result = rllib_ppo.run(env, timesteps=2 * 144 * n_agents, seed=0, out=str(out),
-                           envs_per_runner=2, quick=True, progress=False)
+    name = f"run_{env.replace('/', '_')}"
+    out = ray_in_tmp / name
+    args = rllib_ppo.Args(env=env, timesteps=2 * 144 * n_agents, seed=0, out=str(ray_in_tmp),
+                          run_name=name, envs_per_runner=2, quick_eval=True, progress=False,
+                          train_batch=144, minibatch=72, num_epochs=1)  # two 72-round episodes
+    result = rllib_ppo.run(args)
+    assert result["run_dir"] == str(out.resolve())
     t = result["training"]
     assert t["iterations"] == 2 and t["agent_steps"] >= 2 * 144 * n_agents
     assert any((out / "rllib_logs").iterdir())  # RLlib's own log folder, not ~/ray_results

@@ -325,11 +325,12 @@ class raw_env(MarketEnv):
         bus_index = self.topology.bus_index
         residential = rng.random(len(self.load_buses)) < loads.residential_share
         self.load_factor = np.zeros((self.n_hours, len(self.topology.buses)))  # per bus
+        rows = self.episode_rows()  # every row of a one-day set; the episode's of a year
         for j, bus in enumerate(self.load_buses):
-            col = "load_residential" if residential[j] else "load_commercial"
-            factor = self.profiles[col] * (1 + loads.load_noise *
-                                           rng.standard_normal(self.n_hours))
-            self.load_factor[:, bus_index[bus]] = np.maximum(factor, 0.0)
+            col = self.consumer_profile(j, residential[j])
+            factor = self.profiles[col][rows] * (1 + loads.load_noise *
+                                                 rng.standard_normal(len(rows)))
+            self.load_factor[rows, bus_index[bus]] = np.maximum(factor, 0.0)
         for k, p in enumerate(self.participants):
             shock = 1 + self.cost_noise[k] * rng.standard_normal()
             p.truth.cost_a = max(self.cost_a0[k] * shock, 0.0)

@@ -267,11 +267,12 @@ class raw_env(MarketEnv):
         flexible = set(rng.permutation(n_cons)[:n_flex].tolist())
         residential = rng.random(n_cons) < cons.residential_share
         hours = self.n_hours
+        rows = self.episode_rows()  # every row of a one-day set; the episode's of a year
         self.load_factor = np.zeros((hours, n_cons))  # public: the episode's hourly loads
         for j in range(n_cons):
-            col = "load_residential" if residential[j] else "load_commercial"
-            self.load_factor[:, j] = self.profiles[col] * (
-                1 + cons.load_noise * rng.standard_normal(hours))
+            col = self.consumer_profile(j, residential[j])
+            self.load_factor[rows, j] = self.profiles[col][rows] * (
+                1 + cons.load_noise * rng.standard_normal(len(rows)))
         vmax = rng.uniform(*cons.value_max, size=n_cons)
         vmin = rng.uniform(*cons.value_min, size=n_cons)
         noise = self.scenario.suppliers.cost_noise

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,7 +255,7 @@ class OpenDSSGrid:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_feeder(cls, feeder: str, **kwargs) -> OpenDSSGrid:
-        """One of the bundled feeders: ``"ieee34"`` or ``"ieee37"``."""
+        """One of the bundled feeders: ``"ieee13"``, ``"ieee34"``, ``"ieee37"`` or ``"ieee123"``."""
         from .feeders import get_feeder
 
         module = get_feeder(feeder)
@@ -444,11 +445,22 @@ class OpenDSSGrid:
             batch = _BatchIO(self.dss, self.branch_names)
         except (AttributeError, RuntimeError):  # pragma: no cover - an engine without batches
             return
+        key = (tuple(self.branch_names), tuple(self.nodes))
+        layout = getattr(self, "_batch_layout", None)
+        if layout is not None and layout[0] == key:  # re-indexed after adding a generator
+            self._batch_reads = [(prefix, b, *rest) for (prefix, b, _), (_p, _b, *rest)
+                                 in zip(batch.classes, self._batch_reads)]
+            self._batch = batch
+            return
         dss, el = self.dss, self.dss.CktElement
         node_pos = {n: i for i, n in enumerate(self.nodes)}
         ground = len(self.nodes)  # a node 0 conductor: index of an appended 0 V
         self._batch_reads = []
-        self._branch_normamps = np.zeros(len(self.branch_names))
+        if len(getattr(self, "_branch_normamps", ())) != len(self.branch_names):
+            self._branch_normamps = np.zeros(len(self.branch_names))
+            fill_amps = True
+        else:
+            fill_amps = False
         for prefix, b, pos in batch.classes:
             rows = self._branch_rows[pos]
             size = nterm[rows] * ncond[rows]
@@ -466,12 +478,14 @@ class OpenDSSGrid:
                                  for c, n in enumerate(order))
                 else:  # switched off: no current, no nodes
                     nodes.extend([ground] * (nt * nc))
-                self._branch_normamps[k] = el.NormalAmps()
+                if fill_amps:
+                    self._branch_normamps[k] = el.NormalAmps()
             gather = np.array(gather, dtype=np.int64)
             nodes = np.array(nodes, dtype=np.int64)
             self._batch_reads.append((prefix, b, pos, gather, np.array(seg, dtype=np.int64),
                                       nodes[gather], nodes))
         self._batch = batch
+        self._batch_layout = (key,)
 
     def _read_taps(self) -> dict[str, float]:
         taps = {}
@@ -486,14 +500,15 @@ class OpenDSSGrid:
         return taps
 
     def branch_elements(self) -> list[tuple[str, str, str, float]]:
-        """Every line and transformer in service, as ``(element, bus1, bus2, limit_kW)``.
+        """Every line, transformer and series reactor in service, as ``(element, bus1, bus2,
+        limit_kW)``.
 
         ``element`` is e.g. ``"line.l1"`` or ``"transformer.reg1a"``; ``bus1``/``bus2`` are
         its first two terminals' buses (lower case, no node suffix). The thermal limit is, for
-        a line, its compiled ampacity (``normamps``) x the L-N voltage base of ``bus1`` x its
-        phases; for a transformer, the kVA of winding 1; ``inf`` when unknown (no ampacity or
-        no voltage base). Elements that are disabled, or with a terminal whose phase conductors
-        are all open (an open switch), are left out: they connect nothing.
+        a line (or reactor), its compiled ampacity (``normamps``) x the L-N voltage base of
+        ``bus1`` x its phases; for a transformer, the kVA of winding 1; ``inf`` when unknown
+        (no ampacity or no voltage base). Elements that are disabled, or with a terminal whose
+        phase conductors are all open (an open switch), are left out: they connect nothing.
         This is all ``Topology.from_grid`` reads of the engine.
         """
         dss = self.dss
@@ -914,13 +929,17 @@ class OpenDSSGrid:
             gens.kW(gkw[i])
         self._written = (self._load_kw.copy(), self._load_kvar.copy(), self._gen_kw.copy())
 
+    last_solve_s: float = 0.0  # seconds OpenDSS itself spent in the last solve (diagnostics)
+
     def _solve_raw(self) -> tuple[bool, str]:
+        t0 = time.perf_counter()
         try:
             if getattr(self, "_diverged", False):
                 # OpenDSS iterates from the last voltages; after a failure restart from a
                 # direct (admittance-model) solution instead of the diverged state.
                 self.dss.Solution.SolveDirect()
             self.dss.Solution.Solve()
+            self.last_solve_s = time.perf_counter() - t0
         except Exception as exc:
             self._diverged = True
             return False, str(exc)
@@ -1012,8 +1031,9 @@ class OpenDSSGrid:
         """``_read_result`` for a large feeder: bulk reads per element class, the violations
         at once and the name-keyed dicts when first used (``_LazyPowerFlowResult``)."""
         dss = self.dss
-        volts = self._batch.circuit("AllBusVolts")
-        v = volts[0::2] + 1j * volts[1::2]
+        volts = self._batch.circuit("AllBusVolts").view(np.complex128)
+        v0 = np.append(volts, 0.0)  # + a 0 V "node" for conductors on ground
+        v = v0[:-1]
         if self._node_base is None:  # V base (volts L-N) of every node, once per index
             self._node_base = np.array([self.bus_kv_ln[n.split(".")[0]] * 1000.0
                                         for n in self.nodes])
@@ -1026,25 +1046,26 @@ class OpenDSSGrid:
         # (what Circuit.Losses sums), from the same currents.
         flows = np.zeros(len(self.branch_names))
         amps = np.zeros(len(self.branch_names))
-        v0 = np.append(v, 0.0)
         losses = 0.0j
         for _prefix, b, pos, gather, seg, node, all_nodes in self._batch_reads:
-            cur = self._batch.currents(b)
-            i_all = cur[0::2] + 1j * cur[1::2]
-            s_all = v0[all_nodes] * i_all.conj()
-            losses += s_all.sum()
-            flows[pos] = np.add.reduceat(s_all.real[gather], seg) / 1000.0
-            amps[pos] = np.maximum.reduceat(np.abs(i_all[gather]), seg)
+            i_all = self._batch.currents(b).view(np.complex128)
+            losses += (v0[all_nodes] * i_all.conj()).sum()  # V conj(I), every conductor
+            i1 = i_all[gather]
+            flows[pos] = np.add.reduceat((v0[node] * i1.conj()).real, seg) / 1000.0
+            amps[pos] = np.maximum.reduceat(np.abs(i1), seg)
         with np.errstate(divide="ignore", invalid="ignore"):
             pct = np.where(self._branch_normamps > 0, 100.0 * amps / self._branch_normamps, 0.0)
         total = self._batch.circuit("TotalPower")
         low, high = self.voltage_band
         tol = 1e-5
-        if len(self._ll_pairs):
-            vll = np.abs(v[self._ll_pairs[:, 0]] - v[self._ll_pairs[:, 1]]) / self._ll_base
-        else:
-            vll = np.zeros(0)
-        judged, names = (vll, self._ll_names) if self.delta else (vmag, self.nodes)
+        pairs, ll_base = self._ll_pairs, self._ll_base
+
+        def line_to_line() -> np.ndarray:
+            if not len(pairs):
+                return np.zeros(0)
+            return np.abs(v[pairs[:, 0]] - v[pairs[:, 1]]) / ll_base
+
+        judged, names = (line_to_line(), self._ll_names) if self.delta else (vmag, self.nodes)
         out = np.flatnonzero((judged < low - tol) | (judged > high + tol))
         is_line = np.array([n.startswith("line.") for n in self.branch_names]) \
             if self._is_line is None else self._is_line
@@ -1061,7 +1082,7 @@ class OpenDSSGrid:
             thermal_overloads={self.branch_names[k]: float(pct[k]) for k in over},
             _lazy={"build": {
                 "voltages_pu": lambda: dict(zip(self.nodes, vmag.tolist())),
-                "voltages_ll_pu": lambda: dict(zip(self._ll_names, vll.tolist())),
+                "voltages_ll_pu": lambda: dict(zip(self._ll_names, line_to_line().tolist())),
                 "line_flows_kw": lambda: dict(zip(self.branch_names, flows.tolist())),
                 "line_loading_pct": lambda: dict(zip(self.branch_names, pct.tolist())),
             }})

@@ -4,69 +4,56 @@ from __future__ import annotations
 
 import numpy as np
 
-# Where a label may go relative to its point: (dx, dy) in points, horizontal and vertical
-# alignment; tried in this order, the first one that overlaps nothing drawn so far wins.
-_OFFSETS = [(4, 4, "left", "bottom"), (4, -4, "left", "top"), (-4, 4, "right", "bottom"),
-            (-4, -4, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
-            (8, 0, "left", "center"), (-8, 0, "right", "center")]
+# Where a label may go relative to its point: (dx, dy) in marker radii (plus a point),
+# horizontal and vertical alignment; tried in this order, the first that overlaps nothing wins.
+_OFFSETS = [(1, 1, "left", "bottom"), (1, -1, "left", "top"), (-1, 1, "right", "bottom"),
+            (-1, -1, "right", "top"), (0, 1.2, "center", "bottom"),
+            (0, -1.2, "center", "top"), (1.2, 0, "left", "center"), (-1.2, 0, "right", "center")]
 
 
-def _label_artist(ax, items, markers, marker_pt: float, segments):
-    """An artist that places text labels when the figure is drawn (so in the final layout):
-    each ``(x, y, text, colour, must)`` label goes to the first of ``_OFFSETS`` where it
-    overlaps no placed label, no marker (``markers``: data points, ``marker_pt`` across) and no
-    line (``segments``: pairs of data points), else to the first that overlaps only lines; a
-    label that fits nowhere is left out unless ``must``, which takes the first offset."""
+def _add_labels(ax, items, markers, marker_pt: float, segments) -> None:
+    """Add an artist that places the ``(x, y, text)`` labels when the figure is drawn (so in
+    its final layout): each goes to the first of ``_OFFSETS`` where it overlaps no placed
+    label, no marker (``markers``: data points, ``marker_pt`` across) and no line
+    (``segments``: pairs of data points), else to the first that overlaps only lines; a label
+    that fits nowhere is left out."""
     from matplotlib.artist import Artist
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox, IdentityTransform
 
-    class BusLabels(Artist):
-        def __init__(self):
-            super().__init__()
-            self.set_zorder(6)
-            self.texts = [Text(0, 0, text, fontsize=6, color=colour,
-                               fontweight="bold" if must else "normal")
-                          for _, _, text, colour, must in items]
-
-        def draw(self, renderer):
-            to_px = self.axes.transData.transform
-            pt = renderer.points_to_pixels(1.0)
-            r = marker_pt * pt / 2
-            taken = [Bbox.from_extents(x - r, y - r, x + r, y + r)
-                     for x, y in to_px(np.asarray(markers, dtype=float).reshape(-1, 2))]
-            lines = [Bbox.from_extents(min(a[0], b[0]) - pt, min(a[1], b[1]) - pt,
-                                       max(a[0], b[0]) + pt, max(a[1], b[1]) + pt)
-                     for a, b in (to_px(np.asarray(seg, dtype=float)) for seg in segments)]
-            for (x, y, _, _, must), text in zip(items, self.texts):
-                text.set_figure(self.figure)
-                text.set_transform(IdentityTransform())
-                px, py = to_px((x, y))
-                placed = None
-                for avoid in (taken + lines, taken):
-                    for offset in _OFFSETS:
-                        box = put(text, px, py, offset, pt, renderer)
-                        if not any(box.overlaps(b) for b in avoid):
-                            placed = box
-                            break
-                    if placed is not None:
-                        break
-                if placed is None and must:
-                    placed = put(text, px, py, _OFFSETS[0], pt, renderer)
-                if placed is not None:
-                    text.draw(renderer)
-                    taken.append(placed)
-
-    def put(text, px, py, offset, pt, renderer):
+    def put(text, px, py, offset, unit, renderer):
         dx, dy, ha, va = offset
-        text.set_position((px + dx * pt, py + dy * pt))
+        text.set_position((px + dx * unit, py + dy * unit))
         text.set_horizontalalignment(ha)
         text.set_verticalalignment(va)
         return text.get_window_extent(renderer)
 
-    artist = BusLabels()
+    def draw(renderer):
+        to_px = ax.transData.transform
+        pt = renderer.points_to_pixels(1.0)
+        r = marker_pt * pt / 2
+        taken = [Bbox.from_extents(x - r, y - r, x + r, y + r)
+                 for x, y in to_px(np.asarray(markers, dtype=float).reshape(-1, 2))]
+        lines = [Bbox.from_extents(min(a[0], b[0]) - pt, min(a[1], b[1]) - pt,
+                                   max(a[0], b[0]) + pt, max(a[1], b[1]) + pt)
+                 for a, b in (to_px(np.asarray(seg, dtype=float)) for seg in segments)]
+        for x, y, label in items:
+            text = Text(0, 0, label, fontsize=6, color="0.15", figure=ax.figure,
+                        transform=IdentityTransform())
+            px, py = to_px((x, y))
+            for avoid in (taken + lines, taken):
+                boxes = (put(text, px, py, offset, r + pt, renderer) for offset in _OFFSETS)
+                box = next((b for b in boxes if not any(b.overlaps(o) for o in avoid)), None)
+                if box is not None:
+                    text.draw(renderer)
+                    taken.append(box)
+                    break
+
+    artist = Artist()
+    artist.draw = draw  # an artist drawn by this function
+    artist.set_zorder(6)
+    artist.set_in_layout(False)
     ax.add_artist(artist)
-    return artist
 
 
 def draw_feeder(grid_or_topology, values: dict[str, float] | None = None, *, ax=None,
@@ -76,7 +63,8 @@ def draw_feeder(grid_or_topology, values: dict[str, float] | None = None, *, ax=
     """Draw the radial tree at its bus coordinates, buses coloured by ``values``.
 
     Buses without a value are drawn small and grey. ``highlight_branches`` (branch names of the
-    topology, e.g. congested lines) are drawn thick and red over the buses, with their names.
+    topology, e.g. congested lines) are drawn thick and red over the buses (name them in the
+    title).
     ``annotate`` labels every bus with its name and value, ``bus_labels`` with its name; labels
     are placed where they overlap nothing when the figure is drawn, and a bus label that fits
     nowhere is left out. Markers shrink where buses are close. Returns the matplotlib axes.
@@ -95,7 +83,7 @@ def draw_feeder(grid_or_topology, values: dict[str, float] | None = None, *, ax=
     xy_all = np.array([coords[b] for b in buses], dtype=float).reshape(-1, 2)
     marker_pt = _marker_diameter(ax, xy_all)
     hot = set(highlight_branches or [])
-    labels, segments = [], []
+    segments = []
     for br in topo.branches:
         if br.parent in coords and br.child in coords:
             (x1, y1), (x2, y2) = coords[br.parent], coords[br.child]
@@ -103,7 +91,6 @@ def draw_feeder(grid_or_topology, values: dict[str, float] | None = None, *, ax=
             if br.name in hot:  # over the bus markers, so a short branch stays visible
                 ax.plot([x1, x2], [y1, y2], color="crimson", lw=3.5, zorder=5,
                         solid_capstyle="butt")
-                labels.append(((x1 + x2) / 2, (y1 + y2) / 2, br.name, "crimson", True))
             else:
                 ax.plot([x1, x2], [y1, y2], color="0.55", lw=1.2, zorder=1)
     values = {k.lower(): v for k, v in (values or {}).items()}
@@ -119,11 +106,9 @@ def draw_feeder(grid_or_topology, values: dict[str, float] | None = None, *, ax=
                         zorder=4)
         ax.figure.colorbar(sc, ax=ax, label=label, shrink=0.8)
     if annotate or bus_labels:
-        for b in buses:
-            text = f"{b}\n{values[b]:.2f}" if annotate and b in values else b
-            labels.append((*coords[b], text, "0.15", False))
-    if labels:
-        _label_artist(ax, labels, xy_all, marker_pt, segments)
+        labels = [(*coords[b], f"{b}\n{values[b]:.2f}" if annotate and b in values else b)
+                  for b in buses]
+        _add_labels(ax, labels, xy_all, marker_pt, segments)
     ax.set_title(title)
     ax.set_aspect("equal", adjustable="datalim")
     ax.margins(0.06)

@@ -94,14 +94,19 @@ class TradeFeasibility:
             base = grid.base_load_kw[idx]
             share = base / base.sum() if base.sum() > 0 else np.full(len(idx), 1 / len(idx))
             self._load_map[idx, i] = share
-        self._H = topo.H[:, [topo.bus_index[b] for b in self.buses]]  # (branches, n)
+        self._H = topo.H_columns(self.buses)  # (branches, n), without the whole dense H
         self._branch_of = {el: e for e, br in enumerate(topo.branches) for el in br.elements}
-        self._path = {}  # bus -> mask of the branches between it and the source
-        for bus in topo.buses:
-            mask = np.zeros(len(topo.branches), dtype=bool)
-            mask[[topo.branch_index[b] for b in topo.path_to_root(bus)]] = True
-            self._path[bus] = mask
+        self._path = {}  # bus -> mask of the branches between it and the source (when used)
         self.topology = topo
+
+    def _path_mask(self, bus: str):
+        if bus not in self._path:
+            if bus not in self.topology.bus_index:
+                return None
+            mask = np.zeros(len(self.topology.branches), dtype=bool)
+            mask[[self.topology.branch_index[b] for b in self.topology.path_to_root(bus)]] = True
+            self._path[bus] = mask
+        return self._path[bus]
 
     def reset(self) -> None:
         """Reset the grid to its base case (and forget the generator values written)."""
@@ -140,7 +145,7 @@ class TradeFeasibility:
                 mark(S[e] < 0, f"overload {element}")
         high = self.grid.voltage_band[1]
         for bus, v in pf.bus_voltage_violations().items():
-            mask = self._path.get(bus)
+            mask = self._path_mask(bus)
             if v > high and mask is not None and mask.any():
                 mark((S[mask] < 0).any(axis=0), f"over-voltage {bus}")
         return reasons

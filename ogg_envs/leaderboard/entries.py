@@ -202,8 +202,8 @@ class SB3Policy:
         for agent in env.possible_agents:
             obs, act = env.observation_space(agent), env.action_space(agent)
             if getattr(m_obs, "shape", None) != obs.shape:
-                return (f"the model observes shape {m_obs.shape}, {agent} gives {obs.shape} "
-                        "(it was trained on another environment)")
+                return (f"the model's observation has shape {m_obs.shape}, {agent}'s "
+                        f"{obs.shape} (it was trained on another environment)")
             if isinstance(act, gymnasium.spaces.Discrete):
                 ok = (isinstance(m_act, gymnasium.spaces.Discrete) and m_act.n == act.n) or \
                     (isinstance(m_act, gymnasium.spaces.Box) and m_act.shape == (1,))

@@ -77,7 +77,8 @@ from ..api import (
     MarketContext,
     check_participants,
 )
-from ..grid.topology import Topology
+from ..grid.topology import LARGE_FEEDER_BUSES, Topology
+from .radial import Items, RadialClearing
 
 __all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketParticipant",
            "MarketClearingError"]
@@ -230,11 +231,16 @@ class CurveMarket(Market):
         price_cap: ¢/kWh; the highest valid bid price and the price of shed load.
         price_floor: ¢/kWh; the lowest valid bid price and the value of spilled must-run supply.
         congestion_tol: relative slack under which a branch counts as congested.
+        formulation: ``"dense"`` (the statement above with ``H``, solved by OSQP),
+            ``"flow"`` (flow conservation per bus on the tree, solved exactly by zones:
+            ``ogg_envs.markets.radial``; no dense ``H``) or ``"auto"`` (``"flow"`` on feeders
+            with more than ``LARGE_FEEDER_BUSES`` (100) buses, IEEE 123 and larger, else
+            ``"dense"``). Both give the same clearing up to the dense solvers' tolerance.
     """
 
     def __init__(self, topology: Topology, participants: list[MarketParticipant], *,
                  price_cap: float = 100.0, price_floor: float = 0.0,
-                 congestion_tol: float = 1e-5):
+                 congestion_tol: float = 1e-5, formulation: str = "auto"):
         if not participants:
             raise ValueError("a market needs participants")
         if not price_floor < price_cap:
@@ -251,6 +257,13 @@ class CurveMarket(Market):
         self._bus_of = np.array([topology.bus_index[p.bus] for p in participants])
         self._demand_names = frozenset(n for n, s in zip(names, self.is_supply) if not s)
         self._limits = topology.limits_kw.astype(float).copy()
+        if formulation not in ("auto", "dense", "flow"):
+            raise ValueError(f"formulation must be 'auto', 'dense' or 'flow', got "
+                             f"{formulation!r}")
+        if formulation == "auto":
+            formulation = "flow" if len(topology.buses) > LARGE_FEEDER_BUSES else "dense"
+        self.formulation = formulation
+        self._branch_names_t = tuple(br.name for br in topology.branches)
         self._setup()
         self._cvx = None
 
@@ -268,6 +281,9 @@ class CurveMarket(Market):
         self._sl = {"q": slice(0, n), "shed": slice(n, n + ns), "spill": slice(n + ns, nb),
                     "p": slice(nb, nb + B)}
         nx_ = nb + B
+        if self.formulation == "flow":  # flow conservation per bus: no H, no OSQP
+            self._setup_flow(n, B, ns, nsp, nb)
+            return
         M = sp.lil_matrix((B, nx_))  # gen - dem + shed - spill at each bus
         M[self._bus_of, np.arange(n)] = np.where(self.is_supply, 1.0, -1.0)
         M[self._shed_buses, n + np.arange(ns)] = 1.0
@@ -309,6 +325,8 @@ class CurveMarket(Market):
         self._setup()
 
     def _set_flow_bounds(self) -> None:
+        if self.formulation == "flow":  # read from self._limits at each clearing
+            return
         lim = np.where(np.isfinite(self._limits), self._limits, 1e20)
         self._l[self._rows["flow"]] = -lim
         self._u[self._rows["flow"]] = lim
@@ -366,6 +384,10 @@ class CurveMarket(Market):
     def reset(self) -> None:
         """Forget the warm start and the result cache: the next clearing starts cold, as in a
         freshly constructed market (same participants and limits)."""
+        if self.formulation == "flow":  # the zone solver starts cold every time
+            self._clarabel = None
+            self._cache = None
+            return
         self._solver.warm_start(x=np.zeros(self._nx), y=np.zeros(self._A.shape[0]))
         self._solver.update_settings(rho=self._rho0)  # OSQP adapts rho from solve to solve
         self._clarabel = None
@@ -413,6 +435,8 @@ class CurveMarket(Market):
         return lo, hi
 
     def _solve(self, arr: np.ndarray):
+        if self.formulation == "flow":
+            return self._solve_flow(arr)
         n = len(self.names)
         slope, lin = self._curve_coefficients(arr)
         self._q[:n] = lin
@@ -469,6 +493,109 @@ class CurveMarket(Market):
             return self._solve_cvxpy(arr)
         z = np.asarray(sol.z)
         return np.asarray(sol.x), _CLARABEL_SIGN * z[self._rows["bal"]], "clarabel"
+
+    # ------------------------------------------------------------------ large feeders
+    def _setup_flow(self, n: int, B: int, ns: int, nsp: int, nb: int) -> None:
+        """The flow-conservation statement (``formulation="flow"``): variables ``[q, shed,
+        spill, f]`` with one balance row per bus, ``gen - dem + shed - spill = C f`` (``C`` the
+        tree's incidence; the rows' duals are the nodal prices) and ``-limit <= f <= limit``.
+        The zone solver (``ogg_envs.markets.radial``) solves its KKT conditions exactly;
+        Clarabel on the same sparse statement is the fallback. Results use the layout of the
+        dense path (``x = [q, shed, spill, p]``)."""
+        self._nx, self._nb = nb + B, nb
+        self._rows = {"bal": slice(0, B)}
+        M = sp.csr_matrix((np.concatenate([np.where(self.is_supply, 1.0, -1.0),
+                                           np.ones(ns), -np.ones(nsp)]),
+                           (np.concatenate([self._bus_of, self._shed_buses,
+                                            self._spill_buses]).astype(np.int64),
+                            np.arange(nb))), shape=(B, nb))
+        self._M = M  # sparse: M @ x[:nb] is the bus injection
+        self._radial = RadialClearing(self.topology, np.concatenate(
+            [self._bus_of, self._shed_buses, self._spill_buses]).astype(np.int64))
+        self._clarabel = None
+        self._cache = None
+
+    def _flow_items(self, arr: np.ndarray) -> Items:
+        """Every variable of the clearing as a monotone injection curve of its bus's price
+        (participants, then shed, then spill: the order of ``x``)."""
+        B = len(self.topology.buses)
+        p_max, p_min, q_max, q_min = arr.T
+        slope, _ = self._curve_coefficients(arr)
+        dq = np.maximum(q_max - q_min, 0.0)
+        sup = self.is_supply
+        ramp = slope > 0
+        k = np.where(ramp, 1.0 / np.where(ramp, slope, 1.0), 0.0)
+        base = np.where(sup, q_min, -q_max)
+        at = np.where(sup, p_min, p_max)  # a flat curve's price
+        jump = np.where(ramp, 0.0, dq)
+        reg = SLACK_REGULARISATION
+        firm_dem = np.bincount(self._bus_of[~sup], q_min[~sup], B)[self._shed_buses]
+        firm_sup = np.bincount(self._bus_of[sup], q_min[sup], B)[self._spill_buses]
+        ns, nsp = len(self._shed_buses), len(self._spill_buses)
+        cap, floor = self.price_cap, self.price_floor
+        return Items(
+            bus=np.concatenate([self._bus_of, self._shed_buses, self._spill_buses]),
+            base=np.concatenate([base, np.zeros(ns), -firm_sup]),
+            k=np.concatenate([k, np.full(ns + nsp, 1.0 / reg)]),
+            lo=np.concatenate([p_min, np.full(ns, cap), floor - reg * firm_sup]),
+            hi=np.concatenate([p_max, cap + reg * firm_dem, np.full(nsp, floor)]),
+            jump=np.concatenate([jump, np.zeros(ns + nsp)]),
+            at=np.concatenate([at, np.zeros(ns + nsp)]),
+        )
+
+    def _solve_flow(self, arr: np.ndarray):
+        n = len(self.names)
+        items = self._flow_items(arr)
+        out = self._radial.solve(items, self._limits)
+        if out is None:
+            return self._solve_flow_clarabel(arr)
+        inj, prices, _rounds = out
+        x = np.zeros(self._nx)
+        x[:n] = np.abs(inj[:n])
+        x[self._sl["shed"]] = inj[self._sl["shed"]]
+        x[self._sl["spill"]] = -inj[self._sl["spill"]]
+        x[self._sl["p"]] = self._M @ x[:self._nb]
+        return x, prices, "zones"
+
+    def _solve_flow_clarabel(self, arr: np.ndarray):
+        """Clarabel on the sparse flow statement (the fallback of the zone solver)."""
+        import clarabel
+
+        n, nb, B = len(self.names), self._nb, len(self.topology.buses)
+        E = len(self.topology.branches)
+        lo, hi = self._bounds(arr)
+        hi = np.maximum(hi, lo + 1e-7)
+        lim = np.minimum(self._limits, self._big_flow(arr))
+        slope, lin = self._curve_coefficients(arr)
+        Px = np.concatenate([slope, np.full(nb - n, SLACK_REGULARISATION), np.zeros(E)])
+        q = np.zeros(nb + E)
+        q[:n] = lin
+        q[self._sl["shed"]] = self.price_cap
+        q[self._sl["spill"]] = -self.price_floor
+        b = np.concatenate([np.zeros(B), hi, lim, -lo, lim])
+        if self._clarabel is None:
+            A_eq = sp.hstack([self._M, -self.topology.incidence]).tocsc()
+            eye = sp.eye(nb + E, format="csc")
+            A = sp.vstack([A_eq, eye, -eye]).tocsc()
+            P = sp.diags(np.ones(nb + E)).tocsc()
+            P.data[:] = Px
+            settings = clarabel.DefaultSettings()
+            settings.verbose = False
+            settings.presolve_enable = False
+            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-8
+            cones = [clarabel.ZeroConeT(B), clarabel.NonnegativeConeT(2 * (nb + E))]
+            self._clarabel = clarabel.DefaultSolver(P, q, A, b, cones, settings)
+        else:
+            self._clarabel.update(P=Px, q=q, b=b)
+        sol = self._clarabel.solve()
+        if str(sol.status) not in ("Solved", "AlmostSolved"):
+            raise MarketClearingError(f"the zone solver and Clarabel both failed "
+                                      f"({sol.status})")
+        xs = np.asarray(sol.x)
+        x = np.zeros(self._nx)
+        x[:nb] = xs[:nb]
+        x[self._sl["p"]] = self._M @ x[:nb]
+        return x, _CLARABEL_SIGN * np.asarray(sol.z)[:B], "clarabel-flow"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self):
@@ -567,15 +694,16 @@ class CurveMarket(Market):
         if shed.max(initial=0.0) > 1e-9 or spill.max(initial=0.0) > 1e-9:
             # Shed and spilled energy is taken pro rata from the firm parts at the bus.
             firm = arr[:, 3]
-            for k in range(n):
-                cut = (spill if self.is_supply[k] else shed)[self._bus_of[k]]
-                same = (self._bus_of == self._bus_of[k]) & (self.is_supply == self.is_supply[k])
-                total_firm = firm[same].sum()
-                if cut > 1e-9 and total_firm > 0:
-                    served[k] -= min(cut, total_firm) * firm[k] / total_firm
+            # Per participant: what its bus cut from its side, and its side's firm total there.
+            cut = np.where(self.is_supply, spill[self._bus_of], shed[self._bus_of])
+            group = self._bus_of * 2 + self.is_supply
+            total_firm = np.bincount(group, firm, minlength=2 * B)[group]
+            take = (cut > 1e-9) & (total_firm > 0)
+            served[take] -= (np.minimum(cut, total_firm) * firm / np.where(
+                take, total_firm, 1.0))[take]
         served = np.maximum(served, 0.0)
         price_p = prices_bus[self._bus_of]
-        flows = topo.H @ x[self._sl["p"]]
+        flows = topo.flows(x[self._sl["p"]])
         lim = self._limits
         at_limit = np.isfinite(lim) & (np.abs(flows) >= lim * (1 - self.congestion_tol) - 1e-6)
         congested = [topo.branches[e].name for e in np.flatnonzero(at_limit)]
@@ -595,7 +723,7 @@ class CurveMarket(Market):
             participants=tuple(self.names),
             prices=dict(zip(topo.buses, prices_bus.tolist())),
             quantities=dict(zip(self.names, served.tolist())),
-            flows_kw=dict(zip((br.name for br in topo.branches), flows.tolist())),
+            flows_kw=dict(zip(self._branch_names_t, flows.tolist())),
             congested=congested,
             welfare=float(cs + ps + (pay - rev)),
             consumer_surplus=float(cs),

@@ -127,7 +127,7 @@ from ..api import (
     MarketContext,
     check_participants,
 )
-from ..grid.topology import Topology
+from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 
 __all__ = ["DLMPMarket", "DLMPResult", "Resource", "InvalidOfferError", "InvalidBidError",
            "MarketClearingError", "GENERATOR", "DR"]
@@ -304,10 +304,15 @@ class DLMPMarket(Market):
         self._col_bus = np.concatenate([np.repeat(self._res_bus, K), self._load_idx,
                                         self._pv_idx, [root, root]]).astype(np.int64)
         self._col_sign = np.concatenate([np.ones(nb + nL), -np.ones(nP), [1.0, -1.0]])
-        self._below = -topo.H  # below[e, b] = 1 if bus b is downstream of branch e
-        dense = np.vstack([self._col_sign[None, :],
-                           self._below[:, self._col_bus] * self._col_sign[None, :]])
-        A = sp.csc_matrix(dense)
+        if B > LARGE_FEEDER_BUSES:  # a large feeder: never the dense (branches x buses) H
+            self._below = (-topo.H_sparse).tocsc()
+            A = sp.vstack([sp.csr_matrix(self._col_sign[None, :]),
+                           self._below[:, self._col_bus] @ sp.diags(self._col_sign)]).tocsc()
+        else:
+            self._below = -topo.H  # below[e, b] = 1 if bus b is downstream of branch e
+            dense = np.vstack([self._col_sign[None, :],
+                               self._below[:, self._col_bus] * self._col_sign[None, :]])
+            A = sp.csc_matrix(dense)
         A.eliminate_zeros()
         A.sort_indices()
         self._A = A
@@ -665,7 +670,7 @@ class DLMPMarket(Market):
         curt[self._pv_idx] = x[cols["curtail"]]
         source = float(x[cols["import"]] - x[cols["export"]])
         injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
-        flows = topo.H @ (injection - demand + pv)
+        flows = topo.flows(injection - demand + pv)
         congestion = self._below.T @ branch_prices
         import_cost = lmp * max(source, 0.0)
         shed_total, curt_total = float(shed.sum()), float(curt.sum())

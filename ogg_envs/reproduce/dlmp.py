@@ -184,6 +184,6 @@ def summary(data: dict) -> str:
     checks = {"uncongested_all_equal_source_lmp": "uncongested hour, every DLMP = source LMP",
               "congested_has_congestion": "congested hour has congestion",
               "congested_prices_separate_downstream": "prices rise beyond each congested line"}
-    lines.append("checks: " + "; ".join(f"{text}: {'yes' if data['checks'][k] else 'NO'}"
-                                        for k, text in checks.items()))
+    lines += [f"check: {text}: {'yes' if data['checks'][k] else 'NO'}"
+              for k, text in checks.items()]
     return "\n".join(lines)

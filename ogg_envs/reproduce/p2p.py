@@ -143,7 +143,7 @@ def plot(rec: dict[str, np.ndarray], out: Path) -> list[str]:
 
     steps = np.arange(1, len(rec["success_rate"]) + 1)
     files = []
-    for key, ylabel, name in (("reward", "reward per kWh traded (¢/kWh)", "p2p_rewards.png"),
+    for key, ylabel, name in (("reward", "reward (¢ per kWh traded)", "p2p_rewards.png"),
                               ("bid", "bid price (¢/kWh)", "p2p_actions.png")):
         fig, ax = plt.subplots(figsize=(7, 4))
         for role, colour in (("producer", "tab:orange"), ("consumer", "tab:blue")):
@@ -151,9 +151,10 @@ def plot(rec: dict[str, np.ndarray], out: Path) -> list[str]:
         if key == "reward":
             ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set_xlabel("negotiation step")
-        ax.set_ylabel(f"{ylabel}, moving average over {WINDOW}")
+        ax.set_ylabel(ylabel)
         what = "rewards" if key == "reward" else "actions"
-        ax.set_title(f"P2P market, all-UCB prosumers: {what}")
+        ax.set_title(f"P2P market, all-UCB prosumers: {what}\n(moving averages over {WINDOW} "
+                     "negotiation steps)", fontsize=10)
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)

@@ -166,7 +166,7 @@ def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> 
 
     vmin = min(min(res_u.prices.values()), min(res_c.prices.values()))
     vmax = max(res_c.prices.values())
-    fig, axes = plt.subplots(2, 1, figsize=(12, 9))
+    fig, axes = plt.subplots(2, 1, figsize=(12, 8))
     levels = " / ".join(f"{p:.2f}" for p in zones(res_u))
     env_u.grid.draw(res_u.prices, ax=axes[0], label="¢/kWh", vmin=vmin, vmax=vmax,
                     bus_labels=True,
@@ -174,8 +174,8 @@ def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> 
     levels = " / ".join(f"{p:.2f}" for p in zones(res_c))
     env_c.grid.draw(res_c.prices, ax=axes[1], label="¢/kWh", vmin=vmin, vmax=vmax,
                     bus_labels=True, highlight_branches=res_c.congested,
-                    title=f"Congested: DG offers +{MARKUP:.0%}, prices {levels} ¢/kWh "
-                          "(red: lines at their limits)")
+                    title=f"Congested: DG offers +{MARKUP:.0%}, prices {levels} ¢/kWh; at "
+                          f"their limits (red): {', '.join(res_c.congested) or 'none'}")
     fig.tight_layout()
     fig.savefig(out / "topology_power_price_map.png", dpi=130)
     plt.close(fig)

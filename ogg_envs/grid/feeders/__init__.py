@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import ieee34, ieee37
+from . import ieee13, ieee34, ieee37, ieee123
 
-FEEDERS: dict[str, ModuleType] = {"ieee34": ieee34, "ieee37": ieee37}
+FEEDERS: dict[str, ModuleType] = {"ieee13": ieee13, "ieee34": ieee34, "ieee37": ieee37,
+                                  "ieee123": ieee123}
 
 
 def get_feeder(name: str) -> ModuleType:
-    """The feeder module called ``name`` (``"ieee34"`` or ``"ieee37"``)."""
+    """The feeder module called ``name`` (``"ieee13"``, ``"ieee34"``, ``"ieee37"`` or
+    ``"ieee123"``)."""
     try:
         return FEEDERS[name]
     except KeyError:
@@ -32,4 +34,4 @@ def get_feeder(name: str) -> ModuleType:
         raise ValueError(f"unknown feeder {name!r}; valid feeders: {valid}") from None
 
 
-__all__ = ["FEEDERS", "get_feeder", "ieee34", "ieee37"]
+__all__ = ["FEEDERS", "get_feeder", "ieee13", "ieee34", "ieee37", "ieee123"]

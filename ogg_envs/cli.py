@@ -263,8 +263,9 @@ def _positive_int(text: str) -> int:
 
 def _add_env_options(p, what: str) -> None:
     p.add_argument("--feeder", default=None, metavar="NAME|PATH",
-                   help=f"{what} on this feeder: a bundled name (ieee34, ieee37) or the path "
-                        "to a master .dss (participants placed by the default rule)")
+                   help=f"{what} on this feeder: a bundled name (ieee13, ieee34, ieee37, "
+                        "ieee123) or the path to a master .dss (participants placed by the "
+                        "default rule)")
     p.add_argument("--scenario", default=None, metavar="NAME|FILE",
                    help=f"{what} on this scenario: a bundled name or a TOML file")
 

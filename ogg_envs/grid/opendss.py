@@ -23,6 +23,21 @@ import opendssdirect as odd
 
 from .topology import Topology
 
+# OpenDSS engines of grids that are gone, cleared and ready for the next grid. opendssdirect
+# 0.9 never frees an engine context (its registries hold each one for good: about 2 MB per
+# grid), so a process that builds many grids (tests, sweeps, vectorised trainers) reuses them.
+_IDLE_ENGINES: list = []
+
+
+def _engine():
+    """A DSS engine of this process's own (never the global ``opendssdirect`` one)."""
+    return _IDLE_ENGINES.pop() if _IDLE_ENGINES else odd.NewContext()
+
+
+def _release(dss) -> None:
+    dss.Text.Command("clear")
+    _IDLE_ENGINES.append(dss)
+
 __all__ = ["OpenDSSGrid", "PowerFlowResult", "FeederError"]
 
 
@@ -276,7 +291,7 @@ class OpenDSSGrid:
         # the model resolve). Ours must not move.
         cwd = os.getcwd()
         try:
-            self.dss = odd.NewContext()
+            self.dss = _engine()
             self.dss.Basic.AllowForms(False)
             if a["master"] is not None:
                 self._compile_file(Path(a["master"]))
@@ -536,6 +551,19 @@ class OpenDSSGrid:
         return out
 
     # ------------------------------------------------------------------ pickling
+    def close(self) -> None:
+        """Hand the OpenDSS engine back for reuse (the grid is unusable afterwards). Called
+        when the grid is garbage-collected; calling it earlier frees the engine sooner."""
+        dss = self.__dict__.pop("dss", None)
+        if dss is not None:
+            _release(dss)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to release
+            pass
+
     def __getstate__(self):
         return {
             "init_args": self._init_args,

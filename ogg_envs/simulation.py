@@ -10,7 +10,8 @@ Example — a curve market on the IEEE 34 feeder, every participant truthful, on
     from ogg_envs.simulation import ComposedEnv, GridStepLog, Simulation, standard_participants
 
     grid = OpenDSSGrid.from_feeder("ieee34")
-    env = ComposedEnv(grid, CurveMarket.for_participants, standard_participants(grid))
+    env = ComposedEnv(grid, lambda topo, parts: CurveMarket(topo, parts, price_cap=20.0),
+                      standard_participants(grid))
     log = GridStepLog()
     Simulation(env, callbacks=[log]).run(seed=0)
     log.rows[12]["avg_consumer_price"], log.rows[12]["losses_kw"]

@@ -310,10 +310,29 @@ class MarketEnv(ParallelEnv):
         """The profile column of the ``k``-th consumer: with measured per-consumer shapes
         (``shape_*`` columns, as in the ``year`` set) the k-th of them, in turn; otherwise
         ``load_residential`` or ``load_commercial``."""
-        shapes = sorted(c for c in self.profiles if c.startswith("shape_"))
-        if shapes:
-            return shapes[k % len(shapes)]
+        if self._shapes is None:
+            self._shapes = sorted(c for c in self.profiles if c.startswith("shape_"))
+        if self._shapes:
+            return self._shapes[k % len(self._shapes)]
         return "load_residential" if residential else "load_commercial"
+
+    _shapes: list[str] | None = None
+
+    def draw_hourly(self, columns: list[str], noise: float, rng) -> np.ndarray:
+        """Each column's profile over the episode's rows times ``1 + noise * N(0, 1)`` (one
+        column after the other), as a (rows, columns) array: row ``r`` is profile row
+        ``episode_rows()[r]``, and ``row_of(t)`` finds grid step ``t``'s. Only the episode's
+        rows are drawn, so a year of profiles costs a day's worth per reset."""
+        rows = self.episode_rows()
+        self._row_pos = {int(r): i for i, r in enumerate(rows.tolist())}
+        out = np.empty((len(rows), len(columns)))
+        for j, col in enumerate(columns):
+            out[:, j] = self.profiles[col][rows] * (1 + noise * rng.standard_normal(len(rows)))
+        return out
+
+    def row_of(self, t: int) -> int:
+        """Grid step ``t``'s row in the arrays ``draw_hourly`` returned this episode."""
+        return self._row_pos[self.hour_of(t)]
 
     # ------------------------------------------------------------------ PettingZoo API
     def observation_space(self, agent: str) -> gymnasium.Space:

@@ -98,7 +98,7 @@ def test_each_consumer_gets_its_own_measured_shape():
     env.reset(seed=1, options={"day": 40})
     rows = env.episode_rows()
     assert np.array_equal(rows, np.arange(40 * 24, 41 * 24))
-    factors = env.load_factor[rows]  # (24 h, consumers): different curves per consumer
+    factors = env.load_factor  # (episode rows, consumers): different curves per consumer
     assert np.unique(np.round(factors.argmax(axis=0))).size > 3
     day_env = ogg_envs.make("opengridgym/topology-power-v0", parallel=True)
     assert {day_env.consumer_profile(j, r) for j, r in ((0, True), (1, False))} == {

@@ -230,6 +230,7 @@ class raw_env(MarketEnv):
         self.price_cap, self.n_blocks = sc.price_cap, sc.n_blocks
         self.lmp = self._source_lmp()
         self.load_buses = [b for b in topo.buses if b in grid.loads_at_bus]
+        self._load_bus = np.array([topo.bus_index[b] for b in self.load_buses], dtype=np.int64)
         self.nominal_kw = grid.bus_load_kw  # per bus, topology order
         peak = max(self.profiles["load_residential"].max(),
                    self.profiles["load_commercial"].max())
@@ -322,15 +323,12 @@ class raw_env(MarketEnv):
     # ------------------------------------------------------------------ episode
     def start_episode(self, rng: np.random.Generator, options: dict) -> None:
         loads = self.scenario.loads
-        bus_index = self.topology.bus_index
         residential = rng.random(len(self.load_buses)) < loads.residential_share
-        self.load_factor = np.zeros((self.n_hours, len(self.topology.buses)))  # per bus
-        rows = self.episode_rows()  # every row of a one-day set; the episode's of a year
-        for j, bus in enumerate(self.load_buses):
-            col = self.consumer_profile(j, residential[j])
-            factor = self.profiles[col][rows] * (1 + loads.load_noise *
-                                                 rng.standard_normal(len(rows)))
-            self.load_factor[rows, bus_index[bus]] = np.maximum(factor, 0.0)
+        draws = self.draw_hourly([self.consumer_profile(j, residential[j])
+                                  for j in range(len(self.load_buses))], loads.load_noise, rng)
+        # public: the episode's hourly load factors, (episode rows, buses in topology order)
+        self.load_factor = np.zeros((len(draws), len(self.topology.buses)))
+        self.load_factor[:, self._load_bus] = np.maximum(draws, 0.0)
         for k, p in enumerate(self.participants):
             shock = 1 + self.cost_noise[k] * rng.standard_normal()
             p.truth.cost_a = max(self.cost_a0[k] * shock, 0.0)
@@ -339,7 +337,7 @@ class raw_env(MarketEnv):
 
     def start_hour(self) -> None:
         h = self.hour_of(self.t)
-        self.demand_kw = self.nominal_kw * self.load_factor[h]
+        self.demand_kw = self.nominal_kw * self.load_factor[self.row_of(self.t)]
         self.pv_out_kw = self.pv_capacity_kw * max(float(self.profiles["pv"][h]), 0.0)
         self.pv_kw = np.bincount(self._pv_bus, self.pv_out_kw,
                                  minlength=len(self.topology.buses))

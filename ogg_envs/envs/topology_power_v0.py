@@ -266,13 +266,10 @@ class raw_env(MarketEnv):
         # everything else about the instance stays the same (for comparative statics).
         flexible = set(rng.permutation(n_cons)[:n_flex].tolist())
         residential = rng.random(n_cons) < cons.residential_share
-        hours = self.n_hours
-        rows = self.episode_rows()  # every row of a one-day set; the episode's of a year
-        self.load_factor = np.zeros((hours, n_cons))  # public: the episode's hourly loads
-        for j in range(n_cons):
-            col = self.consumer_profile(j, residential[j])
-            self.load_factor[rows, j] = self.profiles[col][rows] * (
-                1 + cons.load_noise * rng.standard_normal(len(rows)))
+        # public: the episode's hourly load factors, (episode rows, consumers)
+        self.load_factor = self.draw_hourly(
+            [self.consumer_profile(j, residential[j]) for j in range(n_cons)],
+            cons.load_noise, rng)
         vmax = rng.uniform(*cons.value_max, size=n_cons)
         vmin = rng.uniform(*cons.value_min, size=n_cons)
         noise = self.scenario.suppliers.cost_noise
@@ -284,9 +281,9 @@ class raw_env(MarketEnv):
             p.truth.cost_a = self.cost_a0[i] * (1 + noise * rng.standard_normal())
 
     def start_hour(self) -> None:
-        h = self.hour_of(self.t)
+        factor = self.load_factor[self.row_of(self.t)].tolist()
         for j, p in enumerate(self.consumers):
-            q = self.nominal_kw[j] * max(self.load_factor[h, j], 0.0)
+            q = self.nominal_kw[j] * max(factor[j], 0.0)
             p.limits.q_now = min(q, p.limits.q_max)
         self.truth = economics.truth_arrays(self.participants)
 

@@ -169,6 +169,20 @@ class Market:
     def reset(self) -> None:
         """Forget warm starts and caches: the next clearing does not depend on the past."""
 
+    def in_order(self, values: dict, what: str = "bids") -> list:
+        """``{name: value}`` naming every participant, as a list in participant order;
+        ``ValueError`` naming unknown (``"unknown participants"``) or missing (``"no value
+        from"``) ones."""
+        unknown = sorted(set(values) - set(self.names))
+        if unknown:
+            raise ValueError(f"{what}: unknown participants {unknown}; participants: "
+                             f"{self.names}")
+        missing = [n for n in self.names if n not in values]
+        if missing:
+            raise ValueError(f"{what}: no bid from {missing}" if what in ("bids", "offers")
+                             else f"{what}: no value from {missing}")
+        return [values[n] for n in self.names]
+
     def clear(self, bids, context: MarketContext | None = None) -> Clearing:
         raise NotImplementedError
 

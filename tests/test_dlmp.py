@@ -431,7 +431,7 @@ def test_context_must_give_demand_capacity_and_source_price():
                                             source_price=5.0, extra={"note": 1}))
     by_order = m.clear(offers, ctx(demand, [1.0, 1.0]))
     np.testing.assert_array_equal(by_name.dlmp, by_order.dlmp)
-    with pytest.raises(ValueError, match="unknown resources"):
+    with pytest.raises(ValueError, match="unknown participants"):
         m.clear(offers, ctx(demand, {"ghost": 1.0}))
 
 

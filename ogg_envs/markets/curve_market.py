@@ -357,14 +357,7 @@ class CurveMarket(Market):
     def bids_to_array(self, bids) -> np.ndarray:
         """Bids as an (n, 4) array in participant order (from an array, list or dict)."""
         if isinstance(bids, dict):
-            unknown = set(bids) - set(self.index)
-            if unknown:
-                raise ValueError(f"bids for unknown participants {sorted(unknown)}; "
-                                 f"participants: {self.names}")
-            missing = [n for n in self.names if n not in bids]
-            if missing:
-                raise ValueError(f"no bid from {missing}")
-            rows = [bids[n] for n in self.names]
+            rows = self.in_order(bids, "bids")
         else:
             rows = list(bids)
         arr = np.array([r.as_array() if isinstance(r, Bid) else np.asarray(r, dtype=float)

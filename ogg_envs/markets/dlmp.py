@@ -421,14 +421,7 @@ class DLMPMarket(Market):
     def resource_vector(self, values, what: str) -> np.ndarray:
         """Per-resource values (resource order) from an array or a ``{name: kW}`` dict."""
         if isinstance(values, dict):
-            unknown = set(values) - set(self.index)
-            if unknown:
-                raise ValueError(f"{what}: unknown resources {sorted(unknown)}; resources: "
-                                 f"{self.names}")
-            missing = [r for r in self.names if r not in values]
-            if missing:
-                raise ValueError(f"{what}: no value for {missing}")
-            values = [values[r] for r in self.names]
+            values = self.in_order(values, what)
         out = np.asarray(values, dtype=float).reshape(-1)
         if out.shape != (len(self.names),):
             raise ValueError(f"{what}: expected {len(self.names)} values, got {out.shape}")
@@ -438,14 +431,7 @@ class DLMPMarket(Market):
         """Offers as an (n, n_blocks) array in resource order (array, list or dict)."""
         n, K = len(self.names), self.n_blocks
         if isinstance(offers, dict):
-            unknown = set(offers) - set(self.index)
-            if unknown:
-                raise ValueError(f"offers from unknown resources {sorted(unknown)}; resources: "
-                                 f"{self.names}")
-            missing = [r for r in self.names if r not in offers]
-            if missing:
-                raise ValueError(f"no offer from {missing}")
-            offers = [offers[r] for r in self.names]
+            offers = self.in_order(offers, "offers")
         arr = np.asarray(offers, dtype=float).reshape(-1, K) if n else np.zeros((0, K))
         if arr.shape != (n, K):
             raise ValueError(f"expected {n} offers of {K} block prices, got {arr.shape}")

@@ -329,13 +329,7 @@ class P2PMarket(Market):
         Raises ``InvalidBidError`` naming the prosumer for an arm that is not an integer in
         ``[0, n_arms)``."""
         if isinstance(arms, dict):
-            unknown = set(arms) - set(self.index)
-            if unknown:
-                raise ValueError(f"bids from unknown prosumers {sorted(unknown)}")
-            missing = [n for n in self.names if n not in arms]
-            if missing:
-                raise ValueError(f"no bid from {missing}")
-            arms = [arms[n] for n in self.names]
+            arms = self.in_order(arms, "bids")
         if type(arms) is np.ndarray and arms.dtype == np.int64 and arms.shape == (self.n,) \
                 and 0 <= arms.min() and arms.max() < self.terms.n_arms:
             return arms  # the environments' hot path

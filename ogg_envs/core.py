@@ -25,7 +25,8 @@ only what makes it itself, in these hooks (PettingZoo's MPE ``SimpleEnv`` is the
     market_step(bids)            -> (rewards, infos)       clear, pay (rewards per participant)
     observe(name)                -> np.ndarray             any participant's observation
 
-and optionally ``dispatch(clearing)`` (what goes to the feeder), ``grid_step()``,
+and optionally ``rounds_of(scenario)`` (market rounds when the scenario decides),
+``dispatch(clearing)`` (what goes to the feeder), ``grid_step()``,
 ``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and ``render_map(ax)``.
 
 Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``

@@ -112,6 +112,19 @@ def group_of(agent_id: str) -> str:
     return agent_id.rsplit("_", 1)[0]
 
 
+# Per-runner sample counts, in the training results' env-runner metrics (where RLlib adds up the
+# runners' metrics): which process sampled how much. 0 is the driver's own runner.
+STEPS_BY_RUNNER = "env_steps_by_runner"
+
+
+def count_runner_steps(*, env_runner, metrics_logger, samples, **kwargs) -> None:
+    """RLlib's ``on_sample_end`` callback, run in each env runner: add the env steps it just
+    sampled under its ``worker_index``."""
+    steps = sum(episode.env_steps() for episode in samples)
+    metrics_logger.log_value((STEPS_BY_RUNNER, str(env_runner.worker_index)), steps,
+                             reduce="lifetime_sum")
+
+
 # ---------------------------------------------------------------------- setup
 def keep_logs_under(path: Path) -> None:
     """Make RLlib's per-run log folder a subfolder of ``path`` instead of ``~/ray_results``.
@@ -156,6 +169,7 @@ def build(args: Args, task):
                   num_epochs=args.num_epochs, lr=args.learning_rate, gamma=args.gamma,
                   lambda_=args.gae_lambda, clip_param=args.clip_param,
                   entropy_coeff=args.entropy_coeff)
+        .callbacks(on_sample_end=count_runner_steps)
         .debugging(seed=args.seed)
     )
     return config.build_algo(), len(agents), groups
@@ -198,8 +212,11 @@ def run(args: Args) -> dict:
     import ray
     from ray.rllib.utils.metrics import (
         ENV_RUNNER_RESULTS,
+        ENV_RUNNER_SAMPLING_TIMER,
         EPISODE_RETURN_MEAN,
         NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+        NUM_ENV_STEPS_SAMPLED,
+        TIMERS,
     )
     from tensorboardX import SummaryWriter
 
@@ -219,11 +236,16 @@ def run(args: Args) -> dict:
         writer = SummaryWriter(str(run_dir / "tb"))
         bar = common.StepProgress(iterations, desc=f"RLlib PPO on {task.id}",
                                   disable=not args.progress, unit="iteration")
-        points, steps = [], 0
+        points, steps, by_runner, sampled_per_s = [], 0, {}, []
         t0 = time.perf_counter()
         for it in range(iterations):
             metrics = algo.train()
             runners = metrics.get(ENV_RUNNER_RESULTS, {})
+            by_runner = runners.get(STEPS_BY_RUNNER, by_runner)
+            # RLlib's own sampling rate: env steps sampled over the iteration's sampling time
+            sample_s = metrics.get(TIMERS, {}).get(ENV_RUNNER_SAMPLING_TIMER)
+            if sample_s and runners.get(NUM_ENV_STEPS_SAMPLED):
+                sampled_per_s.append(runners[NUM_ENV_STEPS_SAMPLED] / sample_s)
             sampled = runners.get(NUM_AGENT_STEPS_SAMPLED_LIFETIME, steps)  # {agent: steps}
             steps = int(sum(sampled.values()) if isinstance(sampled, dict) else sampled)
             bar.update_to(it + 1, note=f"{steps:,} agent steps")
@@ -246,7 +268,9 @@ def run(args: Args) -> dict:
             "training": {"iterations": iterations, "agent_steps": steps, "n_agents": n_agents,
                          "groups": groups, "env_runners": args.env_runners,
                          "envs_per_runner": args.envs_per_runner, "wall_s": wall,
-                         "agent_steps_per_s": steps / wall},
+                         "agent_steps_per_s": steps / wall,
+                         "env_steps_by_runner": {int(k): int(v) for k, v in by_runner.items()},
+                         "sampled_env_steps_per_s": sampled_per_s},
             "curve": points,
         }
         if args.eval:

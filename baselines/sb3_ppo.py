@@ -80,7 +80,10 @@ class Args:
     """show progress bars"""
     # ------------------------------------------------------------------ PPO
     n_envs: int = 4
-    """env copies stepped in lockstep (in-process: the envs are cheap to step)"""
+    """env copies stepped in lockstep"""
+    num_cpus: int = 1
+    """processes stepping the env copies: 1 steps them in this process (the envs are cheap to
+    step); N >= 2 starts N worker processes (SuperSuit), each stepping n_envs / N copies"""
     n_steps: int = 128
     """rollout length per vector entry: a rollout is n_steps x n_envs x agents agent steps"""
     batch_size: int = 256
@@ -103,8 +106,11 @@ class Args:
     """scale rewards by a running estimate of the return's spread (VecNormalize)"""
 
     def __post_init__(self):
-        common.check_positive(self, "timesteps", "n_envs", "n_steps", "batch_size", "n_epochs",
-                              "learning_rate")
+        common.check_positive(self, "timesteps", "n_envs", "num_cpus", "n_steps", "batch_size",
+                              "n_epochs", "learning_rate")
+        if self.num_cpus > self.n_envs:
+            raise ValueError(f"--num-cpus ({self.num_cpus}) must be at most --n-envs "
+                             f"({self.n_envs}): each process steps at least one env copy")
 
 
 # ---------------------------------------------------------------------- environment
@@ -126,10 +132,17 @@ class SeededSB3VecEnv(SB3VecEnvWrapper):
 
 def make_vec_env(make_env, args: Args):
     """``make_env()`` (a parallel env: the task's) with normalised actions as an SB3 vector env
-    with one entry per agent and ``args.n_envs`` copies; returns it and the number of agents."""
+    with one entry per agent and ``args.n_envs`` copies, stepped by ``args.num_cpus`` processes;
+    returns it and the number of agents. Close it (``venv.close()``): worker processes keep a
+    Python that has not closed it from exiting.
+
+    With worker processes, SuperSuit seeds worker ``i``'s ``j``-th copy with ``seed + i + j``
+    (in one process: copy ``j`` with ``seed + j``), so a run is reproducible for a given
+    ``num_cpus`` but differs from the same seed with another."""
     par = normalized_bids_v0(make_env())
     venv = ss.pettingzoo_env_to_vec_env_v1(par)
-    venv = ss.concat_vec_envs_v1(venv, args.n_envs, num_cpus=0, base_class="gymnasium")
+    num_cpus = 0 if args.num_cpus == 1 else args.num_cpus  # 0: SuperSuit's in-process concat
+    venv = ss.concat_vec_envs_v1(venv, args.n_envs, num_cpus=num_cpus, base_class="gymnasium")
     with warnings.catch_warnings():  # SB3 notes that SuperSuit's vector env has no render_mode
         warnings.filterwarnings("ignore", message="The `render_mode` attribute")
         venv = VecMonitor(SeededSB3VecEnv(venv))  # per-agent episode returns for the curve
@@ -179,22 +192,24 @@ def run(args: Args) -> dict:
     env_id, task, baseline, run_dir = common.setup(args, "sb3_ppo")
     torch.set_num_threads(1)
     venv, n_agents = make_vec_env(task.make_env, args)
-    model = PPO("MlpPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size,
-                n_epochs=args.n_epochs, learning_rate=args.learning_rate, gamma=args.gamma,
-                gae_lambda=args.gae_lambda, clip_range=args.clip_range, ent_coef=args.ent_coef,
-                seed=args.seed, device="cpu", policy_kwargs={"net_arch": args.net_arch},
-                tensorboard_log=str(run_dir / "tb"), verbose=0)
-
-    rollout = args.n_steps * args.n_envs * n_agents
-    bar = common.StepProgress(common.rounded_up(args.timesteps, rollout),
-                              desc=f"PPO on {task.id}", disable=not args.progress)
-    curve = LearningCurve()
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=args.timesteps, callback=[curve, ConvertCallback(bar)],
-                tb_log_name="ppo")
-    wall = time.perf_counter() - t0
-    bar.close()
-    venv.close()
+    try:
+        model = PPO("MlpPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size,
+                    n_epochs=args.n_epochs, learning_rate=args.learning_rate, gamma=args.gamma,
+                    gae_lambda=args.gae_lambda, clip_range=args.clip_range,
+                    ent_coef=args.ent_coef, seed=args.seed, device="cpu",
+                    policy_kwargs={"net_arch": args.net_arch},
+                    tensorboard_log=str(run_dir / "tb"), verbose=0)
+        rollout = args.n_steps * args.n_envs * n_agents
+        bar = common.StepProgress(common.rounded_up(args.timesteps, rollout),
+                                  desc=f"PPO on {task.id}", disable=not args.progress)
+        curve = LearningCurve()
+        t0 = time.perf_counter()
+        model.learn(total_timesteps=args.timesteps, callback=[curve, ConvertCallback(bar)],
+                    tb_log_name="ppo")
+        wall = time.perf_counter() - t0
+        bar.close()
+    finally:
+        venv.close()  # worker processes (--num-cpus >= 2) end here, also on an error
     model.save(run_dir / "model.zip")
     common.plot_curve(curve.points, run_dir / "learning_curve.png", f"PPO (shared) on {task.id}",
                       common.reward_unit(env_id))
@@ -204,7 +219,7 @@ def run(args: Args) -> dict:
         "env_id": env_id, "task": task.id, "seed": args.seed, "baseline": baseline,
         "run_dir": str(run_dir), "args": asdict(args),
         "training": {"agent_steps": int(model.num_timesteps), "n_agents": n_agents,
-                     "rollout_agent_steps": rollout, "wall_s": wall,
+                     "rollout_agent_steps": rollout, "num_cpus": args.num_cpus, "wall_s": wall,
                      "agent_steps_per_s": model.num_timesteps / wall},
         "curve": curve.points,
     }

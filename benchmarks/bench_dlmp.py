@@ -1,103 +1,76 @@
-"""Benchmark of opengridgym/dlmp-v0: DSO clearing time and parallel env throughput.
+"""dlmp-v0 benchmark: market clear time and parallel env steps/s against the floor.
 
-    python benchmarks/bench_dlmp.py [--clears 3000] [--steps 6000]
-
-Prints the median time of one DLMP clearing on the IEEE 37 feeder (default scenario: 4
-generators and 4 DR providers, 3 blocks each, 2 line limits, random offers and hourly data of
-the scenario's day) for the fast path (HiGHS called directly, warm-started) and for the CVXPY
-statement with Parameters (HiGHS and Clarabel), and the parallel env's steps per second: every
-step is a market clearing, every ``market_rounds``-th also an OpenDSS power flow (measured with
-the default 3 and with 1).
-Floor measured on a 2-core machine: 0.23 ms for HiGHS direct; goals: clear <= 0.45 ms and
->= 1,500 parallel env steps/s.
+On the default scenario (IEEE 37; 4 generators and 4 DR providers learning, 3 blocks each, 2
+line limits, 3 market rounds per grid step), for random offers, structured ones (the registered
+``markup`` baseline: true block costs + 30 %) and tied ones (every block of every learner at
+the price cap, tying with shed load), as ``_timing.env_benchmark`` describes: clear p50/p99
+(HiGHS called directly, warm-started), env steps/s and their ratio to one bare
+``grid.run_power_flow()``. Also the CVXPY statement of the same clearing (with Parameters,
+HiGHS and Clarabel), the readable reference the fast path is tested against, on the same
+random offers. Goals: clear <= 0.45 ms, >= 1,500 parallel env steps/s.
+Run: ``python benchmarks/bench_dlmp.py [--quick] [--json PATH]`` (or ``opengridgym bench --only
+dlmp``).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
+from _timing import benchmark_parser, env_benchmark, percentiles_ms, print_env_table, write_json
 
 from ogg_envs.envs import dlmp_v0
 
+ENV_ID = "opengridgym/dlmp-v0"
 
-def _clear_inputs(env, rng: np.random.Generator, n: int) -> list[tuple]:
-    """``n`` clearings' inputs: random offers around the true costs, random hours."""
+
+def tied(env, agent, observation):
+    """Every block of every learner at the price cap."""
+    return np.full(env.n_blocks, env.price_cap, dtype=np.float32)
+
+
+def clear_inputs(env, n: int, rng: np.random.Generator) -> list[tuple]:
+    """``n`` clearings' inputs: offers around the true costs, random hours."""
     out = []
-    cap = env.price_cap
+    env.reset(seed=0)
     for _ in range(n):
         env.t = int(rng.integers(env.horizon))
         env.start_hour()
         truthful = env.truthful_offers()
-        offers = np.clip(truthful * rng.uniform(0.7, 1.6, truthful.shape), 0.0, cap)
+        offers = np.clip(truthful * rng.uniform(0.7, 1.6, truthful.shape), 0.0, env.price_cap)
         out.append((offers, env.context()))
-    env.t = 0
-    env.start_hour()
     return out
 
 
-def bench_clear(env, n: int, rng: np.random.Generator) -> dict[str, float]:
-    market = env.market
-    inputs = _clear_inputs(env, rng, n)
-    for offers, context in inputs[:50]:  # warm up
-        market.clear(offers, context)
-    times = []
-    for offers, context in inputs:
-        t0 = time.perf_counter()
-        market.clear(offers, context)
-        times.append(time.perf_counter() - t0)
-    out = {"highs_direct_ms": 1e3 * float(np.median(times))}
-    for solver in ("HIGHS", "CLARABEL"):
-        times = []
-        for offers, context in inputs[: max(n // 20, 20)]:
-            t0 = time.perf_counter()
-            market.clear_cvxpy(offers, context, solver=solver)
-            times.append(time.perf_counter() - t0)
-        out[f"cvxpy_{solver.lower()}_ms"] = 1e3 * float(np.median(times[1:]))
-    return out
-
-
-def bench_env(steps: int, seed: int = 0, **kwargs) -> float:
-    """Parallel env steps per second (resets included), actions pre-sampled."""
-    env = dlmp_v0.parallel_env(**kwargs)
-    env.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    actions = [{a: rng.uniform(0.0, 10.0, env.n_blocks).astype(np.float32)
-                for a in env.possible_agents} for _ in range(256)]
-    for i in range(50):  # warm up
-        if not env.agents:
-            env.reset()
-        env.step(actions[i % 256])
-    env.reset(seed=seed)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        if not env.agents:
-            env.reset()
-        env.step(actions[i % 256])
-    return steps / (time.perf_counter() - t0)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clears", type=int, default=3000)
-    parser.add_argument("--steps", type=int, default=6000)
-    args = parser.parse_args(argv)
+def reference_clear_ms(n: int) -> dict[str, dict]:
+    """Clear times (ms) of the fast path and of the CVXPY statement, on the same inputs."""
     env = dlmp_v0.parallel_env()
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    clear = bench_clear(env, args.clears, rng)
-    sps = bench_env(args.steps)
-    sps1 = bench_env(args.steps, market_rounds=1)
-    print("dlmp-v0 on IEEE 37 (4 generators, 4 DR providers, 3 blocks, 2 line limits)")
-    print(f"  clear, HiGHS direct (warm), median: {clear['highs_direct_ms']:.3f} ms "
-          f"(floor 0.23 ms, goal <= 0.45 ms)")
-    print(f"  clear, CVXPY + Parameters, HiGHS:   {clear['cvxpy_highs_ms']:.3f} ms")
-    print(f"  clear, CVXPY + Parameters, Clarabel: {clear['cvxpy_clarabel_ms']:.3f} ms")
-    print(f"  parallel env, default (3 market rounds per grid step): {sps:,.0f} steps/s "
-          f"(goal >= 1,500)")
-    print(f"  parallel env, market_rounds=1 (every step a clearing and a power flow): "
-          f"{sps1:,.0f} steps/s")
+    inputs = clear_inputs(env, n, np.random.default_rng(0))
+    out = {}
+    for name, clear in (("highs_direct", env.market.clear),
+                        ("cvxpy_highs", lambda o, c: env.market.clear_cvxpy(o, c, solver="HIGHS")),
+                        ("cvxpy_clarabel",
+                         lambda o, c: env.market.clear_cvxpy(o, c, solver="CLARABEL"))):
+        clear(*inputs[0])  # the first call builds the problem
+        times = []
+        for offers, context in inputs[1:]:
+            t0 = time.perf_counter()
+            clear(offers, context)
+            times.append(time.perf_counter() - t0)
+        out[name] = percentiles_ms(times)
+    return out
+
+
+def main(argv=None) -> dict:
+    args = benchmark_parser(__doc__.splitlines()[0]).parse_args(argv)
+    result = env_benchmark(ENV_ID, tied, args.quick)
+    print_env_table(result)
+    result["reference_clear_ms"] = ref = reference_clear_ms(40 if args.quick else 400)
+    print("same random offers, clear p50 / p99 ms: " + "; ".join(
+        f"{k} {v['p50']:.3f} / {v['p99']:.3f}" for k, v in ref.items())
+        + "  (goals: clear <= 0.45 ms, >= 1,500 env steps/s)")
+    write_json(args.json, "dlmp", result)
+    return result
 
 
 if __name__ == "__main__":

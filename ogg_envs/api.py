@@ -60,7 +60,7 @@ import numpy as np
 
 from ogg_envs import economics
 
-__all__ = ["Grid", "Market", "MarketContext", "Clearing", "MarketClearingError",
+__all__ = ["Grid", "Market", "MarketContext", "Clearing", "MarketClearingError", "GridReport",
            "check_participants",
            "InvalidBidError", "Participant", "Truth", "Limits", "Policy", "SUPPLY", "DEMAND",
            "PROSUMER"]
@@ -86,7 +86,10 @@ class Grid(Protocol):
     per-unit band of the voltage checks. ``apply(consumption_kw, generation_kw)`` sets kW
     drawn per topology bus and kW produced per added generator; ``solve()`` returns a power-flow
     result with ``converged``, ``substation_kw``, ``losses_kw``, ``thermal_overloads`` and
-    ``bus_voltage_violations()``.
+    ``bus_voltage_violations()``. The environment core's AC report (``GridReport``) and
+    ``ac_feedback`` also use ``net_injection_kw()`` (the dispatch as kW per topology bus) and
+    ``branch_flows(result, branches)`` (AC kW + j kvar into topology branches, positive away
+    from the source); ``OpenDSSGrid`` has both.
     """
 
     topology: Any
@@ -103,6 +106,61 @@ class Grid(Protocol):
     def apply(self, consumption_kw: np.ndarray, generation_kw=None) -> None: ...
 
     def solve(self): ...
+
+
+@dataclass
+class GridReport:
+    """What the AC power flow of a grid step says about the market's lossless model.
+
+    ``branches`` are the market-limited branches (a finite limit in the market, transformers
+    included), in topology order; per branch: ``flow_kw``/``flow_kvar`` the AC power at its
+    source-side end (positive away from the source), ``apparent_kva`` its magnitude,
+    ``limit_kw`` the market's limit of the hour, ``loading`` = ``|flow_kw| / limit_kw`` and
+    ``market_flow_kw`` the lossless model's ``H @ p`` at the same dispatch. ``overloaded``:
+    the branches with ``loading > 1 + tol``. ``voltage_violations``: bus -> worst node
+    voltage (pu) outside the band. ``cleared_source_kw`` is what the market's balance asks of
+    the substation (consumption minus generation it dispatched); ``unscheduled_kw`` =
+    ``substation_kw - cleared_source_kw``: the power the substation supplied beyond the
+    cleared quantities (kWh in the hour). ``feedback_iterations``: re-clearings of the hour
+    (``ac_feedback``). Numbers are NaN when the power flow did not converge.
+    """
+
+    converged: bool
+    branches: tuple[str, ...]
+    flow_kw: np.ndarray
+    flow_kvar: np.ndarray
+    apparent_kva: np.ndarray
+    limit_kw: np.ndarray
+    market_flow_kw: np.ndarray
+    loading: np.ndarray
+    overloaded: tuple[str, ...]
+    voltage_violations: dict[str, float]
+    losses_kw: float
+    substation_kw: float
+    cleared_source_kw: float
+    unscheduled_kw: float
+    feedback_iterations: int = 0
+    tol: float = 0.005
+
+    @property
+    def within_limits(self) -> bool:
+        """Every market-limited branch within ``limit x (1 + tol)`` (and converged)."""
+        return self.converged and not self.overloaded
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (per-branch values keyed by branch name)."""
+        per = {"flow_kw": self.flow_kw, "flow_kvar": self.flow_kvar,
+               "apparent_kva": self.apparent_kva, "limit_kw": self.limit_kw,
+               "market_flow_kw": self.market_flow_kw, "loading": self.loading}
+        return {"converged": self.converged,
+                "branches": {b: {k: float(v[i]) for k, v in per.items()}
+                             for i, b in enumerate(self.branches)},
+                "overloaded": list(self.overloaded),
+                "voltage_violations": dict(self.voltage_violations),
+                "losses_kw": self.losses_kw, "substation_kw": self.substation_kw,
+                "cleared_source_kw": self.cleared_source_kw,
+                "unscheduled_kw": self.unscheduled_kw,
+                "feedback_iterations": self.feedback_iterations, "tol": self.tol}
 
 
 # ---------------------------------------------------------------------- Market

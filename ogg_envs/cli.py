@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import runpy
 import sys
 import time
 from pathlib import Path
@@ -64,10 +63,17 @@ def _cmd_list(args) -> int:
 
 
 def _list_scenarios() -> int:
-    """The bundled scenarios: which environment reads each, its feeder and profiles."""
+    """The bundled scenarios (which environment reads each, its feeder and profiles), then the
+    leaderboard tasks' own scenarios (inline in each task file) and the days they evaluate."""
     import tomllib
 
+    from ogg_envs.leaderboard import TaskError, list_tasks, load_task
     from ogg_envs.scenario import bundled_dir, bundled_scenarios
+
+    def columns(head, rows):
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for r in [head, *rows]:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
     envs = {"topology_power": "opengridgym/topology-power-v0", "dlmp": "opengridgym/dlmp-v0",
             "p2p": "opengridgym/p2p-v0"}
@@ -78,12 +84,23 @@ def _list_scenarios() -> int:
                     if name == prefix or name.startswith(prefix + "_")), "")
         rows.append((name, env, str(data.get("feeder", "")), str(data.get("profiles", "")),
                      str(data.get("horizon", ""))))
-    head = ("scenario", "environment", "feeder", "profiles", "horizon")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for r in [head, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    columns(("scenario", "environment", "feeder", "profiles", "horizon"), rows)
     print('\nUse: ogg_envs.make(environment, scenario="<scenario>") or opengridgym run '
-          "<environment> --scenario <scenario>")
+          "<environment> --scenario <scenario>\n")
+    rows = []
+    for task_id in list_tasks():
+        try:
+            task = load_task(task_id)
+        except TaskError as exc:
+            rows.append((task_id, "", "", "", "", f"unusable: {exc}"))
+            continue
+        sc = task.scenario
+        days = (f"{len(set(task.days))} {task.split} days" if task.days
+                else f"drawn from the {task.split} split" if task.split else "env default")
+        rows.append((task_id, task.env_id, str(sc.get("feeder", "")),
+                     str(sc.get("profiles", "")), str(sc.get("horizon", "")), days))
+    columns(("leaderboard task", "environment", "feeder", "profiles", "horizon", "days"), rows)
+    print("\nUse: opengridgym leaderboard --tasks <task> (opengridgym leaderboard --list)")
     return 0
 
 
@@ -151,25 +168,59 @@ def _cmd_reproduce(args) -> int:
     return 0
 
 
+# Benchmarks `opengridgym bench` runs only when --only names them (they need an extra and train)
+_ON_DEMAND = {"vec": "SB3 vector envs with 1 and 2 processes (needs the [train] extra)",
+              "rllib_runners": "RLlib sampling with 0, 1, 2 env runners (needs [rllib])"}
+
+
 def _cmd_bench(args) -> int:
+    """Run the benchmarks, each in its own Python process (a timing does not depend on what
+    ran before it), their tables on stdout; ``--json`` collects their numbers in one file."""
+    import subprocess
+    import tempfile
+
     root = Path(__file__).resolve().parents[1] / "benchmarks"
-    scripts = sorted(root.glob("bench_*.py")) if root.is_dir() else []
+    scripts = {s.stem.removeprefix("bench_"): s for s in sorted(root.glob("bench_*.py"))}
     if not scripts:
         print("benchmarks/ is not available (it ships with the source checkout)")
         return 1
-    scripts = [s for s in scripts if not args.only or args.only in s.stem]
-    if not scripts:
-        print(f"error: no benchmark matches --only {args.only!r}", file=sys.stderr)
+    if args.only:
+        names = [n for n, s in scripts.items() if args.only in s.stem]
+    else:
+        names = [n for n in scripts if n not in _ON_DEMAND]
+    if not names:
+        print(f"error: no benchmark matches --only {args.only!r}; benchmarks: "
+              f"{', '.join(scripts)}", file=sys.stderr)
         return 2
-    for k, script in enumerate(scripts, 1):
-        print(f"== [{k}/{len(scripts)}] {script.name}", flush=True)
-        argv = sys.argv
-        sys.argv = [str(script)]  # the script parses its own (default) arguments
-        try:
-            runpy.run_path(str(script), run_name="__main__")
-        finally:
-            sys.argv = argv
-    return 0
+    results, failed = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, name in enumerate(names, 1):
+            print(f"== [{k}/{len(names)}] {scripts[name].name}", flush=True)
+            command = [sys.executable, str(scripts[name])] + (["--quick"] if args.quick else [])
+            if name == "scale":  # it writes <out>/scale.json and its figure: next to --json
+                numbers = Path(args.json).parent / "scale.json" if args.json else None
+                command += ["--out", str(numbers.parent)] if numbers else []
+            else:
+                numbers = Path(tmp) / f"{name}.json"
+                command += ["--json", str(numbers)]
+            code = subprocess.call(command)
+            if code != 0:
+                print(f"error: {scripts[name].name} failed (exit {code})", file=sys.stderr)
+                failed.append(name)
+            elif numbers is not None and numbers.is_file():
+                data = json.loads(numbers.read_text())
+                if not (isinstance(data, dict) and "benchmark" in data):  # scale's rows
+                    data = {"benchmark": name, "result": data}
+                results[name] = data
+    if not args.only:
+        print("(on demand: " + "; ".join(f"--only {n}: {w}" for n, w in _ON_DEMAND.items())
+              + ")")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"quick": args.quick, "benchmarks": results}, indent=1))
+        print(f"wrote {path} (README table: python benchmarks/readme_table.py {path})")
+    return 1 if failed else 0
 
 
 # train's own options, passed on to the training script as these options (given ones only)
@@ -302,8 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_env_options(p, "reproduce the use case")
     p.set_defaults(fn=_cmd_reproduce)
-    p = sub.add_parser("bench", help="run the benchmarks in benchmarks/")
-    p.add_argument("--only", default=None, help="substring of a benchmark's name")
+    p = sub.add_parser("bench", help="run the benchmarks in benchmarks/",
+                       description="Run the benchmarks in benchmarks/ (grid, each environment, "
+                                   "scale), each in its own process, and print their tables.")
+    p.add_argument("--only", default=None,
+                   help="substring of a benchmark's name (grid, topology, p2p, dlmp, scale, "
+                        "vec, rllib)")
+    p.add_argument("--quick", action="store_true",
+                   help="short measurements, a few seconds per benchmark (CI)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write all the numbers to PATH (benchmarks/readme_table.py PATH prints "
+                        "the README's performance table from it)")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser(
         "train", help="train agents (needs the [train] or [rllib] extra)",

@@ -31,9 +31,52 @@ and optionally ``rounds_of(scenario)`` (market rounds when the scenario decides)
 
 Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``
 (and ``env.participant[name]``), ``env.scenario``, ``env.profiles``, and the read-only
-``env.last_clearing`` and ``env.last_power_flow``. All agents truncate together at the end of
-the episode (or after ``max_cycles`` rounds); nobody terminates early, which keeps SuperSuit and
-RLlib simple.
+``env.last_clearing``, ``env.last_power_flow`` and ``env.last_grid_report``. All agents
+truncate together at the end of the episode (or after ``max_cycles`` rounds); nobody
+terminates early, which keeps SuperSuit and RLlib simple.
+
+Market and physics
+------------------
+Markets clear on the feeder's lossless linear model (``f = H @ p``, limits in kW); OpenDSS's
+AC flows differ (losses downstream of a branch, voltage-dependent loads). After every grid step
+the core compares them in a ``GridReport`` (``ogg_envs.api``; ``env.last_grid_report``): for
+every market-limited branch (a finite limit in the market, transformers included) the AC kW,
+kvar and kVA, the market's limit and the loading ``|AC kW| / limit``; voltage violations per
+bus; losses; and ``unscheduled_kw``, what the substation supplied beyond the cleared
+quantities. Options every environment takes (keyword arguments of its constructor, handled
+here once):
+
+* ``ac_feedback=False``: AC-feasible clearing. After the hour's final clearing OpenDSS
+  solves; while a market-limited branch carries more than ``limit x (1 + ac_tol)`` AC kW, the
+  market's limits are corrected by the flow offsets of that solution (``AC kW - H @ p`` at the
+  same dispatch, mostly the losses downstream; ``limit - max(offset, 0)`` through
+  ``market.set_limits``) and the final round is cleared again with the same bids, up to
+  ``ac_max_iterations`` times (each one more clearing and power flow). Limits are restored
+  after the hour (nothing carries to the next hour or episode). Rewards, infos and settlement
+  are the last (corrected) clearing's. Only markets with ``set_limits``/``limits_kw`` (the
+  curve market, the DLMP market) are corrected; voltages are reported, not corrected (the
+  linear model has none). Off by default: v0 environments reproduce the paper's clearings,
+  and feedback costs up to ``ac_max_iterations`` extra clearings and power flows per grid
+  step (``benchmarks/bench_ac_feedback.py`` measures both).
+* ``ac_tol=0.005``: the relative excess over a market limit that counts as an overload (in
+  the feedback loop, ``thermal_overloads`` and ``GridReport.overloaded``).
+* ``ac_max_iterations=3``: the feedback loop's cap.
+* ``observe_ac=False``: two more observation entries for every agent (the space widens), the
+  AC outcome of the last grid step: its bus's worst node voltage, ``(v - 1) / 0.1``, and the
+  loading of the most loaded market-limited branch on its path minus 1 (0 at the limit), both
+  clipped to [-1, 1]; 0 and -1 before the first grid step of an episode; a grid step whose
+  power flow fails keeps the previous values (``infos[agent]["converged"]`` says so).
+* ``ac_cost_weight=0.0``: rewards minus ``ac_cost_weight x infos[agent]["cost"]`` ($) in the
+  round that ends a grid step; 0 leaves rewards as they are.
+
+After a grid step ``infos[agent]`` holds ``converged``, ``voltage_violations`` (its bus),
+``thermal_overloads`` (branches on its path over the market's limit x (1 + ac_tol), or over
+OpenDSS's rating where the market sets none), ``path_loading`` (the largest loading of a
+market-limited branch on its path, 0 without one), ``substation_kw``, ``losses_kw``,
+``unscheduled_kw``, ``ac_iterations`` (feedback re-clearings this hour) and ``cost``, a
+constrained-RL cost signal (as in safe-RL benchmarks): the sum over the market-limited
+branches on its path of the relative excess ``max(loading - 1, 0)``, plus its bus's voltage
+excess outside the band in pu; 1 when the power flow failed; 0 when all is within limits.
 """
 
 from __future__ import annotations
@@ -49,12 +92,16 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
-from ogg_envs.api import DEMAND, SUPPLY, Participant
+from ogg_envs.api import DEMAND, SUPPLY, GridReport, Participant
 from ogg_envs.grid import placement
 from ogg_envs.scenario import Scenario, grid_from_scenario, load_profiles, load_scenario
 
 HOURS_PER_DAY = 24
 TEST_EVERY = 5  # every fifth profile day is held out (the test split)
+# The AC options (module docstring): every environment forwards them to the core (**ac_options).
+AC_OPTIONS = {"ac_feedback": False, "ac_tol": 0.005, "ac_max_iterations": 3,
+              "observe_ac": False, "ac_cost_weight": 0.0}
+AC_FEATURES = 2  # observation entries added by observe_ac
 
 __all__ = ["MarketEnv", "MarketAEC", "Participant", "select_learners", "aec_from_parallel",
            "real_action"]
@@ -169,7 +216,13 @@ class MarketEnv(ParallelEnv):
     def __init__(self, *, scenario=None, feeder=None, learners=None,
                  policies: dict | None = None, market_rounds: int | None = 1,
                  horizon: int | None = None, max_cycles: int | None = None,
-                 render_mode: str | None = None, invalid_bids: str = "repair", **overrides):
+                 render_mode: str | None = None, invalid_bids: str = "repair",
+                 ac_feedback: bool | None = None, ac_tol: float | None = None,
+                 ac_max_iterations: int | None = None, observe_ac: bool | None = None,
+                 ac_cost_weight: float | None = None, **overrides):
+        given = dict(ac_feedback=ac_feedback, ac_tol=ac_tol, ac_max_iterations=ac_max_iterations,
+                     observe_ac=observe_ac, ac_cost_weight=ac_cost_weight)
+        self._set_ac_options({k: v for k, v in given.items() if v is not None})
         if invalid_bids not in ("repair", "raise"):
             raise ValueError(f"invalid_bids must be 'repair' or 'raise', got {invalid_bids!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -227,14 +280,38 @@ class MarketEnv(ParallelEnv):
         for p in self.participants:
             p.rules = self.rules
         self._agent_index = np.array([self.index[a] for a in self.possible_agents], dtype=int)
-        self._obs_spaces = {a: self.observation_space_of(self.participant[a])
-                            for a in self.possible_agents}
+        self._obs_spaces = {a: self._with_ac_features(self.observation_space_of(
+            self.participant[a]), a) for a in self.possible_agents}
+        if self.ac_feedback and not (hasattr(self.market, "set_limits")
+                                     and hasattr(self.market, "limits_kw")):
+            raise ValueError(f"ac_feedback=True needs a market with branch limits (set_limits "
+                             f"and limits_kw); {type(self.market).__name__} has none")
         self._act_spaces = {a: self.action_space_of(self.participant[a])
                             for a in self.possible_agents}
         self.agents: list[str] = []
         self._np_random: np.random.Generator | None = None
         self._last_clearing = None
         self._last_power_flow = None
+        self._last_grid_report = None
+
+    def _set_ac_options(self, given: dict) -> None:
+        opts = {**AC_OPTIONS, **given}
+        for key in ("ac_feedback", "observe_ac"):
+            if not isinstance(opts[key], (bool, np.bool_)):
+                raise ValueError(f"{key} must be True or False, got {opts[key]!r}")
+        tol, cap, weight = opts["ac_tol"], opts["ac_max_iterations"], opts["ac_cost_weight"]
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+            raise ValueError(f"ac_tol must be a number in [0, 1) (relative excess over a "
+                             f"limit, e.g. 0.005), got {tol!r}")
+        if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 0:
+            raise ValueError(f"ac_max_iterations must be a whole number >= 0, got {cap!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"ac_cost_weight must be a finite number >= 0 ($ per unit of "
+                             f"cost), got {weight!r}")
+        self.ac_feedback, self.observe_ac = bool(opts["ac_feedback"]), bool(opts["observe_ac"])
+        self.ac_tol, self.ac_max_iterations = float(tol), int(cap)
+        self.ac_cost_weight = float(weight)
 
     # ------------------------------------------------------------------ public state
     @property
@@ -246,6 +323,12 @@ class MarketEnv(ParallelEnv):
     def last_power_flow(self):
         """The power flow of the last grid step, or None before the first one."""
         return self._last_power_flow
+
+    @property
+    def last_grid_report(self) -> GridReport | None:
+        """The last grid step's AC outcome against the market's model (``GridReport``), or
+        None before the first one."""
+        return self._last_grid_report
 
     @property
     def rules(self) -> dict:
@@ -365,12 +448,14 @@ class MarketEnv(ParallelEnv):
         self._rng = self._np_random
         self._last_clearing = None
         self._last_power_flow = None
+        self._last_grid_report = None
+        self._ac_obs: dict[str, tuple[float, float]] = {}
         self.day = self._choose_day(options)
         self.grid.reset()
         self.market.reset()
         self.start_episode(self._rng, options)
         self._begin_hour()
-        observations = {a: self.observe(a) for a in self.agents}
+        observations = {a: self.observation(a) for a in self.agents}
         infos = {a: self.reset_info(a) for a in self.agents}
         return observations, infos
 
@@ -396,7 +481,7 @@ class MarketEnv(ParallelEnv):
         bids = {a: self.decode(a, actions[a]) for a in self.agents}
         rewards, infos = self.run_round(bids)
         end = self.done
-        observations = {a: self.observe(a) for a in self.agents}
+        observations = {a: self.observation(a) for a in self.agents}
         terminations = dict.fromkeys(self.agents, False)
         truncations = dict.fromkeys(self.agents, bool(end))
         if len(self.agents) == len(self._agent_index):  # nobody left early: the usual case
@@ -426,16 +511,23 @@ class MarketEnv(ParallelEnv):
         bids = dict(bids)
         bids.update(self.scripted_bids())
         rewards, infos = self.market_step(bids)
+        final = self.round + 1 == self.market_rounds
+        pf = iterations = None
+        if final and self.ac_feedback:
+            pf, rewards, infos, iterations = self._clear_with_feedback(bids, rewards, infos)
         self._update_policies(bids, rewards)
         self.round += 1
         self.cycles += 1
         for a in self.agents:
             infos[a]["grid_step"] = False
-        if self.round == self.market_rounds:
-            grid_infos = self._grid_step()
+        if final:
+            grid_infos = self._grid_step(pf, iterations or 0)
+            rewards = np.array(rewards, dtype=float)
             for a in self.agents:
                 infos[a].update(grid_infos[a])
                 infos[a]["grid_step"] = True
+                if self.ac_cost_weight:
+                    rewards[self.index[a]] -= self.ac_cost_weight * grid_infos[a]["cost"]
             self.round = 0
             self.t += 1
             if self.t < self.horizon:
@@ -625,24 +717,143 @@ class MarketEnv(ParallelEnv):
         self.grid.apply(consumption, generation)
         return self.grid.solve()
 
-    def _grid_step(self) -> dict[str, dict]:
-        pf = self.grid_step()
+    def _clear_with_feedback(self, bids: dict, rewards, infos):
+        """AC-feasible clearing of the hour's final round (``ac_feedback``, module docstring):
+        solve, correct the market's limits by the AC flow offsets, clear again with the same
+        bids, until every market-limited branch is within ``limit x (1 + ac_tol)``, the
+        correction stops changing or ``ac_max_iterations`` re-clearings. Returns the last
+        power flow, rewards, infos and the number of re-clearings; the hour's limits are
+        restored whatever happens."""
+        limits = np.asarray(self.market.limits_kw, dtype=float)
+        idx = np.flatnonzero(np.isfinite(limits))
+        names = [self.topology.branches[i].name for i in idx]
+        pf, current, iterations = self.grid_step(), limits, 0
+        try:
+            while iterations < self.ac_max_iterations and pf.converged and len(idx):
+                ac = self.grid.branch_flows(pf, names).real
+                if not (np.abs(ac) > limits[idx] * (1 + self.ac_tol)).any():
+                    break
+                linear = self.topology.flows(self.grid.net_injection_kw())[idx]
+                offset = np.maximum(np.abs(ac) - np.abs(linear), 0.0)
+                corrected = limits.copy()
+                corrected[idx] = np.maximum(limits[idx] - offset, 0.0)
+                if np.allclose(corrected, current, rtol=0.0, atol=1e-6):
+                    break  # the same limits would clear the same way
+                self.market.set_limits(corrected)
+                current = corrected
+                rewards, infos = self.market_step(bids)
+                pf = self.grid_step()
+                iterations += 1
+        finally:
+            if current is not limits:
+                self.market.set_limits(limits)
+        return pf, rewards, infos, iterations
+
+    def grid_report(self, pf, iterations: int = 0) -> GridReport:
+        """The AC outcome of a power flow against the market's model (``GridReport``)."""
+        limits = np.asarray(getattr(self.market, "limits_kw", np.full(0, math.inf)),
+                            dtype=float)
+        idx = np.flatnonzero(np.isfinite(limits))
+        names = tuple(self.topology.branches[i].name for i in idx)
+        p = self.grid.net_injection_kw()
+        cleared = -float(p.sum())
+        if pf.converged and len(idx):
+            s = self.grid.branch_flows(pf, names)
+            linear = self.topology.flows(p)[idx]
+        else:
+            s = np.full(len(idx), complex(math.nan, math.nan))
+            linear = np.full(len(idx), math.nan)
+        lim = limits[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loading = np.where(lim > 0, np.abs(s.real) / lim,
+                               np.where(np.abs(s.real) > 1e-9, math.inf, 0.0))
+        over = tuple(n for n, x in zip(names, loading.tolist()) if x > 1 + self.ac_tol)
+        return GridReport(
+            converged=pf.converged, branches=names, flow_kw=s.real, flow_kvar=s.imag,
+            apparent_kva=np.abs(s), limit_kw=lim, market_flow_kw=linear, loading=loading,
+            overloaded=over,
+            voltage_violations=pf.bus_voltage_violations() if pf.voltage_violations else {},
+            losses_kw=pf.losses_kw, substation_kw=pf.substation_kw, cleared_source_kw=cleared,
+            unscheduled_kw=pf.substation_kw - cleared, feedback_iterations=iterations,
+            tol=self.ac_tol)
+
+    def _grid_step(self, pf=None, iterations: int = 0) -> dict[str, dict]:
+        if pf is None:
+            pf = self.grid_step()
         self._last_power_flow = pf
-        bus_viol = pf.bus_voltage_violations() if pf.voltage_violations else {}
-        overloads = {self._element_branch.get(el, el) for el in pf.thermal_overloads}
+        report = self.grid_report(pf, iterations)
+        self._last_grid_report = report
+        bus_viol = report.voltage_violations
+        limited = {n: k for k, n in enumerate(report.branches)}
+        # Thermal checks: the market's limit where it sets one, OpenDSS's rating elsewhere.
+        overloads = set(report.overloaded)
+        if pf.thermal_overloads:
+            overloads |= {self._element_branch.get(el, el) for el in pf.thermal_overloads} \
+                - set(limited)
+        loading = report.loading.tolist()
+        low, high = self.grid.voltage_band
+        voltages = self._bus_voltages(pf) if self.observe_ac else {}
         extra = self.grid_step_infos(pf)
         infos = {}
         for agent in self.agents:
             bus = self.participant[agent].bus
+            path = [loading[limited[b]] for b in self.paths[agent] if b in limited]
+            worst = max(path, default=0.0)
+            if not pf.converged:
+                cost = 1.0
+            else:
+                cost = sum(max(x - 1.0, 0.0) for x in path)
+                if bus in bus_viol:
+                    cost += max(low - bus_viol[bus], bus_viol[bus] - high, 0.0)
             infos[agent] = {
                 "converged": pf.converged,
                 "voltage_violations": {bus: bus_viol[bus]} if bus in bus_viol else {},
                 "thermal_overloads": sorted(self.paths[agent] & overloads) if overloads else [],
+                "path_loading": worst,
                 "substation_kw": pf.substation_kw,
                 "losses_kw": pf.losses_kw,
+                "unscheduled_kw": report.unscheduled_kw,
+                "ac_iterations": iterations,
+                "cost": cost,
             }
             infos[agent].update(extra.get(agent, {}))
+            if self.observe_ac and pf.converged:  # a failed power flow keeps the last ones
+                v = voltages.get(bus, 1.0)
+                self._ac_obs[agent] = (float(np.clip((v - 1.0) / 0.1, -1.0, 1.0)),
+                                       float(np.clip(worst - 1.0, -1.0, 1.0)))
         return infos
+
+    def _bus_voltages(self, pf) -> dict[str, float]:
+        """Worst node voltage (furthest from 1 pu) of every bus (line-to-line on a delta
+        feeder)."""
+        judged = pf.voltages_ll_pu if getattr(self.grid, "delta", False) else pf.voltages_pu
+        out: dict[str, float] = {}
+        for node, v in judged.items():
+            bus = node.split(".")[0]
+            if bus not in out or abs(v - 1.0) > abs(out[bus] - 1.0):
+                out[bus] = v
+        return out
+
+    # ------------------------------------------------------------------ observation
+    def observation(self, name: str) -> np.ndarray:
+        """An agent's observation: ``observe(name)``, followed with ``observe_ac`` by the AC
+        features of the last grid step (module docstring)."""
+        obs = self.observe(name)
+        if not self.observe_ac:
+            return obs
+        ac = self._ac_obs.get(name, (0.0, -1.0))
+        return np.concatenate([obs, np.asarray(ac, dtype=obs.dtype)])
+
+    def _with_ac_features(self, space: gymnasium.Space, agent: str) -> gymnasium.Space:
+        if not self.observe_ac:
+            return space
+        if not isinstance(space, gymnasium.spaces.Box) or len(space.shape) != 1:
+            raise ValueError(f"observe_ac=True needs flat Box observations; {agent} has "
+                             f"{space}")
+        one = np.ones(AC_FEATURES, dtype=space.dtype)
+        return gymnasium.spaces.Box(np.concatenate([space.low, -one]),
+                                    np.concatenate([space.high, one]),
+                                    (space.shape[0] + AC_FEATURES,), space.dtype)
 
     def grid_step_infos(self, pf) -> dict[str, dict]:
         """Environment-specific infos after a grid step (agent -> dict)."""

@@ -23,7 +23,10 @@ records with their policies (``participant.policy``). A demand-side participant 
 profile[hour]`` each hour; every supply participant away from the source gets a generator on
 the feeder. ``context(env) -> MarketContext`` gives markets that need more than bids (DLMP:
 demand, capacity, source price) what they need. Pass ``learners=[...]`` and
-``action_space=`` to train agents in it like any PettingZoo environment.
+``action_space=`` to train agents in it like any PettingZoo environment. The core's AC options
+(``ac_feedback=True`` for AC-feasible clearing of a market with branch limits, ``ac_tol``,
+``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight``; ``ogg_envs.core``) are keyword
+arguments of ``ComposedEnv`` too.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class ComposedEnv(MarketEnv):
                  context: Callable[[ComposedEnv], MarketContext] | None = None,
                  learners=(), action_space: Callable | None = None, market_rounds: int = 1,
                  horizon: int = 24, scenario: Scenario | None = None,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, **ac_options):
         self._given = list(participants)
         self._market = market
         self._context = context
@@ -102,7 +105,7 @@ class ComposedEnv(MarketEnv):
         super().__init__(scenario=sc, feeder=grid, learners=learners,
                          policies={p.name: p.policy for p in self._given if p.policy},
                          market_rounds=market_rounds, horizon=horizon,
-                         render_mode=render_mode)
+                         render_mode=render_mode, **ac_options)
 
     def make_participants(self) -> list[Participant]:
         root = self.topology.root
@@ -173,7 +176,10 @@ class ComposedEnv(MarketEnv):
 class GridStepLog:
     """A callback that records one row per grid step: hour, average consumer price (¢/kWh,
     paid per kWh served), welfare on the bids ($), congestion rent ($), congested branches,
-    shed kW, the power flow's losses and substation kW, convergence."""
+    shed kW, the power flow's losses and substation kW, convergence, and from the AC report
+    (``env.last_grid_report``) the substation's supply beyond the cleared quantities, the
+    largest loading of a market-limited branch, the branches over their limit and the feedback
+    re-clearings."""
 
     def __init__(self):
         self.rows: list[dict[str, Any]] = []
@@ -190,6 +196,13 @@ class GridStepLog:
             "congested": list(clearing.congested), "shed_kw": clearing.total_shed_kw,
             "losses_kw": power_flow.losses_kw, "substation_kw": power_flow.substation_kw,
             "converged": power_flow.converged})
+        report = env.last_grid_report
+        if report is not None:
+            self.rows[-1].update(
+                unscheduled_kw=report.unscheduled_kw,
+                max_loading=float(np.max(report.loading, initial=0.0)),
+                overloaded=list(report.overloaded),
+                feedback_iterations=report.feedback_iterations)
 
 
 class Simulation:

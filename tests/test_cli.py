@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 import ogg_envs
 from ogg_envs.cli import main
 
@@ -132,7 +134,7 @@ def test_every_subcommand_once_with_a_users_feeder(tmp_path, capfd):
         for figure in data["figures"]:
             assert (tmp_path / "rep" / figure).stat().st_size > 5_000
 
-    assert main(["bench", "--only", "grid"]) == 0
+    assert main(["bench", "--only", "grid", "--quick"]) == 0
     assert "== [1/1] bench_grid.py" in capfd.readouterr().out
 
     if importlib.util.find_spec("stable_baselines3") is not None:
@@ -190,3 +192,61 @@ def test_training_scripts_import_without_their_frameworks_checks():
     assert (args.env_runners, args.envs_per_runner, args.train_batch) == (2, 4, 2000)
     assert common.missing_extra("sb3", "ppo") is None or "opengridgym[train]" in \
         common.missing_extra("sb3", "ppo")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load_benchmark_module(name: str):
+    """A module of benchmarks/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_quick_writes_the_numbers_and_the_readme_table_reads_them(tmp_path, capfd):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--only", "grid", "--quick", "--json", str(path)]) == 0
+    out = capfd.readouterr().out
+    assert "floor" in out and f"wrote {path}" in out
+    data = json.loads(path.read_text())
+    assert data["quick"] is True and set(data["benchmarks"]) == {"grid"}
+    rows = data["benchmarks"]["grid"]["result"]["feeders"]
+    assert [r["feeder"] for r in rows] == ["ieee34 (taps held)", "ieee34 (regulators moving)",
+                                           "ieee37 (regulators moving)"]
+    for r in rows:  # a grid step is the floor's solve plus writing loads and reading results
+        assert 0 < r["floor_ms"] < r["grid_step_ms"]
+        assert r["grid_step_x_floor"] == r["grid_step_ms"] / r["floor_ms"]
+    table = _load_benchmark_module("readme_table").main([str(path)])
+    assert table.startswith("| feeder | bare solve (floor) |")
+    assert f"| ieee34 (taps held) | {rows[0]['floor_ms']:.3f} ms |" in table
+    assert "2 CPUs" in table or "CPUs" in table
+
+
+def test_env_benchmark_times_solved_clears_apart_from_the_markets_cache(monkeypatch):
+    """Structured (markup) bids repeat within an hour: with 3 market rounds, 2 of every 3
+    clears are the market's result cache and are not timed; random bids never repeat."""
+    timing = _load_benchmark_module("_timing")
+    env = ogg_envs.make("opengridgym/topology-power-v0", parallel=True)
+    assert env.market_rounds == 3
+    env_id = "opengridgym/topology-power-v0"
+    structured = timing.run_env(env, timing.structured_actions(env_id), seconds=0.3,
+                                warmup_steps=0)
+    hours = structured["steps"] / 3
+    assert structured["clears"] == int(np.ceil(hours))
+    assert abs(structured["cached_share"] - 2 / 3) < 0.05
+    assert "clear" not in vars(env.market)  # the timing wrapper is gone
+    rand = timing.run_env(env, timing.random_actions, seconds=0.3, warmup_steps=0)
+    assert rand["cached_share"] == 0 and rand["clears"] == rand["steps"]
+    assert 0 < rand["clear_ms_p50"] <= rand["clear_ms_p99"]
+    # tied bids: every learner the same offer (bench_topology_power.tied), a valid bid
+    env.reset(seed=0)
+    monkeypatch.setitem(sys.modules, "_timing", timing)  # what `import _timing` finds
+    bench = _load_benchmark_module("bench_topology_power")
+    bids = {a: bench.tied(env, a, None) for a in env.agents}
+    assert len({tuple(b[:2]) for b in bids.values()}) == 1 and bids["supplier_0"][0] == \
+        env.price_cap
+    _, _, _, _, infos = env.step(bids)
+    assert not any("bid_repairs" in i for i in infos.values())
+    assert ogg_envs.spec(env_id).policies["markup"]().markup == 0.3

@@ -8,6 +8,7 @@ import pytest
 from ogg_envs import api
 from ogg_envs.grid import Branch, OpenDSSGrid, Topology
 from ogg_envs.markets.curve_market import (
+    FLAT_TILT,
     Bid,
     CurveMarket,
     InvalidBidError,
@@ -187,7 +188,7 @@ def test_result_is_a_clearing_with_the_core_fields():
     res = m.clear(BIDS)
     assert isinstance(res, api.Clearing) and res.participants == tuple(m.names)
     assert res.congested == ["a-b"] and res.feasible and res.total_shed_kw == 0.0
-    assert res.total_curtailed_kw == 0.0 and res.solver in ("osqp", "clarabel")
+    assert res.total_curtailed_kw == 0.0 and res.solver == "daqp"
     for k, name in enumerate(m.names):
         bus = PARTS[k].bus
         assert res.price_of(name) == res.prices[bus]
@@ -223,3 +224,215 @@ def test_reset_forgets_the_past():
         # the cache is gone too: the same bids give a new result object after a reset
         used.reset()
         assert used.clear(fixed) is not after
+
+
+# ---------------------------------------------------------------------- ties and degeneracy
+TIE_PARTS = PARTS[:4] + [MarketParticipant("s1b", "a", "supply"),
+                         MarketParticipant("s3", "c", "supply")]
+
+
+def _kkt_violations(m: CurveMarket, arr: np.ndarray, res, tol: float = 1e-6) -> list[str]:
+    """The optimality conditions of the regularised problem (module docstring), checked on a
+    result that shed and spilled nothing: every bid is optimal for its owner at its bus's
+    price (the marginal price of its curve as cleared equals the price inside its range and
+    is on the right side of it at a bound), the feeder balances, every flow is within its
+    limit, and prices differ across a branch only if it binds, in the direction of its flow."""
+    bad = []
+    curv, _ = m._regularised_coefficients(arr)
+    p_max, p_min, q_max, q_min = arr.T
+    q = res.participant_quantities
+    lam = res.participant_prices
+    marginal = np.where(m.is_supply, p_min + curv * (q - q_min), p_max - curv * (q - q_min))
+    # supply: more is worth it while marginal < price; demand: while marginal > price
+    gain = np.where(m.is_supply, lam - marginal, marginal - lam)
+    at_lo, at_hi = q <= q_min + 1e-7, q >= q_max - 1e-7
+    for i, name in enumerate(m.names):
+        if (gain[i] > tol and not at_hi[i]) or (gain[i] < -tol and not at_lo[i]):
+            bad.append(f"{name}: q={q[i]:.6f} marginal={marginal[i]:.6f} price={lam[i]:.6f}")
+    inj = np.where(m.is_supply, q, -q)
+    if abs(inj.sum()) > 1e-6:
+        bad.append(f"imbalance {inj.sum()}")
+    for br in m.topology.branches:
+        flow, lim = res.flows_kw[br.name], m.limits_kw[m.topology.branch_index[br.name]]
+        if abs(flow) > lim + 1e-6:
+            bad.append(f"{br.name}: flow {flow} over {lim}")
+        step = res.prices[br.child] - res.prices[br.parent]
+        binding = abs(flow) >= lim - 1e-6
+        if (not binding and abs(step) > tol) or (binding and step * np.sign(flow) < -tol):
+            bad.append(f"{br.name}: price step {step} with flow {flow} (limit {lim})")
+    return bad
+
+
+def _objective(m: CurveMarket, arr: np.ndarray, x: np.ndarray) -> float:
+    """The stated problem's objective at x (layout [q, shed, spill, p])."""
+    slope, lin = m._curve_coefficients(arr)
+    q, shed, spill = x[:len(m.names)], x[m._sl["shed"]], x[m._sl["spill"]]
+    return float(0.5 * slope @ q**2 + lin @ q + m.price_cap * shed.sum()
+                 - m.price_floor * spill.sum() + 0.5e-6 * (shed @ shed + spill @ spill))
+
+
+def _instances(rng):
+    """Random, structured, tied and degenerate bids for TIE_PARTS (name -> Bid)."""
+    out = []
+    for _ in range(6):  # random
+        out.append({p.name: Bid(*np.sort(rng.uniform(0, 20, 2))[::-1],
+                                *np.sort(rng.uniform(0, 400, 2))[::-1])
+                    for p in TIE_PARTS})
+    structured = {"s1": Bid(8.0, 2.0, 300.0, 0.0), "s2": Bid(12.0, 5.0, 400.0, 0.0),
+                  "d1": Bid(15.0, 1.0, 300.0, 0.0), "d2": Bid(14.0, 3.0, 500.0, 100.0),
+                  "s1b": Bid(9.0, 2.5, 200.0, 0.0), "s3": Bid(10.0, 6.0, 100.0, 0.0)}
+    out.append(structured)
+    out.append(dict(structured, s1=Bid.flat(4.0, 300.0), s1b=Bid.flat(4.0, 300.0),
+                    s2=Bid.flat(4.0, 250.0), s3=Bid.flat(4.0, 100.0)))  # tied flat offers
+    out.append(dict(structured, s1b=structured["s1"]))  # identical offers at one bus
+    out.append(dict(structured, s2=Bid(0.0, 0.0, 0.0, 0.0), s3=Bid(5.0, 5.0, 0.0, 0.0),
+                    d1=Bid(9.0, 9.0, 0.0, 0.0)))  # zero quantities
+    out.append({p.name: Bid.flat(20.0, 300.0) if p.side == "supply" else
+                Bid.inelastic(100.0, 20.0) for p in TIE_PARTS})  # everything at the cap
+    out.append({"s1": Bid.flat(3.0, 500.0), "s1b": Bid.flat(3.0, 500.0),
+                "s2": Bid(0.0, 0.0, 0.0, 0.0), "s3": Bid(0.0, 0.0, 0.0, 0.0),
+                "d1": Bid.inelastic(50.0, 20.0),
+                "d2": Bid.inelastic(150.0, 20.0)})  # the a-b line exactly at its limit
+    return out
+
+
+@pytest.mark.parametrize("limit", [150.0, np.inf])
+def test_fast_path_is_the_optimum_of_the_regularised_problem(limit):
+    rng = np.random.default_rng(5)
+    m = CurveMarket(line_topology(limit), TIE_PARTS, price_cap=20.0)
+    compared = 0
+    for k, bids in enumerate(_instances(rng)):
+        res = m.clear(bids)
+        arr = m.bids_to_array(bids)
+        assert res.solver == "daqp"
+        if res.total_shed_kw == 0 and res.total_curtailed_kw == 0:
+            assert not _kkt_violations(m, arr, res), (k, _kkt_violations(m, arr, res))
+        # against the problem as stated (no regularisation, optimum maybe not unique): the
+        # objective (-welfare on the bids, shed and spill at their prices) within what the
+        # tilt can move it, 0.5 * FLAT_TILT * (q_max - q_min) per bid
+        ref = m.clear_cvxpy(bids)
+        gap = _objective(m, arr, m._solve(arr)[0]) - _objective(m, arr, m._solve_cvxpy(arr)[0])
+        assert -1e-3 <= gap <= 0.5 * FLAT_TILT * float(np.sum(arr[:, 2] - arr[:, 3])) + 1e-3, k
+        if k < 6 and res.total_shed_kw + res.total_curtailed_kw == 0:
+            # random bids: prices unique, the argmin of the regularised reference the same
+            # (where nothing is spilled: Clarabel splits spill over buses only to its tolerance)
+            compared += 1
+            reg = m.clear_cvxpy(bids, regularised=True)
+            np.testing.assert_allclose(res.participant_prices, ref.participant_prices,
+                                       atol=FLAT_TILT + 1e-5)
+            np.testing.assert_allclose(res.participant_prices, reg.participant_prices,
+                                       atol=1e-5)
+            np.testing.assert_allclose(res.participant_quantities,
+                                       reg.participant_quantities, atol=1e-3)
+    assert compared >= 2
+
+
+def test_ties_are_split_by_the_documented_rule():
+    m = CurveMarket(line_topology(), TIE_PARTS, price_cap=20.0)
+    bids = {"s1": Bid.flat(4.0, 300.0), "s1b": Bid.flat(4.0, 300.0), "s2": Bid.flat(4.0, 150.0),
+            "s3": Bid.flat(4.0, 0.0), "d1": Bid.inelastic(200.0, 20.0),
+            "d2": Bid.inelastic(175.0, 20.0)}
+    res = m.clear(bids)
+    q = res.quantities
+    # identical offers at one bus clear the same; tied offers anywhere clear the same
+    # fraction of their ranges (375 kW over 750 kW offered: half of each)
+    assert q["s1"] == pytest.approx(q["s1b"], abs=1e-6)
+    for name, offered in (("s1", 300.0), ("s1b", 300.0), ("s2", 150.0)):
+        assert q[name] == pytest.approx(0.5 * offered, abs=1e-3)
+    assert res.prices["a"] == pytest.approx(4.0, abs=FLAT_TILT)
+
+
+def test_dense_solvers_agree_and_bad_solver_names_are_refused():
+    rng = np.random.default_rng(9)
+    markets = {s: CurveMarket(line_topology(150.0), PARTS, price_cap=20.0, solver=s)
+               for s in ("daqp", "clarabel")}
+    for _ in range(5):
+        bids = random_bids(rng)
+        a, b = (markets[s].clear(bids) for s in ("daqp", "clarabel"))
+        np.testing.assert_allclose(a.participant_prices, b.participant_prices, atol=1e-5)
+        assert a.solver == "daqp" and b.solver == "clarabel"
+    with pytest.raises(ValueError, match="solver must be one of"):
+        CurveMarket(line_topology(), PARTS, solver="gurobi")
+
+
+def test_set_limits_checks_before_changing_anything():
+    m = CurveMarket(line_topology(150.0), PARTS, price_cap=20.0)
+    before = m.limits_kw
+    with pytest.raises(ValueError, match="unknown branch 'x-y'"):
+        m.set_limits({"a-b": 10.0, "x-y": 5.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        m.set_limits({"a-b": -1.0})
+    np.testing.assert_array_equal(m.limits_kw, before)
+    m.set_limits({"a-b": 100.0})
+    assert m.clear(BIDS).flows_kw["a-b"] == pytest.approx(100.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------------- the solver plumbing
+def _small_problem():
+    """A QP with an equality row, two-sided and one-sided rows, bounds and a fixed variable;
+    every kind of constraint binds at its optimum."""
+    P = np.diag([1.0, 2.0, 0.5, 1.5])
+    q = np.array([-4.0, -1.0, 2.0, -3.0])
+    A = np.array([[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]])
+    l = np.array([3.0, -0.5, -np.inf])
+    u = np.array([3.0, 0.5, 1.0])
+    lb = np.array([0.0, 0.0, 0.2, 0.0])
+    ub = np.array([np.inf, 2.0, 0.2, 0.8])
+    return P, q, A, l, u, lb, ub
+
+
+def test_solvers_share_one_convention_and_their_duals_are_derivatives():
+    from ogg_envs.markets.solvers import clarabel_qp, daqp_qp, osqp_qp
+
+    P, q, A, l, u, lb, ub = _small_problem()
+
+    def value(l_, u_, lb_, ub_):
+        x = daqp_qp.solve(P, q, A, l_, u_, lb_, ub_).x
+        return 0.5 * x @ P @ x + q @ x
+
+    ref = daqp_qp.solve(P, q, A, l, u, lb, ub)
+    assert ref.solver == "daqp"
+    np.testing.assert_allclose(P @ ref.x + q + A.T @ ref.y + ref.z, 0.0, atol=1e-9)
+    h = 1e-4
+    for i in range(len(u)):  # both sides of row i moved together: d value = -y_i
+        e = np.zeros(len(u))
+        e[i] = h
+        fd = (value(l + e, u + e, lb, ub) - value(l - e, u - e, lb, ub)) / (2 * h)
+        assert fd == pytest.approx(-ref.y[i], abs=1e-6), i
+    for j in range(len(lb)):
+        e = np.zeros(len(lb))
+        e[j] = h
+        fd = (value(l, u, lb + e, ub + e) - value(l, u, lb - e, ub - e)) / (2 * h)
+        assert fd == pytest.approx(-ref.z[j], abs=1e-6), j
+    assert np.count_nonzero(np.abs(ref.y) > 1e-6) >= 2  # rows bind (the test can fail)
+    for module, tol in ((clarabel_qp, 1e-5), (osqp_qp, 1e-5)):
+        sol = module.solve(P, q, A, l, u, lb, ub)
+        np.testing.assert_allclose(sol.x, ref.x, atol=tol)
+        np.testing.assert_allclose(sol.y, ref.y, atol=tol)
+        np.testing.assert_allclose(sol.z, ref.z, atol=tol)
+
+
+def test_highs_lp_is_cold_and_shares_the_convention():
+    from ogg_envs.markets.solvers import clarabel_qp
+    from ogg_envs.markets.solvers.highs_lp import HighsLP
+
+    _, q, A, l, u, lb, ub = _small_problem()
+    ub = np.minimum(ub, 5.0)
+    lp = HighsLP(A)
+    first = lp.solve(q, l, u, lb, ub)
+    ref = clarabel_qp.solve(None, q, A, l, u, lb, ub)
+    np.testing.assert_allclose(first.x, ref.x, atol=1e-6)
+    np.testing.assert_allclose(q + A.T @ first.y + first.z, 0.0, atol=1e-9)
+    def side(dual, lo, hi):  # the bound each dual prices (none where it is zero)
+        return np.where(dual > 0, hi, np.where(dual < 0, lo, 0.0))
+
+    dual_value = first.y @ side(first.y, l, u) + first.z @ side(first.z, lb, ub)
+    assert dual_value == pytest.approx(-(q @ first.x), abs=1e-6)  # strong duality
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # other problems in between leave nothing behind
+        lp.solve(rng.uniform(-5, 5, 4), l, u, lb, ub)
+    again = lp.solve(q, l, u, lb, ub)
+    np.testing.assert_array_equal(again.x, first.x)
+    np.testing.assert_array_equal(again.y, first.y)
+    with pytest.raises(MarketClearingError, match="HiGHS"):
+        lp.solve(q, l, u, lb, np.full(4, -1.0))  # lb > ub: infeasible

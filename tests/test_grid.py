@@ -185,3 +185,37 @@ def test_draw_feeder(g34, tmp_path):
                   highlight_branches=["852r-832"])
     ax.figure.savefig(tmp_path / "feeder.png")
     assert (tmp_path / "feeder.png").stat().st_size > 1000
+
+
+def test_branch_powers_are_opendss_own_and_turned_away_from_the_source():
+    """Per element: terminal-1 kW and kvar are ``CktElement.Powers`` summed over its phase
+    conductors. Per topology branch (``branch_flows``): the sum over its parallel elements,
+    positive away from the source; the feeder's head carries the set kW plus the losses.
+    ``net_injection_kw`` is the dispatch per topology bus."""
+    g = OpenDSSGrid.from_feeder("ieee34")
+    g.add_generator("dg", "848", kva=600)
+    x = g.bus_load_kw * 1.1
+    g.apply(x, {"dg": 250.0})
+    pf = g.solve()
+    dss = g.dss
+    for el in g.branch_names:
+        dss.Circuit.SetActiveElement(el)
+        p = np.asarray(dss.CktElement.Powers())[: 2 * dss.CktElement.NumPhases()]
+        assert pf.line_flows_kw[el] == pytest.approx(p[0::2].sum(), abs=1e-9)
+        assert pf.line_flows_kvar[el] == pytest.approx(p[1::2].sum(), abs=1e-9)
+    topo = g.topology
+    p = g.net_injection_kw()
+    expected = -x
+    expected[topo.bus_index["848"]] += 250.0
+    np.testing.assert_allclose(p, expected, atol=1e-9)
+    s = g.branch_flows(pf)
+    bank = next(br for br in topo.branches if len(br.elements) > 1)  # a regulator bank
+    k = topo.branch_index[bank.name]
+    assert s[k].real == pytest.approx(sum(pf.line_flows_kw[e] for e in bank.elements))
+    linear = topo.flows(p)
+    head = 0  # the feeder's head: everything is downstream, the losses on top of the loads
+    assert s[head].real == pytest.approx(pf.substation_kw, rel=1e-6)
+    assert s[head].real > linear[head] > 0
+    assert s[head].real - linear[head] < 0.25 * linear[head]  # losses: 1-20 % of load
+    only = g.branch_flows(pf, [bank.name])
+    assert only[0] == s[k]

@@ -25,6 +25,7 @@ from ogg_envs.leaderboard import (
     BASELINES,
     TASK_SHA256,
     TaskError,
+    episode_options,
     evaluate,
     invalid_action_reason,
     list_tasks,
@@ -50,8 +51,15 @@ PINNED = {
         (0, "e2402b9bb2ad8e69033f8f51b8e9c1ee8e8939806cd5133f1094df81fe3ee2f9"),
     "dlmp/37bus-day-v0":
         (0, "474faab77c0dd7cf313f7a0cea4336bf40fa7e8d89b8737b206adbb6afbaaee5"),
+    "topology-power/congested-v1":
+        (1, "cbaaae68ada5295a16f232aef4a1d153aeec7b39d7349173f965fefa6a545fd8"),
+    "p2p/multi-period-v1":
+        (1, "95ce9d571a31ffba9808412a142b6fcab3e66951de199ac2eacd631bc1e157ed"),
+    "dlmp/37bus-day-v1":
+        (1, "cb35f420c44c5d701f877992a28ab2ea4d2747635f2b54b7717aa58f41f84b6d"),
 }
-TOPO, P2P, DLMP = PINNED
+TOPO, P2P, DLMP, TOPO1, P2P1, DLMP1 = PINNED
+SHIPPED = [TOPO, TOPO1, P2P, P2P1, DLMP, DLMP1]  # list_tasks' order: by environment, then id
 
 
 # ---------------------------------------------------------------------- formulas by hand
@@ -265,8 +273,8 @@ def test_recorders_and_metrics_come_from_the_spec():
 # ---------------------------------------------------------------------- task definitions
 def test_tasks_are_pinned_and_load():
     # the shipped tasks (a user's registered tasks, e.g. the examples', come after them)
-    assert [t for t in list_tasks() if t in TASK_SHA256] == [TOPO, P2P, DLMP]
-    assert list_tasks()[:3] == [TOPO, P2P, DLMP]
+    assert [t for t in list_tasks() if t in TASK_SHA256] == SHIPPED
+    assert list_tasks()[:6] == SHIPPED
     assert TASK_SHA256 == {k: h for k, (_, h) in PINNED.items()}
     for task_id, (version, digest) in PINNED.items():
         task = load_task(task_id)
@@ -296,6 +304,165 @@ def test_changed_task_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(T.TASK_SHA256, TOPO, hashlib.sha256(bad.read_bytes()).hexdigest())
     with pytest.raises(TaskError, match="profiles/day_profiles.csv changed"):
         load_task(str(bad))
+
+
+# ---------------------------------------------------------------------- held-out days (-v1)
+HELD_OUT = [TOPO1, P2P1, DLMP1]
+YEAR_SHA256 = "928ac4d93ee5e51a175c20e0255bc151b116500915fdb7910700feed2fe4cbf6"
+
+
+def _splits(env) -> tuple[set, set]:
+    return set(env.split_days("test").tolist()), set(env.split_days("train").tolist())
+
+
+@pytest.mark.parametrize("task_id", HELD_OUT)
+def test_v1_tasks_evaluate_held_out_days_only(task_id):
+    """Every day a -v1 task evaluates, over its full plan, is a held-out test day of the year
+    (never a training day), the days cover every season, and no day repeats where the plan
+    has room for distinct days."""
+    task = load_task(task_id)
+    assert task.split == "test" and task.pins == {"profiles/year.csv": YEAR_SHA256}
+    env = task.make_env()
+    test, train = _splits(env)
+    assert env.n_days == 365 and len(test) == 73 and not test & train
+    task.check_days(env)
+    planned = [episode_options(task, i, e)["day"]
+               for i in range(len(task.seeds)) for e in range(task.episodes)]
+    assert set(planned) <= test and not set(planned) & train
+    assert len(set(planned)) == min(len(planned), len(test))
+    assert {d * 4 // 365 for d in planned} == {0, 1, 2, 3}  # every quarter of the year
+    # quick mode evaluates the same days: the first episodes of the first seeds
+    seeds, episodes = task.plan(quick=True)
+    assert [episode_options(task, i, 0)["day"] for i in range(len(seeds))] == \
+        [planned[i * task.episodes] for i in range(len(seeds))]
+
+
+@pytest.mark.parametrize("task_id", [DLMP1, P2P1])
+def test_the_runner_runs_the_pinned_days(task_id):
+    """The days the environment actually ran (``env.day`` after each reset, recorded per seed)
+    are the task's pinned test days, consecutive episodes included."""
+    task = dataclasses.replace(load_task(task_id), quick_seeds=2, quick_episodes=2)
+    row, per_seed = evaluate(resolve_entry("truthful"), task, quick=True)
+    assert row["status"] == "ok", row["reason"]
+    want = [[episode_options(task, i, e)["day"] for e in range(2)] for i in range(2)]
+    assert [s["days"] for s in per_seed] == want
+    test, _ = _splits(task.make_env())
+    assert {d for s in per_seed for d in s["days"]} <= test
+    # a one-day (-v0) task passes no options: its episodes are what they always were
+    assert episode_options(load_task(DLMP), 0, 0) is None
+
+
+def _peak_and_quiet_day(task, env) -> tuple[int, int]:
+    """Among the task's days: the one with the highest and the one with the lowest daily peak
+    of the consumers' total load."""
+    shapes = [env.consumer_profile(k) for k in range(45)]
+    load = sum(env.profiles[c] for c in set(shapes)).reshape(-1, 24).max(axis=1)
+    days = sorted(set(task.days), key=lambda d: load[d])
+    return days[-1], days[0]
+
+
+@pytest.mark.parametrize("task_id", [TOPO1, DLMP1])
+def test_v1_congestion_appears_on_peak_days_and_the_metrics_move(task_id):
+    """Under truthful bids the -v1 limits bind on the peak held-out day and not on the quietest
+    one: congestion rent there, none here, and the consumer price and profit move with the
+    day."""
+    task = load_task(task_id)
+    peak, quiet = _peak_and_quiet_day(task, task.make_env())
+    two = dataclasses.replace(task, days=(peak, quiet), quick_seeds=2)
+    row, per_seed = evaluate(resolve_entry("truthful"), two, quick=True)
+    assert row["status"] == "ok", row["reason"]
+    on_peak, on_quiet = per_seed
+    assert on_peak["congestion_rent_usd"] > 1.0
+    assert abs(on_quiet["congestion_rent_usd"]) < 1e-6
+    assert on_peak["consumer_price"] > on_quiet["consumer_price"] + 0.05
+    assert on_peak["profit_usd"] != pytest.approx(on_quiet["profit_usd"], rel=0.05)
+
+
+@pytest.mark.parametrize("task_id", HELD_OUT)
+def test_training_resets_never_draw_a_test_day(task_id):
+    """A trainer resets the task's environment without options (with or without a seed): it
+    draws training days only, and many of them."""
+    env = load_task(task_id).make_env()
+    test, _ = _splits(env)
+    days = []
+    for seed in range(60):
+        env.reset(seed=seed)
+        days.append(env.day)
+        env.reset()
+        days.append(env.day)
+    assert not set(days) & test and len(set(days)) > 50
+
+
+def test_sb3_training_on_a_v1_task_never_sees_a_test_day(monkeypatch):
+    """``opengridgym train dlmp/37bus-day-v1`` (SB3 PPO): the vector environment it trains on,
+    auto-resets included, only ever runs training days."""
+    pytest.importorskip("supersuit")
+    sb3_ppo = pytest.importorskip("ogg_envs.baselines.sb3_ppo")
+    from ogg_envs.baselines import common
+
+    _, task, _ = common.training_setup(DLMP1)
+    assert task.id == DLMP1
+    cls = type(task.make_env())
+    seen, reset = [], cls.reset
+
+    def recording_reset(self, *args, **kwargs):
+        out = reset(self, *args, **kwargs)
+        seen.append(self.day)
+        return out
+
+    monkeypatch.setattr(cls, "reset", recording_reset)
+    venv, _ = sb3_ppo.make_vec_env(task.make_env, sb3_ppo.Args(env=DLMP1, n_envs=2))
+    venv.seed(0)
+    venv.reset()
+    steps = 2 * 24 * task.env_kwargs["market_rounds"] + 1  # two episodes, then one more reset
+    for _ in range(steps):
+        venv.step(np.stack([venv.action_space.sample() for _ in range(venv.num_envs)]))
+    venv.close()
+    test, _ = _splits(task.make_env())
+    assert len(seen) >= 2 * 3 and not set(seen) & test
+
+
+def test_task_days_are_checked(tmp_path):
+    text = open(load_task(DLMP1).path).read()
+    bad_split = tmp_path / "split.toml"
+    bad_split.write_text(text.replace('split = "test"', 'split = "holdout"'))
+    with pytest.raises(TaskError, match="split must be one of train, test, all"):
+        load_task(str(bad_split), verify=False)
+    no_split = tmp_path / "no_split.toml"
+    no_split.write_text(text.replace('split = "test"', ""))
+    with pytest.raises(TaskError, match="days need the split"):
+        load_task(str(no_split), verify=False)
+    bad_days = tmp_path / "days.toml"
+    bad_days.write_text(text.replace("days = [4,", "days = [-4,"))
+    with pytest.raises(TaskError, match="days must be a list of whole numbers"):
+        load_task(str(bad_days), verify=False)
+    # a training day listed as a test day is refused before anything runs
+    task = dataclasses.replace(load_task(DLMP1), days=(4, 5))
+    with pytest.raises(TaskError, match=r"days \[5\] are not 'test' days"):
+        task.check_days(task.make_env())
+    row, _ = evaluate(resolve_entry("truthful"), dataclasses.replace(task, days=(5,)),
+                      quick=True)
+    assert row["status"] == "error" and "are not 'test' days" in row["reason"]
+    # a task that only names its split: each episode's day is drawn from it with the seed
+    drawn = dataclasses.replace(task, days=())
+    assert episode_options(drawn, 3, 0) == {"split": "test"}
+    _, per_seed = evaluate(resolve_entry("truthful"), drawn, quick=True)
+    test, _ = _splits(task.make_env())
+    assert all(s["days"][0] in test for s in per_seed)
+
+
+def test_the_cli_lists_the_held_out_tasks(capsys):
+    from ogg_envs.cli import main
+
+    assert main(["list", "--scenarios"]) == 0
+    out = capsys.readouterr().out
+    for task_id in SHIPPED:
+        assert task_id in out
+    assert re.search(r"^dlmp/37bus-day-v1 .* profiles/year.csv +24 +20 test days$", out, re.M)
+    assert re.search(r"^p2p/multi-period-v1 .* 73 test days$", out, re.M)
+    assert main(["leaderboard", "--list"]) == 0
+    listed = re.findall(r"^task +(\S+)", capsys.readouterr().out, re.M)
+    assert listed == SHIPPED
 
 
 def test_tasks_are_deterministic():
@@ -514,14 +681,14 @@ def test_a_registered_user_environment_gets_a_task_entries_and_metrics(curve_cop
     _, _, _, _, infos = par.step({a: np.zeros(4, np.float32) for a in par.agents})
     assert not any("bid_repairs" in i for i in infos.values())
     # the task, the baselines and the metrics come from the spec
-    assert COPY_TASK in list_tasks() and list_tasks()[:3] == [TOPO, P2P, DLMP]
+    assert COPY_TASK in list_tasks() and list_tasks()[:6] == SHIPPED
     assert COPY_ID in BASELINES["truthful"] and COPY_ID not in BASELINES["random"]
     task = load_task(COPY_TASK)
     assert task.spec is curve_copy and task.data_dir == str(tmp_path.resolve())
     row, per_seed = evaluate(resolve_entry("truthful"), task, quick=True)
     assert row["status"] == "ok", row["reason"]
     assert [s["efficiency"] for s in per_seed] == [1.0] * task.quick_seeds
-    assert set(per_seed[0]) - {"seed"} == set(M.CurveRecorder.metrics)
+    assert set(per_seed[0]) - {"seed", "days"} == set(M.CurveRecorder.metrics)
     # the same numbers as the shipped task: the same environment and scenario
     _, shipped = evaluate(resolve_entry("truthful"), load_task(TOPO), quick=True)
     assert per_seed == shipped

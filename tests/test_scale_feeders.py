@@ -235,7 +235,8 @@ def test_batch_reads_and_writes_match_the_element_path(name, monkeypatch):
             g.apply(x, {"dg": 120.0})
         a, b = slow.solve(), fast.solve()
         assert type(b).__name__ == "_LazyPowerFlowResult"
-        for key in ("voltages_pu", "voltages_ll_pu", "line_flows_kw", "line_loading_pct"):
+        for key in ("voltages_pu", "voltages_ll_pu", "line_flows_kw", "line_flows_kvar",
+                    "line_loading_pct"):
             da, db = getattr(a, key), getattr(b, key)
             assert list(da) == list(db)
             np.testing.assert_allclose(list(db.values()), list(da.values()), rtol=1e-9,
@@ -247,6 +248,29 @@ def test_batch_reads_and_writes_match_the_element_path(name, monkeypatch):
         assert set(b.thermal_overloads) == set(a.thermal_overloads)
     again = pickle.loads(pickle.dumps(b))  # a result pickles with its dicts
     assert again.voltages_pu == b.voltages_pu
+
+
+def test_large_feeder_result_reads_its_branches_before_the_engine_moves_on(monkeypatch):
+    """Branch currents are read on first use; a result still alive when the grid solves again
+    (or adds an element) reads them first, so it keeps its own solution's numbers."""
+    slow = OpenDSSGrid.from_feeder("ieee34")
+    monkeypatch.setattr(opendss_mod, "BATCH_MIN_LOADS", 1)
+    fast = OpenDSSGrid.from_feeder("ieee34")
+    x = slow.bus_load_kw * 1.2
+    for g in (slow, fast):
+        g.apply(x)
+    a, b = slow.solve(), fast.solve()
+    assert "line_flows_kw" not in vars(b) and "losses_kw" not in vars(b)  # not read yet
+    fast.apply(x * 0.5)
+    fast.solve()  # another solution: b reads its own first
+    assert "line_flows_kw" in vars(b)
+    np.testing.assert_allclose(list(b.line_flows_kw.values()),
+                               list(a.line_flows_kw.values()), rtol=1e-9, atol=1e-9)
+    assert b.losses_kw == pytest.approx(a.losses_kw, rel=1e-9)
+    assert set(b.thermal_overloads) == set(a.thermal_overloads)
+    c = fast.solve()
+    fast.add_generator("late", fast.topology.buses[-1], kva=100)
+    assert "line_flows_kvar" in vars(c)
 
 
 # --------------------------------------------------------------------------------------------

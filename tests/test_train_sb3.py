@@ -151,3 +151,40 @@ def test_env_resolution_and_an_env_without_a_task(tmp_path):
         ogg_envs.ENVIRONMENTS.pop(env_id, None)
         pettingzoo.aec_registry.pop(env_id, None)
         pettingzoo.parallel_registry.pop(env_id, None)
+
+
+def test_worker_processes_step_the_envs_reproducibly_and_end_with_the_run(tmp_path):
+    """--num-cpus 2: SuperSuit steps the env copies in two worker processes; the same seed
+    trains to the same parameters, the workers end with the run (no process is left to hang
+    the interpreter's exit), and more processes than env copies are refused."""
+    import multiprocessing
+    import os
+
+    args = sb3_ppo.Args(env="dlmp", n_envs=2, num_cpus=2)
+    venv, n_agents = sb3_ppo.make_vec_env(load_task(common.TASKS["opengridgym/dlmp-v0"][0])
+                                          .make_env, args)
+    inner = venv
+    while hasattr(inner, "venv"):
+        inner = inner.venv
+    try:
+        pids = {p.pid for p in inner.procs}
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert venv.num_envs == 2 * n_agents
+    finally:
+        venv.close()
+    assert not multiprocessing.active_children()
+
+    def run(name):
+        return sb3_ppo.run(sb3_ppo.Args(env="dlmp", timesteps=256, seed=5, out=tmp_path,
+                                        run_name=name, eval=False, num_cpus=2, **SMALL))
+
+    a, b = run("a"), run("b")
+    assert not multiprocessing.active_children()
+    assert a["training"]["num_cpus"] == 2 and a["curve"] == b["curve"]
+    pa = _params(PPO.load(tmp_path / "a" / "model.zip"))
+    pb = _params(PPO.load(tmp_path / "b" / "model.zip"))
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    with pytest.raises(ValueError, match=r"--num-cpus \(3\) must be at most --n-envs \(2\)"):
+        sb3_ppo.Args(n_envs=2, num_cpus=3)
+    with pytest.raises(ValueError, match="--num-cpus must be positive"):
+        sb3_ppo.Args(num_cpus=0)

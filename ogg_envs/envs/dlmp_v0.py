@@ -42,8 +42,11 @@ before anything changes. With ``invalid_bids="repair"`` (default) finite prices 
 
 ### Arguments
 ``env(scenario="dlmp", feeder=None, learners=("generator", "dr"), market_rounds=3,
-horizon=None, policies=None, invalid_bids="repair", max_cycles=None, render_mode=None)``
+horizon=None, policies=None, invalid_bids="repair", max_cycles=None, render_mode=None,
+formulation="dc", **ac_options)``
 
+* ``**ac_options``: the core's market-physics options (``ogg_envs.core``): ``ac_feedback``,
+  ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight`` (all off by default).
 * ``scenario``: bundled name, path to a TOML file, or a dict (see ``scenarios/dlmp.toml`` and
   ``DLMPScenario`` below: line limits, generators, DR providers, PV, the source LMP column).
 * ``feeder``: a bundled feeder name or the path to a master ``.dss``. A feeder other than the
@@ -56,6 +59,14 @@ horizon=None, policies=None, invalid_bids="repair", max_cycles=None, render_mode
   the scenario's).
 * ``policies``: ``{group or name: policy}`` for non-learning participants; default truthful
   offers (``ogg_envs.policies.blocks``); a policy is ``policy(participant, observation, info)``.
+* ``formulation``: the DSO's OPF. ``"dc"`` (default, the paper's): the DC OPF of
+  ``ogg_envs.markets.dlmp``. ``"lindistflow"``: the voltage-aware LinDistFlow OPF of
+  ``ogg_envs.markets.lindistflow`` (reactive power at the loads' power factors, the scenario's
+  ``[grid] voltage_band`` at every load bus, per-unit impedances from the feeder,
+  ``ogg_envs.grid.impedance``); its DLMPs add a voltage component
+  (``infos[agent]["voltage_price"]``) and a DR provider is paid the price of a kW of its
+  bus's load. Its regulators are held at the taps OpenDSS gives them for each hour's demand
+  and PV before the market dispatches (one extra power flow per hour).
 
 ### Observation
 Sixteen float32 numbers in [-1, 1]. Time: ``sin`` and ``cos`` of the hour, episode progress,
@@ -65,7 +76,9 @@ LMP of this hour (/ price_cap) and, from the last clearing, the DLMP at the agen
 energy and congestion parts, the feeder's average and highest DLMP (all / price_cap), whether a
 branch on the agent's path to the substation was congested (0/1); and the agent's own cleared
 kW (/ its largest capacity). Before the first clearing of an episode those are 0. No agent sees
-another's private data.
+another's private data. With ``observe_ac=True`` (an option of every environment,
+``ogg_envs.core``) two more entries (18): the AC outcome of the last grid step, its bus's
+line-to-line voltage and the loading of the most loaded market-limited branch on its path.
 
 ### Rewards, in dollars
 ``DLMP × quantity − true cost`` for the round's clearing: a generator's output ``q`` at true
@@ -74,9 +87,17 @@ divided by ``market_rounds`` so an hour contributes one hour's profit whatever t
 rounds. ``infos[agent]``: ``price`` (DLMP at its bus, ¢/kWh), ``energy_price``,
 ``congestion_price``, ``quantity`` (kW), ``profit`` ($ for the hour if this clearing is final),
 ``congested`` (branches on its path), ``feasible`` (False if the hour needed the load-shedding
-fallback), ``bid`` (the block prices used); after a grid step ``converged``,
-``voltage_violations`` (its bus), ``thermal_overloads`` (its path), ``substation_kw`` and
-``losses_kw`` (AC power flow) next to ``dc_source_kw`` (the market's lossless estimate).
+fallback), ``bid`` (the block prices used); after a grid step (OpenDSS's AC power flow,
+``ogg_envs.core`` documents each) ``converged``, ``voltage_violations`` (its bus),
+``thermal_overloads`` (branches on its path over the market's limit x (1 + ``ac_tol``), or
+over OpenDSS's rating where the market sets none), ``path_loading``, ``substation_kw`` and
+``losses_kw`` next to ``dc_source_kw`` (the market's lossless estimate), ``unscheduled_kw``
+(the substation's supply beyond the cleared quantities), ``ac_iterations`` and ``cost`` (a
+constrained-RL cost: relative limit excess on its path + voltage excess at its bus).
+``env.unwrapped.last_grid_report`` has every market-limited branch's AC flow against its
+limit. ``ac_feedback=True`` runs the DC OPF again with limits corrected by the AC flow offsets
+until the AC flows respect them (DLMPs and rewards are then the corrected clearing's);
+``ac_cost_weight`` subtracts the cost from rewards. Both are off by default.
 
 ### Termination and truncation
 No agent terminates early. All agents are truncated together after ``horizon`` grid steps or
@@ -97,7 +118,9 @@ import numpy as np
 from ogg_envs import economics
 from ogg_envs.api import SUPPLY, Limits, MarketContext, Participant, Truth
 from ogg_envs.core import MarketEnv, aec_from_parallel, real_action
+from ogg_envs.grid.impedance import feeder_impedances, regulator_ratios
 from ogg_envs.markets.dlmp import DR, GENERATOR, DLMPMarket, Resource
+from ogg_envs.markets.lindistflow import LinDistFlowMarket
 from ogg_envs.policies.blocks import TruthfulBidder, true_block_prices
 from ogg_envs.scenario import (
     MAX_KW,
@@ -111,6 +134,7 @@ from ogg_envs.scenario import (
 
 OBS_SIZE = 16
 GROUPS = ("generator", "dr")
+FORMULATIONS = ("dc", "lindistflow")
 
 
 # ---------------------------------------------------------------------- scenario
@@ -214,8 +238,12 @@ class raw_env(MarketEnv):
     def __init__(self, scenario="dlmp", learners=GROUPS, market_rounds: int = 3,
                  horizon: int | None = None, policies: dict | None = None,
                  invalid_bids: str = "repair", max_cycles: int | None = None,
-                 render_mode: str | None = None, feeder: str | None = None):
-        super().__init__(scenario=scenario, feeder=feeder, learners=learners,
+                 render_mode: str | None = None, feeder: str | None = None,
+                 formulation: str = "dc", **ac_options):
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+        self.formulation = formulation
+        super().__init__(**ac_options, scenario=scenario, feeder=feeder, learners=learners,
                          policies=policies, market_rounds=market_rounds, horizon=horizon,
                          max_cycles=max_cycles, render_mode=render_mode,
                          invalid_bids=invalid_bids)
@@ -306,11 +334,18 @@ class raw_env(MarketEnv):
                                 "and >= 0 every hour")
         return lmp
 
-    def make_market(self) -> DLMPMarket:
+    def make_market(self) -> DLMPMarket | LinDistFlowMarket:
         resources = [Resource(p.name, p.bus, p.group) for p in self.participants]
-        market = DLMPMarket(self.topology, resources, n_blocks=self.n_blocks,
-                            price_cap=self.price_cap, curtail_price=self.scenario.curtail_price,
-                            load_buses=self.load_buses, pv_buses=self.pv_buses)
+        kwargs = dict(n_blocks=self.n_blocks, price_cap=self.price_cap,
+                      curtail_price=self.scenario.curtail_price, load_buses=self.load_buses,
+                      pv_buses=self.pv_buses)
+        if self.formulation == "lindistflow":
+            market = LinDistFlowMarket(self.topology, resources,
+                                       **feeder_impedances(self.grid).market_args(),
+                                       voltage_band=self.scenario.grid.voltage_band,
+                                       band_buses=self.load_buses, **kwargs)
+        else:
+            market = DLMPMarket(self.topology, resources, **kwargs)
         market.set_limits(self.line_limits())
         return market
 
@@ -347,6 +382,17 @@ class raw_env(MarketEnv):
                 p.limits.q_now = p.state["share"] * self.demand_kw[self._bus[k]]
         self.capacity_kw = np.array([p.limits.q_now for p in self.participants])
         self._obs = None
+        if self.formulation == "lindistflow":
+            self._hold_regulators()
+
+    def _hold_regulators(self) -> None:
+        """The LinDistFlow market's voltage ratios: the regulator taps OpenDSS chooses for
+        this hour's demand and PV with no market dispatch (kept if that does not converge)."""
+        generation = dict.fromkeys(self.grid.added_generators, 0.0)
+        generation.update({f"pv_{k}": kw for k, kw in enumerate(self.pv_out_kw.tolist())})
+        self.grid.apply(self.demand_kw, generation)
+        if self.grid.run_power_flow():
+            self.market.set_ratios(regulator_ratios(self.grid))
 
     def context(self) -> MarketContext:
         """What the DSO knows about this hour besides the offers."""
@@ -379,9 +425,13 @@ class raw_env(MarketEnv):
         profit = self.true_profits(res.participant_prices, res.participant_quantities) / 100.0
         infos = self.clearing_infos(res, profit, offers, repairs)
         congestion = res.congestion[self._bus].tolist()
+        voltage = res.voltage[self._bus].tolist() if self.formulation == "lindistflow" \
+            else None
         for agent, info in infos.items():
             info["energy_price"] = res.energy
             info["congestion_price"] = congestion[self.index[agent]]
+            if voltage is not None:
+                info["voltage_price"] = voltage[self.index[agent]]
         return self.per_round(profit), infos
 
     def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:

@@ -49,9 +49,12 @@ from and sell to the utility; their actions are ignored and their reward is 0.
 ``env(scenario="p2p", feeder=None, learners="prosumer", mode=None, negotiation_steps=None,
 periods=None, arms=None, retail_price=None, c_service=None, c_lose=None, fixed_kwh=None,
 matching=None, curtail_infeasible=None, reveal_opponent_bid=False, policies=None,
-horizon=None, max_cycles=None, render_mode=None)``; ``None`` takes the scenario's value
-(``P2PScenario`` below and ``scenarios/p2p.toml`` document every key).
+horizon=None, max_cycles=None, render_mode=None, **ac_options)``; ``None`` takes the scenario's
+value (``P2PScenario`` below and ``scenarios/p2p.toml`` document every key).
 
+* ``**ac_options``: the core's market-physics options (``ogg_envs.core``): ``ac_feedback``,
+  ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight`` (all off by default;
+  ``ac_feedback`` needs branch limits, which the P2P market does not have).
 * ``feeder``: a bundled feeder name or the path to a master ``.dss``; a feeder other than the
   scenario's places the prosumers by the default rule (spread over the load buses,
   ``ogg_envs.grid.placement``).
@@ -80,7 +83,10 @@ episode progress, negotiation step within the hour (/ T), the agent's own foreca
 this hour's history: its last bid (/ the top arm), the last outcome (+1 trade, −1 failed, 0
 none), the last agreed price (/ the top arm) and its share of successful steps this hour. With
 ``reveal_opponent_bid=True`` a 13th entry is the partner's last bid (/ the top arm), which the
-paper's agents do not see. Nothing else about another prosumer is observed.
+paper's agents do not see. Nothing else about another prosumer is observed. With
+``observe_ac=True`` (an option of every environment, ``ogg_envs.core``) two more entries: the
+AC outcome of the last grid step, its bus's voltage and its path's loading (the P2P market sets
+no branch limits, so that one stays -1).
 
 ### Rewards (the paper's rule, ¢/kWh)
 For a matched pair with bids ``b_p`` (producer) and ``b_c`` (consumer): if ``b_p <= b_c`` the
@@ -98,7 +104,10 @@ to — ub for a consumer, feed-in for a producer), ``quantity`` (kWh traded P2P 
 ``curtailed`` (its own trade),
 ``infeasible_trades``/``curtailed_trades`` (all, as (producer, consumer) pairs),
 ``traded_kwh``, ``bill`` (¢, positive: it pays) and ``settlement`` (the breakdown),
-``substation_kw``, ``losses_kw``.
+``substation_kw``, ``losses_kw``, ``unscheduled_kw``, ``path_loading`` (0: no market limits),
+``ac_iterations`` (0) and ``cost`` (a constrained-RL cost: its bus's voltage excess outside the
+band, and OpenDSS's own overloads are in ``thermal_overloads``; ``ogg_envs.core``).
+``ac_feedback`` does not apply: the P2P market has no branch limits to correct.
 
 ### Termination and truncation
 No agent terminates early. All agents are truncated together after ``horizon`` grid steps or
@@ -233,9 +242,9 @@ class raw_env(MarketEnv):
                  matching: str | None = None, curtail_infeasible: bool | None = None,
                  reveal_opponent_bid: bool = False, policies: dict | None = None,
                  horizon: int | None = None, max_cycles: int | None = None,
-                 render_mode: str | None = None, feeder: str | None = None):
+                 render_mode: str | None = None, feeder: str | None = None, **ac_options):
         self.reveal = bool(reveal_opponent_bid)
-        super().__init__(scenario=scenario, feeder=feeder, learners=learners,
+        super().__init__(**ac_options, scenario=scenario, feeder=feeder, learners=learners,
                          policies=policies, market_rounds=None, horizon=horizon,
                          max_cycles=max_cycles, render_mode=render_mode, mode=mode,
                          negotiation_steps=negotiation_steps, periods=periods, arms=arms,

@@ -29,8 +29,10 @@ kW its generators, OpenDSS solves the power flow (one **grid step** = one hour).
 ### Arguments
 ``env(scenario="topology_power", feeder=None, learners="supplier", market_rounds=3,
 horizon=None, flexible_share=None, policies=None, invalid_bids="repair", max_cycles=None,
-render_mode=None)``
+render_mode=None, **ac_options)``
 
+* ``**ac_options``: the core's market-physics options (``ogg_envs.core``): ``ac_feedback``,
+  ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight`` (all off by default).
 * ``scenario``: bundled name, TOML path or dict (see ``scenarios/topology_power.toml`` and
   ``TopologyPowerScenario`` below: every key, its default, and what it means).
 * ``feeder``: a bundled feeder name or the path to a master ``.dss``. A feeder other than the
@@ -56,7 +58,10 @@ round within the hour, +1 supplier / -1 consumer, the agent's private true curve
 cost or value at zero and at full quantity, / price_cap), its quantity limit this hour
 (/ its largest), then the last clearing: price at its bus (/ price_cap), its quantity (/ its
 largest), the average price over the participants' buses (/ price_cap), and whether a branch
-on its path to the substation was congested (0/1). No agent sees another's private data.
+on its path to the substation was congested (0/1). No agent sees another's private data. With
+``observe_ac=True`` (an option of every environment, ``ogg_envs.core``) two more entries (14):
+the AC outcome of the last grid step, its bus's voltage and the loading of the most loaded
+market-limited branch on its path.
 
 ### Rewards (eqs. 9-10), in dollars
 Supplier: ``price * q - c(q)`` with its true cost ``c(q) = a q + b q²/2``. Consumer:
@@ -64,8 +69,15 @@ Supplier: ``price * q - c(q)`` with its true cost ``c(q) = a q + b q²/2``. Cons
 round's profit divided by ``market_rounds``, so an hour contributes one hour's profit to the
 return whatever K is. ``infos[agent]`` carries ``price`` (¢/kWh at its bus), ``quantity`` (kW),
 ``profit`` ($ for the hour if this clearing is final), ``congested`` (branch names) and after a
-grid step ``converged``, ``voltage_violations`` (its bus), ``thermal_overloads`` (its path),
-``substation_kw`` and ``losses_kw``.
+grid step (OpenDSS's AC power flow, ``ogg_envs.core`` documents each): ``converged``,
+``voltage_violations`` (its bus), ``thermal_overloads`` (branches on its path over the
+market's limit x (1 + ``ac_tol``), or over OpenDSS's rating where the market sets none),
+``path_loading``, ``substation_kw``, ``losses_kw``, ``unscheduled_kw`` (substation supply
+beyond the cleared quantities), ``ac_iterations`` and ``cost`` (a constrained-RL cost: relative
+limit excess on its path + voltage excess at its bus). ``env.unwrapped.last_grid_report`` has
+every market-limited branch's AC flow against its limit. ``ac_feedback=True`` clears the final
+round again until the AC flows respect the limits (rewards are then the corrected clearing's);
+``ac_cost_weight`` subtracts the cost from rewards. Both are off by default.
 
 ### Termination and truncation
 No agent terminates early. All agents are truncated together after ``horizon`` grid steps or
@@ -196,8 +208,8 @@ class raw_env(MarketEnv):
                  horizon: int | None = None, flexible_share: float | None = None,
                  policies: dict | None = None, invalid_bids: str = "repair",
                  max_cycles: int | None = None, render_mode: str | None = None,
-                 feeder: str | None = None):
-        super().__init__(scenario=scenario, feeder=feeder, learners=learners,
+                 feeder: str | None = None, **ac_options):
+        super().__init__(**ac_options, scenario=scenario, feeder=feeder, learners=learners,
                          policies=policies, market_rounds=market_rounds, horizon=horizon,
                          max_cycles=max_cycles, render_mode=render_mode,
                          invalid_bids=invalid_bids, flexible_share=flexible_share)

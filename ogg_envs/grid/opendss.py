@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,9 @@ class PowerFlowResult:
     ``voltages_pu`` is keyed "bus.phase" (line-to-neutral, on the bus's L-N base);
     ``voltages_ll_pu`` is keyed "bus.ab" / "bus.bc" / "bus.ca" for three-phase buses. On a
     delta feeder (``grid.delta``) only the line-to-line values are meaningful and violations are
-    judged on them. When ``converged`` is False every numerical field is NaN: a non-converged
+    judged on them. ``line_flows_kw``/``line_flows_kvar`` are each branch element's active and
+    reactive power at its first terminal (what ``CktElement.Powers`` sums over its phase
+    conductors). When ``converged`` is False every numerical field is NaN: a non-converged
     solution is never to be used as a state of the feeder.
     """
 
@@ -69,6 +72,7 @@ class PowerFlowResult:
     voltage_violations: dict[str, float] = field(default_factory=dict)
     thermal_overloads: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    line_flows_kvar: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -192,9 +196,12 @@ class _BatchIO:
 
 
 class _LazyPowerFlowResult(PowerFlowResult):
-    """A power-flow result of a large feeder: the name-keyed dicts (``voltages_pu``,
-    ``voltages_ll_pu``, ``line_flows_kw``, ``line_loading_pct``) are built from the arrays
-    read at solve time when first used; violations and totals are there at once."""
+    """A power-flow result of a large feeder: voltages, voltage violations and totals are
+    read at solve time; the name-keyed dicts (``voltages_pu``, ``voltages_ll_pu``) are built
+    when first used, and the branch currents (``line_flows_kw``, ``line_flows_kvar``,
+    ``line_loading_pct``, ``thermal_overloads``, ``losses_kw``, ``losses_kvar``) are read from
+    the engine when one of them is first used. The grid makes its last such result read them
+    before the engine changes (the next solve, an added element, ``close``)."""
 
     def __getattr__(self, name: str):
         lazy = self.__dict__.get("_lazy")
@@ -204,9 +211,13 @@ class _LazyPowerFlowResult(PowerFlowResult):
         object.__setattr__(self, name, value)
         return value
 
-    def __getstate__(self):  # a pickle holds the dicts, not the builders
+    def settle(self) -> None:
+        """Build every lazy field now (before the engine solves again)."""
         for name in _LAZY_FIELDS:
             getattr(self, name)
+
+    def __getstate__(self):  # a pickle holds the dicts, not the builders
+        self.settle()
         state = dict(self.__dict__)
         state.pop("_lazy", None)
         return state
@@ -215,7 +226,8 @@ class _LazyPowerFlowResult(PowerFlowResult):
         self.__dict__.update(state)
 
 
-_LAZY_FIELDS = ("voltages_pu", "voltages_ll_pu", "line_flows_kw", "line_loading_pct")
+_LAZY_FIELDS = ("voltages_pu", "voltages_ll_pu", "line_flows_kw", "line_flows_kvar",
+                "line_loading_pct", "thermal_overloads", "losses_kw", "losses_kvar")
 
 
 class OpenDSSGrid:
@@ -554,6 +566,8 @@ class OpenDSSGrid:
     def close(self) -> None:
         """Hand the OpenDSS engine back for reuse (the grid is unusable afterwards). Called
         when the grid is garbage-collected; calling it earlier frees the engine sooner."""
+        if "dss" in self.__dict__:
+            self._settle_last()
         dss = self.__dict__.pop("dss", None)
         if dss is not None:
             _release(dss)
@@ -790,6 +804,7 @@ class OpenDSSGrid:
         el = f"ogg_{name}".lower()
         if el in self._gen_idx:
             raise ValueError(f"generator {name!r} already exists")
+        self._settle_last()  # the circuit changes: the last result reads its currents now
         nph, kv = self._bus_phases_kv(b)
         kva = kva if kva is not None else max(kw, 1.0) * 1.2
         nodes = ".".join(map(str, self.dss.Bus.Nodes()))  # e.g. 810.2: not node 1 by default
@@ -981,11 +996,23 @@ class OpenDSSGrid:
         """Write the dispatch and solve, without building a result (the bare step that
         ``solve`` and the benchmarks' floor share); True if it converged. Read the numbers
         with ``read_arrays``."""
+        self._settle_last()
         self._write_dispatch()
         return self._solve_raw()[0]
 
+    _last_lazy = None  # weak reference to the last large-feeder result (not read in full)
+
+    def _settle_last(self) -> None:
+        """Let the last large-feeder result read what it has not read yet, while the engine
+        still holds its solution (before a solve, a rating change or closing)."""
+        ref, self._last_lazy = self._last_lazy, None
+        res = ref() if ref is not None else None
+        if res is not None:
+            res.settle()
+
     def solve(self) -> PowerFlowResult:
         """Apply the current dispatch and run one power flow."""
+        self._settle_last()
         self._write_dispatch()
         converged, message = self._solve_raw()
         if not converged:
@@ -1004,7 +1031,7 @@ class OpenDSSGrid:
             line_flows_kw=dict.fromkeys(self.branch_names, nan),
             line_loading_pct=dict.fromkeys(self.branch_names, nan),
             losses_kw=nan, losses_kvar=nan, substation_kw=nan, substation_kvar=nan,
-            message=message,
+            message=message, line_flows_kvar=dict.fromkeys(self.branch_names, nan),
         )
         res._delta = self.delta
         return res
@@ -1019,11 +1046,15 @@ class OpenDSSGrid:
             vll = np.abs(v[self._ll_pairs[:, 0]] - v[self._ll_pairs[:, 1]]) / self._ll_base
         else:
             vll = np.zeros(0)
-        powers = np.asarray(dss.PDElements.AllPowers())[0::2]  # kW per conductor and terminal
-        flows = np.add.reduceat(powers[self._flow_gather], self._flow_segments) \
-            if len(self._flow_segments) else np.zeros(0)
+        powers = np.asarray(dss.PDElements.AllPowers())  # kW, kvar per conductor and terminal
+        if len(self._flow_segments):
+            flows = np.add.reduceat(powers[0::2][self._flow_gather], self._flow_segments)
+            kvar = np.add.reduceat(powers[1::2][self._flow_gather], self._flow_segments)
+        else:
+            flows = kvar = np.zeros(0)
         pct = np.asarray(dss.PDElements.AllPctNorm(False))[self._branch_rows]
-        return {"v_pu": vmag, "v_ll_pu": vll, "flow_kw": flows, "loading_pct": pct}
+        return {"v_pu": vmag, "v_ll_pu": vll, "flow_kw": flows, "flow_kvar": kvar,
+                "loading_pct": pct}
 
     def _read_result(self) -> PowerFlowResult:
         dss = self.dss
@@ -1041,6 +1072,7 @@ class OpenDSSGrid:
             losses_kvar=losses[1] / 1000.0,
             substation_kw=-total[0],
             substation_kvar=-total[1],
+            line_flows_kvar=dict(zip(self.branch_names, arr["flow_kvar"].tolist())),
         )
         res._delta = self.delta
         low, high = self.voltage_band
@@ -1056,8 +1088,11 @@ class OpenDSSGrid:
         return res
 
     def _read_result_batch(self) -> PowerFlowResult:
-        """``_read_result`` for a large feeder: bulk reads per element class, the violations
-        at once and the name-keyed dicts when first used (``_LazyPowerFlowResult``)."""
+        """``_read_result`` for a large feeder (``_LazyPowerFlowResult``): the voltages, their
+        violations and the substation's totals now; the branch currents when a branch
+        quantity or the losses are first used. On IEEE 8500 computing the currents costs about
+        twice the re-solve, whether read in one batch per element class or summed inside
+        OpenDSS by ``Circuit.Losses``: a grid step that needs only voltages skips it."""
         dss = self.dss
         volts = self._batch.circuit("AllBusVolts").view(np.complex128)
         v0 = np.append(volts, 0.0)  # + a 0 V "node" for conductors on ground
@@ -1067,22 +1102,6 @@ class OpenDSSGrid:
                                         for n in self.nodes])
         with np.errstate(divide="ignore", invalid="ignore"):
             vmag = np.where(self._node_base > 0, np.abs(v) / self._node_base, 0.0)
-        # One current read per element class; terminal-1 kW = Re(V conj(I)) over its phase
-        # conductors, loading = the largest of their currents over the normal rating (what
-        # OpenDSS's Powers and pctNorm give, from one computation of the currents).
-        # The losses are what flows into the series elements through all their terminals
-        # (what Circuit.Losses sums), from the same currents.
-        flows = np.zeros(len(self.branch_names))
-        amps = np.zeros(len(self.branch_names))
-        losses = 0.0j
-        for _prefix, b, pos, gather, seg, node, all_nodes in self._batch_reads:
-            i_all = self._batch.currents(b).view(np.complex128)
-            losses += (v0[all_nodes] * i_all.conj()).sum()  # V conj(I), every conductor
-            i1 = i_all[gather]
-            flows[pos] = np.add.reduceat((v0[node] * i1.conj()).real, seg) / 1000.0
-            amps[pos] = np.maximum.reduceat(np.abs(i1), seg)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pct = np.where(self._branch_normamps > 0, 100.0 * amps / self._branch_normamps, 0.0)
         total = self._batch.circuit("TotalPower")
         low, high = self.voltage_band
         tol = 1e-5
@@ -1095,26 +1114,114 @@ class OpenDSSGrid:
 
         judged, names = (line_to_line(), self._ll_names) if self.delta else (vmag, self.nodes)
         out = np.flatnonzero((judged < low - tol) | (judged > high + tol))
-        is_line = np.array([n.startswith("line.") for n in self.branch_names]) \
-            if self._is_line is None else self._is_line
-        self._is_line = is_line
-        over = np.flatnonzero((pct > 100.0) & is_line)
+        if self._is_line is None:
+            self._is_line = np.array([n.startswith("line.") for n in self.branch_names])
+        branch = self._branch_reader(v0, self._branch_normamps.copy(), self._is_line)
         res = _LazyPowerFlowResult.__new__(_LazyPowerFlowResult)
         res.__dict__.update(
             converged=True, iterations=int(dss.Solution.Iterations()),
-            losses_kw=losses.real / 1000.0, losses_kvar=losses.imag / 1000.0,
             substation_kw=-float(total[0]), substation_kvar=-float(total[1]), message="",
             _delta=self.delta,
             voltage_violations={names[k]: float(judged[k]) for k in out
                                 if names[k].split(".")[0] not in self.source_buses},
-            thermal_overloads={self.branch_names[k]: float(pct[k]) for k in over},
             _lazy={"build": {
                 "voltages_pu": lambda: dict(zip(self.nodes, vmag.tolist())),
                 "voltages_ll_pu": lambda: dict(zip(self._ll_names, line_to_line().tolist())),
-                "line_flows_kw": lambda: dict(zip(self.branch_names, flows.tolist())),
-                "line_loading_pct": lambda: dict(zip(self.branch_names, pct.tolist())),
+                "losses_kw": lambda: branch()["losses_kw"],
+                "losses_kvar": lambda: branch()["losses_kvar"],
+                "line_flows_kw": lambda: branch()["line_flows_kw"],
+                "line_flows_kvar": lambda: branch()["line_flows_kvar"],
+                "line_loading_pct": lambda: branch()["line_loading_pct"],
+                "thermal_overloads": lambda: branch()["thermal_overloads"],
             }})
+        self._last_lazy = weakref.ref(res)
         return res
+
+    def _branch_reader(self, v0: np.ndarray, normamps: np.ndarray, is_line: np.ndarray):
+        """A function that reads the branch currents of the engine's solution once and
+        returns the branch fields of a result: terminal-1 kW and kvar = V conj(I) over the
+        phase conductors, loading = the largest of their currents over the normal rating
+        (what OpenDSS's Powers and pctNorm give, from one computation of the currents), and
+        the losses: what flows into the series elements through all their terminals (what
+        ``Circuit.Losses`` sums)."""
+        done: dict = {}
+
+        def read() -> dict:
+            if done:
+                return done
+            s1 = np.zeros(len(self.branch_names), dtype=complex)
+            amps = np.zeros(len(self.branch_names))
+            losses = 0.0j
+            for _prefix, b, pos, gather, seg, node, all_nodes in self._batch_reads:
+                i_all = self._batch.currents(b).view(np.complex128)
+                losses += (v0[all_nodes] * i_all.conj()).sum()  # V conj(I), every conductor
+                i1 = i_all[gather]
+                s1[pos] = np.add.reduceat(v0[node] * i1.conj(), seg) / 1000.0
+                amps[pos] = np.maximum.reduceat(np.abs(i1), seg)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pct = np.where(normamps > 0, 100.0 * amps / normamps, 0.0)
+            names = self.branch_names
+            done.update(
+                losses_kw=losses.real / 1000.0, losses_kvar=losses.imag / 1000.0,
+                line_flows_kw=dict(zip(names, s1.real.tolist())),
+                line_flows_kvar=dict(zip(names, s1.imag.tolist())),
+                line_loading_pct=dict(zip(names, pct.tolist())),
+                thermal_overloads={names[k]: float(pct[k])
+                                   for k in np.flatnonzero((pct > 100.0) & is_line)})
+            return done
+
+        return read
+
+    # ------------------------------------------------------------------ the market's view
+    def net_injection_kw(self) -> np.ndarray:
+        """Generation minus consumption written on the feeder, kW per topology bus: the
+        loads' and generators' (and batteries') set points of the current dispatch, the ``p``
+        of the markets' lossless model ``f = H @ p`` at that dispatch."""
+        if getattr(self, "_injection_map", None) is None or \
+                len(self._injection_map[1]) != len(self._gen_kw):
+            bi = self.topology.bus_index
+            self._injection_map = (
+                np.array([bi.get(self.load_bus[n], -1) for n in self.load_names], dtype=int),
+                np.array([bi.get(self.generator_bus[n], -1) for n in self.generator_names],
+                         dtype=int))
+        loads, gens = self._injection_map
+        out = np.zeros(len(self.topology.buses) + 1)  # + a sink for elements off the tree
+        np.add.at(out, loads, -self._load_kw)
+        np.add.at(out, gens, self._gen_kw)
+        return out[:-1]
+
+    def branch_flows(self, result: PowerFlowResult, branches=None) -> np.ndarray:
+        """AC power into topology branches at their source-side end, kW + j kvar (complex),
+        positive away from the source, summed over a branch's parallel elements (a bank of
+        single-phase regulators): the per-element terminal-1 powers of ``result``
+        (``line_flows_kw``/``line_flows_kvar``) turned where an element's first terminal is
+        its downstream bus. ``branches``: topology branch names (default: all, in order)."""
+        topo = self.topology
+        names = tuple(br.name for br in topo.branches) if branches is None else tuple(branches)
+        plan = getattr(self, "_flow_plan", None)
+        if plan is None or plan[0] != names:  # which elements, where, which way: once
+            rows, elements, signs = [], [], []
+            for j, name in enumerate(names):
+                br = topo.branches[topo.branch_index[name]]
+                for el in br.elements:
+                    rows.append(j)
+                    elements.append(el)
+                    signs.append(self._element_sign(el, br.parent))
+            plan = (names, np.array(rows, dtype=np.int64), elements, np.array(signs))
+            self._flow_plan = plan
+        _, rows, elements, signs = plan
+        kw, kvar = result.line_flows_kw, result.line_flows_kvar
+        s = signs * (np.array([kw[e] for e in elements]) + 1j * np.array([kvar[e]
+                                                                        for e in elements]))
+        out = np.zeros(len(names), dtype=complex)
+        np.add.at(out, rows, s)
+        return out
+
+    def _element_sign(self, element: str, parent: str) -> float:
+        """+1 if ``element``'s first terminal is on ``parent`` (the source side), else -1."""
+        self.dss.Circuit.SetActiveElement(element)
+        bus1 = self.dss.CktElement.BusNames()[0].split(".")[0].lower()
+        return 1.0 if bus1 == parent else -1.0
 
     # ------------------------------------------------------------------ drawing
     def draw(self, values: dict[str, float] | None = None, **kwargs):

@@ -16,9 +16,17 @@ documented in ``docs/leaderboard.md``.
 from .entries import BASELINES, DEFAULT_ENTRIES, Entry, invalid_action_reason, resolve_entry
 from .metrics import METRICS, RECORDERS, make_recorder, mean_ci, recorder_class
 from .runner import CSV_COLUMNS, evaluate, read_rows, run_leaderboard
-from .tasks import TASK_SHA256, Task, TaskError, list_tasks, load_task, register_task
+from .tasks import (
+    TASK_SHA256,
+    Task,
+    TaskError,
+    episode_options,
+    list_tasks,
+    load_task,
+    register_task,
+)
 
 __all__ = ["BASELINES", "DEFAULT_ENTRIES", "Entry", "invalid_action_reason", "resolve_entry",
            "METRICS", "RECORDERS", "make_recorder", "recorder_class", "mean_ci", "CSV_COLUMNS",
            "evaluate", "read_rows", "run_leaderboard", "TASK_SHA256", "Task", "TaskError",
-           "list_tasks", "load_task", "register_task"]
+           "episode_options", "list_tasks", "load_task", "register_task"]

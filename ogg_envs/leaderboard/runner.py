@@ -9,9 +9,10 @@ next pair starts, so an interrupted run loses at most the pair in progress), the
 One evaluation (``evaluate``): for each of the task's seeds, a fresh environment, a fresh
 policy (``Entry.make``), ``reset(seed=seed)`` and the task's number of consecutive episodes
 (``reset()`` between them, so the environment's and the scripted participants' state carry on
-as the task defines); the recorder of the task's environment (its spec's ``recorder``,
-``ogg_envs.leaderboard.metrics``) turns the run into the seed's metrics, and the row holds
-their mean and 95 % confidence interval over the seeds. The policy is called as
+as the task defines), each reset with the task's ``episode_options`` (the pinned held-out day
+of a ``-v1`` task; none for a one-day task); the recorder of the task's environment (its
+spec's ``recorder``, ``ogg_envs.leaderboard.metrics``) turns the run into the seed's metrics,
+and the row holds their mean and 95 % confidence interval over the seeds. The policy is called as
 ``policy(participant, observation, info)`` with a copy of ``env.participant[agent]`` taken
 before the step (``ogg_envs.api.Policy``; ``docs/leaderboard.md``). A policy that raises or
 returns an invalid action stops that pair: the row says ``failed`` and why, and the runner
@@ -37,7 +38,7 @@ import ogg_envs
 
 from .entries import DEFAULT_ENTRIES, Entry, invalid_action_reason, resolve_entry
 from .metrics import METRICS, make_recorder, mean_ci, recorder_class
-from .tasks import Task, list_tasks, load_task
+from .tasks import Task, episode_options, list_tasks, load_task
 
 __all__ = ["evaluate", "run_leaderboard", "read_rows", "CSV_COLUMNS", "PolicyFailure"]
 
@@ -65,9 +66,12 @@ def _policy_action(policy, participant, obs, info, space, where):
     return np.asarray(action, dtype=float)
 
 
-def _run_seed(entry: Entry, task: Task, seed: int, episodes: int, bar=None) -> dict:
-    """One seed: a fresh env and policy, ``episodes`` consecutive episodes -> metrics."""
+def _run_seed(entry: Entry, task: Task, index: int, seed: int, episodes: int, bar=None) -> dict:
+    """The ``index``-th seed: a fresh env and policy, ``episodes`` consecutive episodes ->
+    metrics, plus ``days``: the profile day each episode ran on."""
     env = task.make_env()
+    if hasattr(task, "check_days"):
+        task.check_days(env)
     try:
         policy = entry.make(task, env)
     except Exception as exc:
@@ -77,8 +81,11 @@ def _run_seed(entry: Entry, task: Task, seed: int, episodes: int, bar=None) -> d
     recorder = make_recorder(task.spec, env, env.possible_agents)
     rng = np.random.default_rng([seed, 1])  # the policy's own stream (info["rng"])
     spaces = {a: env.action_space(a) for a in env.possible_agents}
+    days = []
     for episode in range(episodes):
-        obs, infos = env.reset(seed=seed) if episode == 0 else env.reset()
+        options = episode_options(task, index, episode)
+        obs, infos = env.reset(seed=seed if episode == 0 else None, options=options)
+        days.append(int(getattr(env, "day", 0)))
         recorder.start_episode()
         extra = {"task": task.id, "seed": seed, "episode": episode, "rng": rng}
         while env.agents:
@@ -107,7 +114,7 @@ def _run_seed(entry: Entry, task: Task, seed: int, episodes: int, bar=None) -> d
         if bar is not None:
             bar.update(1)
     env.close()
-    return recorder.result()
+    return {**recorder.result(), "days": days}
 
 
 def evaluate(entry: Entry, task: Task, *, quick: bool = False, bar=None) -> tuple[dict, list]:
@@ -120,8 +127,8 @@ def evaluate(entry: Entry, task: Task, *, quick: bool = False, bar=None) -> tupl
     per_seed: list[dict] = []
     t0 = time.perf_counter()
     try:
-        for seed in seeds:
-            m = _run_seed(entry, task, seed, episodes, bar)
+        for index, seed in enumerate(seeds):
+            m = _run_seed(entry, task, index, seed, episodes, bar)
             m["seed"] = seed
             per_seed.append(m)
     except PolicyFailure as exc:

@@ -6,6 +6,17 @@ change), the environment arguments, the evaluation seeds and the number of conse
 episodes per seed, which participants the submitted policy controls (``controlled``) and what
 the others do (``others``), and ``[pins]``: the sha256 of every data file the scenario reads.
 
+**Held-out days.** On a profile set of several days (the bundled ``year``: 365) the
+environment's ``reset(seed)`` draws a day from the training split (``MarketEnv.split_days``);
+a task evaluated on the held-out days says so with ``split = "test"`` and lists the days it
+evaluates in ``days``: episode ``e`` of the ``i``-th seed runs on ``days[(i * episodes + e) %
+len(days)]`` (``episode_options``; quick mode uses the same days, a prefix per seed), passed
+on as ``reset(options={"day": d})``, so the days are part of the pinned file and results stay
+comparable whatever the environment's random draws. The runner refuses a listed day that is
+not in the split. A task with ``split`` and no ``days`` lets the environment draw each
+episode's day from that split with the seed's RNG. Trainers reset without options, so they
+only ever see training days.
+
 A task cannot change silently. Its file's sha256 is pinned in ``TASK_SHA256`` below (and the
 tests check it): editing a task file makes ``load_task`` refuse it. To change a task, copy it to
 a file with the next version (``...-v1``), change the copy and pin the new file's hash; old
@@ -38,7 +49,7 @@ from typing import Any
 import ogg_envs
 
 __all__ = ["Task", "TaskError", "load_task", "list_tasks", "task_files", "register_task",
-           "TASK_SHA256", "USER_TASKS"]
+           "episode_options", "TASK_SHA256", "USER_TASKS", "SPLITS"]
 
 # sha256 of each task file, by task id. A new version of a task gets a new entry; an existing
 # entry never changes.
@@ -49,12 +60,21 @@ TASK_SHA256 = {
         "e2402b9bb2ad8e69033f8f51b8e9c1ee8e8939806cd5133f1094df81fe3ee2f9",
     "dlmp/37bus-day-v0":
         "474faab77c0dd7cf313f7a0cea4336bf40fa7e8d89b8737b206adbb6afbaaee5",
+    # -v1: the same markets on a year of measured load, evaluated on held-out test days.
+    "topology-power/congested-v1":
+        "cbaaae68ada5295a16f232aef4a1d153aeec7b39d7349173f965fefa6a545fd8",
+    "p2p/multi-period-v1":
+        "95ce9d571a31ffba9808412a142b6fcab3e66951de199ac2eacd631bc1e157ed",
+    "dlmp/37bus-day-v1":
+        "cb35f420c44c5d701f877992a28ab2ea4d2747635f2b54b7717aa58f41f84b6d",
 }
 
 # Tasks registered by users (``register_task``): task id -> (file, pinned sha256).
 USER_TASKS: dict[str, tuple[Path, str]] = {}
 
 _REQUIRED = ("id", "version", "env", "controlled", "seeds", "episodes", "scenario")
+
+SPLITS = ("train", "test", "all")  # the environment's day splits (MarketEnv.split_days)
 
 
 class TaskError(ValueError):
@@ -141,6 +161,8 @@ class Task:
     path: str
     pins: dict[str, str] = field(default_factory=dict)
     data_dir: str = ""  # the folder relative data paths start from ("": the bundled one)
+    split: str = ""  # the day split evaluated ("test": held-out days; "": the env's default)
+    days: tuple[int, ...] = ()  # the profile days evaluated, in order (see episode_options)
 
     @property
     def spec(self):
@@ -153,6 +175,17 @@ class Task:
             return self.seeds[: self.quick_seeds], self.quick_episodes
         return self.seeds, self.episodes
 
+    def check_days(self, env) -> None:
+        """Raise ``TaskError`` unless every listed day is a day of the task's split in
+        ``env``'s profiles (``env.split_days``)."""
+        if not self.days:
+            return
+        allowed = set(env.split_days(self.split).tolist())
+        wrong = [d for d in self.days if d not in allowed]
+        if wrong:
+            raise TaskError(f"task {self.id!r}: days {wrong} are not {self.split!r} days of its "
+                            f"profiles ({env.n_days} days)")
+
     def make_env(self):
         """A fresh parallel environment of the task (the policy's agents are its agents)."""
         kwargs = dict(self.env_kwargs)
@@ -160,6 +193,17 @@ class Task:
         kwargs["learners"] = list(self.controlled)
         kwargs["policies"] = _other_policies(self.spec, self.others)
         return ogg_envs.make(self.env_id, parallel=True, **kwargs)
+
+
+def episode_options(task, seed_index: int, episode: int) -> dict | None:
+    """The ``reset`` options of episode ``episode`` of the task's ``seed_index``-th seed:
+    ``{"day": days[(seed_index * episodes + episode) % len(days)]}`` for a task that lists its
+    days, ``{"split": split}`` for one that only names its split, else None (the environment's
+    own default). Any task-like object works (``split`` and ``days`` default to none)."""
+    days, split = getattr(task, "days", ()), getattr(task, "split", "")
+    if days:
+        return {"day": int(days[(seed_index * task.episodes + episode) % len(days)])}
+    return {"split": split} if split else None
 
 
 def _other_policies(spec, others: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +288,16 @@ def load_task(task_id: str, *, verify: bool = True) -> Task:
     if episodes < 1 or not 1 <= quick_seeds <= len(seeds) or quick_episodes < 1:
         raise TaskError(f"task {tid!r}: episodes, quick_seeds and quick_episodes must be >= 1 "
                         "(quick_seeds at most the number of seeds)")
+    split, days = str(data.get("split", "")), data.get("days", [])
+    if split and split not in SPLITS:
+        raise TaskError(f"task {tid!r}: split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not isinstance(days, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                             and d >= 0 for d in days):
+        raise TaskError(f"task {tid!r}: days must be a list of whole numbers >= 0 (profile "
+                        f"days), got {days!r}")
+    if days and not split:
+        raise TaskError(f"task {tid!r}: days need the split they are drawn from "
+                        '(split = "test" for held-out days)')
     controlled = data["controlled"]
     controlled = (controlled,) if isinstance(controlled, str) else tuple(controlled)
     return Task(
@@ -253,4 +307,5 @@ def load_task(task_id: str, *, verify: bool = True) -> Task:
         env_kwargs=dict(data.get("env_kwargs", {})), others=dict(data.get("others", {})),
         scenario=dict(data["scenario"]), sha256=digest, path=str(path),
         pins=dict(data.get("pins", {})), data_dir="" if shipped else str(data_dir),
+        split=split, days=tuple(days),
     )

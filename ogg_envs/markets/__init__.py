@@ -4,11 +4,17 @@
   (``clear(bids, context=None) -> ClearingResult``);
 * ``dlmp.DLMPMarket``: the DSO's DC OPF with DLMPs (``clear(offers, context) -> DLMPResult``,
   the context giving demand, capacities and the source price);
+* ``lindistflow.LinDistFlowMarket``: the DSO's LinDistFlow OPF, DLMPs with a voltage component
+  (the same offers and context as ``DLMPMarket``);
 * ``p2p.P2PMarket``: peer-to-peer negotiation with a market maker (``clear(arms,
   context=None) -> P2PClearing``, one negotiation step).
 
 All raise ``ogg_envs.api.InvalidBidError`` for a bid they cannot accept and
-``ogg_envs.api.MarketClearingError`` when no solver clears an instance. The classes are loaded
+``ogg_envs.api.MarketClearingError`` when no solver clears an instance. The optimisation
+markets state their problem once and call the solvers through ``ogg_envs.markets.solvers``
+(one thin module per solver, one standard form and dual convention); every clearing is solved
+cold or from a start derived from its own data, and ties are broken by documented rules, so
+the same bids give the same clearing whatever the market cleared before. The classes are loaded
 on first use (``from ogg_envs.markets import CurveMarket``), so importing one market does not
 import the others' solvers.
 """
@@ -20,7 +26,9 @@ import importlib
 from ..api import Clearing, InvalidBidError, Market, MarketClearingError, MarketContext
 
 _LAZY = {"CurveMarket": "curve_market", "ClearingResult": "curve_market",
-         "DLMPMarket": "dlmp", "DLMPResult": "dlmp", "P2PMarket": "p2p", "P2PClearing": "p2p"}
+         "DLMPMarket": "dlmp", "DLMPResult": "dlmp",
+         "LinDistFlowMarket": "lindistflow", "LinDistFlowResult": "lindistflow",
+         "P2PMarket": "p2p", "P2PClearing": "p2p"}
 
 __all__ = ["Market", "MarketContext", "Clearing", "InvalidBidError", "MarketClearingError",
            *_LAZY]

@@ -50,23 +50,58 @@ congestion, consumers pay more than producers receive; the difference is the con
 ``sum_b lambda_b (dem_b - shed_b - gen_b + spill_b) = sum_e mu_e * |f_e|``, which accrues to the
 network operator. We read eq. 8 that way: payments = revenues + congestion rent.
 
+Ties and the regularisation (why the same bids always clear the same way)
+-------------------------------------------------------------------------
+The problem above can have many optima: identical offers at the same price, flat offers at
+different buses with the same price, shed load split over buses. A solver would then pick one
+by its history (warm starts). The market instead clears a strictly convex version with a unique
+optimum, so every solver, fresh or used, returns the same dispatch:
+
+* every bid curve's price span is at least ``FLAT_TILT`` = 1e-5 ¢/kWh: a flat offer (or one
+  flatter than that) is cleared as if its price rose (supply) or fell (demand) by ``FLAT_TILT``
+  across its range ``[q_min, q_max]``. Tied offers at one price thus share the tie in
+  proportion to their ranges (each clears the same fraction of its range; the zone solver of
+  ``formulation="flow"`` splits ties by the same rule), and a price moves by at most
+  ``FLAT_TILT`` against the unregularised problem;
+* shed and spilled kW carry ``SLACK_REGULARISATION / 2 * kW²`` (1e-6 ¢/kWh per kW), which
+  spreads shedding over buses uniquely and moves a shedding bus's price (clipped to the cap
+  anyway) by 1e-6 ¢/kWh per kW shed.
+
+Welfare and the flows differ from the unregularised optimum by at most ``FLAT_TILT`` times the
+quantities involved; the tests check this against the CVXPY statement without regularisation
+(objective and optimality conditions) and check the argmin against the regularised one.
+
 Solving
 -------
-The problem is stated twice. ``CurveMarket`` builds it once as an OSQP problem whose sparsity
-never changes (the topology and the participants are fixed) and re-solves it per clearing with
-new bid data, warm-started and polished (the fast path). ``CurveMarket.cvxpy_problem`` states
-the same problem in CVXPY with Parameters (compiled once): it is the readable reference used by
-the tests and the fallback when OSQP fails. ``reset()`` forgets the warm start and the result
-cache, so that a clearing after it does not depend on what was cleared before.
+The problem is stated twice. The fast path (``formulation="dense"``) eliminates the bus
+injections (``p = M z`` for the market's variables ``z = [q, shed, spill]``) and hands DAQP,
+a dense dual active-set solver (``ogg_envs.markets.solvers.daqp_qp``), the QP with one
+equality (the lossless balance, ``sum p = 0``) and one two-sided row per branch limit that can
+bind (branches without a finite limit or without a participant downstream are left out, and of
+branches in series that carry the same flow only the one with the smallest limit is kept, the
+deepest of equal ones). Each solve starts from the same guess (shed and spill at zero), never
+from the previous clearing. The nodal price of bus b is ``-(y_balance + sum_e H[e, b] y_e)``
+from the duals. Fixed variables (inelastic bids, slack at buses without firm parts) are
+substituted out before DAQP sees the problem. On IEEE 34 (33 bids, 66 variables of which about
+37 free, 28 branch rows) DAQP needs about 15 active-set iterations on uniformly random bids;
+the sparse solvers on the same statement (``solver="clarabel"`` or ``"osqp"``, cold) measured
+far slower, and OSQP's polished solution failed its accuracy check on most random instances.
+If DAQP fails, Clarabel solves the same statement. (Clarabel, an interior-point method, meets
+the tie rule only to its tolerance: the tilt's curvature is tiny, so its split of a tie can be
+kW off the rule, though the same for the same data.) ``CurveMarket.cvxpy_problem`` states the
+problem in CVXPY with Parameters (compiled once): the readable reference used by the tests
+(``clear_cvxpy``, with or without the regularisation) and the last fallback. Feeders above 100
+buses use ``formulation="flow"`` (see the class). The result of the last clearing is cached
+(same bids and limits: the same result object); ``reset()`` forgets it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
-import osqp
 import scipy.sparse as sp
 
 from ..api import (
@@ -79,18 +114,17 @@ from ..api import (
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .radial import Items, RadialClearing
+from .solvers import clarabel_qp, daqp_qp, osqp_qp
 
 __all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketParticipant",
            "MarketClearingError"]
 
 SUPPLY, DEMAND = "supply", "demand"
 _CVX_SIGN = -1.0
-_CLARABEL_SIGN = -1.0
-# A vanishing quadratic cost on shed and spilled kW (¢/kWh per kW) makes their allocation over
-# buses unique (otherwise any split at the same cost is optimal and the outcome would depend
-# on the solver's history); it moves a shedding bus's price by 1e-6 ¢/kWh per kW shed.
-SLACK_REGULARISATION = 1e-6
-POLISH_TOL = 1e-6  # primal (kW) and dual (¢/kWh) residuals a polished OSQP solution must meet
+# The tie-breaking regularisation (module docstring, "Ties and the regularisation").
+FLAT_TILT = 1e-5  # ¢/kWh: the smallest price span of a bid curve as cleared
+SLACK_REGULARISATION = 1e-6  # ¢/kWh per kW: curvature of the cost of shed and spilled kW
+DENSE_SOLVERS = ("daqp", "clarabel", "osqp")
 
 
 @dataclass(frozen=True)
@@ -199,17 +233,42 @@ class ClearingResult(Clearing):
     limit), ``total_shed_kw``, ``total_curtailed_kw`` (= spilled must-run supply), the surpluses
     on the bids (``welfare = consumer_surplus + producer_surplus + congestion_rent``),
     ``feasible`` (False when firm demand was shed), ``solver`` and ``bids`` (the (n, 4) bid
-    array as cleared). The name-keyed views below are this market's own.
+    array as cleared). This market's own: arrays per bus (``buses`` order) and per branch
+    (``branches`` order), and name-keyed views of them, built on first use: ``prices`` (bus ->
+    nodal price), ``quantities`` (participant -> kW), ``flows_kw`` (branch -> kW),
+    ``shed_kw`` and ``spilled_kw`` (bus -> kW, where more than 1e-6 kW).
     """
 
-    prices: dict[str, float]  # bus -> nodal price
-    quantities: dict[str, float]  # participant -> cleared kW (demand: served kW)
-    flows_kw: dict[str, float]  # branch -> kW (positive away from the source)
+    buses: tuple[str, ...]
+    branches: tuple[str, ...]
+    bus_prices: np.ndarray  # per bus: nodal price
+    flows: np.ndarray  # per branch: kW, positive away from the source
     consumer_payments: float
     producer_revenue: float
-    shed_kw: dict[str, float] = field(default_factory=dict)  # bus -> firm demand not served
-    spilled_kw: dict[str, float] = field(default_factory=dict)  # bus -> must-run not absorbed
-    solver: str = "osqp"
+    shed: np.ndarray | None = None  # per bus: firm demand not served (None: nothing shed)
+    spilled: np.ndarray | None = None  # per bus: must-run supply not absorbed (None: none)
+    solver: str = "daqp"
+    _demand_names: frozenset = field(default=frozenset(), repr=False)
+
+    @cached_property
+    def prices(self) -> dict[str, float]:
+        return dict(zip(self.buses, self.bus_prices.tolist()))
+
+    @cached_property
+    def quantities(self) -> dict[str, float]:
+        return dict(zip(self.participants, self.participant_quantities.tolist()))
+
+    @cached_property
+    def flows_kw(self) -> dict[str, float]:
+        return dict(zip(self.branches, self.flows.tolist()))
+
+    @cached_property
+    def shed_kw(self) -> dict[str, float]:
+        return _positive(self.buses, self.shed)
+
+    @cached_property
+    def spilled_kw(self) -> dict[str, float]:
+        return _positive(self.buses, self.spilled)
 
     def average_consumer_price(self) -> float:
         return self.consumer_payments / max(self.total_demand_kw, 1e-12)
@@ -218,7 +277,11 @@ class ClearingResult(Clearing):
     def total_demand_kw(self) -> float:
         return float(sum(q for n, q in self.quantities.items() if n in self._demand_names))
 
-    _demand_names: frozenset = field(default=frozenset(), repr=False)
+
+def _positive(names, values) -> dict[str, float]:
+    if values is None:
+        return {}
+    return {names[b]: float(values[b]) for b in np.flatnonzero(values > 1e-6)}
 
 
 class CurveMarket(Market):
@@ -231,21 +294,31 @@ class CurveMarket(Market):
         price_cap: ¢/kWh; the highest valid bid price and the price of shed load.
         price_floor: ¢/kWh; the lowest valid bid price and the value of spilled must-run supply.
         congestion_tol: relative slack under which a branch counts as congested.
-        formulation: ``"dense"`` (the statement above with ``H``, solved by OSQP),
+        formulation: ``"dense"`` (the statement above with ``H``, solved by ``solver``),
             ``"flow"`` (flow conservation per bus on the tree, solved exactly by zones:
-            ``ogg_envs.markets.radial``; no dense ``H``) or ``"auto"`` (``"flow"`` on feeders
-            with more than ``LARGE_FEEDER_BUSES`` (100) buses, IEEE 123 and larger, else
-            ``"dense"``). Both give the same clearing up to the dense solvers' tolerance.
+            ``ogg_envs.markets.radial``; no dense ``H``; Clarabel on the same sparse statement
+            as its fallback) or ``"auto"`` (``"flow"`` on feeders with more than
+            ``LARGE_FEEDER_BUSES`` (100) buses, IEEE 123 and larger, else ``"dense"``). Both
+            clear ties by the same rule and agree up to ``FLAT_TILT`` and solver tolerances.
+        solver: the dense statement's solver, one of ``DENSE_SOLVERS``: ``"daqp"`` (default,
+            the fast path), ``"clarabel"`` or ``"osqp"`` (sparse, cold; kept for comparison).
+            A failing solver falls back to Clarabel, then to the CVXPY statement.
     """
 
     def __init__(self, topology: Topology, participants: list[MarketParticipant], *,
                  price_cap: float = 100.0, price_floor: float = 0.0,
-                 congestion_tol: float = 1e-5, formulation: str = "auto"):
+                 congestion_tol: float = 1e-5, formulation: str = "auto",
+                 solver: str = "daqp"):
         if not participants:
             raise ValueError("a market needs participants")
         if not price_floor < price_cap:
             raise ValueError("price_floor must be below price_cap")
         names = check_participants(topology, participants, "side", (SUPPLY, DEMAND))
+        if formulation not in ("auto", "dense", "flow"):
+            raise ValueError(f"formulation must be 'auto', 'dense' or 'flow', got "
+                             f"{formulation!r}")
+        if solver not in DENSE_SOLVERS:
+            raise ValueError(f"solver must be one of {DENSE_SOLVERS}, got {solver!r}")
         self.topology = topology
         self.participants = list(participants)
         self.names = names
@@ -257,66 +330,93 @@ class CurveMarket(Market):
         self._bus_of = np.array([topology.bus_index[p.bus] for p in participants])
         self._demand_names = frozenset(n for n, s in zip(names, self.is_supply) if not s)
         self._limits = topology.limits_kw.astype(float).copy()
-        if formulation not in ("auto", "dense", "flow"):
-            raise ValueError(f"formulation must be 'auto', 'dense' or 'flow', got "
-                             f"{formulation!r}")
         if formulation == "auto":
             formulation = "flow" if len(topology.buses) > LARGE_FEEDER_BUSES else "dense"
         self.formulation = formulation
+        self.solver = solver
         self._branch_names_t = tuple(br.name for br in topology.branches)
+        self._buses_t = tuple(topology.buses)
+        self._names_t = tuple(names)
         self._setup()
         self._cvx = None
 
     # ------------------------------------------------------------------ problem structure
     def _setup(self) -> None:
-        """Build the fast-path QP once. Variables x = [q, shed, spill, p]; rows: nodal balance
-        (its duals are the prices), sum(p) = 0, branch flows H p, variable bounds. The sparsity
-        never changes; each clearing only updates numbers."""
+        """The fixed structure of the fast path. Variables ``z = [q, shed, spill]`` (the
+        solvers' layout; results use ``x = [q, shed, spill, p]``); ``M`` maps ``z`` to the bus
+        injections ``p``. Only numbers change from one clearing to the next."""
         n, B = len(self.participants), len(self.topology.buses)
-        E = len(self.topology.branches)
         self._shed_buses = sorted({int(b) for b, s in zip(self._bus_of, self.is_supply) if not s})
         self._spill_buses = sorted({int(b) for b, s in zip(self._bus_of, self.is_supply) if s})
         ns, nsp = len(self._shed_buses), len(self._spill_buses)
         nb = n + ns + nsp  # bounded variables
         self._sl = {"q": slice(0, n), "shed": slice(n, n + ns), "spill": slice(n + ns, nb),
                     "p": slice(nb, nb + B)}
-        nx_ = nb + B
-        if self.formulation == "flow":  # flow conservation per bus: no H, no OSQP
+        self._nx, self._nb = nb + B, nb
+        self._slack_curv = np.full(nb - n, SLACK_REGULARISATION)
+        self._f = np.zeros(nb)  # linear costs: shed at the cap, spill at the floor
+        self._f[self._sl["shed"]] = self.price_cap
+        self._f[self._sl["spill"]] = -self.price_floor
+        self._demand_f = (~self.is_supply).astype(float)
+        self._supply_f = self.is_supply.astype(float)
+        # firm (q_min) kW of each shed/spill variable's side at its bus: the slack's upper bound
+        slack_bus = np.array(self._shed_buses + self._spill_buses, dtype=np.int64)
+        slack_side = np.r_[np.zeros(ns, dtype=bool), np.ones(nsp, dtype=bool)]
+        self._firm_of_slack = ((slack_bus[:, None] == self._bus_of[None, :])
+                               & (slack_side[:, None] == self.is_supply[None, :])).astype(float)
+        self._slack_of = self._firm_of_slack.argmax(axis=0)  # each participant's slack variable
+        # validate: arr @ _check + _check_offset >= 0 column by column is the bid's validity
+        # (p_max - p_min, p_min - floor, cap - p_max, q_min, q_max - q_min)
+        self._check = np.array([[1, 0, -1, 0, 0], [-1, 1, 0, 0, 0], [0, 0, 0, 0, 1],
+                                [0, 0, 0, 1, -1]], dtype=float)
+        self._check_offset = np.array([0.0, -self.price_floor, self.price_cap, 0.0, 0.0])
+        self._cache = None
+        self._dense = None
+        if self.formulation == "flow":  # flow conservation per bus: no H
             self._setup_flow(n, B, ns, nsp, nb)
             return
-        M = sp.lil_matrix((B, nx_))  # gen - dem + shed - spill at each bus
+        M = np.zeros((B, nb))  # gen - dem + shed - spill at each bus
         M[self._bus_of, np.arange(n)] = np.where(self.is_supply, 1.0, -1.0)
         M[self._shed_buses, n + np.arange(ns)] = 1.0
         M[self._spill_buses, n + ns + np.arange(nsp)] = -1.0
-        self._M = M[:, :nb].toarray()
-        A_bal = sp.hstack([M[:, :nb].tocsr(), -sp.eye(B)])
-        A_sum = sp.hstack([sp.csr_matrix((1, nb)), sp.csr_matrix(np.ones((1, B)))])
-        A_flow = sp.hstack([sp.csr_matrix((E, nb)), sp.csr_matrix(self.topology.H)])
-        A_box = sp.eye(nb, nx_)
-        self._A = sp.vstack([A_bal, A_sum, A_flow, A_box]).tocsc()
-        self._rows = {"bal": slice(0, B), "sum": slice(B, B + 1),
-                      "flow": slice(B + 1, B + 1 + E), "box": slice(B + 1 + E, B + 1 + E + nb)}
-        self._nx, self._nb = nx_, nb
-        self._P = sp.csc_matrix((np.ones(nb), (np.arange(nb), np.arange(nb))), shape=(nx_, nx_))
-        self._Px = np.full(nb, SLACK_REGULARISATION)
-        self._q = np.zeros(nx_)
-        self._q[self._sl["shed"]] = self.price_cap
-        self._q[self._sl["spill"]] = -self.price_floor  # spilled kW are worth the floor
-        self._l = np.zeros(self._A.shape[0])
-        self._u = np.zeros(self._A.shape[0])
-        self._set_flow_bounds()
-        self._solver = osqp.OSQP()
-        self._rho0 = 0.1  # OSQP's initial rho (adapted during solves; reset() restores it)
-        self._solver.setup(self._P, self._q, self._A, self._l, self._u, verbose=False,
-                           eps_abs=1e-2, eps_rel=1e-2, polishing=True, warm_starting=True,
-                           max_iter=4000, polish_refine_iter=3, rho=self._rho0)
-        self._clarabel = None
-        self._cache = None
+        self._M = M
+        self._balance_row = M.sum(axis=0)  # sum of all injections
+        G = self.topology.H @ M  # branch flows caused by z
+        self._G = G
+        # A branch whose flow cannot change (nothing downstream), or always equals the balance
+        # (everything downstream: its flow is zero), never binds; branches in series with the
+        # same participants downstream carry the same flow (identical rows of G).
+        self._row_useful = np.abs(G).sum(axis=1) > 0
+        self._row_useful &= ~np.all(G == -self._balance_row, axis=1)
+        self._row_group = np.unique(G, axis=0, return_inverse=True)[1].reshape(-1)
+
+    def _dense_rows(self):
+        """The dense statement's rows for the current limits (rebuilt after ``set_limits``):
+        the balance row, then one row per branch that can bind; of identical rows the smallest
+        limit, the deepest (last) of equal ones. Returns ``(kept branches, the DAQP problem
+        over A, l, u, H[kept].T, starting active set)``."""
+        if self._dense is None:
+            lim = self._limits
+            cand = np.flatnonzero(self._row_useful & np.isfinite(lim))
+            cand = cand[np.lexsort((-cand, lim[cand], self._row_group[cand]))]
+            group = self._row_group[cand]
+            first = np.ones(len(cand), dtype=bool)
+            first[1:] = group[1:] != group[:-1]
+            rows = np.sort(cand[first])
+            A = np.vstack([self._balance_row, self._G[rows]])
+            L = lim[rows]
+            n, nb = len(self.names), self._nb
+            start = np.zeros(nb + len(A), dtype=np.int8)
+            start[n:nb] = -1  # shed and spill start at zero (a guess from the structure only)
+            self._dense = (rows, daqp_qp.DenseQP(A), np.concatenate([[0.0], -L]),
+                           np.concatenate([[0.0], L]),
+                           np.ascontiguousarray(self.topology.H[rows].T), start)
+        return self._dense
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_solver", "_clarabel", "_cvx", "_A", "_P", "_l", "_u", "_q"):
-            state.pop(key, None)  # solver objects do not pickle; rebuilt from the data
+        for key in ("_cvx", "_dense", "_cache"):
+            state.pop(key, None)  # CVXPY objects do not pickle; the rest is rebuilt when used
         return state
 
     def __setstate__(self, state):
@@ -324,30 +424,28 @@ class CurveMarket(Market):
         self._cvx = None
         self._setup()
 
-    def _set_flow_bounds(self) -> None:
-        if self.formulation == "flow":  # read from self._limits at each clearing
-            return
-        lim = np.where(np.isfinite(self._limits), self._limits, 1e20)
-        self._l[self._rows["flow"]] = -lim
-        self._u[self._rows["flow"]] = lim
-
     def set_limits(self, limits_kw: np.ndarray | dict[str, float]) -> None:
-        """New branch limits (kW, branch order of the topology, or name -> kW)."""
+        """New branch limits (kW, branch order of the topology, or name -> kW; inf = none).
+        Checked before anything changes; cheap (the solver's rows follow at the next
+        clearing)."""
+        new = self._limits.copy()
         if isinstance(limits_kw, dict):
             for name, lim in limits_kw.items():
                 if name not in self.topology.branch_index:
-                    raise ValueError(f"unknown branch {name!r}")
-                self._limits[self.topology.branch_index[name]] = float(lim)
+                    raise ValueError(f"unknown branch {name!r}; branches: "
+                                     f"{', '.join(self._branch_names_t)}")
+                new[self.topology.branch_index[name]] = float(lim)
         else:
             lim = np.asarray(limits_kw, dtype=float)
-            if lim.shape != self._limits.shape:
-                raise ValueError(f"expected {self._limits.shape[0]} limits, got {lim.shape}")
-            self._limits[:] = lim
-        if np.any(self._limits < 0) or np.any(np.isnan(self._limits)):
+            if lim.shape != new.shape:
+                raise ValueError(f"expected {new.shape[0]} limits, got {lim.shape}")
+            new[:] = lim
+        if np.any(new < 0) or np.any(np.isnan(new)):
             raise ValueError("branch limits must be >= 0 (inf for none)")
-        self._set_flow_bounds()
+        self._limits = new
+        self._dense = None
         if self._cvx is not None:
-            self._cvx["limits"].value = np.where(np.isfinite(self._limits), self._limits, 1e9)
+            self._cvx["limits"].value = np.where(np.isfinite(new), new, 1e9)
 
     @property
     def limits_kw(self) -> np.ndarray:
@@ -355,7 +453,9 @@ class CurveMarket(Market):
 
     # ------------------------------------------------------------------ clearing
     def bids_to_array(self, bids) -> np.ndarray:
-        """Bids as an (n, 4) array in participant order (from an array, list or dict)."""
+        """Bids as a new (n, 4) array in participant order (from an array, list or dict)."""
+        if type(bids) is np.ndarray and bids.shape == (len(self.names), 4):
+            return bids.astype(float)  # the environments' hot path (a copy)
         if isinstance(bids, dict):
             rows = self.in_order(bids, "bids")
         else:
@@ -367,6 +467,11 @@ class CurveMarket(Market):
         return arr
 
     def validate(self, arr: np.ndarray) -> None:
+        """Raise ``InvalidBidError`` naming the first participant with an invalid bid."""
+        # One product gives every difference the validity conditions compare (their signs are
+        # exact in floating point); the slower check below names the culprit.
+        if np.isfinite(arr).all() and (arr @ self._check + self._check_offset).min() >= 0.0:
+            return
         p_max, p_min, q_max, q_min = arr.T
         ok = (np.isfinite(arr).all(axis=1) & (self.price_floor <= p_min) & (p_min <= p_max)
               & (p_max <= self.price_cap) & (0 <= q_min) & (q_min <= q_max))
@@ -375,15 +480,8 @@ class CurveMarket(Market):
             Bid.from_array(arr[i]).check(self.names[i], self.price_cap, self.price_floor)
 
     def reset(self) -> None:
-        """Forget the warm start and the result cache: the next clearing starts cold, as in a
-        freshly constructed market (same participants and limits)."""
-        if self.formulation == "flow":  # the zone solver starts cold every time
-            self._clarabel = None
-            self._cache = None
-            return
-        self._solver.warm_start(x=np.zeros(self._nx), y=np.zeros(self._A.shape[0]))
-        self._solver.update_settings(rho=self._rho0)  # OSQP adapts rho from solve to solve
-        self._clarabel = None
+        """Forget the result cache. No solver keeps a warm start, so a clearing never depends
+        on what was cleared before; after ``reset`` even the result object is new."""
         self._cache = None
 
     def clear(self, bids, context: MarketContext | None = None) -> ClearingResult:
@@ -415,6 +513,15 @@ class CurveMarket(Market):
         lin = np.where(self.is_supply, p_min - slope * q_min, -(p_max + slope * q_min))
         return slope, lin
 
+    def _regularised_coefficients(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As ``_curve_coefficients`` for the curves as cleared: every price span at least
+        ``FLAT_TILT`` (a fixed quantity, ``q_min == q_max``, gets curvature 1: it is fixed)."""
+        p_max, p_min, q_max, q_min = arr.T
+        dq = q_max - q_min
+        curv = np.divide(np.maximum(p_max - p_min, FLAT_TILT), dq, out=np.ones(len(dq)),
+                         where=dq > 1e-12)
+        return curv, np.where(self.is_supply, p_min, -p_max) - curv * q_min
+
     def _bounds(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Variable bounds: q in [q_min, q_max]; shed up to the firm demand at a bus, spill up
         to the must-run supply there."""
@@ -428,64 +535,44 @@ class CurveMarket(Market):
         return lo, hi
 
     def _solve(self, arr: np.ndarray):
+        """``(x, nodal prices, solver name)``, ``x = [q, shed, spill, p]``."""
         if self.formulation == "flow":
             return self._solve_flow(arr)
-        n = len(self.names)
-        slope, lin = self._curve_coefficients(arr)
-        self._q[:n] = lin
-        self._Px[:n] = slope
-        box = self._rows["box"]
-        self._l[box], self._u[box] = self._bounds(arr)
-        self._solver.update(q=self._q, l=self._l, u=self._u, Px=self._Px)
-        # ADMM only has to find the active set (coarse tolerance); polishing then solves the
-        # KKT system of that active set exactly. The answer is accepted only if the polished
-        # point is primal and dual feasible to 1e-6 (kW and ¢/kWh): then it is the optimum.
-        for _attempt in range(2):
-            res = self._solver.solve(raise_error=False)
-            info = res.info
-            if (info.status_polish == 1 and info.prim_res < POLISH_TOL
-                    and info.dual_res < POLISH_TOL):
-                # The price is the cost of one more kW of demand at the bus: -dual of balance.
-                return res.x, -res.y[self._rows["bal"]], "osqp"
-            # A warm start at a (nearly) optimal point can leave the active set ambiguous:
-            # retry once from cold.
-            self._solver.warm_start(x=np.zeros(self._nx), y=np.zeros(self._A.shape[0]))
-        # Degenerate instances (ties between bids) can defeat polishing; an interior-point
-        # solve of the same compiled data is accurate there.
-        return self._solve_clarabel(arr)
+        for name in dict.fromkeys((self.solver, "clarabel")):
+            try:
+                sol = self.solve_dense(arr, name)
+            except MarketClearingError:
+                continue
+            rows, _, _, _, Ht, _ = self._dense_rows()
+            x = np.empty(self._nx)
+            x[:self._nb] = sol.x
+            x[self._sl["p"]] = self._M @ sol.x
+            # The price is the cost of one more kW of demand at the bus: it moves the balance
+            # row and every kept branch row above the bus (H[e, b] = -1).
+            return x, -(sol.y[0] + Ht @ sol.y[1:]), sol.solver
+        return self._solve_cvxpy(arr, regularised=True)
+
+    def solve_dense(self, arr: np.ndarray, solver: str = "daqp"):
+        """Solve the dense statement (``formulation="dense"``) for a checked (n, 4) bid array
+        with ``solver`` (one of ``DENSE_SOLVERS``); an ``ogg_envs.markets.solvers.Solution``
+        over ``z = [q, shed, spill]``, rows ``[balance, kept branches]``. Raises
+        ``MarketClearingError`` when the solver fails."""
+        _, qp, l, u, _, start = self._dense_rows()
+        curv, lin = self._regularised_coefficients(arr)
+        P = np.concatenate([curv, self._slack_curv])
+        f = np.concatenate([lin, self._f[len(lin):]])
+        q_min = arr[:, 3]
+        lo = np.concatenate([q_min, self._f[len(lin):] * 0.0])
+        hi = np.concatenate([arr[:, 2], self._firm_of_slack @ q_min])
+        if solver == "daqp":
+            return qp.solve(P, f, l, u, lo, hi, start=start)
+        module = {"clarabel": clarabel_qp, "osqp": osqp_qp}[solver]
+        return module.solve(sp.diags(P), f, qp.A, l, u, lo, hi)
 
     @staticmethod
     def _big_flow(arr: np.ndarray) -> float:
         """A finite stand-in for 'no limit': more than any flow the bids can cause."""
         return 2.0 * float(arr[:, 2].sum()) + 1.0
-
-    def _solve_clarabel(self, arr: np.ndarray):
-        import clarabel
-
-        lo, hi = self._bounds(arr)
-        hi = np.maximum(hi, lo + 1e-7)  # interior-point methods dislike fixed variables
-        eq, flow = slice(0, self._rows["sum"].stop), self._rows["flow"]
-        lim = np.minimum(self._u[flow], self._big_flow(arr))
-        b = np.concatenate([np.zeros(eq.stop), lim, lim, hi, -lo])
-        if self._clarabel is None:
-            A_flow = self._A[flow]
-            eye = sp.eye(self._nb, self._nx, format="csc")
-            A = sp.vstack([self._A[eq], A_flow, -A_flow, eye, -eye]).tocsc()
-            settings = clarabel.DefaultSettings()
-            settings.verbose = False
-            settings.presolve_enable = False  # keep the data updatable
-            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-8
-            cones = [clarabel.ZeroConeT(eq.stop), clarabel.NonnegativeConeT(len(b) - eq.stop)]
-            P = self._P.copy()
-            P.data[:] = self._Px
-            self._clarabel = clarabel.DefaultSolver(P, self._q.copy(), A, b, cones, settings)
-        else:
-            self._clarabel.update(P=self._Px.copy(), q=self._q.copy(), b=b)
-        sol = self._clarabel.solve()
-        if str(sol.status) not in ("Solved", "AlmostSolved"):
-            return self._solve_cvxpy(arr)
-        z = np.asarray(sol.z)
-        return np.asarray(sol.x), _CLARABEL_SIGN * z[self._rows["bal"]], "clarabel"
 
     # ------------------------------------------------------------------ large feeders
     def _setup_flow(self, n: int, B: int, ns: int, nsp: int, nb: int) -> None:
@@ -495,8 +582,6 @@ class CurveMarket(Market):
         The zone solver (``ogg_envs.markets.radial``) solves its KKT conditions exactly;
         Clarabel on the same sparse statement is the fallback. Results use the layout of the
         dense path (``x = [q, shed, spill, p]``)."""
-        self._nx, self._nb = nb + B, nb
-        self._rows = {"bal": slice(0, B)}
         M = sp.csr_matrix((np.concatenate([np.where(self.is_supply, 1.0, -1.0),
                                            np.ones(ns), -np.ones(nsp)]),
                            (np.concatenate([self._bus_of, self._shed_buses,
@@ -505,8 +590,7 @@ class CurveMarket(Market):
         self._M = M  # sparse: M @ x[:nb] is the bus injection
         self._radial = RadialClearing(self.topology, np.concatenate(
             [self._bus_of, self._shed_buses, self._spill_buses]).astype(np.int64))
-        self._clarabel = None
-        self._cache = None
+        self._flow_A = sp.hstack([M, -self.topology.incidence]).tocsr()  # balance per bus
 
     def _flow_items(self, arr: np.ndarray) -> Items:
         """Every variable of the clearing as a monotone injection curve of its bus's price
@@ -551,44 +635,27 @@ class CurveMarket(Market):
         return x, prices, "zones"
 
     def _solve_flow_clarabel(self, arr: np.ndarray):
-        """Clarabel on the sparse flow statement (the fallback of the zone solver)."""
-        import clarabel
-
+        """Clarabel on the sparse flow statement (the fallback of the zone solver), with the
+        same tie-breaking regularisation as the dense statement."""
         n, nb, B = len(self.names), self._nb, len(self.topology.buses)
-        E = len(self.topology.branches)
         lo, hi = self._bounds(arr)
-        hi = np.maximum(hi, lo + 1e-7)
-        lim = np.minimum(self._limits, self._big_flow(arr))
-        slope, lin = self._curve_coefficients(arr)
-        Px = np.concatenate([slope, np.full(nb - n, SLACK_REGULARISATION), np.zeros(E)])
-        q = np.zeros(nb + E)
-        q[:n] = lin
-        q[self._sl["shed"]] = self.price_cap
-        q[self._sl["spill"]] = -self.price_floor
-        b = np.concatenate([np.zeros(B), hi, lim, -lo, lim])
-        if self._clarabel is None:
-            A_eq = sp.hstack([self._M, -self.topology.incidence]).tocsc()
-            eye = sp.eye(nb + E, format="csc")
-            A = sp.vstack([A_eq, eye, -eye]).tocsc()
-            P = sp.diags(np.ones(nb + E)).tocsc()
-            P.data[:] = Px
-            settings = clarabel.DefaultSettings()
-            settings.verbose = False
-            settings.presolve_enable = False
-            settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-8
-            cones = [clarabel.ZeroConeT(B), clarabel.NonnegativeConeT(2 * (nb + E))]
-            self._clarabel = clarabel.DefaultSolver(P, q, A, b, cones, settings)
-        else:
-            self._clarabel.update(P=Px, q=q, b=b)
-        sol = self._clarabel.solve()
-        if str(sol.status) not in ("Solved", "AlmostSolved"):
-            raise MarketClearingError(f"the zone solver and Clarabel both failed "
-                                      f"({sol.status})")
-        xs = np.asarray(sol.x)
+        curv, lin = self._regularised_coefficients(arr)
+        E = len(self.topology.branches)
+        P = sp.diags(np.concatenate([curv, self._slack_curv, np.zeros(E)]))
+        f = np.concatenate([self._f, np.zeros(E)])
+        f[:n] = lin
+        zero = np.zeros(B)
+        try:
+            sol = clarabel_qp.solve(P, f, self._flow_A, zero, zero,
+                                    np.concatenate([lo, -self._limits]),
+                                    np.concatenate([hi, self._limits]))
+        except MarketClearingError as exc:
+            raise MarketClearingError(f"the zone solver and Clarabel both failed ({exc})") \
+                from None
         x = np.zeros(self._nx)
-        x[:nb] = xs[:nb]
+        x[:nb] = sol.x[:nb]
         x[self._sl["p"]] = self._M @ x[:nb]
-        return x, _CLARABEL_SIGN * np.asarray(sol.z)[:B], "clarabel-flow"
+        return x, -sol.y, "clarabel-flow"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self):
@@ -601,7 +668,8 @@ class CurveMarket(Market):
         q = cp.Variable(n, name="q")
         shed = cp.Variable(B, nonneg=True, name="shed")
         spill = cp.Variable(B, nonneg=True, name="spill")
-        # Curve integrals as 0.5*slope*q^2 + lin*q (+ a constant); the same data as the OSQP path.
+        # Curve integrals as 0.5*slope*q^2 + lin*q (+ a constant): the bids' own slopes, or
+        # the regularised ones of the fast path (``clear_cvxpy(..., regularised=True)``).
         slope = cp.Parameter(n, nonneg=True, name="slope")
         lin = cp.Parameter(n, name="lin")
         q_lo = cp.Parameter(n, nonneg=True, name="q_min")
@@ -633,21 +701,26 @@ class CurveMarket(Market):
         limits.value = np.where(np.isfinite(self._limits), self._limits, 1e9)
         return self._cvx
 
-    def clear_cvxpy(self, bids, solver: str = "CLARABEL") -> ClearingResult:
-        """Clear with the CVXPY statement (reference path; slower than ``clear``)."""
+    def clear_cvxpy(self, bids, solver: str = "CLARABEL", *,
+                    regularised: bool = False) -> ClearingResult:
+        """Clear with the CVXPY statement (reference path; slower than ``clear``): the problem
+        as stated (``regularised=False``, whose optimum may not be unique) or with the fast
+        path's tie-breaking regularisation (module docstring), whose optimum is."""
         arr = self.bids_to_array(bids)
         self.validate(arr)
-        x, prices, name = self._solve_cvxpy(arr, solver)
+        x, prices, name = self._solve_cvxpy(arr, solver, regularised=regularised)
         return self._result(arr, x, np.clip(prices, self.price_floor, self.price_cap), name)
 
-    def _solve_cvxpy(self, arr: np.ndarray, solver: str = "CLARABEL"):
+    def _solve_cvxpy(self, arr: np.ndarray, solver: str = "CLARABEL",
+                     regularised: bool = False):
         import cvxpy as cp
 
         c = self.cvxpy_problem()
         n, B = len(self.names), len(self.topology.buses)
         p_max, p_min, q_max, q_min = arr.T
-        slope, lin = self._curve_coefficients(arr)
-        c["slope"].value, c["lin"].value = slope, lin
+        coefficients = self._regularised_coefficients if regularised else \
+            self._curve_coefficients
+        c["slope"].value, c["lin"].value = coefficients(arr)
         c["q_min"].value, c["q_max"].value = q_min, np.maximum(q_max, q_min + 1e-7)
         c["limits"].value = np.minimum(self._limits, self._big_flow(arr))
         c["shed_max"].value = np.bincount(self._bus_of[~self.is_supply], q_min[~self.is_supply],
@@ -657,9 +730,9 @@ class CurveMarket(Market):
         try:
             c["prob"].solve(solver=solver)
         except cp.error.SolverError as exc:
-            raise MarketClearingError(f"OSQP and {solver} both failed: {exc}") from None
+            raise MarketClearingError(f"CVXPY/{solver} failed: {exc}") from None
         if c["prob"].status not in ("optimal", "optimal_inaccurate"):
-            raise MarketClearingError(f"OSQP and {solver} both failed: status "
+            raise MarketClearingError(f"CVXPY/{solver} failed: status "
                                       f"{c['prob'].status}")
         # Nodal price (envelope theorem): lambda_b = -nu - H[:, b] . (mu_up - mu_down).
         nu = float(c["balance"].dual_value)
@@ -678,60 +751,66 @@ class CurveMarket(Market):
                 solver: str) -> ClearingResult:
         n, topo = len(self.names), self.topology
         q = np.maximum(x[:n], 0.0)
-        B = len(topo.buses)
-        shed = np.zeros(B)
-        shed[self._shed_buses] = np.maximum(x[self._sl["shed"]], 0.0)
-        spill = np.zeros(B)
-        spill[self._spill_buses] = np.maximum(x[self._sl["spill"]], 0.0)
-        served = q.copy()
-        if shed.max(initial=0.0) > 1e-9 or spill.max(initial=0.0) > 1e-9:
-            # Shed and spilled energy is taken pro rata from the firm parts at the bus.
-            firm = arr[:, 3]
-            # Per participant: what its bus cut from its side, and its side's firm total there.
-            cut = np.where(self.is_supply, spill[self._bus_of], shed[self._bus_of])
-            group = self._bus_of * 2 + self.is_supply
-            total_firm = np.bincount(group, firm, minlength=2 * B)[group]
-            take = (cut > 1e-9) & (total_firm > 0)
-            served[take] -= (np.minimum(cut, total_firm) * firm / np.where(
-                take, total_firm, 1.0))[take]
-        served = np.maximum(served, 0.0)
+        served, shed, spill = q, None, None
+        total_shed = total_spilled = 0.0
+        if self._nb > n and x[n:self._nb].max() > 1e-9:
+            served, shed, spill = self._cut_firm(arr, q, x)
+            total_shed = float(shed[shed > 1e-6].sum())
+            total_spilled = float(spill[spill > 1e-6].sum())
         price_p = prices_bus[self._bus_of]
         flows = topo.flows(x[self._sl["p"]])
-        lim = self._limits
-        at_limit = np.isfinite(lim) & (np.abs(flows) >= lim * (1 - self.congestion_tol) - 1e-6)
-        congested = [topo.branches[e].name for e in np.flatnonzero(at_limit)]
+        # (an infinite limit is never reached: inf * (1 - tol) stays inf)
+        at_limit = np.abs(flows) >= self._limits * (1 - self.congestion_tol) - 1e-6
+        congested = [self._branch_names_t[e] for e in np.flatnonzero(at_limit)]
         p_max, p_min, q_max, q_min = arr.T
-        slope, _ = self._curve_coefficients(arr)
+        dq = q_max - q_min
+        slope = np.divide(p_max - p_min, dq, out=np.zeros(n), where=dq > 1e-12)
         above = np.maximum(served - q_min, 0.0)
-        value = np.where(served <= q_min, p_max * served, p_max * served - 0.5 * slope * above**2)
-        cost = p_min * served + 0.5 * slope * above**2
-        dem, sup = ~self.is_supply, self.is_supply
-        pay = float(price_p[dem] @ served[dem])
-        rev = float(price_p[sup] @ served[sup])
-        cs = float(np.sum(value[dem]) - pay)
-        ps = float(rev - np.sum(cost[sup]))
-        shed_kw = {topo.buses[b]: float(shed[b]) for b in np.flatnonzero(shed > 1e-6)}
-        spilled_kw = {topo.buses[b]: float(spill[b]) for b in np.flatnonzero(spill > 1e-6)}
+        half = 0.5 * slope * above * above  # the curve integrals beyond the firm part
+        bought = served * self._demand_f
+        sold = served - bought
+        pay = float(price_p @ bought)
+        rev = float(price_p @ sold)
+        cs = float(p_max @ bought - half @ self._demand_f) - pay
+        ps = rev - float(p_min @ sold + half @ self._supply_f)
         return ClearingResult(
-            participants=tuple(self.names),
-            prices=dict(zip(topo.buses, prices_bus.tolist())),
-            quantities=dict(zip(self.names, served.tolist())),
-            flows_kw=dict(zip(self._branch_names_t, flows.tolist())),
+            participants=self._names_t,
+            buses=self._buses_t,
+            branches=self._branch_names_t,
+            bus_prices=prices_bus,
+            flows=flows,
             congested=congested,
-            welfare=float(cs + ps + (pay - rev)),
-            consumer_surplus=float(cs),
-            producer_surplus=float(ps),
+            welfare=cs + ps + (pay - rev),
+            consumer_surplus=cs,
+            producer_surplus=ps,
             congestion_rent=pay - rev,
             consumer_payments=pay,
             producer_revenue=rev,
-            shed_kw=shed_kw,
-            spilled_kw=spilled_kw,
-            total_shed_kw=float(sum(shed_kw.values())),
-            total_curtailed_kw=float(sum(spilled_kw.values())),
-            feasible=not shed_kw,
+            shed=shed,
+            spilled=spill,
+            total_shed_kw=total_shed,
+            total_curtailed_kw=total_spilled,
+            feasible=total_shed == 0.0,
             solver=solver,
             participant_prices=price_p,
             participant_quantities=served,
             bids=arr.copy(),
             _demand_names=self._demand_names,
         )
+
+    def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray):
+        """Served kW per participant and shed and spilled kW per bus, when the clearing shed
+        or spilled: what a bus cuts is taken pro rata from the firm parts of its side there."""
+        n, ns = len(self.names), len(self._shed_buses)
+        slack = np.maximum(x[n:self._nb], 0.0)
+        firm = arr[:, 3]
+        cut = slack[self._slack_of]  # what its bus cut from its side
+        total_firm = (self._firm_of_slack @ firm)[self._slack_of]  # its side's firm kW there
+        take = (cut > 1e-9) & (total_firm > 0)
+        share = np.minimum(cut, total_firm) * firm / np.where(take, total_firm, 1.0)
+        served = np.maximum(q - np.where(take, share, 0.0), 0.0)
+        B = len(self.topology.buses)
+        shed, spill = np.zeros(B), np.zeros(B)
+        shed[self._shed_buses] = slack[:ns]
+        spill[self._spill_buses] = slack[ns:]
+        return served, shed, spill

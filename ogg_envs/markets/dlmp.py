@@ -97,17 +97,25 @@ at exactly ``price_cap`` ties with shedding; the LP may use either.
 
 Solving
 -------
-The problem is stated twice. ``DLMPMarket`` builds it once as a HiGHS LP (``highspy``) whose
-structure never changes (topology and resources are fixed), with the bus injections ``p``
-eliminated (see ``DLMPMarket._structure``: the same optimum and the same duals, fewer rows);
-per clearing it changes only costs, column bounds and row bounds, and re-solves warm from the
-previous basis with the simplex method (the fast path, about 0.25 ms on the IEEE 37 feeder).
+The problem is stated twice. ``DLMPMarket`` builds it once as a HiGHS LP
+(``ogg_envs.markets.solvers.highs_lp``) whose structure never changes (topology and resources
+are fixed), with the bus injections ``p`` eliminated (see ``DLMPMarket._structure``: the same
+optimum and the same duals, fewer rows); per clearing it changes only costs, column bounds and
+row bounds and solves with the dual simplex method, **cold** (the fast path, about 0.25 ms on
+the IEEE 37 feeder; measured: a warm start saves nothing here, and DAQP on the LP with a
+vanishing quadratic term took longer, 0.27 ms, and moved prices by that term).
 ``DLMPMarket.cvxpy_problem`` states eqs. 12-18 as written above in CVXPY with Parameters
 (compiled once, DPP), with the import cost literally ``lmp * cp.pos(P_source)`` and explicit
 nodal balances whose duals are the DLMPs: the readable reference used by the tests and the
 fallback if HiGHS ever fails. Solve it with an LP solver that gives accurate duals (HiGHS or
-Clarabel; OSQP's duals are too inaccurate on this LP at default tolerances). ``reset()`` drops
-HiGHS's basis, so that a clearing after it starts cold, as in a freshly constructed market.
+Clarabel; OSQP's duals are too inaccurate on this LP at default tolerances).
+
+Ties. An LP can have many optimal dispatches (equal offer prices, an offer at the cap against
+shedding) and, at a degenerate vertex, many DLMPs. The market returns the vertex that HiGHS's
+dual simplex reaches from a cold start on these data, a function of the data alone: the same
+offers, context and limits give the same dispatch and prices whatever was cleared before (a
+warm start from the previous basis would pick among ties by history). ``reset()`` has nothing
+to forget.
 """
 
 from __future__ import annotations
@@ -128,6 +136,7 @@ from ..api import (
     check_participants,
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
+from .solvers.highs_lp import HighsLP
 
 __all__ = ["DLMPMarket", "DLMPResult", "Resource", "InvalidOfferError", "InvalidBidError",
            "MarketClearingError", "GENERATOR", "DR"]
@@ -320,12 +329,6 @@ class DLMPMarket(Market):
         self._cols = {"blocks": slice(0, nb), "shed": slice(c_shed, c_shed + nL),
                       "curtail": slice(c_curt, c_curt + nP), "import": c_imp,
                       "export": c_imp + 1}
-        i32 = np.int32
-        self._idx_blocks = np.arange(nb, dtype=i32)
-        self._idx_shed = np.arange(c_shed, c_shed + nL, dtype=i32)
-        self._idx_curt = np.arange(c_curt, c_curt + nP, dtype=i32)
-        self._idx_rows = np.arange(1 + E, dtype=i32)
-        self._zeros = {k: np.zeros(m) for k, m in (("blocks", nb), ("shed", nL), ("pv", nP))}
         self._not_load = np.ones(B, dtype=bool)
         self._not_load[self._load_idx] = False
         self._not_pv = np.ones(B, dtype=bool)
@@ -336,29 +339,15 @@ class DLMPMarket(Market):
         self._finite_limit = np.isfinite(self._limits)
 
     def _build_highs(self) -> None:
-        A = self._A
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = self._ncol, self._nrow
-        cost = np.zeros(self._ncol)
-        cost[self._cols["shed"]] = self.price_cap
-        cost[self._cols["curtail"]] = self.curtail_price
-        upper = np.zeros(self._ncol)
-        upper[self._cols["import"]] = upper[self._cols["export"]] = _INF
-        lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, np.zeros(self._ncol), upper
-        lim = self._highs_limits()
-        lp.row_lower_ = np.concatenate([[0.0], -lim])
-        lp.row_upper_ = np.concatenate([[0.0], lim])
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = A.indptr
-        lp.a_matrix_.index_ = A.indices
-        lp.a_matrix_.value_ = A.data
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("presolve", "off")  # tiny LP, re-solved warm: presolve only costs
-        h.setOptionValue("solver", "simplex")
-        h.setOptionValue("threads", 1)
-        h.passModel(lp)
-        self._highs = h
+        """The fast path's LP (``solvers.highs_lp``) and the parts of its data that never
+        change: shed at the cap, curtailment at its price, the source unbounded."""
+        self._lp = HighsLP(self._A)
+        self._cost = np.zeros(self._ncol)
+        self._cost[self._cols["shed"]] = self.price_cap
+        self._cost[self._cols["curtail"]] = self.curtail_price
+        self._col_lower = np.zeros(self._ncol)
+        self._col_upper = np.zeros(self._ncol)
+        self._col_upper[self._cols["import"]] = self._col_upper[self._cols["export"]] = _INF
 
     def _highs_limits(self) -> np.ndarray:
         return np.where(self._finite_limit, self._limits, _INF)
@@ -366,13 +355,8 @@ class DLMPMarket(Market):
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_highs", None)
         state["_cvx"] = None
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._build_highs()
 
     # ------------------------------------------------------------------ limits
     def set_limits(self, limits_kw: np.ndarray | dict[str, float]) -> None:
@@ -477,11 +461,11 @@ class DLMPMarket(Market):
 
     # ------------------------------------------------------------------ clearing
     def reset(self) -> None:
-        """Drop HiGHS's basis: the next clearing starts cold, as in a freshly built market."""
-        self._highs.clearSolver()
+        """Nothing to forget: every clearing solves cold, so none depends on the past."""
 
     def clear(self, offers, context: MarketContext | None = None) -> DLMPResult:
-        """Clear the market (fast path: HiGHS, warm-started from the previous basis).
+        """Clear the market (fast path: HiGHS's simplex, cold; the same inputs always give the
+        same vertex, whatever was cleared before).
 
         Args:
             offers: block prices, (n, n_blocks) array in resource order or ``{name: prices}``.
@@ -522,39 +506,28 @@ class DLMPMarket(Market):
         return arr, demand, cap, pv, lmp, dr_cap
 
     def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
-        h = self._highs
-        K = self.n_blocks
-        nb = len(self._idx_blocks)
-        if nb:
-            h.changeColsCost(nb, self._idx_blocks, offers.ravel())
-            h.changeColsBounds(nb, self._idx_blocks, self._zeros["blocks"],
-                               np.repeat(cap / K, K))
-        h.changeColCost(self._cols["import"], lmp)
-        nL = len(self._idx_shed)
-        if nL:
-            h.changeColsBounds(nL, self._idx_shed, self._zeros["shed"],
-                               np.maximum(demand - dr_cap, 0.0)[self._load_idx])
-        nP = len(self._idx_curt)
-        if nP:
-            h.changeColsBounds(nP, self._idx_curt, self._zeros["pv"], pv[self._pv_idx])
+        """HiGHS on the LP of ``_structure``, cold; ``(None, None, None)`` if it fails."""
+        K, cols = self.n_blocks, self._cols
+        cost = self._cost.copy()
+        cost[cols["blocks"]] = offers.ravel()
+        cost[cols["import"]] = lmp
+        upper = self._col_upper.copy()
+        upper[cols["blocks"]] = np.repeat(cap / K, K)
+        upper[cols["shed"]] = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
+        upper[cols["curtail"]] = pv[self._pv_idx]
         net = demand - pv
         below = self._below @ net
         lim = self._highs_limits()
         total = net.sum()
-        h.changeRowsBounds(self._nrow, self._idx_rows, np.concatenate([[total], below - lim]),
-                           np.concatenate([[total], below + lim]))
-        h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            h.clearSolver()  # drop the basis and try once from scratch
-            h.run()
-            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                return None, None, None
-        sol = h.getSolution()
-        x = np.asarray(sol.col_value)
-        y = np.asarray(sol.row_dual)
-        # DLMP_b = energy + sum of the branch prices above b (see _structure).
-        energy, branch = float(y[0]), y[1:]
-        return x, (energy, branch, energy + self._below.T @ branch), "highs"
+        try:
+            sol = self._lp.solve(cost, np.concatenate([[total], below - lim]),
+                                 np.concatenate([[total], below + lim]), self._col_lower, upper)
+        except MarketClearingError:
+            return None, None, None
+        # DLMP_b = energy + sum of the branch prices above b (see _structure); the prices are
+        # derivatives of the optimal cost, the opposite sign of the solver package's duals.
+        energy, branch = -float(sol.y[0]), -sol.y[1:]
+        return sol.x, (energy, branch, energy + self._below.T @ branch), "highs"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self) -> dict:

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 import numpy as np
@@ -188,7 +189,6 @@ def negotiation_outcome(b_p, b_c, terms: P2PTerms):
     return ok, r_p, r_c
 
 
-@dataclass(kw_only=True)
 class P2PClearing(Clearing):
     """One negotiation step as a clearing (``P2PMarket.clear``); prices ¢/kWh, energy kWh.
 
@@ -201,16 +201,60 @@ class P2PClearing(Clearing):
     against trading with the utility (see the module docstring); ``welfare`` adds the market
     maker's fees. ``rewards`` are what ``negotiate`` returns; ``traded`` (= ``success``): the
     prosumer's pair traded.
+
+    A negotiation step is cheap and environments read only ``rewards``, so everything else is
+    computed on first use from the step's arrays (which no later step modifies).
     """
 
-    rewards: np.ndarray
-    traded: np.ndarray
-    solver: str = "negotiation"
+    solver = "negotiation"
+
+    def __init__(self, *, participants: tuple[str, ...], rewards: np.ndarray,
+                 traded: np.ndarray, bids: np.ndarray, producer_bid: np.ndarray,
+                 tranche_of: np.ndarray, fallback: np.ndarray, producers: np.ndarray,
+                 terms: P2PTerms):
+        self.participants, self.rewards, self.traded, self.bids = (participants, rewards,
+                                                                   traded, bids)
+        self._producer_bid, self._tranche_of, self._fallback = producer_bid, tranche_of, fallback
+        self._producers, self._terms = producers, terms
+
+    @property
+    def congested(self) -> list[str]:
+        return []
 
     @property
     def success(self) -> np.ndarray:
         """Same as ``traded``."""
         return self.traded
+
+    @cached_property
+    def participant_prices(self) -> np.ndarray:
+        return np.where(self.traded, self._producer_bid, self._fallback)
+
+    @cached_property
+    def participant_quantities(self) -> np.ndarray:
+        return self._tranche_of * self.traded
+
+    @cached_property
+    def _surpluses(self) -> tuple[float, float, float]:
+        t = self._terms
+        sold = self.participant_quantities[self._producers]  # per pair: kWh traded this step
+        kwh = float(sold.sum())
+        paid = float(self._producer_bid[self._producers] @ sold)
+        cs = (t.retail_price - t.c_service) * kwh - paid
+        ps = paid - (t.feed_in_price + t.c_service) * kwh
+        return cs, ps, cs + ps + 2.0 * t.c_service * kwh
+
+    @property
+    def consumer_surplus(self) -> float:
+        return self._surpluses[0]
+
+    @property
+    def producer_surplus(self) -> float:
+        return self._surpluses[1]
+
+    @property
+    def welfare(self) -> float:
+        return self._surpluses[2]
 
 
 class P2PMarket(Market):
@@ -245,6 +289,7 @@ class P2PMarket(Market):
         self.index = {name: i for i, name in enumerate(names)}
         self.price_cap = float(terms.arms[-1])
         self.prices = np.array(terms.arms)
+        self._n_arms = terms.n_arms
         self.reset()
 
     def reset(self) -> None:
@@ -331,8 +376,8 @@ class P2PMarket(Market):
         if isinstance(arms, dict):
             arms = self.in_order(arms, "bids")
         if type(arms) is np.ndarray and arms.dtype == np.int64 and arms.shape == (self.n,) \
-                and 0 <= arms.min() and arms.max() < self.terms.n_arms:
-            return arms  # the environments' hot path
+                and arms.view(np.uint64).max() < self._n_arms:
+            return arms  # the environments' hot path (as unsigned, a negative arm is huge)
         if isinstance(arms, np.ndarray) and arms.ndim != 1:
             raise ValueError(f"expected {self.n} arm indices, got shape {arms.shape}")
         raw = arms.tolist() if isinstance(arms, np.ndarray) else list(arms)
@@ -349,20 +394,10 @@ class P2PMarket(Market):
         """One negotiation step (``negotiate``) reported as a clearing (``context`` is ignored:
         the pairs and contracts are set by ``match``/``set_pairs`` and ``open_grid_step``)."""
         rewards = self.negotiate(self.arms_to_array(arms))
-        t = self.terms
-        traded = self.traded  # negotiate makes new arrays every step: no copies needed
-        q = self._tranche_of * traded
-        price = np.where(traded, self.producer_bid, self._fallback)
-        sold = q[self.producers]  # per pair: kWh traded this step
-        kwh = float(sold.sum())
-        paid = float(self.producer_bid[self.producers] @ sold)
-        cs = (t.retail_price - t.c_service) * kwh - paid
-        ps = paid - (t.feed_in_price + t.c_service) * kwh
-        return P2PClearing(
-            participants=self._names_t, participant_prices=price, participant_quantities=q,
-            congested=[], consumer_surplus=cs, producer_surplus=ps, congestion_rent=0.0,
-            welfare=cs + ps + 2.0 * t.c_service * kwh, bids=self.bids, rewards=rewards,
-            traded=traded)
+        return P2PClearing(participants=self._names_t, rewards=rewards, traded=self.traded,
+                           bids=self.bids, producer_bid=self.producer_bid,
+                           tranche_of=self._tranche_of, fallback=self._fallback,
+                           producers=self.producers, terms=self.terms)
 
     # Views of the last step and of the grid step so far.
     @property

@@ -9,6 +9,9 @@ diagram for an uncongested and a congested hour (``[reproduce]`` ``uncongested_h
 * ``out/dlmp_map.png``: the two maps side by side on one colour scale, congested branches red
   (Fig. 10);
 * ``out/dlmp_day.png`` (not with ``quick``): source LMP and the lowest/highest DLMP per hour;
+* ``out/dlmp_ac_flows.png``: the truthful day cleared without and with AC-feasible clearing
+  (``ac_feedback``): the market's lossless flow against OpenDSS's AC flow on the most loaded
+  limited lines (``ogg_envs.reproduce.ac``);
 * ``out/dlmp.json``: for both hours the DLMP of every bus with its energy and congestion
   parts, the congested branches and their shadow prices, the dispatch, and the checks the
   paper's figure illustrates: uncongested, every DLMP equals the source LMP; congested, the
@@ -29,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ogg_envs.envs import dlmp_v0
 from ogg_envs.policies.blocks import TruthfulBidder
-from ogg_envs.reproduce import table
+from ogg_envs.reproduce import ac, table
 
 
 def play_truthful_day(scenario="dlmp", seed: int = 0, progress: bool = False, **env_kwargs):
@@ -155,6 +158,12 @@ def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> 
         fig.savefig(out / "dlmp_day.png", dpi=120)
         plt.close(fig)
         figures.append("dlmp_day.png")
+    ac_result = ac.compare(lambda feedback: dlmp_v0.parallel_env(
+        market_rounds=1, learners=[], ac_feedback=feedback, **env_kwargs), seed=seed)
+    data["ac_feedback"] = ac_result
+    if ac.plot(ac_result, out / "dlmp_ac_flows.png",
+               "dlmp, truthful offers: market (lossless DC OPF) flow vs OpenDSS AC flow"):
+        figures.append("dlmp_ac_flows.png")
     data["figures"] = figures
     (out / "dlmp.json").write_text(json.dumps(data, indent=2))
     return data
@@ -186,4 +195,8 @@ def summary(data: dict) -> str:
               "congested_prices_separate_downstream": "prices rise beyond each congested line"}
     lines += [f"check: {text}: {'yes' if data['checks'][k] else 'NO'}"
               for k, text in checks.items()]
+    if "ac_feedback" in data:
+        lines += ["Market vs AC over the day (ac_feedback):",
+                  table(["", "without feedback", "with feedback"],
+                        ac.summary_rows(data["ac_feedback"]))]
     return "\n".join(lines)

@@ -225,7 +225,8 @@ def summary(result: dict) -> str:
             + table(["", f"first {n} steps", f"last {n} steps"], rows)
             + f"\nconsumers bid at or above producers: {bids}; both rewards positive: "
             f"{positive}\n(moving averages over {s['moving_average']} steps; the paper: after "
-            "about 2,000 steps)")
+            "about 2,000 steps)\nMarket vs AC: ac_feedback does not apply (the P2P market sets no "
+            "branch limits; every hour's trades are checked on the OpenDSS feeder instead)")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,14 @@ The sequence, all at the peak hour of the default scenario's day, seed 0:
    The "average consumer price" is the nominal-load-weighted average of the consumers' nodal
    prices (the paid-per-kWh average is reported too).
 
+4. **Market vs AC**: the congested day (every hour, DG markup as in 2) cleared without and
+   with AC-feasible clearing (``ac_feedback``): the market's lossless flow against OpenDSS's AC
+   flow on the most loaded limited lines (``ogg_envs.reproduce.ac``).
+
 Writes ``topology_power.json`` and the figures ``topology_power_curves.png`` (supply and demand
 curves by price zone, as the paper's Figs. 5-6), ``topology_power_price_map.png`` (the prices on
-the feeder drawing, binding limits in red) and ``topology_power_flexibility.png`` (Fig. 7);
+the feeder drawing, binding limits in red), ``topology_power_flexibility.png`` (Fig. 7) and
+``topology_power_ac_flows.png`` (market flow vs AC flow, without and with feedback);
 ``summary`` is the table the README quotes. ``feeder=`` or ``scenario=`` run the same sequence
 on another feeder or scenario.
 """
@@ -29,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ogg_envs.envs import topology_power_v0
 from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
-from ogg_envs.reproduce import table
+from ogg_envs.reproduce import ac, table
 
 MARKUP = 0.6
 PAPER = {"uncongested": [4.3], "congested": [4.6, 4.8, 6.9],
@@ -119,7 +124,7 @@ def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     truthful, markup = TruthfulBidder(), MarkupBidder(MARKUP)
-    bar = tqdm(total=5, desc="topology-power", unit="step", disable=not progress)
+    bar = tqdm(total=6, desc="topology-power", unit="step", disable=not progress)
     bar.set_postfix_str("uncongested (truthful)")
     env_u, res_u = clear_at_peak(truthful, **env_kwargs)
     bar.update()
@@ -134,6 +139,11 @@ def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> 
         flex[f"{share:.2f}"] = {"average_price": weighted, "average_paid": paid,
                                 "congested": res_f.congested}
         bar.update()
+    bar.set_postfix_str("market vs AC")
+    ac_result = ac.compare(lambda feedback: topology_power_v0.parallel_env(
+        market_rounds=1, learners=[], policies={"supplier": MarkupBidder(MARKUP)},
+        ac_feedback=feedback, **env_kwargs))
+    bar.update()
     bar.set_postfix_str("figures")
 
     result = {
@@ -152,7 +162,12 @@ def run(out: Path, quick: bool = False, progress: bool = True, **env_kwargs) -> 
         "paper": PAPER,
         "figures": ["topology_power_curves.png", "topology_power_price_map.png",
                     "topology_power_flexibility.png"],
+        "ac_feedback": ac_result,
     }
+    if ac.plot(ac_result, out / "topology_power_ac_flows.png",
+               f"topology-power, DG offers +{MARKUP:.0%} all day: market (lossless) flow vs "
+               f"OpenDSS AC flow"):
+        result["figures"].append("topology_power_ac_flows.png")
     if env_kwargs:
         result["env_kwargs"] = env_kwargs
     (out / "topology_power.json").write_text(json.dumps(result, indent=2))
@@ -222,6 +237,11 @@ def summary(result: dict) -> str:
          f"{flex['0.75']:.2f}"],
     ]
     where = f", {result['env_kwargs']}" if result.get("env_kwargs") else ""
-    return (f"Use case 1 - topology-induced market power (peak hour {result['hour']}, DG markup "
+    text = (f"Use case 1 - topology-induced market power (peak hour {result['hour']}, DG markup "
             f"{result['supplier_markup']:.0%}{where})\n"
             + table(["", "paper", "OpenGridGym"], rows))
+    if "ac_feedback" in result:
+        text += ("\nMarket vs AC over the congested day (ac_feedback):\n"
+                 + table(["", "without feedback", "with feedback"],
+                         ac.summary_rows(result["ac_feedback"])))
+    return text

@@ -1,0 +1,218 @@
+"""Timing helpers shared by the benchmarks (``benchmarks/bench_*.py``).
+
+The environment benchmarks all report the same figures, on the environment's default scenario,
+for three kinds of learner actions:
+
+* **random**: uniform ``action_space(agent).sample()`` (the env seeds its spaces on reset);
+* **structured**: the environment's registered ``markup`` baseline policy
+  (``ogg_envs.spec(env_id).policies["markup"]``), asked like the leaderboard asks it;
+* **tied**: every learner submits the same bid, at the price cap (ties with shed load: the
+  degenerate case of the markets' solvers);
+
+and for each: the market clear time (p50 and p99 of the ``market.clear`` calls made inside the
+env's steps; a call that returns the previous result object unchanged is the market's result
+cache and is counted apart), the parallel env steps/s (the time spent in ``reset`` and ``step``
+only: making the actions is not the env's cost) and each figure's **ratio to the floor**, one
+bare ``grid.run_power_flow()`` of the env's own feeder (the converged case re-solved), measured
+in the same run, interleaved with the env runs so that a busy machine shifts both alike.
+
+``--quick`` (a few seconds per benchmark, what CI runs) and ``--json PATH`` (write the numbers;
+``benchmarks/readme_table.py`` turns the files into the README's table) are every benchmark's
+options (``benchmark_parser``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import ogg_envs
+from ogg_envs.baselines.common import absorb_solver_banner
+
+ACTION_KINDS = ("random", "structured", "tied")
+
+
+def benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark has: ``--quick`` and ``--json``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true",
+                        help="short measurements (a few seconds; CI runs this)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the numbers to PATH (JSON)")
+    return parser
+
+
+def machine() -> dict:
+    """What the numbers were measured on (the load average says how busy it was)."""
+    return {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "platform": platform.platform(terse=True),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_json(path: Path | None, name: str, result: dict) -> None:
+    """Write ``{"benchmark": name, "machine": ..., "result": result}`` to ``path`` (if given)."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "result": result},
+                               indent=1, default=float))
+    print(f"wrote {path}")
+
+
+def median_ms(fn: Callable[[], object], n: int) -> float:
+    """Median wall time of ``fn()`` over ``n`` calls, in ms."""
+    times = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t0
+    return 1e3 * float(np.median(times))
+
+
+def percentiles_ms(seconds) -> dict:
+    """p50 and p99 (ms) of a list of durations in seconds, and how many there were."""
+    if len(seconds) == 0:
+        return {"p50": float("nan"), "p99": float("nan"), "n": 0}
+    p50, p99 = np.percentile(np.asarray(seconds), [50, 99])
+    return {"p50": 1e3 * float(p50), "p99": 1e3 * float(p99), "n": len(seconds)}
+
+
+def floor_times(grid, n: int) -> list[float]:
+    """``n`` timings (seconds) of one bare ``grid.run_power_flow()``: the dispatch already on
+    the feeder, solved again. The floor every other figure is compared with."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        grid.run_power_flow()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# ---------------------------------------------------------------------- learner actions
+def structured_actions(env_id: str, policy: str = "markup"):
+    """``act(env, agent, observation)`` asking the registered ``policy`` baseline, one
+    instance per agent (some baselines keep per-participant state)."""
+    factory = ogg_envs.spec(env_id).policies[policy]
+    policies: dict = {}
+    rng = np.random.default_rng(0)
+
+    def act(env, agent, observation):
+        if agent not in policies:
+            policies[agent] = factory()
+        info = {"rng": rng, "action_space": env.action_space(agent)}
+        return policies[agent](env.participant[agent], observation, info)
+
+    return act
+
+
+def random_actions(env, agent, observation):
+    return env.action_space(agent).sample()
+
+
+# ---------------------------------------------------------------------- env runs
+class _TimedClear:
+    """Wraps a market's ``clear``: the time of each call that solved (not a cache hit)."""
+
+    def __init__(self, clear):
+        self.clear, self.times, self.cached, self.last = clear, [], 0, None
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        result = self.clear(*args, **kwargs)
+        dt = time.perf_counter() - t0
+        if result is self.last:  # the market's result cache: same bids, same result object
+            self.cached += 1
+        else:
+            self.times.append(dt)
+        self.last = result
+        return result
+
+
+def run_env(env, act, seconds: float, warmup_steps: int = 30, seed: int = 0) -> dict:
+    """Step the parallel ``env`` with ``act(env, agent, observation)`` actions (episodes with
+    a new seed each) for about ``seconds`` of env time. Returns steps/s over the time spent in
+    ``reset`` and ``step``, agent steps/s, and the clear times of the run."""
+    market = env.market
+    timed = _TimedClear(market.clear)
+    market.clear = timed  # an instance attribute shadows the method; removed below
+    try:
+        obs, _ = env.reset(seed=seed)
+        for _ in range(warmup_steps):
+            if not env.agents:
+                obs, _ = env.reset()
+            obs = env.step({a: act(env, a, obs[a]) for a in env.agents})[0]
+        timed.times.clear()
+        timed.cached = 0
+        steps, agent_steps, env_time, episode = 0, 0, 0.0, seed
+        while env_time < seconds:
+            episode += 1
+            t0 = time.perf_counter()
+            obs, _ = env.reset(seed=episode)
+            env_time += time.perf_counter() - t0
+            while env.agents and env_time < seconds:
+                actions = {a: act(env, a, obs[a]) for a in env.agents}
+                t0 = time.perf_counter()
+                obs = env.step(actions)[0]
+                env_time += time.perf_counter() - t0
+                steps += 1
+                agent_steps += len(actions)
+    finally:
+        del market.clear
+    clear = percentiles_ms(timed.times)
+    solved = len(timed.times)
+    return {"steps_per_s": steps / env_time, "agent_steps_per_s": agent_steps / env_time,
+            "steps": steps, "clear_ms_p50": clear["p50"], "clear_ms_p99": clear["p99"],
+            "clears": solved, "cached_share": timed.cached / max(solved + timed.cached, 1)}
+
+
+def env_benchmark(env_id: str, tied, quick: bool, make_kwargs: dict | None = None,
+                  kinds=ACTION_KINDS) -> dict:
+    """The three action kinds on ``ogg_envs.make(env_id, parallel=True, **make_kwargs)`` (the
+    default scenario), each run interleaved with floor measurements on the env's grid; every
+    figure with its ratio to the floor (``x_floor``). ``tied(env, agent, observation)`` makes
+    the tied bid."""
+    seconds, floor_n = (0.6, 300) if quick else (4.0, 2000)
+    acts = {"random": random_actions, "structured": structured_actions(env_id), "tied": tied}
+    absorb_solver_banner()  # HiGHS's banner would land in the table
+    env = ogg_envs.make(env_id, parallel=True, **(make_kwargs or {}))
+    floor: list[float] = []
+    rows = {}
+    for kind in kinds:
+        env.reset(seed=0)
+        floor += floor_times(env.grid, floor_n // (len(kinds) + 1))
+        rows[kind] = run_env(env, acts[kind], seconds)
+    floor += floor_times(env.grid, floor_n // (len(kinds) + 1))
+    floor_ms = 1e3 * float(np.median(floor))
+    for row in rows.values():
+        row["x_floor"] = {"clear_p50": row["clear_ms_p50"] / floor_ms,
+                          "clear_p99": row["clear_ms_p99"] / floor_ms,
+                          "step": 1e3 / row["steps_per_s"] / floor_ms}
+    return {"env": env_id, "feeder": env.scenario.feeder, "scenario": env.default_scenario,
+            "agents": len(env.possible_agents), "market_rounds": env.market_rounds,
+            "floor_ms": floor_ms, "actions": rows}
+
+
+def print_env_table(result: dict) -> None:
+    """The env benchmark's figures as a table, with the floor they are compared with."""
+    print(f"{result['env']} on {result['feeder']} (scenario {result['scenario']}, "
+          f"{result['agents']} learners, {result['market_rounds']} market rounds per grid "
+          f"step); load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(f"floor: one bare grid.run_power_flow() = {result['floor_ms']:.3f} ms (median)")
+    head = (f"{'actions':11s} {'clear p50':>10s} {'clear p99':>10s} {'env steps/s':>12s} "
+            f"{'agent st/s':>11s}   {'x floor: p50':>12s} {'p99':>6s} {'step':>6s}  cached")
+    print(head)
+    for kind, r in result["actions"].items():
+        x = r["x_floor"]
+        print(f"{kind:11s} {r['clear_ms_p50']:7.3f} ms {r['clear_ms_p99']:7.3f} ms "
+              f"{r['steps_per_s']:12,.0f} {r['agent_steps_per_s']:11,.0f}   {x['clear_p50']:12.1f} "
+              f"{x['clear_p99']:6.1f} {x['step']:6.1f}  {100 * r['cached_share']:5.0f} %")
+    print("(clear: market.clear inside the env's steps, cache hits excluded; step: 1 / "
+          "steps/s; x floor: that time / the floor)")

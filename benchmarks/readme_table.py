@@ -1,0 +1,120 @@
+"""Print the README's performance tables (Markdown) from the benchmarks' JSON.
+
+    opengridgym bench --json results/bench/bench.json      # measure (on an idle machine)
+    python benchmarks/readme_table.py results/bench/bench.json
+
+The input is the file ``opengridgym bench --json`` writes (every benchmark's numbers) or one
+benchmark's own ``--json`` file (several may be given). Prints the grid table, the environments'
+table (clear time and env steps/s per action kind, each with its ratio to the floor: one bare
+``grid.run_power_flow()`` of the same feeder, measured in the same run) and, when present, the
+scale table; then the machine the numbers come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ENVS = (("topology_power", "topology-power"), ("p2p", "p2p"), ("dlmp", "dlmp"))
+
+
+def load(paths: list[Path]) -> dict[str, dict]:
+    """Benchmark name -> its ``{"benchmark", "machine", "result"}`` record."""
+    out = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if "benchmarks" in data:  # opengridgym bench --json
+            out.update(data["benchmarks"])
+        elif "benchmark" in data:
+            out[data["benchmark"]] = data
+        else:
+            raise SystemExit(f"error: {path}: not a benchmark JSON file (no 'benchmarks' or "
+                             "'benchmark' key)")
+    return out
+
+
+def grid_table(result: dict) -> list[str]:
+    lines = ["| feeder | bare solve (floor) | grid step | grid step / floor | reset |",
+             "|---|---:|---:|---:|---:|"]
+    for r in result["feeders"]:
+        lines.append(f"| {r['feeder']} | {r['floor_ms']:.3f} ms | {r['grid_step_ms']:.3f} ms | "
+                     f"{r['grid_step_x_floor']:.1f}x | {r['reset_ms']:.3f} ms |")
+    return lines
+
+
+def env_table(records: dict[str, dict]) -> list[str]:
+    lines = ["| environment (feeder, learners) | actions | clear p50 / p99 | env steps/s | "
+             "agent steps/s | x floor: clear p50 / p99 / step |",
+             "|---|---|---:|---:|---:|---:|"]
+    for key, label in ENVS:
+        if key not in records:
+            continue
+        r = records[key]["result"]
+        head = (f"{label} ({r['feeder']}, {r['agents']}; floor {r['floor_ms']:.3f} ms)")
+        for kind, a in r["actions"].items():
+            x = a["x_floor"]
+            lines.append(f"| {head} | {kind} | {a['clear_ms_p50']:.2f} / {a['clear_ms_p99']:.2f} "
+                         f"ms | {a['steps_per_s']:,.0f} | {a['agent_steps_per_s']:,.0f} | "
+                         f"{x['clear_p50']:.0f} / {x['clear_p99']:.0f} / {x['step']:.0f} |")
+            head = ""
+    return lines
+
+
+def scale_table(rows: list[dict]) -> list[str]:
+    lines = ["| feeder | nodes | participants | OpenDSS re-solve | grid step | new hour: solve "
+             "/ grid step | clearing | parallel env step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {Path(r['feeder']).stem} | {r['nodes']:,} | {r['participants']:,} | "
+                     f"{r['bare_resolve_ms']:.3f} | {r['grid_step_ms']:.2f} | "
+                     f"{r['new_hour_solve_ms']:.2f} / {r['grid_step_new_hour_ms']:.2f} | "
+                     f"{r['clear_ms']:.2f} | {r['env_step_ms']:.1f} |")
+    return lines
+
+
+def extras_line(records: dict[str, dict]) -> str:
+    extras = []
+    for key, label in ENVS:
+        result = records.get(key, {}).get("result", {})
+        if "aec_agent_turns_per_s" in result:
+            extras.append(f"{label} AEC agent turns/s {result['aec_agent_turns_per_s']:,.0f}")
+    if "dlmp" in records:
+        ref = records["dlmp"]["result"]["reference_clear_ms"]
+        extras.append("dlmp clear on random offers, HiGHS direct / CVXPY reference (HiGHS): "
+                      f"{ref['highs_direct']['p50']:.2f} / {ref['cvxpy_highs']['p50']:.2f} ms")
+    return "; ".join(extras) + "." if extras else ""
+
+
+def machine_line(records: dict[str, dict]) -> str:
+    machines = [r["machine"] for r in records.values() if "machine" in r]
+    if not machines:
+        return ""
+    m, dates = machines[0], sorted(m["date"] for m in machines)
+    loads = [m["load_average_1min"] for m in machines]
+    return (f"(measured {dates[0]} to {dates[-1]} on {m['cpus']} CPUs, {m['platform']}, Python "
+            f"{m['python']}; 1-minute load average {min(loads)} to {max(loads)})")
+
+
+def tables(records: dict[str, dict]) -> str:
+    parts = []
+    if "grid" in records:
+        parts.append("\n".join(grid_table(records["grid"]["result"])))
+    if any(key in records for key, _ in ENVS):
+        parts += ["\n".join(env_table(records)), extras_line(records)]
+    if "scale" in records:
+        parts.append("\n".join(scale_table(records["scale"]["result"])))
+    parts.append(machine_line(records))
+    return "\n\n".join(p for p in parts if p)
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json", nargs="+", type=Path, help="opengridgym bench --json output(s)")
+    text = tables(load(ap.parse_args(argv).json))
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -212,11 +212,8 @@ def run(args: Args) -> dict:
     import ray
     from ray.rllib.utils.metrics import (
         ENV_RUNNER_RESULTS,
-        ENV_RUNNER_SAMPLING_TIMER,
         EPISODE_RETURN_MEAN,
         NUM_AGENT_STEPS_SAMPLED_LIFETIME,
-        NUM_ENV_STEPS_SAMPLED,
-        TIMERS,
     )
     from tensorboardX import SummaryWriter
 
@@ -236,16 +233,12 @@ def run(args: Args) -> dict:
         writer = SummaryWriter(str(run_dir / "tb"))
         bar = common.StepProgress(iterations, desc=f"RLlib PPO on {task.id}",
                                   disable=not args.progress, unit="iteration")
-        points, steps, by_runner, sampled_per_s = [], 0, {}, []
+        points, steps, by_runner = [], 0, {}
         t0 = time.perf_counter()
         for it in range(iterations):
             metrics = algo.train()
             runners = metrics.get(ENV_RUNNER_RESULTS, {})
             by_runner = runners.get(STEPS_BY_RUNNER, by_runner)
-            # RLlib's own sampling rate: env steps sampled over the iteration's sampling time
-            sample_s = metrics.get(TIMERS, {}).get(ENV_RUNNER_SAMPLING_TIMER)
-            if sample_s and runners.get(NUM_ENV_STEPS_SAMPLED):
-                sampled_per_s.append(runners[NUM_ENV_STEPS_SAMPLED] / sample_s)
             sampled = runners.get(NUM_AGENT_STEPS_SAMPLED_LIFETIME, steps)  # {agent: steps}
             steps = int(sum(sampled.values()) if isinstance(sampled, dict) else sampled)
             bar.update_to(it + 1, note=f"{steps:,} agent steps")
@@ -269,8 +262,7 @@ def run(args: Args) -> dict:
                          "groups": groups, "env_runners": args.env_runners,
                          "envs_per_runner": args.envs_per_runner, "wall_s": wall,
                          "agent_steps_per_s": steps / wall,
-                         "env_steps_by_runner": {int(k): int(v) for k, v in by_runner.items()},
-                         "sampled_env_steps_per_s": sampled_per_s},
+                         "env_steps_by_runner": {int(k): int(v) for k, v in by_runner.items()}},
             "curve": points,
         }
         if args.eval:

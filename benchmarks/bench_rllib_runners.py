@@ -2,12 +2,16 @@
 
 For each runner count, a short training of ``baselines/rllib_ppo.py`` (its defaults: dlmp's
 task, 8 envs per runner, 2,000 env steps per iteration, PPO updates in the driver; no
-evaluation) on one local Ray instance of ``--num-cpus`` CPUs, and per iteration after the first
-(Ray's start-up and the first sampling are left out):
+evaluation) on one local Ray instance of ``--num-cpus`` CPUs. After a first iteration (Ray's
+actors start, the envs are built), the median over ``--iterations - 1`` rounds of:
 
-* **sampling**: RLlib's own figures, the env steps it sampled in the iteration over its
-  ``env_runner_sampling_timer`` (the time the driver waited for the samples), as agent steps/s;
-* **training**: agent steps over the iteration's wall time (sampling + learning), end to end.
+* **sampling**: RLlib's sampling call, the one PPO's training step makes
+  (``synchronous_parallel_sample`` of ``train_batch`` env steps on the algorithm's runners),
+  timed alone: the agent steps RLlib returns over its wall time. (RLlib's own
+  ``env_runner_sampling_timer`` is an exponential average with coefficient 0.01, still mostly
+  the first iteration's start-up after a few iterations: not a per-iteration figure);
+* **training**: a training iteration (sampling + PPO's update in the driver) timed whole: the
+  env steps RLlib reports sampled in it, as agent steps, over its wall time.
 
 0 runners samples in the driver; N runners are N Ray actors (processes) sampling
 ``train_batch / N`` env steps each, in parallel. The runners' share of the samples (rllib_ppo's
@@ -28,14 +32,16 @@ from pathlib import Path
 from _timing import benchmark_parser, write_json
 
 
+def _episodes(data) -> list:
+    """The episodes of a sample: a list of episodes, or of lists of them (one per runner)."""
+    return [e for item in data for e in (_episodes(item) if isinstance(item, list) else [item])]
+
+
 def measure(rllib_ppo, env: str, runners: int, iterations: int, train_batch: int) -> dict:
-    """Train ``iterations`` iterations; per-iteration figures after the first."""
-    from ray.rllib.utils.metrics import (
-        ENV_RUNNER_RESULTS,
-        ENV_RUNNER_SAMPLING_TIMER,
-        NUM_ENV_STEPS_SAMPLED,
-        TIMERS,
-    )
+    """One warm-up iteration, then ``iterations - 1`` times: RLlib's sampling call timed alone,
+    and a training iteration timed whole."""
+    from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED
 
     from ogg_envs.baselines import common
 
@@ -46,22 +52,28 @@ def measure(rllib_ppo, env: str, runners: int, iterations: int, train_batch: int
         rllib_ppo.keep_logs_under(Path(out) / "rllib_logs")
         t0 = time.perf_counter()
         algo, n_agents, _ = rllib_ppo.build(args, task)
+        algo.train()  # Ray's actors started, the envs built and stepped once
         build_s = time.perf_counter() - t0
-        sampling, training, by_runner = [], [], {}
+        sampling, training = [], []
         try:
-            for it in range(iterations):
+            for _ in range(iterations - 1):
+                # PPO's own sampling call (its metrics taken, so training's stay its own)
+                t0 = time.perf_counter()
+                episodes, _ = synchronous_parallel_sample(
+                    worker_set=algo.env_runner_group, max_env_steps=train_batch, concat=False,
+                    sample_timeout_s=algo.config.sample_timeout_s, _uses_new_env_runners=True,
+                    _return_metrics=True)
+                dt = time.perf_counter() - t0
+                sampling.append(sum(e.agent_steps() for e in _episodes(episodes)) / dt)
                 t0 = time.perf_counter()
                 metrics = algo.train()
                 wall = time.perf_counter() - t0
                 results = metrics[ENV_RUNNER_RESULTS]
-                steps = results[NUM_ENV_STEPS_SAMPLED]
-                by_runner = results.get(rllib_ppo.STEPS_BY_RUNNER, by_runner)
-                if it > 0:
-                    sampling.append(steps * n_agents / metrics[TIMERS][ENV_RUNNER_SAMPLING_TIMER])
-                    training.append(steps * n_agents / wall)
+                training.append(results[NUM_ENV_STEPS_SAMPLED] * n_agents / wall)
+            by_runner = results.get(rllib_ppo.STEPS_BY_RUNNER, {})
         finally:
             algo.stop()
-    return {"runners": runners, "agents": n_agents, "build_s": build_s,
+    return {"runners": runners, "agents": n_agents, "start_s": build_s,
             "sampling_agent_steps_per_s": statistics.median(sampling),
             "training_agent_steps_per_s": statistics.median(training),
             "iterations_measured": len(sampling),
@@ -94,7 +106,7 @@ def main(argv=None) -> dict:
         ray.shutdown()
     print(f"RLlib PPO on {options.env}: {train_batch} env steps per iteration, 8 envs per "
           f"runner, Ray with {options.num_cpus} CPUs on a machine with {os.cpu_count()} "
-          f"(load average {os.getloadavg()[0]:.2f}); median of {iterations - 1} iterations")
+          f"(load average {os.getloadavg()[0]:.2f}); median of {iterations - 1} rounds")
     print(f"{'runners':>7s} {'sampling agent st/s':>20s} {'training agent st/s':>20s}  "
           "env steps by runner (0: driver)")
     for r in rows:

@@ -56,7 +56,7 @@ PINNED = {
     "p2p/multi-period-v1":
         (1, "95ce9d571a31ffba9808412a142b6fcab3e66951de199ac2eacd631bc1e157ed"),
     "dlmp/37bus-day-v1":
-        (1, "cb35f420c44c5d701f877992a28ab2ea4d2747635f2b54b7717aa58f41f84b6d"),
+        (1, "8b478827677d2623b3819da392c52b5ab292bcc340597c602f617878f202dde2"),
 }
 TOPO, P2P, DLMP, TOPO1, P2P1, DLMP1 = PINNED
 SHIPPED = [TOPO, TOPO1, P2P, P2P1, DLMP, DLMP1]  # list_tasks' order: by environment, then id

@@ -502,3 +502,22 @@ def test_reproduce_runs_and_reports(tmp_path):
     for block in ("first_1000", "last_1000"):
         assert set(res[block]) >= {"success_rate", "producer_mean_reward",
                                    "consumer_mean_reward"}
+
+
+def test_a_clearing_keeps_its_step_when_later_steps_follow():
+    """A clearing's prices, quantities and surpluses are computed on first use: later
+    negotiation steps and grid steps must not change them."""
+    roles = np.array([PRODUCER, PRODUCER, CONSUMER, CONSUMER, CONSUMER])
+    mk = P2PMarket(5, TERMS, steps=4)
+    mk.set_pairs(roles, [0, 1], [3, 2])
+    mk.open_grid_step(np.array([2.0, 4.0]))
+    first = mk.clear(np.array([3, 6, 2, 5, 7]))  # (0, 3) trades at 7, (1, 2) fails
+    mk.clear(np.array([0, 1, 2, 0, 0]))  # both trade
+    mk.set_pairs(roles, [1], [4])
+    mk.open_grid_step(np.array([9.0]))
+    mk.clear(np.array([0, 0, 0, 0, 7]))
+    np.testing.assert_array_equal(first.participant_prices, [7.0, 3.0, 12.0, 7.0, 12.0])
+    np.testing.assert_array_equal(first.participant_quantities, [0.5, 0.0, 0.0, 0.5, 0.0])
+    assert first.traded.tolist() == [True, False, False, True, False]
+    assert first.welfare == pytest.approx((12 - 3) * 0.5)
+    assert first.consumer_surplus == pytest.approx((12 - 7 - 0.5) * 0.5)

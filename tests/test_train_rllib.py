@@ -78,4 +78,3 @@ def test_remote_env_runners_do_the_sampling(ray_in_tmp):
     assert set(by_runner) == {1, 2}, by_runner
     assert all(steps >= 72 for steps in by_runner.values())  # 144 steps split over the two
     assert t["agent_steps"] == sum(by_runner.values()) * n_agents
-    assert len(t["sampled_env_steps_per_s"]) == 1 and t["sampled_env_steps_per_s"][0] > 0

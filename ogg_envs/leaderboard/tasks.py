@@ -66,7 +66,7 @@ TASK_SHA256 = {
     "p2p/multi-period-v1":
         "95ce9d571a31ffba9808412a142b6fcab3e66951de199ac2eacd631bc1e157ed",
     "dlmp/37bus-day-v1":
-        "cb35f420c44c5d701f877992a28ab2ea4d2747635f2b54b7717aa58f41f84b6d",
+        "8b478827677d2623b3819da392c52b5ab292bcc340597c602f617878f202dde2",
 }
 
 # Tasks registered by users (``register_task``): task id -> (file, pinned sha256).

@@ -408,7 +408,7 @@ class CurveMarket(Market):
             n, nb = len(self.names), self._nb
             start = np.zeros(nb + len(A), dtype=np.int8)
             start[n:nb] = -1  # shed and spill start at zero (a guess from the structure only)
-            self._dense = (rows, daqp_qp.DenseQP(A), np.concatenate([[0.0], -L]),
+            self._dense = (rows, daqp_qp.DenseQP(A, start), np.concatenate([[0.0], -L]),
                            np.concatenate([[0.0], L]),
                            np.ascontiguousarray(self.topology.H[rows].T), start)
         return self._dense
@@ -493,16 +493,16 @@ class CurveMarket(Market):
         read-only)."""
         arr = self.bids_to_array(bids)
         self.validate(arr)
-        cache = self._cache
-        if cache is not None and np.array_equal(cache[0], arr) and \
-                np.array_equal(cache[1], self._limits):
+        key = arr.tobytes()
+        cache = self._cache  # (set_limits always installs a new limits array)
+        if cache is not None and cache[1] is self._limits and cache[0] == key:
             return cache[2]
         x, prices, solver = self._solve(arr)
         # When all firm demand of a bus is shed, its price is only bounded below by the cap
         # (the shed variable sits at its bound); no marginal value lies outside the band.
         prices = np.clip(prices, self.price_floor, self.price_cap)
         result = self._result(arr, x, prices, solver)
-        self._cache = (arr.copy(), self._limits.copy(), result)
+        self._cache = (key, self._limits, result)
         return result
 
     def _curve_coefficients(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -557,15 +557,15 @@ class CurveMarket(Market):
         with ``solver`` (one of ``DENSE_SOLVERS``); an ``ogg_envs.markets.solvers.Solution``
         over ``z = [q, shed, spill]``, rows ``[balance, kept branches]``. Raises
         ``MarketClearingError`` when the solver fails."""
-        _, qp, l, u, _, start = self._dense_rows()
+        _, qp, l, u, _, _ = self._dense_rows()
         curv, lin = self._regularised_coefficients(arr)
         P = np.concatenate([curv, self._slack_curv])
         f = np.concatenate([lin, self._f[len(lin):]])
         q_min = arr[:, 3]
-        lo = np.concatenate([q_min, self._f[len(lin):] * 0.0])
+        lo = np.concatenate([q_min, self._slack_curv * 0.0])
         hi = np.concatenate([arr[:, 2], self._firm_of_slack @ q_min])
         if solver == "daqp":
-            return qp.solve(P, f, l, u, lo, hi, start=start)
+            return qp.solve(P, f, l, u, lo, hi)
         module = {"clarabel": clarabel_qp, "osqp": osqp_qp}[solver]
         return module.solve(sp.diags(P), f, qp.A, l, u, lo, hi)
 

@@ -299,7 +299,7 @@ class DLMPMarket(Market):
         ``DLMP_b = y_0 + sum_{e above b} y_e`` - exactly the dual of bus b's balance in the
         formulation with ``p`` (the CVXPY statement keeps ``p`` and the nodal balances
         explicit; the tests check that both agree and that DLMPs are the derivatives of the
-        optimal cost). Fewer rows and columns make each warm re-solve cheaper.
+        optimal cost). Fewer rows and columns make each solve cheaper.
         """
         topo = self.topology
         B, E = len(topo.buses), len(topo.branches)

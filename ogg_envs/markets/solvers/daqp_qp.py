@@ -24,11 +24,17 @@ _EXIT = {-1: "infeasible", -2: "cycling", -3: "unbounded", -4: "iteration limit"
 def solve(P, q, A, l, u, lb, ub, *, start=None, iter_limit: int = 2000) -> Solution:
     """Solve ``min 0.5 x'Px + q'x, l <= Ax <= u, lb <= x <= ub`` once (``DenseQP(A).solve``;
     see there)."""
-    return DenseQP(A).solve(P, q, l, u, lb, ub, start=start, iter_limit=iter_limit)
+    return DenseQP(A, start).solve(P, q, l, u, lb, ub, iter_limit=iter_limit)
 
 
 class DenseQP:
     """QPs with one constraint matrix ``A`` ((m, n), dense) and any data around it.
+
+    ``start`` is the starting active set of every solve, (n + m,) of +1 (start with the upper
+    side active), -1 (the lower side) or 0, bounds first, then rows; ``None``: none. It changes
+    how many iterations a solve takes, not its answer (the optimum of a strictly convex QP is
+    unique); it belongs to the problem's structure, never to earlier solves, so equal data give
+    bit-for-bit equal results.
 
     Fixed variables (``lb == ub``) are substituted out before DAQP sees the problem (on the
     curve market this more than halves DAQP's time); the column split of ``A`` for each set of
@@ -37,8 +43,9 @@ class DenseQP:
 
     _KEEP = 32  # column splits kept
 
-    def __init__(self, A):
+    def __init__(self, A, start=None):
         self.A = np.ascontiguousarray(A, dtype=float)
+        self.start = None if start is None else np.array(start, dtype=np.int8)
         self._splits = {}
 
     def _split(self, fixed: np.ndarray):
@@ -48,21 +55,16 @@ class DenseQP:
             if len(self._splits) >= self._KEEP:
                 self._splits.clear()
             free_idx, fixed_idx = np.flatnonzero(~fixed), np.flatnonzero(fixed)
+            start = None if self.start is None else np.concatenate(
+                [self.start[free_idx], self.start[len(fixed):]])
             split = (free_idx, fixed_idx, np.ascontiguousarray(self.A[:, free_idx]),
-                     np.ascontiguousarray(self.A[:, fixed_idx]))
+                     np.ascontiguousarray(self.A[:, fixed_idx]), start)
             self._splits[key] = split
         return split
 
-    def solve(self, P, q, l, u, lb, ub, *, start=None, iter_limit: int = 2000) -> Solution:
-        """Solve ``min 0.5 x'Px + q'x, l <= Ax <= u, lb <= x <= ub``.
-
-        Args:
-            P: (n, n) dense positive definite matrix, or its diagonal as an (n,) vector.
-            start: optional starting active set, (n + m,) of +1 (start with the upper side
-                active), -1 (the lower side) or 0, bounds first, then rows. It changes how many
-                iterations the solve takes, not its answer (the optimum of a strictly convex
-                QP is unique); derive it from the instance, never from earlier solves, so that
-                equal data give bit-for-bit equal results.
+    def solve(self, P, q, l, u, lb, ub, *, iter_limit: int = 2000) -> Solution:
+        """Solve ``min 0.5 x'Px + q'x, l <= Ax <= u, lb <= x <= ub``; ``P`` is an (n, n) dense
+        positive definite matrix, or its diagonal as an (n,) vector.
 
         Equality rows (``l == u``) enter DAQP as equality constraints. Raises
         ``MarketClearingError`` with DAQP's exit status when it fails.
@@ -72,8 +74,8 @@ class DenseQP:
         lb, ub = np.asarray(lb, dtype=float), np.asarray(ub, dtype=float)
         fixed = lb == ub
         if not fixed.any():
-            return _solve(P, q, self.A, l, u, lb, ub, start, iter_limit)
-        free, fixed_idx, A_free, A_fixed = self._split(fixed)
+            return _solve(P, q, self.A, l, u, lb, ub, self.start, iter_limit)
+        free, fixed_idx, A_free, A_fixed, start_free = self._split(fixed)
         n = len(lb)
         x_fixed = lb[fixed_idx]
         shift = A_fixed @ x_fixed
@@ -83,7 +85,6 @@ class DenseQP:
             P_free = P[np.ix_(free, free)]
             q_free = q[free] + P[np.ix_(free, fixed_idx)] @ x_fixed
             Px_fixed = P[np.ix_(fixed_idx, fixed_idx)] @ x_fixed
-        start_free = None if start is None else np.concatenate([start[free], start[n:]])
         sol = _solve(P_free, q_free, A_free, l - shift, u - shift, lb[free], ub[free],
                      start_free, iter_limit)
         x = lb.copy()

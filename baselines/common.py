@@ -212,7 +212,9 @@ class EnvTask:
     runner evaluates on it: ``make(env_id, parallel=True, **env_kwargs)`` (its default learners
     and scripted participants, e.g. on ``feeder=`` or ``scenario=``) on ``seeds`` x
     ``episodes``. What a run trains and is evaluated on with ``--feeder`` or ``--scenario``,
-    or for an environment without a task. Nothing pins it: it is not a leaderboard task."""
+    or for an environment without a task. Nothing pins it: it is not a leaderboard task.
+    It evaluates on the held-out ``split`` (``"test"``: days training never draws, on a
+    scenario with several profile days; a one-day scenario's day is in every split)."""
 
     env_id: str
     env_kwargs: dict
@@ -222,6 +224,7 @@ class EnvTask:
     quick_episodes: int = 1
     version: int = 0
     sha256: str = ""
+    split: str = "test"
 
     @property
     def id(self) -> str:

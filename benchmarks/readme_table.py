@@ -7,7 +7,8 @@ The input is the file ``opengridgym bench --json`` writes (every benchmark's num
 benchmark's own ``--json`` file (several may be given). Prints the grid table, the environments'
 table (clear time and env steps/s per action kind, each with its ratio to the floor: one bare
 ``grid.run_power_flow()`` of the same feeder, measured in the same run) and, when present, the
-scale table; then the machine the numbers come from.
+scale table and docs/scale-out.md's tables (``--only vec``, ``--only rllib``); then the machine
+the numbers come from.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def load(paths: list[Path]) -> dict[str, dict]:
     return out
 
 
+def times(x: float) -> str:
+    """A ratio to the floor: one decimal below 10."""
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
 def grid_table(result: dict) -> list[str]:
     lines = ["| feeder | bare solve (floor) | grid step | grid step / floor | reset |",
              "|---|---:|---:|---:|---:|"]
@@ -56,7 +62,8 @@ def env_table(records: dict[str, dict]) -> list[str]:
             x = a["x_floor"]
             lines.append(f"| {head} | {kind} | {a['clear_ms_p50']:.2f} / {a['clear_ms_p99']:.2f} "
                          f"ms | {a['steps_per_s']:,.0f} | {a['agent_steps_per_s']:,.0f} | "
-                         f"{x['clear_p50']:.0f} / {x['clear_p99']:.0f} / {x['step']:.0f} |")
+                         f"{times(x['clear_p50'])} / {times(x['clear_p99'])} / "
+                         f"{times(x['step'])} |")
             head = ""
     return lines
 
@@ -70,6 +77,25 @@ def scale_table(rows: list[dict]) -> list[str]:
                      f"{r['bare_resolve_ms']:.3f} | {r['grid_step_ms']:.2f} | "
                      f"{r['new_hour_solve_ms']:.2f} / {r['grid_step_new_hour_ms']:.2f} | "
                      f"{r['clear_ms']:.2f} | {r['env_step_ms']:.1f} |")
+    return lines
+
+
+def vec_table(result: dict) -> list[str]:
+    lines = ["| `--num-cpus` | sampling (agent steps/s) | PPO training (agent steps/s) |",
+             "|---:|---:|---:|"]
+    for n, r in result["processes"].items():
+        lines.append(f"| {n} | {r['sampling_agent_steps_per_s']:,.0f} | "
+                     f"{r['training_agent_steps_per_s']:,.0f} |")
+    return lines
+
+
+def runners_table(result: dict) -> list[str]:
+    lines = ["| env runners | sampling (agent steps/s) | training, end to end (agent steps/s) | "
+             "env steps sampled per runner (0: driver) |", "|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        counts = ", ".join(f"{k}: {v:,}" for k, v in sorted(r["env_steps_by_runner"].items()))
+        lines.append(f"| {r['runners']} | {r['sampling_agent_steps_per_s']:,.0f} | "
+                     f"{r['training_agent_steps_per_s']:,.0f} | {counts} |")
     return lines
 
 
@@ -104,6 +130,10 @@ def tables(records: dict[str, dict]) -> str:
         parts += ["\n".join(env_table(records)), extras_line(records)]
     if "scale" in records:
         parts.append("\n".join(scale_table(records["scale"]["result"])))
+    if "vec" in records:  # docs/scale-out.md's tables
+        parts.append("\n".join(vec_table(records["vec"]["result"])))
+    if "rllib_runners" in records:
+        parts.append("\n".join(runners_table(records["rllib_runners"]["result"])))
     parts.append(machine_line(records))
     return "\n\n".join(p for p in parts if p)
 

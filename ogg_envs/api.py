@@ -53,6 +53,7 @@ once per grid step), ``update(participant, action, reward, info)`` (online learn
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -61,7 +62,7 @@ import numpy as np
 from ogg_envs import economics
 
 __all__ = ["Grid", "Market", "MarketContext", "Clearing", "MarketClearingError", "GridReport",
-           "check_participants",
+           "LossModel", "check_participants",
            "InvalidBidError", "Participant", "Truth", "Limits", "Policy", "SUPPLY", "DEMAND",
            "PROSUMER"]
 
@@ -121,8 +122,11 @@ class GridReport:
     voltage (pu) outside the band. ``cleared_source_kw`` is what the market's balance asks of
     the substation (consumption minus generation it dispatched); ``unscheduled_kw`` =
     ``substation_kw - cleared_source_kw``: the power the substation supplied beyond the
-    cleared quantities (kWh in the hour). ``feedback_iterations``: re-clearings of the hour
-    (``ac_feedback``). Numbers are NaN when the power flow did not converge.
+    cleared quantities (kWh in the hour). ``cleared_losses_kw``: the losses the market's
+    balance scheduled (``Clearing.losses_kw``; 0 for a lossless clearing), included in
+    ``cleared_source_kw``, so that with loss pricing ``unscheduled_kw`` is what the linearised
+    losses missed. ``feedback_iterations``: re-clearings of the hour (``ac_feedback``,
+    ``loss_pricing``). Numbers are NaN when the power flow did not converge.
     """
 
     converged: bool
@@ -141,6 +145,7 @@ class GridReport:
     unscheduled_kw: float
     feedback_iterations: int = 0
     tol: float = 0.005
+    cleared_losses_kw: float = 0.0
 
     @property
     def within_limits(self) -> bool:
@@ -160,6 +165,7 @@ class GridReport:
                 "losses_kw": self.losses_kw, "substation_kw": self.substation_kw,
                 "cleared_source_kw": self.cleared_source_kw,
                 "unscheduled_kw": self.unscheduled_kw,
+                "cleared_losses_kw": self.cleared_losses_kw,
                 "feedback_iterations": self.feedback_iterations, "tol": self.tol}
 
 
@@ -187,8 +193,11 @@ class Clearing:
 
     Prices ¢/kWh, power kW held for the hour, money ¢ per hour. Per-participant arrays follow
     the market's participant order (``participants``). ``welfare`` is the total surplus on the
-    bids: ``consumer_surplus + producer_surplus + congestion_rent`` (+ a market maker's fees,
-    where there is one).
+    bids: ``consumer_surplus + producer_surplus + congestion_rent + loss_surplus`` (+ a market
+    maker's fees, where there is one). A market that prices losses (``set_losses``, see
+    ``LossModel``) reports ``losses_kw``, the losses its balance scheduled at its dispatch, and
+    ``loss_surplus``, what the loss components of the prices collect beyond paying for them;
+    both are 0 for a lossless clearing.
     """
 
     participants: tuple[str, ...]
@@ -200,6 +209,8 @@ class Clearing:
     consumer_surplus: float = 0.0
     producer_surplus: float = 0.0
     congestion_rent: float = 0.0
+    loss_surplus: float = 0.0
+    losses_kw: float = 0.0
     welfare: float = 0.0
     feasible: bool = True
     solver: str = ""
@@ -212,13 +223,82 @@ class Clearing:
         return float(self.participant_quantities[self.participants.index(name)])
 
 
+@dataclass(frozen=True)
+class LossModel:
+    """The feeder's losses linearised around a solved AC operating point, for a market's
+    balance (``market.set_losses``; ``ogg_envs.grid.loss_factors`` computes the factors).
+
+    With ``p`` the net injections per topology bus (kW, generation minus consumption; the
+    source's at the root), ``L0`` the AC losses and ``p0`` the injections of the solution the
+    factors ``lf_b = dL/dp_b`` came from, the losses are ``L(p) = L0 + lf . (p - p0)`` and the
+    lossy balance ``sum_b p_b = L(p)`` reads
+
+        sum_b (1 - lf_b) p_b = L0 - lf . p0 = constant
+
+    ``weights`` is ``1 - lf`` and ``constant`` the right-hand side; ``losses(p)`` is ``L(p)``,
+    what the balance schedules at a dispatch. Every weight must be positive (``lf_b < 1``: a
+    kW injected at b cannot add a kW of losses). ``LossModel.of`` checks its inputs and names
+    the bad one (the bus) before any market state changes.
+    """
+
+    factors: np.ndarray  # lf per bus
+    loss_kw: float  # L0
+    injections_kw: np.ndarray  # p0 per bus
+
+    @classmethod
+    def of(cls, buses, loss_factors, loss_kw: float, injections_kw=None) -> LossModel:
+        """Checked copies of the inputs (``buses``: the topology's bus names, their order);
+        ``injections_kw=None`` means ``p0 = 0``."""
+        buses = list(buses)
+        lf = np.array(loss_factors, dtype=float).reshape(-1)
+        if lf.shape != (len(buses),):
+            raise ValueError(f"loss_factors: expected {len(buses)} values in topology bus "
+                             f"order, got shape {lf.shape}")
+        bad = ~np.isfinite(lf) | (lf >= 1.0)
+        if bad.any():
+            b = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"loss_factors: bus {buses[b]} has {lf[b]!r}; loss factors must "
+                             f"be finite and < 1 (kW of losses per kW injected)")
+        p0 = np.zeros(len(buses)) if injections_kw is None else \
+            np.array(injections_kw, dtype=float).reshape(-1)
+        if p0.shape != (len(buses),):
+            raise ValueError(f"injections_kw: expected {len(buses)} values in topology bus "
+                             f"order, got shape {p0.shape}")
+        if not np.isfinite(p0).all():
+            b = int(np.flatnonzero(~np.isfinite(p0))[0])
+            raise ValueError(f"injections_kw: bus {buses[b]} has {p0[b]!r}; must be finite")
+        if isinstance(loss_kw, bool) or not isinstance(loss_kw, (int, float, np.number)) \
+                or not (math.isfinite(loss_kw) and loss_kw >= 0):
+            raise ValueError(f"loss_kw must be a finite number >= 0 (the AC losses, kW), got "
+                             f"{loss_kw!r}")
+        lf.flags.writeable = False
+        p0.flags.writeable = False
+        return cls(lf, float(loss_kw), p0)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``1 - lf`` per bus: the lossy balance's coefficients."""
+        return 1.0 - self.factors
+
+    @property
+    def constant(self) -> float:
+        """``L0 - lf . p0``: the lossy balance's right-hand side."""
+        return self.loss_kw - float(self.factors @ self.injections_kw)
+
+    def losses(self, injections_kw) -> float:
+        """``L(p) = L0 + lf . (p - p0)``, the losses the lossy balance schedules at ``p``."""
+        return self.constant + float(self.factors @ np.asarray(injections_kw, dtype=float))
+
+
 class Market:
     """Base class of the markets: ``reset()`` and ``clear(bids, context) -> Clearing``.
 
     ``bids`` is an array with one row per participant (market participant order) or a dict
     ``name -> bid``; what a row means is the market's own documentation. A subclass sets
     ``self.names`` (participant order) and ``self.price_cap`` and implements ``clear``; a
-    market with line limits also implements ``set_limits`` and ``limits_kw``.
+    market with line limits also implements ``set_limits`` and ``limits_kw``; a market that
+    prices losses implements ``set_losses(loss_factors, loss_kw, injections_kw)`` (``None``:
+    lossless, the default; see ``LossModel``).
     """
 
     names: list[str]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import functools
 import math
 import tomllib
 import types
@@ -285,8 +286,27 @@ MAX_PRICE = 1e4  # ¢/kWh ($100/kWh): any price above it is a unit mistake
 MAX_KW = 1e7  # kW (10 GW): no participant of a distribution feeder is larger
 
 
+@functools.lru_cache(maxsize=8)
+def _read_profiles(path: str, mtime_ns: int, size: int) -> dict[str, np.ndarray]:
+    """A profiles CSV as read-only columns, parsed once per process and file version (a year
+    of data takes seconds to parse; every environment built on it shares the arrays)."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ScenarioError(f"profiles file {path} is empty")
+    try:
+        cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"profiles file {path}: {exc}") from None
+    for k, v in cols.items():
+        if not np.isfinite(v).all():
+            raise ScenarioError(f"profiles file {path}: column {k} has non-finite values")
+        v.flags.writeable = False
+    return cols
+
+
 def load_profiles(scenario: Scenario) -> dict[str, np.ndarray]:
-    """The scenario's hourly profiles (column name -> values)."""
+    """The scenario's hourly profiles (column name -> read-only values)."""
     rel = scenario.profiles
     if "/" not in rel and "\\" not in rel and not rel.endswith(".csv"):
         path = bundled_dir() / "profiles" / f"{rel}.csv"
@@ -298,17 +318,8 @@ def load_profiles(scenario: Scenario) -> dict[str, np.ndarray]:
         path = scenario.path(rel)
     if not path.is_file():
         raise ScenarioError(f"profiles file not found: {path}")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ScenarioError(f"profiles file {path} is empty")
-    try:
-        cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
-    except (TypeError, ValueError) as exc:
-        raise ScenarioError(f"profiles file {path}: {exc}") from None
-    for k, v in cols.items():
-        if not np.isfinite(v).all():
-            raise ScenarioError(f"profiles file {path}: column {k} has non-finite values")
+    stat = path.stat()
+    cols = dict(_read_profiles(str(path.resolve()), stat.st_mtime_ns, stat.st_size))
     if "hour" not in cols:
         raise ScenarioError(f"profiles file {path} has no 'hour' column")
     if len(cols["hour"]) < scenario.horizon:

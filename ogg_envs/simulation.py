@@ -25,7 +25,8 @@ the feeder. ``context(env) -> MarketContext`` gives markets that need more than 
 demand, capacity, source price) what they need. Pass ``learners=[...]`` and
 ``action_space=`` to train agents in it like any PettingZoo environment. The core's AC options
 (``ac_feedback=True`` for AC-feasible clearing of a market with branch limits, ``ac_tol``,
-``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight``; ``ogg_envs.core``) are keyword
+``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight``, ``loss_pricing`` for a market with
+``set_losses``; ``ogg_envs.core``) are keyword
 arguments of ``ComposedEnv`` too.
 """
 

@@ -128,6 +128,22 @@ def test_feedback_brings_congested_days_within_the_limits(env_id):
     np.testing.assert_array_equal(fb_env.market.limits_kw, limits)  # restored every hour
 
 
+@pytest.mark.parametrize("env_id", ["opengridgym/topology-power-v0", "opengridgym/dlmp-v0"])
+def test_feedback_with_loss_pricing_corrects_limits_and_losses_together(env_id):
+    """Both corrections in one loop under one cap: within the limits, losses scheduled, and
+    the market's limits and lossless balance restored after every hour."""
+    env = congested_env(env_id, ac_feedback=True, loss_pricing=True)
+    limits = env.market.limits_kw
+    fed = run_day(env)
+    assert all(r.within_limits for r in fed)
+    assert all(1 <= r.feedback_iterations <= 3 for r in fed)
+    for r in fed:
+        assert r.cleared_losses_kw == pytest.approx(r.losses_kw, rel=0.05)
+        assert r.unscheduled_kw < 0.5 * r.losses_kw
+    np.testing.assert_array_equal(env.market.limits_kw, limits)
+    assert env.market.losses is None
+
+
 def test_feedback_off_and_cap_zero_leave_clearings_alone():
     a = congested_env("opengridgym/topology-power-v0")
     b = congested_env("opengridgym/topology-power-v0", ac_feedback=True, ac_max_iterations=0)

@@ -17,8 +17,10 @@ import pytest
 import ogg_envs
 from ogg_envs.api import MarketContext
 from ogg_envs.grid import Branch, OpenDSSGrid, Topology
+from ogg_envs.grid.impedance import feeder_impedances
 from ogg_envs.markets.curve_market import Bid, CurveMarket, MarketParticipant
 from ogg_envs.markets.dlmp import DLMPMarket, Resource
+from ogg_envs.markets.lindistflow import LinDistFlowMarket
 
 ATOL = 1e-9
 
@@ -181,6 +183,46 @@ def test_fresh_and_used_dlmp_markets_clear_ties_alike():
         np.testing.assert_allclose(got.participant_quantities, ref.participant_quantities,
                                    rtol=0, atol=ATOL)
         np.testing.assert_allclose(got.shed_kw, ref.shed_kw, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("lossy", [False, True])
+def test_fresh_and_used_lindistflow_markets_clear_ties_alike(lossy):
+    """The LinDistFlow market solves cold (``solvers.highs_lp``), with or without a loss
+    model: tied offers, offers at the cap (ties with shedding) and a binding voltage band
+    clear the same on a fresh market and on one that cleared random offers before."""
+    grid = OpenDSSGrid.from_feeder("ieee37")
+    topo = grid.topology
+    res = [Resource(f"g{i}", b, "generator") for i, b in enumerate(["738", "731", "722"])]
+    res += [Resource("d0", "701", "dr")]
+    demand = grid.bus_load_kw
+    loads = [b for b in topo.buses if demand[topo.bus_index[b]] > 0]
+    args = feeder_impedances(grid).market_args()
+    rng = np.random.default_rng(2)
+    lf = -np.abs(rng.normal(0.0, 0.05, len(topo.buses)))
+    lf[topo.bus_index[topo.root]] = 0.0
+
+    def market():
+        m = LinDistFlowMarket(topo, res, load_buses=loads, band_buses=loads,
+                              voltage_band=(1.0, 1.05), **args)
+        m.set_limits({"730-709": 380.0, "734-737": 180.0})
+        if lossy:
+            m.set_losses(lf, 40.0, -demand)
+        return m
+
+    ctx = MarketContext(demand_kw=demand, capacity_kw=np.array([250.0, 200, 300, 100]),
+                        source_price=4.0)
+    instances = [np.full((4, 3), 6.0), np.full((4, 3), 4.0), np.full((4, 3), 30.0)]
+    fresh = [market().clear(o, ctx) for o in instances]
+    assert any(r.at_voltage_limit for r in fresh)  # the band binds somewhere
+    used = market()
+    for _ in range(30):
+        used.clear(rng.uniform(0, 30, (4, 3)), ctx)
+    for offers, ref in zip(instances[::-1], fresh[::-1]):
+        used.clear(rng.uniform(0, 30, (4, 3)), ctx)
+        got = used.clear(offers, ctx)
+        for field in ("dlmp", "participant_quantities", "shed_kw", "voltage_pu"):
+            np.testing.assert_allclose(getattr(got, field), getattr(ref, field), rtol=0,
+                                       atol=ATOL)
 
 
 @pytest.mark.parametrize("env_id", ["opengridgym/topology-power-v0", "opengridgym/dlmp-v0"])

@@ -332,7 +332,7 @@ def test_v1_tasks_evaluate_held_out_days_only(task_id):
     assert len(set(planned)) == min(len(planned), len(test))
     assert {d * 4 // 365 for d in planned} == {0, 1, 2, 3}  # every quarter of the year
     # quick mode evaluates the same days: the first episodes of the first seeds
-    seeds, episodes = task.plan(quick=True)
+    seeds, _ = task.plan(quick=True)
     assert [episode_options(task, i, 0)["day"] for i in range(len(seeds))] == \
         [planned[i * task.episodes] for i in range(len(seeds))]
 
@@ -354,9 +354,9 @@ def test_the_runner_runs_the_pinned_days(task_id):
 
 def _peak_and_quiet_day(task, env) -> tuple[int, int]:
     """Among the task's days: the one with the highest and the one with the lowest daily peak
-    of the consumers' total load."""
-    shapes = [env.consumer_profile(k) for k in range(45)]
-    load = sum(env.profiles[c] for c in set(shapes)).reshape(-1, 24).max(axis=1)
+    of the year's measured load shapes taken together (the consumers follow them)."""
+    shapes = sorted(c for c in env.profiles if c.startswith("shape_"))
+    load = sum(env.profiles[c] for c in shapes).reshape(-1, 24).max(axis=1)
     days = sorted(set(task.days), key=lambda d: load[d])
     return days[-1], days[0]
 
@@ -372,7 +372,7 @@ def test_v1_congestion_appears_on_peak_days_and_the_metrics_move(task_id):
     row, per_seed = evaluate(resolve_entry("truthful"), two, quick=True)
     assert row["status"] == "ok", row["reason"]
     on_peak, on_quiet = per_seed
-    assert on_peak["congestion_rent_usd"] > 1.0
+    assert on_peak["congestion_rent_usd"] > 0.05  # prices split: money changes hands
     assert abs(on_quiet["congestion_rent_usd"]) < 1e-6
     assert on_peak["consumer_price"] > on_quiet["consumer_price"] + 0.05
     assert on_peak["profit_usd"] != pytest.approx(on_quiet["profit_usd"], rel=0.05)

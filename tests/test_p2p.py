@@ -521,3 +521,106 @@ def test_a_clearing_keeps_its_step_when_later_steps_follow():
     assert first.traded.tolist() == [True, False, False, True, False]
     assert first.welfare == pytest.approx((12 - 3) * 0.5)
     assert first.consumer_surplus == pytest.approx((12 - 7 - 0.5) * 0.5)
+
+
+# ---------------------------------------------------------------- the vectorised step
+def _reference_observation(env, name: str) -> np.ndarray:
+    """An agent's observation written out entry by entry from the docstring and the market's
+    public views (the env builds all of them at once)."""
+    mk, k = env.market, env.index[name]
+    top, matched = env.terms.arms[-1], bool(mk.matched[k])
+    h = env.hour_of(env.t)
+    size = env.fixed_kwh if env.mode == "homogeneous" else max(env.pv_kw[k], env.load_kw[k],
+                                                                1e-6)
+    if env.mode == "homogeneous":
+        now = window = 1.0 if mk.roles[k] == PRODUCER else -1.0
+    else:
+        start = env.t - env.t % env.periods
+        end = min(start + env.periods, env.horizon)
+        now = env.forecast_export[env.t, k] / size
+        window = env.forecast_export[env.t:end].sum(axis=0)[k] / (env.periods * size)
+    row = [float(mk.roles[k]), float(matched), math.sin(2 * math.pi * h / 24),
+           math.cos(2 * math.pi * h / 24), env.t / env.horizon, env.round / env.market_rounds,
+           min(max(now, -1.0), 1.0), min(max(window, -1.0), 1.0), 0.0, 0.0, 0.0, 0.0]
+    if mk.steps_done and matched:
+        pair = int(np.flatnonzero((mk.producers == k) | (mk.consumers == k))[0])
+        row[8] = mk.last_bid[k] / top
+        row[9] = float(mk.last_outcome[k])
+        row[10] = mk.last_price[k] / top if mk.traded[k] else 0.0
+        row[11] = mk.successes[pair] / mk.steps_done
+    if env.reveal:
+        j = mk.partner[k]
+        row.append(mk.last_bid[j] / top if mk.steps_done and matched else 0.0)
+    return np.array(row, dtype=np.float32)
+
+
+def _reference_step_info(env, name: str, roles, partner, clearing) -> dict:
+    """A step's info from the pairs before the step and the step's clearing (a grid step
+    opens the next hour before the infos are returned)."""
+    k = env.index[name]
+    matched, ok = bool(partner[k] >= 0), bool(clearing.traded[k])
+    return {"role": "producer" if roles[k] == PRODUCER else "consumer", "matched": matched,
+            "partner": env.names[partner[k]] if matched else None,
+            "bid": float(clearing.bids[k]) if matched else None, "success": ok,
+            "price": float(clearing.participant_prices[k]),
+            "quantity": float(clearing.participant_quantities[k])}
+
+
+@pytest.mark.parametrize("kw", [
+    dict(negotiation_steps=4),
+    dict(mode="homogeneous", reveal_opponent_bid=True, negotiation_steps=3,
+         learners=["prosumer_0", "prosumer_3", "prosumer_5"]),
+])
+def test_observations_and_infos_equal_an_agent_by_agent_formulation(kw):
+    """Every observation entry and every info of full episodes, bitwise, against the
+    docstring's definitions evaluated one agent at a time on the market's public views."""
+    env = p2p_v0.parallel_env(scenario=small_scenario(n=7), **kw)
+    rng = np.random.default_rng(4)
+    for seed in (0, 1):
+        obs, _ = env.reset(seed=seed)
+        steps = grid_steps = 0
+        while env.agents:
+            for a in env.agents:
+                np.testing.assert_array_equal(obs[a], _reference_observation(env, a), err_msg=a)
+            roles, partner = env.market.roles.copy(), env.market.partner.copy()
+            obs, rew, _, _, infos = env.step({a: int(rng.integers(env.n_arms))
+                                              for a in env.agents})
+            steps += 1
+            for a, info in infos.items():
+                ref = _reference_step_info(env, a, roles, partner, env.last_clearing)
+                assert {key: info[key] for key in ref} == ref, (a, info)
+            if next(iter(infos.values()))["grid_step"]:
+                grid_steps += 1
+                money, rep = env.last_settlement, env.last_report
+                pairs = [(env.names[p], env.names[c]) for p, c in zip(env.market.producers,
+                                                                      env.market.consumers)]
+                for a, info in infos.items():
+                    k = env.index[a]
+                    assert info["settlement"] == {key: float(v[k]) for key, v in money.items()}
+                    assert info["bill"] == float(money["bill"][k])
+                    assert info["traded_kwh"] == float(money["p2p_sold_kwh"][k]
+                                                       + money["p2p_bought_kwh"][k])
+                    assert info["infeasible_trades"] == tuple(pairs[i] for i in rep.infeasible)
+                    assert info["infeasible_trade"] == any(a in pairs[i] for i in rep.infeasible)
+        assert grid_steps == env.horizon and steps == env.horizon * env.market_rounds
+
+
+def test_the_feeder_holds_the_dispatch_the_grid_step_wrote():
+    """The grid layer writes loads and generators through the engine's C functions directly:
+    read back through opendssdirect, every load and generator holds the value set."""
+    env = p2p_v0.parallel_env(scenario=small_scenario(n=7), negotiation_steps=2)
+    run_hour(env, seed=3)
+    grid, dss = env.grid, env.grid.dss
+    kw = grid.load_kw
+    with np.errstate(divide="ignore", invalid="ignore"):  # kvar at the base power factor
+        kvar = kw * np.where(grid.base_load_kw > 0, grid.base_load_kvar / grid.base_load_kw, 0)
+    assert not np.array_equal(kw, grid.base_load_kw), "the case must change the loads"
+    for i, name in enumerate(grid.load_names, start=1):
+        dss.Loads.Idx(i)
+        assert dss.Loads.Name().lower() == name
+        assert (dss.Loads.kW(), dss.Loads.kvar()) == (kw[i - 1], kvar[i - 1])
+    gen = grid.generator_kw
+    assert any(v > 0 for v in gen.values()), "the case must write some generator"
+    for i, name in enumerate(grid.generator_names, start=1):
+        dss.Generators.Idx(i)
+        assert dss.Generators.Name().lower() == name and dss.Generators.kW() == gen[name]

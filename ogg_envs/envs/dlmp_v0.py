@@ -46,7 +46,8 @@ horizon=None, policies=None, invalid_bids="repair", max_cycles=None, render_mode
 formulation="dc", **ac_options)``
 
 * ``**ac_options``: the core's market-physics options (``ogg_envs.core``): ``ac_feedback``,
-  ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight`` (all off by default).
+  ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight``, ``loss_pricing`` (all off
+  by default).
 * ``scenario``: bundled name, path to a TOML file, or a dict (see ``scenarios/dlmp.toml`` and
   ``DLMPScenario`` below: line limits, generators, DR providers, PV, the source LMP column).
 * ``feeder``: a bundled feeder name or the path to a master ``.dss``. A feeder other than the
@@ -95,9 +96,12 @@ over OpenDSS's rating where the market sets none), ``path_loading``, ``substatio
 (the substation's supply beyond the cleared quantities), ``ac_iterations`` and ``cost`` (a
 constrained-RL cost: relative limit excess on its path + voltage excess at its bus).
 ``env.unwrapped.last_grid_report`` has every market-limited branch's AC flow against its
-limit. ``ac_feedback=True`` runs the DC OPF again with limits corrected by the AC flow offsets
-until the AC flows respect them (DLMPs and rewards are then the corrected clearing's);
-``ac_cost_weight`` subtracts the cost from rewards. Both are off by default.
+limit. ``ac_feedback=True`` runs the market's OPF (DC or LinDistFlow) again with limits
+corrected by the AC flow offsets until the AC flows respect them (DLMPs and rewards are then the
+corrected clearing's); ``loss_pricing=True`` runs it again with the AC solution's marginal loss
+factors, so every DLMP gains a loss component (``last_clearing.price_components``: energy +
+loss + congestion (+ voltage)) and the cleared supply covers the losses; ``ac_cost_weight``
+subtracts the cost from rewards. All are off by default.
 
 ### Termination and truncation
 No agent terminates early. All agents are truncated together after ``horizon`` grid steps or

@@ -372,8 +372,7 @@ class raw_env(MarketEnv):
             flat = np.full((1, len(roles)), self.fixed_kwh)
             mk.match(roles, flat * (roles == PRODUCER), flat * (roles == CONSUMER), self._rng)
             mk.open_grid_step(np.full(len(mk.producers), self.fixed_kwh))
-            self._fc_now = np.where(roles == PRODUCER, 1.0, -1.0)
-            self._fc_window = self._fc_now
+            fc_now = fc_window = np.where(roles == PRODUCER, 1.0, -1.0)
         else:
             start = t - t % self.periods
             end = min(start + self.periods, self.horizon)
@@ -386,34 +385,44 @@ class raw_env(MarketEnv):
             f = self.forecast_export[t]
             mk.open_grid_step(np.minimum(np.maximum(f[mk.producers], 0.0),
                                          np.maximum(-f[mk.consumers], 0.0)))
-            self._fc_now = np.clip(f / self._size, -1.0, 1.0)
+            fc_now = np.clip(f / self._size, -1.0, 1.0)
             rest = self.forecast_export[t:end].sum(axis=0)
-            self._fc_window = np.clip(rest / (self.periods * self._size), -1.0, 1.0)
-        self._hour_caches()
+            fc_window = np.clip(rest / (self.periods * self._size), -1.0, 1.0)
+        if mk.partner is not self._paired:  # new pairs (a new contract window)
+            self._pair_caches()
+        base = self._pair_base.copy()
+        sin, cos, _, _ = self.hour_features()
+        base[:, 2], base[:, 3], base[:, 4] = sin, cos, self.t / self.horizon
+        base[:, 6] = fc_now
+        base[:, 7] = fc_window
+        self._obs_base = base
+        self._obs_key = None
 
-    def _hour_caches(self) -> None:
-        """What stays fixed during the hour's negotiation steps, prepared once."""
+    _paired = None  # the market's partner array the pair caches were built for
+
+    def _pair_caches(self) -> None:
+        """What stays fixed while the pairs do (a contract window), prepared once: roles,
+        partners and fallback prices as lists, one row per agent for the step infos, and the
+        observation columns of the roles."""
         mk = self.market
-        for p, role in zip(self.participants, mk.roles.tolist()):
+        roles = mk.roles.tolist()
+        for p, role in zip(self.participants, roles):
             p.state["role"] = ROLE_NAMES[role]
-        self._role_name = [ROLE_NAMES[r] for r in mk.roles.tolist()]
+        self._role_name = [ROLE_NAMES[r] for r in roles]
         self._partner_name = [self.names[j] if j >= 0 else None for j in mk.partner.tolist()]
         self._matched_list = mk.matched.tolist()
         self._matched_f = mk.matched.astype(float)
-        self._fallback = np.where(mk.roles == PRODUCER, self.terms.feed_in_price,
-                                  self.terms.retail_price).tolist()
-        tranche = np.zeros(mk.n)
-        tranche[mk.producers] = tranche[mk.consumers] = mk.tranche
-        self._tranche = tranche
+        self._failed_f = -self._matched_f  # the outcome entry of a failed step (-0 unmatched)
+        fallback = mk.fallback_price.tolist()
+        # Agents do not change during an episode (nobody terminates early).
+        self._agent_rows = [(a, k, self._role_name[k], self._matched_list[k],
+                             self._partner_name[k], fallback[k])
+                            for a, k in ((a, self.index[a]) for a in self.agents)]
         base = np.zeros((mk.n, OBS_SIZE + int(self.reveal)), dtype=np.float32)
         base[:, 0] = mk.roles
         base[:, 1] = mk.matched
-        sin, cos, progress, _ = self.hour_features()
-        base[:, 2], base[:, 3], base[:, 4] = sin, cos, self.t / self.horizon
-        base[:, 6] = self._fc_now
-        base[:, 7] = self._fc_window
-        self._obs_base = base
-        self._obs_key = None
+        self._pair_base = base
+        self._paired = mk.partner
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> int:
@@ -442,18 +451,16 @@ class raw_env(MarketEnv):
         clearing = self.market.clear(arms)
         self.set_clearing(clearing)
         mk = self.market
-        # One info dict per agent, from plain lists (cheap).
+        # One info dict per agent, from plain lists and the rows prepared with the pairs.
         bid, b_p = mk.bids.tolist(), mk.producer_bid.tolist()
-        traded, qty = mk.traded.tolist(), (self._tranche * mk.traded).tolist()
-        matched, fallback = self._matched_list, self._fallback
+        traded, qty = mk.traded.tolist(), (mk.tranche_of * mk.traded).tolist()
         infos = {}
-        for agent in self.agents:
-            k = idx[agent]
+        for agent, k, role, matched, partner, fallback in self._agent_rows:
             ok = traded[k]
             infos[agent] = {
-                "role": self._role_name[k], "matched": matched[k],
-                "partner": self._partner_name[k], "bid": bid[k] if matched[k] else None,
-                "success": ok, "price": b_p[k] if ok else fallback[k], "quantity": qty[k],
+                "role": role, "matched": matched, "partner": partner,
+                "bid": bid[k] if matched else None, "success": ok,
+                "price": b_p[k] if ok else fallback, "quantity": qty[k],
             }
         self._obs_key = None
         return clearing.rewards, infos
@@ -466,8 +473,8 @@ class raw_env(MarketEnv):
             x = np.where(mk.roles == PRODUCER, self.fixed_kwh, -self.fixed_kwh)
         else:
             x = self.realised_export[t]
-        delivered = mk.delivered_kwh.copy()
-        payments = mk.payments.copy()
+        delivered = mk.delivered_kwh  # fresh arrays
+        payments = mk.payments
         report = self.feasibility.check(
             self._bg_kw[t], np.maximum(-x, 0.0), np.maximum(x, 0.0), mk.producers,
             mk.consumers, delivered, curtail=self.curtail)
@@ -488,15 +495,16 @@ class raw_env(MarketEnv):
         bad = {n for pr in infeasible for n in pr}
         cut = {n for pr in curtailed for n in pr}
         traded = (money["p2p_sold_kwh"] + money["p2p_bought_kwh"]).tolist()
-        columns = {key: v.tolist() for key, v in money.items()}
+        bill = money["bill"].tolist()
+        keys = tuple(money)
+        rows = list(zip(*(v.tolist() for v in money.values())))  # one tuple per prosumer
         infos = {}
-        for agent in self.agents:
-            k = self.index[agent]
+        for agent, k, *_ in self._agent_rows:
             infos[agent] = {
                 "infeasible_trade": agent in bad, "curtailed": agent in cut,
                 "infeasible_trades": infeasible, "curtailed_trades": curtailed,
-                "traded_kwh": traded[k], "bill": columns["bill"][k],
-                "settlement": {key: col[k] for key, col in columns.items()},
+                "traded_kwh": traded[k], "bill": bill[k],
+                "settlement": dict(zip(keys, rows[k])),
             }
         return infos
 
@@ -515,7 +523,7 @@ class raw_env(MarketEnv):
         if mk.steps_done:
             matched = self._matched_f
             obs[:, 8] = mk.bids * matched / top
-            obs[:, 9] = (2.0 * mk.traded - 1.0) * matched
+            obs[:, 9] = np.where(mk.traded, matched, self._failed_f)  # (2 traded - 1) m
             obs[:, 10] = mk.traded * mk.producer_bid / top
             obs[:, 11] = mk.success_rate()
             if self.reveal:
@@ -525,7 +533,7 @@ class raw_env(MarketEnv):
     def reset_info(self, name: str) -> dict:
         k = self.index[name]
         return {"bus": self.participant[name].bus, "group": "prosumer",
-                "role": self._role_name[k], "matched": bool(self.market.matched[k]),
+                "role": self._role_name[k], "matched": self._matched_list[k],
                 "partner": self._partner_name[k]}
 
     # ------------------------------------------------------------------ rendering

@@ -32,7 +32,8 @@ horizon=None, flexible_share=None, policies=None, invalid_bids="repair", max_cyc
 render_mode=None, **ac_options)``
 
 * ``**ac_options``: the core's market-physics options (``ogg_envs.core``): ``ac_feedback``,
-  ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight`` (all off by default).
+  ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight``, ``loss_pricing`` (all off
+  by default).
 * ``scenario``: bundled name, TOML path or dict (see ``scenarios/topology_power.toml`` and
   ``TopologyPowerScenario`` below: every key, its default, and what it means).
 * ``feeder``: a bundled feeder name or the path to a master ``.dss``. A feeder other than the
@@ -77,7 +78,10 @@ beyond the cleared quantities), ``ac_iterations`` and ``cost`` (a constrained-RL
 limit excess on its path + voltage excess at its bus). ``env.unwrapped.last_grid_report`` has
 every market-limited branch's AC flow against its limit. ``ac_feedback=True`` clears the final
 round again until the AC flows respect the limits (rewards are then the corrected clearing's);
-``ac_cost_weight`` subtracts the cost from rewards. Both are off by default.
+``loss_pricing=True`` clears it again with the AC solution's marginal loss factors, so nodal
+prices gain a loss component (``last_clearing.price_components``: energy + loss + congestion)
+and the cleared supply covers the losses; ``ac_cost_weight`` subtracts the cost from rewards.
+All are off by default.
 
 ### Termination and truncation
 No agent terminates early. All agents are truncated together after ``horizon`` grid steps or

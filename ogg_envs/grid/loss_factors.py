@@ -5,8 +5,9 @@ has losses. Linearised around a solved operating point, the losses are
 
     L(p) ≈ L0 + sum_b lf_b (p_b - p0_b),      lf_b = dL / dp_b   (kW per kW, p = injection)
 
-and ``lf`` is what a loss-aware market needs (``MarketContext.loss_factors``): the balance
-``sum_b p_b = L(p)`` and a nodal price with a loss component ``-lf_b * energy``. An injection
+and ``lf`` is what a loss-aware market needs (``market.set_losses(lf, L0, p0)``, see
+``ogg_envs.api.LossModel``): the balance ``sum_b p_b = L(p)`` and a nodal price with a loss
+component ``-lf_b * energy``. An injection
 at bus b relieves every branch on its path to the source, so ``lf_b <= 0`` downstream of
 forward flows and ``lf_root = 0``.
 
@@ -60,5 +61,5 @@ def branch_loss_coefficients(grid, pf) -> np.ndarray:
 def marginal_loss_factors(grid, pf) -> np.ndarray:
     """``dL/dp_b`` (kW/kW) for every bus of ``grid.topology.buses``: see the module docstring."""
     coef = branch_loss_coefficients(grid, pf)
-    # lf = -H^T coef restated: H[e, b] = -1 where b is below e, so -sum over the path of b.
-    return np.asarray(grid.topology.H_sparse.T @ coef).ravel()
+    # H[e, b] = -1 where b is below e, so coef @ H is minus the sum over the path of b.
+    return np.asarray(coef @ grid.topology.H_sparse).ravel()

@@ -41,6 +41,19 @@ bus that sheds load has the cap as its price and nothing ever raises from the so
 reported in the band ``[price_floor, price_cap]``: when a bus sheds all its firm demand its
 dual is only bounded below by the cap, and the cap is its price.
 
+Losses (``set_losses``)
+-----------------------
+By default the feeder is lossless. ``set_losses(loss_factors, loss_kw, injections_kw)`` (an
+``ogg_envs.api.LossModel``: marginal loss factors ``lf`` of a solved AC operating point, its
+losses ``L0`` and injections ``p0``) replaces the balance by the linearised lossy one
+
+           sum_b (1 - lf_b) p_b = L0 - sum_b lf_b p0_b      (sum_b p_b = L(p), the losses)
+
+so the supply cleared covers the demand and ``L(p) = L0 + lf . (p - p0)`` (``losses_kw`` of
+the result). Flows stay the lossless ``H p``. ``set_losses(None)`` and ``reset()`` return to
+the lossless balance; with ``lf = 0`` and ``L0 = 0`` every result is the lossless one. Only
+``formulation="dense"`` prices losses.
+
 Prices, payments and the congestion rent (eq. 8)
 ------------------------------------------------
 The nodal price ``lambda_b`` is the dual of bus b's balance: the cost of serving one more kW
@@ -49,6 +62,22 @@ the same and payments balance revenues exactly (eq. 8 as a budget-balance identi
 congestion, consumers pay more than producers receive; the difference is the congestion rent
 ``sum_b lambda_b (dem_b - shed_b - gen_b + spill_b) = sum_e mu_e * |f_e|``, which accrues to the
 network operator. We read eq. 8 that way: payments = revenues + congestion rent.
+
+Stationarity splits every price (``price_components``, per bus) into
+
+    lambda_b = energy + loss_b + congestion_b,    energy = -y_balance (the price at the root),
+    loss_b = -lf_b * energy,    congestion_b = sum_{e on the path of b} mu_e
+
+(``loss_b = 0`` without losses; the price of a bus that sheds all its firm demand is clipped to
+the cap, the clip counted in its congestion part). With losses the settlement identity is
+
+    payments - revenues = congestion_rent + loss_surplus,
+    congestion_rent = sum_e mu_e * |f_e|,   loss_surplus = energy * (lf . p - L(p))
+
+(multiply the decomposition by the withdrawals ``-p_b`` and use ``sum_b p_b = L(p)``): the
+market pays the source ``energy * L(p)`` for the losses and collects ``energy * lf . p``
+through the loss parts; with losses about quadratic in the flows ``lf . p ~ 2 L``, so the
+loss surplus is about ``energy * L >= 0``, which accrues to the network operator like the rent.
 
 Ties and the regularisation (why the same bids always clear the same way)
 -------------------------------------------------------------------------
@@ -107,6 +136,7 @@ import scipy.sparse as sp
 from ..api import (
     Clearing,
     InvalidBidError,
+    LossModel,
     Market,
     MarketClearingError,
     MarketContext,
@@ -236,7 +266,9 @@ class ClearingResult(Clearing):
     array as cleared). This market's own: arrays per bus (``buses`` order) and per branch
     (``branches`` order), and name-keyed views of them, built on first use: ``prices`` (bus ->
     nodal price), ``quantities`` (participant -> kW), ``flows_kw`` (branch -> kW),
-    ``shed_kw`` and ``spilled_kw`` (bus -> kW, where more than 1e-6 kW).
+    ``shed_kw`` and ``spilled_kw`` (bus -> kW, where more than 1e-6 kW). ``price_components``:
+    ``energy``, ``loss`` and ``congestion`` per bus, summing to ``bus_prices``; ``losses_kw``
+    and ``loss_surplus`` (module docstring, "Losses").
     """
 
     buses: tuple[str, ...]
@@ -245,6 +277,7 @@ class ClearingResult(Clearing):
     flows: np.ndarray  # per branch: kW, positive away from the source
     consumer_payments: float
     producer_revenue: float
+    price_components: dict[str, np.ndarray] = field(default_factory=dict)  # per bus
     shed: np.ndarray | None = None  # per bus: firm demand not served (None: nothing shed)
     spilled: np.ndarray | None = None  # per bus: must-run supply not absorbed (None: none)
     solver: str = "daqp"
@@ -337,6 +370,7 @@ class CurveMarket(Market):
         self._branch_names_t = tuple(br.name for br in topology.branches)
         self._buses_t = tuple(topology.buses)
         self._names_t = tuple(names)
+        self._losses = None  # a LossModel (set_losses) or None: lossless
         self._setup()
         self._cvx = None
 
@@ -387,7 +421,8 @@ class CurveMarket(Market):
         # (everything downstream: its flow is zero), never binds; branches in series with the
         # same participants downstream carry the same flow (identical rows of G).
         self._row_useful = np.abs(G).sum(axis=1) > 0
-        self._row_useful &= ~np.all(G == -self._balance_row, axis=1)
+        # (a branch above every participant carries -sum p: zero on the lossless balance only)
+        self._row_all_below = np.all(G == -self._balance_row, axis=1)
         self._row_group = np.unique(G, axis=0, return_inverse=True)[1].reshape(-1)
 
     def _dense_rows(self):
@@ -397,19 +432,25 @@ class CurveMarket(Market):
         over A, l, u, H[kept].T, starting active set)``."""
         if self._dense is None:
             lim = self._limits
-            cand = np.flatnonzero(self._row_useful & np.isfinite(lim))
+            balance, rhs = self._balance_row, 0.0
+            if self._losses is not None:
+                balance, rhs = self._losses.weights @ self._M, self._losses.constant
+            useful = self._row_useful.copy()
+            if rhs == 0.0 and np.array_equal(balance, self._balance_row):
+                useful &= ~self._row_all_below
+            cand = np.flatnonzero(useful & np.isfinite(lim))
             cand = cand[np.lexsort((-cand, lim[cand], self._row_group[cand]))]
             group = self._row_group[cand]
             first = np.ones(len(cand), dtype=bool)
             first[1:] = group[1:] != group[:-1]
             rows = np.sort(cand[first])
-            A = np.vstack([self._balance_row, self._G[rows]])
+            A = np.vstack([balance, self._G[rows]])
             L = lim[rows]
             n, nb = len(self.names), self._nb
             start = np.zeros(nb + len(A), dtype=np.int8)
             start[n:nb] = -1  # shed and spill start at zero (a guess from the structure only)
-            self._dense = (rows, daqp_qp.DenseQP(A, start), np.concatenate([[0.0], -L]),
-                           np.concatenate([[0.0], L]),
+            self._dense = (rows, daqp_qp.DenseQP(A, start), np.concatenate([[rhs], -L]),
+                           np.concatenate([[rhs], L]),
                            np.ascontiguousarray(self.topology.H[rows].T), start)
         return self._dense
 
@@ -451,6 +492,28 @@ class CurveMarket(Market):
     def limits_kw(self) -> np.ndarray:
         return self._limits.copy()
 
+    def set_losses(self, loss_factors=None, loss_kw: float = 0.0, injections_kw=None) -> None:
+        """Price losses: the balance becomes ``sum_b (1 - lf_b) p_b = L0 - lf . p0`` (module
+        docstring, "Losses"; ``ogg_envs.api.LossModel``). ``loss_factors``: ``lf`` per
+        topology bus (``None``: lossless again), ``loss_kw``: ``L0``, ``injections_kw``: ``p0``
+        per bus (``None``: zeros). Checked before anything changes; cheap (the balance row
+        follows at the next clearing)."""
+        if loss_factors is None:
+            losses = None
+        else:
+            losses = LossModel.of(self._buses_t, loss_factors, loss_kw, injections_kw)
+            if self.formulation != "dense":
+                raise ValueError(f"loss pricing needs formulation='dense'; this market "
+                                 f"clears with formulation={self.formulation!r}")
+        self._losses = losses
+        self._dense = None
+        self._cache = None
+
+    @property
+    def losses(self) -> LossModel | None:
+        """The loss model the market clears with (``set_losses``), or None: lossless."""
+        return self._losses
+
     # ------------------------------------------------------------------ clearing
     def bids_to_array(self, bids) -> np.ndarray:
         """Bids as a new (n, 4) array in participant order (from an array, list or dict)."""
@@ -480,9 +543,13 @@ class CurveMarket(Market):
             Bid.from_array(arr[i]).check(self.names[i], self.price_cap, self.price_floor)
 
     def reset(self) -> None:
-        """Forget the result cache. No solver keeps a warm start, so a clearing never depends
-        on what was cleared before; after ``reset`` even the result object is new."""
+        """Forget the result cache and any loss model (lossless again). No solver keeps a
+        warm start, so a clearing never depends on what was cleared before; after ``reset``
+        even the result object is new."""
         self._cache = None
+        if self._losses is not None:
+            self._losses = None
+            self._dense = None
 
     def clear(self, bids, context: MarketContext | None = None) -> ClearingResult:
         """Clear the market for ``bids`` (dict name -> Bid/array, or a list/array in order).
@@ -497,13 +564,28 @@ class CurveMarket(Market):
         cache = self._cache  # (set_limits always installs a new limits array)
         if cache is not None and cache[1] is self._limits and cache[0] == key:
             return cache[2]
-        x, prices, solver = self._solve(arr)
-        # When all firm demand of a bus is shed, its price is only bounded below by the cap
-        # (the shed variable sits at its bound); no marginal value lies outside the band.
-        prices = np.clip(prices, self.price_floor, self.price_cap)
-        result = self._result(arr, x, prices, solver)
+        x, duals, solver = self._solve(arr)
+        result = self._result(arr, x, duals, solver)
         self._cache = (key, self._limits, result)
         return result
+
+    def _components(self, energy: float, congestion: np.ndarray, raw=None):
+        """Nodal prices and their parts (module docstring) from the balance's dual (``energy``)
+        and the branch rows' (``congestion`` per bus); ``raw``: the prices themselves where a
+        solver gave them (the flow formulation; lossless). When all firm demand of a bus is
+        shed, its price is only bounded below by the cap (the shed variable sits at its
+        bound): the price is clipped into the band, the clip counted as congestion."""
+        if self._losses is None:
+            raw = energy + congestion if raw is None else raw
+            loss = np.zeros(len(congestion))
+        else:
+            loss = -self._losses.factors * energy
+            raw = energy + loss + congestion
+        prices = np.clip(raw, self.price_floor, self.price_cap)
+        if (prices != raw).any():
+            congestion = congestion + (prices - raw)
+        return prices, {"energy": np.full(len(prices), energy), "loss": loss,
+                        "congestion": congestion}
 
     def _curve_coefficients(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-welfare per participant as 0.5*slope*q^2 + lin*q (+ const), from the bids."""
@@ -548,8 +630,9 @@ class CurveMarket(Market):
             x[:self._nb] = sol.x
             x[self._sl["p"]] = self._M @ sol.x
             # The price is the cost of one more kW of demand at the bus: it moves the balance
-            # row and every kept branch row above the bus (H[e, b] = -1).
-            return x, -(sol.y[0] + Ht @ sol.y[1:]), sol.solver
+            # row (by its weight, 1 - lf_b) and every kept branch row above the bus
+            # (H[e, b] = -1): price = energy * (1 - lf_b) + congestion_b.
+            return x, (-float(sol.y[0]), -(Ht @ sol.y[1:])), sol.solver
         return self._solve_cvxpy(arr, regularised=True)
 
     def solve_dense(self, arr: np.ndarray, solver: str = "daqp"):
@@ -632,7 +715,7 @@ class CurveMarket(Market):
         x[self._sl["shed"]] = inj[self._sl["shed"]]
         x[self._sl["spill"]] = -inj[self._sl["spill"]]
         x[self._sl["p"]] = self._M @ x[:self._nb]
-        return x, prices, "zones"
+        return x, self._split_prices(prices), "zones"
 
     def _solve_flow_clarabel(self, arr: np.ndarray):
         """Clarabel on the sparse flow statement (the fallback of the zone solver), with the
@@ -655,7 +738,13 @@ class CurveMarket(Market):
         x = np.zeros(self._nx)
         x[:nb] = sol.x[:nb]
         x[self._sl["p"]] = self._M @ x[:nb]
-        return x, -sol.y, "clarabel-flow"
+        return x, self._split_prices(-sol.y), "clarabel-flow"
+
+    def _split_prices(self, prices: np.ndarray):
+        """``(energy, congestion per bus, prices)`` of lossless nodal prices: the root's price
+        and the rest (the root is above every branch)."""
+        energy = float(prices[self.topology.bus_index[self.topology.root]])
+        return energy, prices - energy, prices
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self):
@@ -677,6 +766,9 @@ class CurveMarket(Market):
         shed_max = cp.Parameter(B, nonneg=True, name="shed_max")
         spill_max = cp.Parameter(B, nonneg=True, name="spill_max")
         limits = cp.Parameter(len(self.topology.branches), nonneg=True, name="limits")
+        # the balance sum_b w_b p_b = c: w = 1 - lf, c = L0 - lf . p0 (lossless: 1 and 0)
+        weights = cp.Parameter(B, name="loss_weights")
+        constant = cp.Parameter(name="loss_constant")
         sup = np.flatnonzero(self.is_supply)
         dem = np.flatnonzero(~self.is_supply)
         Ms = np.zeros((B, n))
@@ -689,7 +781,7 @@ class CurveMarket(Market):
                        + 0.5 * SLACK_REGULARISATION * (cp.sum_squares(shed)
                                                        + cp.sum_squares(spill)))
         inj = Ms @ q - Md @ q + shed - spill
-        balance = [cp.sum(inj) == 0]
+        balance = [weights @ inj == constant]
         flow = self.topology.H @ inj
         cons = balance + [flow <= limits, -flow <= limits, q >= q_lo, q <= q_hi,
                           shed <= shed_max, spill <= spill_max]
@@ -697,6 +789,7 @@ class CurveMarket(Market):
         self._cvx = dict(prob=prob, q=q, shed=shed, spill=spill, slope=slope, lin=lin,
                          q_min=q_lo, q_max=q_hi, shed_max=shed_max,
                          spill_max=spill_max, limits=limits, flow=flow, balance=balance[0],
+                         weights=weights, constant=constant,
                          upper=cons[1], lower=cons[2])
         limits.value = np.where(np.isfinite(self._limits), self._limits, 1e9)
         return self._cvx
@@ -708,8 +801,8 @@ class CurveMarket(Market):
         path's tie-breaking regularisation (module docstring), whose optimum is."""
         arr = self.bids_to_array(bids)
         self.validate(arr)
-        x, prices, name = self._solve_cvxpy(arr, solver, regularised=regularised)
-        return self._result(arr, x, np.clip(prices, self.price_floor, self.price_cap), name)
+        x, duals, name = self._solve_cvxpy(arr, solver, regularised=regularised)
+        return self._result(arr, x, duals, name)
 
     def _solve_cvxpy(self, arr: np.ndarray, solver: str = "CLARABEL",
                      regularised: bool = False):
@@ -727,6 +820,9 @@ class CurveMarket(Market):
                                           minlength=B)
         c["spill_max"].value = np.bincount(self._bus_of[self.is_supply], q_min[self.is_supply],
                                            minlength=B)
+        losses = self._losses
+        c["weights"].value = np.ones(B) if losses is None else losses.weights
+        c["constant"].value = 0.0 if losses is None else losses.constant
         try:
             c["prob"].solve(solver=solver)
         except cp.error.SolverError as exc:
@@ -734,22 +830,23 @@ class CurveMarket(Market):
         if c["prob"].status not in ("optimal", "optimal_inaccurate"):
             raise MarketClearingError(f"CVXPY/{solver} failed: status "
                                       f"{c['prob'].status}")
-        # Nodal price (envelope theorem): lambda_b = -nu - H[:, b] . (mu_up - mu_down).
+        # Nodal price (envelope theorem): lambda_b = -nu w_b - H[:, b] . (mu_up - mu_down):
+        # energy -nu (times the balance weight 1 - lf_b: energy + loss) and congestion.
         nu = float(c["balance"].dual_value)
         mu = np.asarray(c["upper"].dual_value) - np.asarray(c["lower"].dual_value)
-        prices = _CVX_SIGN * (nu + self.topology.H.T @ mu)
         x = np.zeros(self._nx)
         x[:n] = c["q"].value
         shed, spill = np.asarray(c["shed"].value), np.asarray(c["spill"].value)
         x[self._sl["shed"]] = shed[self._shed_buses]
         x[self._sl["spill"]] = spill[self._spill_buses]
         x[self._sl["p"]] = self._M @ x[:self._nb]
-        return x, prices, f"cvxpy-{solver.lower()}"
+        return x, (_CVX_SIGN * nu, _CVX_SIGN * (self.topology.H.T @ mu)), \
+            f"cvxpy-{solver.lower()}"
 
     # ------------------------------------------------------------------ accounting
-    def _result(self, arr: np.ndarray, x: np.ndarray, prices_bus: np.ndarray,
-                solver: str) -> ClearingResult:
+    def _result(self, arr: np.ndarray, x: np.ndarray, duals, solver: str) -> ClearingResult:
         n, topo = len(self.names), self.topology
+        prices_bus, components = self._components(*duals)
         q = np.maximum(x[:n], 0.0)
         served, shed, spill = q, None, None
         total_shed = total_spilled = 0.0
@@ -771,6 +868,12 @@ class CurveMarket(Market):
         sold = served - bought
         pay = float(price_p @ bought)
         rev = float(price_p @ sold)
+        losses_kw = loss_surplus = 0.0
+        if self._losses is not None:  # module docstring, "Losses"
+            p = x[self._sl["p"]]
+            losses_kw = self._losses.losses(p)
+            loss_surplus = float(components["energy"][0]) * (
+                float(self._losses.factors @ p) - losses_kw)
         cs = float(p_max @ bought - half @ self._demand_f) - pay
         ps = rev - float(p_min @ sold + half @ self._supply_f)
         return ClearingResult(
@@ -783,7 +886,10 @@ class CurveMarket(Market):
             welfare=cs + ps + (pay - rev),
             consumer_surplus=cs,
             producer_surplus=ps,
-            congestion_rent=pay - rev,
+            congestion_rent=pay - rev - loss_surplus,
+            loss_surplus=loss_surplus,
+            losses_kw=losses_kw,
+            price_components=components,
             consumer_payments=pay,
             producer_revenue=rev,
             shed=shed,

@@ -62,6 +62,24 @@ positive when the forward limit binds, negative for the reverse limit). Without 
 every DLMP equals the energy price. At a degenerate vertex (e.g. a dispatch exactly at a block
 edge) the DLMP is any value between the neighbouring marginal costs; the solver returns one.
 
+Losses (``set_losses``)
+-----------------------
+By default the feeder is lossless. ``set_losses(loss_factors, loss_kw, injections_kw)`` (an
+``ogg_envs.api.LossModel``: marginal loss factors ``lf`` of a solved AC operating point, its
+losses ``L0`` and injections ``p0``) replaces the lossless balance by the linearised lossy one
+
+    sum_b (1 - lf_b) p_b = L0 - sum_b lf_b p0_b              (sum_b p_b = L(p), the losses)
+
+so the source imports the demand's energy plus ``L(p) = L0 + lf . (p - p0)`` (``losses_kw``
+of the result); flows stay the lossless ``H p``. The DLMP then has a loss component::
+
+    DLMP_b = energy + loss_b + congestion_b,    loss_b = -lf_b * energy
+
+(``price_components`` of the result: ``energy``, ``loss``, ``congestion`` per bus; ``loss`` is
+positive where an extra kW withdrawn adds losses, ``lf_b < 0``). ``set_losses(None)`` and
+``reset()`` return to the lossless balance; with ``lf = 0`` and ``L0 = 0`` every result is the
+lossless one (to solver tolerance).
+
 Surpluses on the offers
 -----------------------
 With ``served_b = demand_b - shed_b - dr_b`` (what the feeder delivers at bus b; ``dr_b`` the
@@ -76,7 +94,11 @@ each participant is settled at its own bus's DLMP:
   is paid ``DLMP_b pv_b`` at no cost, and the source earns ``DLMP_root * source_kw`` for its
   import cost: ``producer_surplus`` is the sum of these;
 * the DSO keeps ``congestion_rent = sum_b congestion_b * (served_b - gen_b - pv_b) = sum_e
-  branch_price_e * flow_e`` (= consumer payments - producer revenues).
+  branch_price_e * flow_e`` and, with losses, ``loss_surplus = energy * (lf . p - L(p))``:
+  consumer payments - producer revenues = congestion_rent + loss_surplus. (Multiply the
+  decomposition by every bus's net withdrawal ``-p_b``, the source's included, and use
+  ``sum_b p_b = L(p)``: the source is paid ``energy * L(p)`` for the losses and the loss
+  components collect ``energy * lf . p``, about twice that for losses quadratic in the flows.)
 
 ``welfare = consumer_surplus + producer_surplus + congestion_rent = price_cap * sum_b (demand_b
 - shed_b) - offered cost - import cost``: the OPF's objective without the curtailment penalty,
@@ -130,6 +152,7 @@ import scipy.sparse as sp
 from ..api import (
     Clearing,
     InvalidBidError,
+    LossModel,
     Market,
     MarketClearingError,
     MarketContext,
@@ -168,7 +191,9 @@ class DLMPResult(Clearing):
     resource's bus), ``participant_quantities`` (generation or demand reduction, kW; also
     ``quantities``), ``congested``, ``total_shed_kw``, ``total_curtailed_kw``, the surpluses on
     the offers (see the module docstring), ``feasible``, ``solver`` and ``bids`` (the
-    (n, n_blocks) offer prices as cleared).
+    (n, n_blocks) offer prices as cleared). ``price_components``: ``energy``, ``loss`` and
+    ``congestion`` per bus (plus ``voltage`` in the LinDistFlow market), summing to ``dlmp``;
+    ``losses_kw`` and ``loss_surplus``: see the module docstring, "Losses".
     """
 
     buses: tuple[str, ...]
@@ -187,6 +212,7 @@ class DLMPResult(Clearing):
     producer_revenue: float = 0.0  # resources, PV and the source, paid at their DLMPs
     violated: list[dict] = field(default_factory=list)
     solver: str = "highs"
+    price_components: dict[str, np.ndarray] = field(default_factory=dict)  # per bus
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -208,6 +234,10 @@ class DLMPResult(Clearing):
             "dlmp": self.prices(),
             "energy": self.energy,
             "congestion": dict(zip(self.buses, self.congestion.tolist())),
+            "loss": dict(zip(self.buses, self.price_components["loss"].tolist()))
+            if "loss" in self.price_components else {},
+            "losses_kw": self.losses_kw,
+            "loss_surplus": self.loss_surplus,
             "dispatch_kw": dict(zip(self.names, self.quantities.tolist())),
             "source_kw": self.source_kw,
             "flows_kw": dict(zip(self.branches, self.flows_kw.tolist())),
@@ -270,6 +300,7 @@ class DLMPMarket(Market):
         self._load_idx = np.array([bi[b] for b in self.load_buses], dtype=np.int64)
         self._pv_idx = np.array([bi[b] for b in self.pv_buses], dtype=np.int64)
         self._limits = topology.limits_kw.astype(float).copy()
+        self._losses = None  # a LossModel (set_losses) or None: lossless
         self._structure()
         self._build_highs()
         self._cvx = None
@@ -384,6 +415,38 @@ class DLMPMarket(Market):
     def limits_kw(self) -> np.ndarray:
         return self._limits.copy()
 
+    # ------------------------------------------------------------------ losses
+    def set_losses(self, loss_factors=None, loss_kw: float = 0.0, injections_kw=None) -> None:
+        """Price losses: the balance becomes ``sum_b (1 - lf_b) p_b = L0 - lf . p0`` (module
+        docstring, "Losses"; ``ogg_envs.api.LossModel``). ``loss_factors``: ``lf`` per
+        topology bus (``None``: lossless again), ``loss_kw``: ``L0``, ``injections_kw``: ``p0``
+        per bus (``None``: zeros). Checked before anything changes; cheap (one LP row's
+        coefficients)."""
+        losses = None if loss_factors is None else \
+            LossModel.of(self._buses_t, loss_factors, loss_kw, injections_kw)
+        self._losses = losses
+        weights = np.ones(len(self._buses_t)) if losses is None else losses.weights
+        self._lp.set_row(0, weights[self._col_bus] * self._col_sign)
+
+    @property
+    def losses(self) -> LossModel | None:
+        """The loss model the market clears with (``set_losses``), or None: lossless."""
+        return self._losses
+
+    def _balance_rhs(self, net: np.ndarray) -> float:
+        """The balance row's right-hand side for net demand ``net`` per bus: the market's
+        columns inject ``u_b = p_b + net_b``, so ``sum_b w_b u_b = constant + w . net``."""
+        if self._losses is None:
+            return float(net.sum())
+        return self._losses.constant + float(self._losses.weights @ net)
+
+    def _loss_accounts(self, energy: float, injection_kw: np.ndarray) -> tuple[float, float]:
+        """``(L(p), loss_surplus)`` at the dispatch's net injections (0, 0 when lossless)."""
+        if self._losses is None:
+            return 0.0, 0.0
+        losses = self._losses.losses(injection_kw)
+        return losses, energy * (float(self._losses.factors @ injection_kw) - losses)
+
     # ------------------------------------------------------------------ inputs
     def bus_vector(self, values, what: str) -> np.ndarray:
         """Per-bus values (topology order) from an array or a ``{bus: kW}`` dict."""
@@ -461,7 +524,10 @@ class DLMPMarket(Market):
 
     # ------------------------------------------------------------------ clearing
     def reset(self) -> None:
-        """Nothing to forget: every clearing solves cold, so none depends on the past."""
+        """Back to the lossless balance; otherwise nothing to forget: every clearing solves
+        cold, so none depends on the past."""
+        if self._losses is not None:
+            self.set_losses(None)
 
     def clear(self, offers, context: MarketContext | None = None) -> DLMPResult:
         """Clear the market (fast path: HiGHS's simplex, cold; the same inputs always give the
@@ -518,16 +584,22 @@ class DLMPMarket(Market):
         net = demand - pv
         below = self._below @ net
         lim = self._highs_limits()
-        total = net.sum()
+        total = self._balance_rhs(net)
         try:
             sol = self._lp.solve(cost, np.concatenate([[total], below - lim]),
                                  np.concatenate([[total], below + lim]), self._col_lower, upper)
         except MarketClearingError:
             return None, None, None
-        # DLMP_b = energy + sum of the branch prices above b (see _structure); the prices are
-        # derivatives of the optimal cost, the opposite sign of the solver package's duals.
+        # DLMP_b = energy * (1 - lf_b) + sum of the branch prices above b (see _structure):
+        # net demand at b enters the balance's right-hand side with weight 1 - lf_b. The
+        # prices are derivatives of the optimal cost, the opposite sign of the solver
+        # package's duals.
         energy, branch = -float(sol.y[0]), -sol.y[1:]
-        return sol.x, (energy, branch, energy + self._below.T @ branch), "highs"
+        if self._losses is None:
+            dlmp = energy + self._below.T @ branch
+        else:
+            dlmp = energy - self._losses.factors * energy + self._below.T @ branch
+        return sol.x, (energy, branch, dlmp), "highs"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self) -> dict:
@@ -554,6 +626,8 @@ class DLMPMarket(Market):
         shed_max = cp.Parameter(nL, nonneg=True, name="shed_max")
         pv_max = cp.Parameter(nP, nonneg=True, name="pv")
         limits = cp.Parameter(E, nonneg=True, name="limits")
+        weights = cp.Parameter(B, name="loss_weights")  # 1 - lf (lossless: 1)
+        constant = cp.Parameter(name="loss_constant")  # L0 - lf . p0 (lossless: 0)
         # Bus incidence of each kind of injection.
         M_res = np.zeros((B, n))
         M_res[self._res_bus, np.arange(n)] = 1.0
@@ -570,7 +644,7 @@ class DLMPMarket(Market):
                 + self.price_cap * cp.sum(shed) + self.curtail_price * cp.sum(curtail))
         flow = topo.H @ p  # eq. 17
         balance = injection - p == net_demand  # nodal balance: dual = DLMP
-        system = cp.sum(p) == 0  # lossless DC feeder: dual = energy part
+        system = weights @ p == constant  # sum p = L(p) (lossless: 0); dual = energy part
         upper = flow <= limits
         lower = -flow <= limits
         cons = [balance, system, upper, lower, x <= width, shed <= shed_max,
@@ -579,7 +653,8 @@ class DLMPMarket(Market):
         self._cvx = dict(prob=prob, x=x, shed=shed, curtail=curtail, source=source, p=p,
                          price=price, width=width, lmp=lmp, net_demand=net_demand,
                          shed_max=shed_max, pv=pv_max, limits=limits, balance=balance,
-                         system=system, upper=upper, lower=lower)
+                         system=system, upper=upper, lower=lower, weights=weights,
+                         constant=constant)
         limits.value = np.where(np.isfinite(self._limits), self._limits, 1e9)
         return self._cvx
 
@@ -594,6 +669,9 @@ class DLMPMarket(Market):
         c["net_demand"].value = demand - pv
         c["shed_max"].value = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
         c["pv"].value = pv[self._pv_idx]
+        losses = self._losses
+        c["weights"].value = np.ones(len(demand)) if losses is None else losses.weights
+        c["constant"].value = 0.0 if losses is None else losses.constant
         try:
             c["prob"].solve(solver=solver)
         except cp.error.SolverError as exc:
@@ -631,6 +709,8 @@ class DLMPMarket(Market):
         injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
         flows = topo.flows(injection - demand + pv)
         congestion = self._below.T @ branch_prices
+        loss = np.zeros(B) if self._losses is None else -self._losses.factors * energy
+        losses_kw, loss_surplus = self._loss_accounts(energy, injection - demand + pv)
         import_cost = lmp * max(source, 0.0)
         shed_total, curt_total = float(shed.sum()), float(curt.sum())
         cost = (import_cost + float(offers.ravel() @ blocks)
@@ -659,7 +739,10 @@ class DLMPMarket(Market):
             producer_surplus=revenue - offered - import_cost,
             congestion_rent=float(congestion @ withdrawal),
             welfare=value - offered - import_cost, consumer_payments=payments,
-            producer_revenue=revenue, bids=offers.copy(),
+            producer_revenue=revenue, bids=offers.copy(), losses_kw=losses_kw,
+            loss_surplus=loss_surplus,
+            price_components={"energy": np.full(B, energy), "loss": loss,
+                              "congestion": congestion},
         )
         if shed_total > 1e-7 or curt_total > 1e-7:
             res.violated = self.diagnose(demand, cap, pv)

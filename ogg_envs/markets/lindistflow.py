@@ -24,7 +24,8 @@ regulator's tap, held; 1 on a line)::
 Reactive withdrawals: the loads keep their power factor (``load_tan_phi`` kvar per kW of each
 bus), so a bus withdraws ``tan_phi_b (demand_b - shed_b - dr_b)`` kvar less its shunt
 capacitors' ``shunt_kvar``; generators and PV run at unity power factor, and the source
-supplies any reactive power at no cost. Losses are neglected (no loss component in the prices).
+supplies any reactive power at no cost. Losses are neglected unless the market is given a loss
+model (``set_losses``, below).
 
 The OPF: the DC market's (offers, ``lmp * max(0, P_source)``, shedding at ``price_cap``,
 curtailment at ``curtail_price``, ``-limit_e <= P_e <= limit_e``) plus, for every bus of
@@ -54,6 +55,19 @@ difference measures, what consumers pay and what a DR provider's reduction is pa
 (``participant_prices``); a generator is paid ``dlmp_b``. With a band that never binds every
 price is the DC market's.
 
+Losses (``set_losses``)
+-----------------------
+As in the DC market (``ogg_envs.markets.dlmp``, "Losses"; ``ogg_envs.api.LossModel``):
+``set_losses(loss_factors, loss_kw, injections_kw)`` makes the power balance the linearised
+lossy one, ``sum_b (1 - lf_b) p_b = L0 - lf . p0``: the source supplies ``L(p) = L0 + lf .
+(p - p0)`` more than the net demand (in the CVXPY statement the root's flow balance withdraws
+it), while flows and voltages stay LinDistFlow's lossless ones. Every P-DLMP gains a loss
+component: ``dlmp_b = energy + loss_b + congestion_b + voltage_b`` with ``loss_b = -lf_b *
+energy`` (``price_components``), and payments - revenues = congestion_rent + loss_surplus,
+``loss_surplus = energy * (lf . p - L(p))`` (here ``congestion_rent`` is the branch and voltage
+parts' rent: ``payments - revenues - loss_surplus``). ``set_losses(None)`` and ``reset()``
+return to the lossless balance.
+
 Infeasible instances
 --------------------
 As in the DC market the LP sheds load at ``price_cap`` (or curtails PV) rather than fail, and
@@ -69,10 +83,12 @@ shedding, and the relaxed nodal balances. Prices in such an hour carry the shed 
 Solving
 -------
 The fast path eliminates flows and voltages (``v = v_fixed + dv_dp u + dv_dq u_q`` for the
-injections ``u`` of the market's columns) and solves the LP with HiGHS (``highspy``), warm from
-the previous basis, changing only costs and bounds per clearing: about 1.1 ms per clearing on
-the IEEE 37 feeder, voltage limits binding or not (the DC market: 0.7 ms; the CVXPY
-statement: 13 ms; medians on a busy 2-core machine); ``set_ratios`` rebuilds the LP.
+injections ``u`` of the market's columns) and solves the LP with HiGHS
+(``ogg_envs.markets.solvers.highs_lp``), changing only costs and bounds per clearing and
+solving **cold**, as the DC market does: the same data give the same vertex whatever was
+cleared before (a warm start would pick among tied vertices by history): about 0.9 ms per
+clearing on the IEEE 37 feeder (median on a busy 2-core machine; the DC market: 0.7 ms).
+``set_ratios`` rebuilds the LP.
 ``cvxpy_problem`` states the OPF as written above, with flows, voltages and nodal balances
 explicit: the readable reference that the tests compare the fast path with, and the fallback
 if HiGHS fails. The dense
@@ -88,9 +104,10 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from ..api import Market, MarketClearingError, MarketContext
+from ..api import LossModel, Market, MarketClearingError, MarketContext
 from ..grid.topology import Topology
 from .dlmp import DR, DLMPMarket, DLMPResult, Resource
+from .solvers.highs_lp import HighsLP
 
 __all__ = ["LinDistFlowMarket", "LinDistFlowResult", "Resource"]
 
@@ -209,6 +226,7 @@ class LinDistFlowMarket(Market):
         if not (math.isfinite(voltage_penalty) and voltage_penalty > 0):
             raise ValueError(f"voltage_penalty must be finite and > 0, got {voltage_penalty!r}")
         self.voltage_penalty = float(voltage_penalty)
+        self._losses = None  # a LossModel (set_losses) or None: lossless
         self._structure()
         self._build_highs()
         self._cvx = None
@@ -302,6 +320,7 @@ class LinDistFlowMarket(Market):
         reduces_load = np.concatenate([np.repeat(self.is_dr, K), np.ones(nL, dtype=bool),
                                        np.zeros(nP + 2, dtype=bool)])
         col_q = np.where(reduces_load, self.load_tan_phi[col_bus], 0.0)  # kvar per kW
+        self._col_bus, self._col_sign = col_bus, col_sign
         band = self._band_idx
         nV = len(band)
         dense = np.vstack([
@@ -333,8 +352,10 @@ class LinDistFlowMarket(Market):
         self._idx_rows = np.arange(self._nrow, dtype=i32)
 
     def _build_highs(self) -> None:
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = self._ncol, self._nrow
+        """The fast path's LP (``solvers.highs_lp``, solved cold) and the parts of its data
+        that never change: shed at the cap, curtailment at its price, the voltage slack at its
+        penalty, the source and the slack unbounded."""
+        self._lp = HighsLP(self._A)
         cost = np.zeros(self._ncol)
         cost[self._cols["shed"]] = self.price_cap
         cost[self._cols["curtail"]] = self.curtail_price
@@ -342,31 +363,14 @@ class LinDistFlowMarket(Market):
         upper = np.zeros(self._ncol)
         upper[self._cols["import"]] = upper[self._cols["export"]] = _INF
         upper[self._idx_slack] = _INF
-        lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, np.zeros(self._ncol), upper
-        lp.row_lower_ = np.full(self._nrow, -_INF)
-        lp.row_upper_ = np.full(self._nrow, _INF)
-        A = self._A
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = A.indptr
-        lp.a_matrix_.index_ = A.indices
-        lp.a_matrix_.value_ = A.data
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("presolve", "off")  # a small LP re-solved warm: presolve only costs
-        h.setOptionValue("solver", "simplex")
-        h.setOptionValue("threads", 1)
-        h.passModel(lp)
-        self._highs = h
+        self._cost0, self._lower0, self._upper0 = cost, np.zeros(self._ncol), upper
+        if self._losses is not None:
+            self._set_balance_row()
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_highs", None)
         state["_cvx"] = None
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._build_highs()
 
     def set_ratios(self, ratios) -> None:
         """New fixed voltage ratios per branch (e.g. regulator taps that moved): rebuilds the
@@ -395,15 +399,41 @@ class LinDistFlowMarket(Market):
     def _finite(limits: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(limits), limits, 1e9)
 
+    # ------------------------------------------------------------------ losses
+    def set_losses(self, loss_factors=None, loss_kw: float = 0.0, injections_kw=None) -> None:
+        """Price losses: the power balance becomes ``sum_b (1 - lf_b) p_b = L0 - lf . p0``
+        (module docstring, "Losses"; ``ogg_envs.api.LossModel``). ``loss_factors``: ``lf``
+        per topology bus (``None``: lossless again), ``loss_kw``: ``L0``, ``injections_kw``:
+        ``p0`` per bus (``None``: zeros). Checked before anything changes; cheap (one LP
+        row's coefficients)."""
+        losses = None if loss_factors is None else \
+            LossModel.of(self.topology.buses, loss_factors, loss_kw, injections_kw)
+        self._losses = losses
+        self._set_balance_row()
+
+    @property
+    def losses(self) -> LossModel | None:
+        """The loss model the market clears with (``set_losses``), or None: lossless."""
+        return self._losses
+
+    def _set_balance_row(self) -> None:
+        weights = np.ones(len(self.topology.buses)) if self._losses is None else \
+            self._losses.weights
+        row = np.zeros(self._ncol)
+        row[:len(self._col_bus)] = weights[self._col_bus] * self._col_sign
+        self._lp.set_row(0, row)
+
     # ------------------------------------------------------------------ clearing
     def reset(self) -> None:
-        """Drop HiGHS's basis: the next clearing starts cold, as in a freshly built market."""
-        self._highs.clearSolver()
+        """Back to the lossless balance; otherwise nothing to forget: every clearing solves
+        cold, so none depends on the past."""
+        if self._losses is not None:
+            self.set_losses(None)
         self.dc.reset()
 
     def clear(self, offers, context: MarketContext | None = None) -> LinDistFlowResult:
-        """Clear the market (fast path: HiGHS, warm-started). ``offers`` and ``context`` as
-        for ``DLMPMarket.clear``."""
+        """Clear the market (fast path: HiGHS, cold; the same inputs always give the same
+        vertex). ``offers`` and ``context`` as for ``DLMPMarket.clear``."""
         args = self._inputs(offers, context)
         x, duals, solver = self._solve_highs(*args)
         if x is None:
@@ -444,62 +474,49 @@ class LinDistFlowMarket(Market):
         band = self._band_idx
         v_none = (self.v_fixed - self.dv_dp @ net - self.dv_dq @ net_q)[band]
         low, high = self.voltage_band
-        total = net.sum()
+        # the market's columns inject u_b = p_b + net_b: sum_b w_b u_b = constant + w . net
+        total = net.sum() if self._losses is None else \
+            self._losses.constant + float(self._losses.weights @ net)
         return (np.concatenate([[total], below - lim, low ** 2 - v_none]),
                 np.concatenate([[total], below + lim, high ** 2 - v_none]))
 
-    def _set_data(self, offers, demand, cap, pv, lmp, dr_cap) -> None:
-        h, K = self._highs, self.n_blocks
-        nb = len(self._idx_blocks)
-        if nb:
-            h.changeColsCost(nb, self._idx_blocks, offers.ravel())
-            h.changeColsBounds(nb, self._idx_blocks, np.zeros(nb), np.repeat(cap / K, K))
-        h.changeColCost(self._cols["import"], lmp)
-        self._set_relief(np.maximum(demand - dr_cap, 0.0)[self._load_idx], pv[self._pv_idx],
-                         _INF)
+    def _lp_data(self, offers, demand, cap, pv, lmp, dr_cap):
+        """Costs, row bounds and column bounds of one clearing (``HighsLP.solve``'s order)."""
+        K, cols = self.n_blocks, self._cols
+        cost = self._cost0.copy()
+        cost[cols["blocks"]] = offers.ravel()
+        cost[cols["import"]] = lmp
+        upper = self._upper0.copy()
+        upper[cols["blocks"]] = np.repeat(cap / K, K)
+        upper[cols["shed"]] = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
+        upper[cols["curtail"]] = pv[self._pv_idx]
         lo, hi = self._row_bounds(demand, pv)
-        h.changeRowsBounds(self._nrow, self._idx_rows, lo, hi)
-
-    def _set_relief(self, shed_max: np.ndarray, curtail_max: np.ndarray,
-                    slack_max: float) -> None:
-        """Bounds of the columns that relax the OPF: shedding, curtailment, voltage slack."""
-        h = self._highs
-        m = len(self._idx_slack)
-        if m:
-            h.changeColsBounds(m, self._idx_slack, np.zeros(m), np.full(m, slack_max))
-        if len(self._idx_shed):
-            h.changeColsBounds(len(self._idx_shed), self._idx_shed, np.zeros(len(shed_max)),
-                               shed_max)
-        if len(self._idx_curt):
-            h.changeColsBounds(len(self._idx_curt), self._idx_curt,
-                               np.zeros(len(curtail_max)), curtail_max)
-
-    def _run(self) -> bool:
-        h = self._highs
-        h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            h.clearSolver()  # drop the basis and try once from scratch
-            h.run()
-        return h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        return cost, lo, hi, self._lower0, upper
 
     def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
-        self._set_data(offers, demand, cap, pv, lmp, dr_cap)
-        if not self._run():
+        try:
+            sol = self._lp.solve(*self._lp_data(offers, demand, cap, pv, lmp, dr_cap))
+        except MarketClearingError:
             return None, None, None
-        sol = self._highs.getSolution()
-        x = np.asarray(sol.col_value)
-        y = np.asarray(sol.row_dual)
+        x = sol.x
+        y = -sol.y  # derivatives of the optimal cost (the solver package's opposite sign)
         E = len(self.topology.branches)
         voltage_prices = np.zeros(len(self.topology.buses))
         voltage_prices[self._band_idx] = y[1 + E:]
         return x, (float(y[0]), y[1:1 + E], voltage_prices), "highs"
 
-    def _needs_relief(self, demand, pv) -> bool:
+    def _needs_relief(self, offers, demand, cap, pv, lmp, dr_cap) -> bool:
         """Whether the LP is infeasible without shedding, curtailment and voltage slack
-        (re-solves with all three held at 0; the next clearing sets every bound again)."""
-        self._set_relief(np.zeros(len(self._idx_shed)), np.zeros(len(self._idx_curt)), 0.0)
-        self._highs.run()
-        return self._highs.getModelStatus() != highspy.HighsModelStatus.kOptimal
+        (solved again with all three held at 0)."""
+        cost, lo, hi, lower, upper = self._lp_data(offers, demand, cap, pv, lmp, dr_cap)
+        upper[self._cols["shed"]] = 0.0
+        upper[self._cols["curtail"]] = 0.0
+        upper[self._idx_slack] = 0.0
+        try:
+            self._lp.solve(cost, lo, hi, lower, upper)
+        except MarketClearingError:
+            return True
+        return False
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self) -> dict:
@@ -529,6 +546,9 @@ class LinDistFlowMarket(Market):
         shed_max = cp.Parameter(nL, nonneg=True, name="shed_max")
         pv_max = cp.Parameter(nP, nonneg=True, name="pv")
         limits = cp.Parameter(E, nonneg=True, name="limits")
+        factors = cp.Parameter(B, name="loss_factors")  # lf (lossless: 0)
+        constant = cp.Parameter(name="loss_constant")  # L0 - lf . p0 (lossless: 0)
+        p = cp.Variable(B, name="p")  # net injection of every bus, kW
         M_res = np.zeros((B, n))
         M_res[self._res_bus, np.arange(n)] = 1.0
         M_shed = np.zeros((B, nL))
@@ -546,7 +566,9 @@ class LinDistFlowMarket(Market):
         parent, child = topo.branch_parent, topo.branch_child
         cost = (lmp * cp.pos(source) + cp.sum(cp.multiply(price, x))
                 + self.price_cap * cp.sum(shed) + self.curtail_price * cp.sum(curtail))
-        balance = C @ P == injection - net_demand  # dual: P-DLMP
+        balance = p == injection - net_demand  # dual: P-DLMP
+        # Flows carry the injections; the root's balance also supplies the losses L(p).
+        conservation = C @ P == p - e_root * (constant + factors @ p)
         balance_q = C @ Q == injection_q - net_demand_q  # dual: Q-DLMP
         drop = v[child] == cp.multiply(self.ratios ** 2, v[parent] - 2 * (
             cp.multiply(self.r_pu, P) + cp.multiply(self.x_pu, Q)) / self.s_base_kva)
@@ -558,14 +580,16 @@ class LinDistFlowMarket(Market):
         v_low = v[band] + s_low >= low ** 2
         v_high = v[band] - s_high <= high ** 2
         upper, lower = P <= limits, -P <= limits
-        cons = [balance, balance_q, drop, v[topo.bus_index[topo.root]] == self.source_pu ** 2,
-                v_low, v_high, upper, lower, x <= width, shed <= shed_max, curtail <= pv_max]
+        cons = [balance, conservation, balance_q, drop,
+                v[topo.bus_index[topo.root]] == self.source_pu ** 2, v_low, v_high, upper,
+                lower, x <= width, shed <= shed_max, curtail <= pv_max]
         prob = cp.Problem(cp.Minimize(cost), cons)
         self._cvx = dict(prob=prob, x=x, shed=shed, curtail=curtail, source=source, P=P, Q=Q,
                          v=v, s_low=s_low, s_high=s_high, price=price, width=width, lmp=lmp,
                          net_demand=net_demand, net_demand_q=net_demand_q, shed_max=shed_max,
                          pv=pv_max, limits=limits, balance=balance, balance_q=balance_q,
-                         v_low=v_low, v_high=v_high, upper=upper, lower=lower)
+                         v_low=v_low, v_high=v_high, upper=upper, lower=lower,
+                         factors=factors, constant=constant)
         limits.value = self._finite(self.dc.limits_kw)
         return self._cvx
 
@@ -581,6 +605,9 @@ class LinDistFlowMarket(Market):
         c["net_demand_q"].value = self.load_tan_phi * demand - self.shunt_kvar
         c["shed_max"].value = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
         c["pv"].value = pv[self._pv_idx]
+        losses = self._losses
+        c["factors"].value = np.zeros(len(demand)) if losses is None else losses.factors
+        c["constant"].value = 0.0 if losses is None else losses.constant
         try:
             c["prob"].solve(solver=solver)
         except cp.error.SolverError as exc:
@@ -596,7 +623,9 @@ class LinDistFlowMarket(Market):
         # The balances read "outflow - inflow == injection - withdrawal": their duals are the
         # marginal costs of withdrawal (checked against finite differences in the tests).
         dlmp = np.asarray(c["balance"].dual_value, dtype=float)
-        energy = float(dlmp[self.topology.bus_index[self.topology.root]])
+        root = self.topology.bus_index[self.topology.root]
+        # the root's price is energy * (1 - lf_root): no branch or voltage above the root
+        energy = float(dlmp[root]) / (1.0 - (0.0 if losses is None else losses.factors[root]))
         branch = (np.asarray(c["upper"].dual_value, dtype=float)
                   - np.asarray(c["lower"].dual_value, dtype=float))
         voltage_prices = np.zeros(len(self.topology.buses))
@@ -622,7 +651,12 @@ class LinDistFlowMarket(Market):
         energy, branch_prices, voltage_prices = duals
         congestion = self._below.T @ branch_prices
         voltage = self.dv_dp.T @ voltage_prices
-        dlmp = energy + congestion + voltage
+        if self._losses is None:
+            loss = np.zeros(B)
+            dlmp = energy + congestion + voltage
+        else:
+            loss = -self._losses.factors * energy
+            dlmp = energy + loss + congestion + voltage
         dlmp_q = self.dv_dq.T @ voltage_prices
         load_price = dlmp + self.load_tan_phi * dlmp_q
         blocks = x[cols["blocks"]]
@@ -639,6 +673,13 @@ class LinDistFlowMarket(Market):
         withdrawal = baseline - dr_bus - gen_bus - pv_taken
         withdrawal_q = self.load_tan_phi * (baseline - dr_bus) - self.shunt_kvar
         flows = self._below @ withdrawal
+        # net injections per bus, the source's at the root (for the loss accounts)
+        injection = -withdrawal
+        injection[topo.bus_index[topo.root]] += source
+        losses_kw = loss_surplus = 0.0
+        if self._losses is not None:
+            losses_kw = self._losses.losses(injection)
+            loss_surplus = energy * (float(self._losses.factors @ injection) - losses_kw)
         flows_q = self._below @ withdrawal_q
         v = self.v_fixed - self.dv_dp @ withdrawal - self.dv_dq @ withdrawal_q
         vm = np.sqrt(np.maximum(v, 0.0))
@@ -672,10 +713,14 @@ class LinDistFlowMarket(Market):
             shed_kw=shed, curtailed_kw=curt, total_shed_kw=shed_total,
             total_curtailed_kw=curt_total, solver=solver, participant_prices=price_r,
             consumer_surplus=value - payments, producer_surplus=revenue - offered - import_cost,
-            congestion_rent=payments - revenue, welfare=value - offered - import_cost,
-            consumer_payments=payments, producer_revenue=revenue, bids=offers.copy())
+            congestion_rent=payments - revenue - loss_surplus,
+            welfare=value - offered - import_cost, consumer_payments=payments,
+            producer_revenue=revenue, bids=offers.copy(), losses_kw=losses_kw,
+            loss_surplus=loss_surplus,
+            price_components={"energy": np.full(B, energy), "loss": loss,
+                              "congestion": congestion, "voltage": voltage})
         relaxed = shed_total > 1e-7 or curt_total > 1e-7 or slack.max(initial=0.0) > 1e-9
-        if relaxed and self._needs_relief(demand, pv):
+        if relaxed and self._needs_relief(offers, demand, cap, pv, lmp, dr_cap):
             res.feasible = False
             res.violated = self._diagnose(demand, cap, pv, at_limit, vm, slack)
             for b in np.flatnonzero(shed > 1e-7):

@@ -265,7 +265,10 @@ class P2PMarket(Market):
     ``steps`` times, then read ``delivered_kwh`` and ``payments``. ``reset()`` returns to the
     freshly constructed state (no pairs, counters at zero). Per-prosumer arrays have length
     ``n`` and follow ``names`` (default ``prosumer_<i>``); per-pair arrays follow
-    ``producers``/``consumers``. ``price_cap`` is the highest arm.
+    ``producers``/``consumers``. ``price_cap`` is the highest arm. Per prosumer, set with the
+    pairs: ``roles``, ``partner`` (-1 unmatched), ``matched``, ``fallback_price`` (the
+    utility's price it falls back to: feed-in for producers, retail for consumers); with the
+    grid step: ``tranche_of`` (its pair's tranche, kWh; 0 unmatched).
 
     The hot path (``negotiate``) is a handful of vector operations on arrays prepared by
     ``match``: every prosumer knows the producer and the consumer of its pair (itself when
@@ -290,6 +293,7 @@ class P2PMarket(Market):
         self.price_cap = float(terms.arms[-1])
         self.prices = np.array(terms.arms)
         self._n_arms = terms.n_arms
+        self._names_t = tuple(names)
         self.reset()
 
     def reset(self) -> None:
@@ -328,27 +332,28 @@ class P2PMarket(Market):
         self._gain0[prod], self._gain1[prod] = -t.c_service, 1.0
         self._gain0[cons], self._gain1[cons] = t.retail_price - t.c_service, -1.0
         self._loss = np.where(self.matched, -t.c_lose, 0.0)
+        # The utility's price each prosumer falls back to (feed-in or retail), ¢/kWh.
+        self.fallback_price = np.where(roles == PRODUCER, t.feed_in_price, t.retail_price)
         self.open_grid_step(np.zeros(len(prod)))
 
     def open_grid_step(self, quantities: np.ndarray) -> None:
         """Start a grid step: each pair's contract (kWh) and fresh negotiation counters."""
         q = np.asarray(quantities, dtype=float)
-        if q.shape != self.producers.shape or not np.all(np.isfinite(q)) or np.any(q < 0):
+        if q.shape != self.producers.shape or \
+                (q.size and not (q.min() >= 0 and math.isfinite(q.max()))):
             raise ValueError(f"quantities: {len(self.producers)} finite kWh >= 0 expected")
         self.quantities = q
         self.tranche = q / self.steps
         self.steps_done = 0
-        self._succ = np.zeros(self.n)  # successful steps of each prosumer's pair
-        self._paid = np.zeros(self.n)  # sum of agreed prices over those steps
-        self.bids = np.zeros(self.n)  # last step: every prosumer's bid (¢/kWh)
-        self.producer_bid = np.zeros(self.n)  # last step: the bid of its pair's producer
-        self.traded = np.zeros(self.n, dtype=bool)  # last step: its pair traded
-        # What every clearing of this grid step reports, prepared once.
-        t = self.terms
-        self._tranche_of = np.zeros(self.n)
-        self._tranche_of[self.producers] = self._tranche_of[self.consumers] = self.tranche
-        self._fallback = np.where(self.roles == PRODUCER, t.feed_in_price, t.retail_price)
-        self._names_t = tuple(self.names)
+        n = self.n
+        self._succ = np.zeros(n)  # successful steps of each prosumer's pair
+        self._paid = np.zeros(n)  # sum of agreed prices over those steps
+        self.bids = np.zeros(n)  # last step: every prosumer's bid (¢/kWh)
+        self.producer_bid = np.zeros(n)  # last step: the bid of its pair's producer
+        self.traded = np.zeros(n, dtype=bool)  # last step: its pair traded
+        # Each prosumer's tranche (kWh per successful step; 0 unmatched), for every clearing.
+        self.tranche_of = np.zeros(n)
+        self.tranche_of[self.producers] = self.tranche_of[self.consumers] = self.tranche
 
     def negotiate(self, arms: np.ndarray) -> np.ndarray:
         """One negotiation step: every prosumer's arm index -> every prosumer's reward.
@@ -357,9 +362,9 @@ class P2PMarket(Market):
         """
         if self.steps_done >= self.steps:
             raise RuntimeError(f"all {self.steps} negotiation steps of this grid step are done")
-        bids = self.prices[arms]
-        b_p = bids[self._prod_of]
-        ok = b_p <= bids[self._cons_of]  # the unmatched compare their bid with itself: 0 gain
+        bids = self.prices.take(arms)
+        b_p = bids.take(self._prod_of)
+        ok = b_p <= bids.take(self._cons_of)  # the unmatched compare their bid with itself
         rewards = np.where(ok, self._gain0 + self._gain1 * b_p, self._loss)
         traded = ok & self.matched
         self._succ += traded
@@ -396,7 +401,7 @@ class P2PMarket(Market):
         rewards = self.negotiate(self.arms_to_array(arms))
         return P2PClearing(participants=self._names_t, rewards=rewards, traded=self.traded,
                            bids=self.bids, producer_bid=self.producer_bid,
-                           tranche_of=self._tranche_of, fallback=self._fallback,
+                           tranche_of=self.tranche_of, fallback=self.fallback_price,
                            producers=self.producers, terms=self.terms)
 
     # Views of the last step and of the grid step so far.

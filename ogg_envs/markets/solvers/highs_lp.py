@@ -40,6 +40,7 @@ class HighsLP:
         lp.a_matrix_.index_ = A.indices
         lp.a_matrix_.value_ = A.data
         self._A = A
+        self._rows_set = {}  # row -> its coefficients, where set_row replaced them
         self._build(lp)
 
     def _build(self, lp) -> None:
@@ -52,10 +53,27 @@ class HighsLP:
         self._highs = h
 
     def __getstate__(self):  # the HiGHS object does not pickle; rebuilt from the matrix
-        return {"A": self._A}
+        return {"A": self._A, "rows": self._rows_set}
 
     def __setstate__(self, state):
         self.__init__(state["A"])
+        for i, values in state.get("rows", {}).items():
+            self.set_row(i, values)
+
+    def set_row(self, i: int, values) -> None:
+        """Replace the coefficients of row ``i`` (dense, one per column; zeros drop entries).
+        Only the entries that change are passed to HiGHS (a market's loss-weighted balance
+        row: tens of entries, about 3 us each)."""
+        values = np.array(values, dtype=float).reshape(-1)
+        if values.shape != (self.shape[1],):
+            raise ValueError(f"row {i}: expected {self.shape[1]} coefficients, got "
+                             f"{values.shape}")
+        current = self._rows_set.get(i)
+        if current is None:
+            current = self._A[[i], :].toarray().ravel()
+        for j in np.flatnonzero(values != current).tolist():
+            self._highs.changeCoeff(int(i), j, float(values[j]))
+        self._rows_set[i] = values
 
     def solve(self, c, l, u, lb, ub) -> Solution:
         """Solve cold; ``+-inf`` (or ``+-highspy.kHighsInf``) marks a missing side.

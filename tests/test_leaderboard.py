@@ -462,7 +462,9 @@ def test_the_cli_lists_the_held_out_tasks(capsys):
     assert re.search(r"^p2p/multi-period-v1 .* 73 test days$", out, re.M)
     assert main(["leaderboard", "--list"]) == 0
     listed = re.findall(r"^task +(\S+)", capsys.readouterr().out, re.M)
-    assert listed == SHIPPED
+    from ogg_envs.leaderboard.tasks import USER_TASKS  # tasks other tests registered
+
+    assert [t for t in listed if t not in USER_TASKS] == SHIPPED
 
 
 def test_tasks_are_deterministic():

@@ -412,12 +412,11 @@ class raw_env(MarketEnv):
         self._partner_name = [self.names[j] if j >= 0 else None for j in mk.partner.tolist()]
         self._matched_list = mk.matched.tolist()
         self._matched_f = mk.matched.astype(float)
-        self._failed_f = -self._matched_f  # the outcome entry of a failed step (-0 unmatched)
         fallback = mk.fallback_price.tolist()
         # Agents do not change during an episode (nobody terminates early).
+        self._agent_k = [(a, self.index[a]) for a in self.agents]
         self._agent_rows = [(a, k, self._role_name[k], self._matched_list[k],
-                             self._partner_name[k], fallback[k])
-                            for a, k in ((a, self.index[a]) for a in self.agents)]
+                             self._partner_name[k], fallback[k]) for a, k in self._agent_k]
         base = np.zeros((mk.n, OBS_SIZE + int(self.reveal)), dtype=np.float32)
         base[:, 0] = mk.roles
         base[:, 1] = mk.matched
@@ -499,7 +498,7 @@ class raw_env(MarketEnv):
         keys = tuple(money)
         rows = list(zip(*(v.tolist() for v in money.values())))  # one tuple per prosumer
         infos = {}
-        for agent, k, *_ in self._agent_rows:
+        for agent, k in self._agent_k:
             infos[agent] = {
                 "infeasible_trade": agent in bad, "curtailed": agent in cut,
                 "infeasible_trades": infeasible, "curtailed_trades": curtailed,
@@ -523,7 +522,7 @@ class raw_env(MarketEnv):
         if mk.steps_done:
             matched = self._matched_f
             obs[:, 8] = mk.bids * matched / top
-            obs[:, 9] = np.where(mk.traded, matched, self._failed_f)  # (2 traded - 1) m
+            obs[:, 9] = (2.0 * mk.traded - 1.0) * matched
             obs[:, 10] = mk.traded * mk.producer_bid / top
             obs[:, 11] = mk.success_rate()
             if self.reveal:

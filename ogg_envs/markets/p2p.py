@@ -362,9 +362,9 @@ class P2PMarket(Market):
         """
         if self.steps_done >= self.steps:
             raise RuntimeError(f"all {self.steps} negotiation steps of this grid step are done")
-        bids = self.prices.take(arms)
-        b_p = bids.take(self._prod_of)
-        ok = b_p <= bids.take(self._cons_of)  # the unmatched compare their bid with itself
+        bids = self.prices[arms]
+        b_p = bids[self._prod_of]
+        ok = b_p <= bids[self._cons_of]  # the unmatched compare their bid with itself: 0 gain
         rewards = np.where(ok, self._gain0 + self._gain1 * b_p, self._loss)
         traded = ok & self.matched
         self._succ += traded

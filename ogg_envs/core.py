@@ -132,6 +132,11 @@ __all__ = ["MarketEnv", "MarketAEC", "Participant", "select_learners", "aec_from
            "real_action"]
 
 
+def _clip1(x: float) -> float:
+    """``x`` clipped to [-1, 1] (NaN stays NaN), as ``np.clip`` does, for one number."""
+    return min(max(x, -1.0), 1.0)
+
+
 def select_learners(participants: Iterable[Participant], learners) -> list[str]:
     """Resolve ``learners`` (group names and/or participant names) to participant names.
 
@@ -813,8 +818,7 @@ class MarketEnv(ParallelEnv):
         """The AC outcome of a power flow against the market's model (``GridReport``)."""
         limits = np.asarray(getattr(self.market, "limits_kw", np.full(0, math.inf)),
                             dtype=float)
-        idx = np.flatnonzero(np.isfinite(limits))
-        names = tuple(self.topology.branches[i].name for i in idx)
+        idx, names = self._limited_branches(limits)
         p = self.grid.net_injection_kw()
         cleared_losses = float(getattr(self._last_clearing, "losses_kw", 0.0))
         cleared = cleared_losses - float(p.sum())
@@ -825,9 +829,12 @@ class MarketEnv(ParallelEnv):
             s = np.full(len(idx), complex(math.nan, math.nan))
             linear = np.full(len(idx), math.nan)
         lim = limits[idx]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            loading = np.where(lim > 0, np.abs(s.real) / lim,
-                               np.where(np.abs(s.real) > 1e-9, math.inf, 0.0))
+        if len(idx):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                loading = np.where(lim > 0, np.abs(s.real) / lim,
+                                   np.where(np.abs(s.real) > 1e-9, math.inf, 0.0))
+        else:  # a market without limits (P2P): no branch to load
+            loading = np.zeros(0)
         over = tuple(n for n, x in zip(names, loading.tolist()) if x > 1 + self.ac_tol)
         return GridReport(
             converged=pf.converged, branches=names, flow_kw=s.real, flow_kvar=s.imag,
@@ -838,6 +845,30 @@ class MarketEnv(ParallelEnv):
             unscheduled_kw=pf.substation_kw - cleared, feedback_iterations=iterations,
             tol=self.ac_tol, cleared_losses_kw=cleared_losses)
 
+    _limited = None  # the last _limited_branches answer, with what it was computed for
+    _on_path = None  # the last _path_positions answer, with the names it is for
+
+    def _limited_branches(self, limits: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """The branches the market limits (finite ``limits``): their topology indices and
+        names, recomputed only when which branches are limited changes, not every hour."""
+        finite = np.isfinite(limits).tobytes()
+        cached = self._limited
+        if cached is None or cached[0] != finite or cached[1] is not self.topology:
+            idx = np.flatnonzero(np.isfinite(limits))
+            cached = (finite, self.topology, idx,
+                      tuple(self.topology.branches[i].name for i in idx))
+            self._limited = cached
+        return cached[2:]
+
+    def _path_positions(self, names: tuple) -> dict[str, list[int]]:
+        """Per participant, where the branches of its path sit in ``names`` (a grid report's
+        limited branches), in the order of its path's set (the order the cost sums in)."""
+        if self._on_path is None or self._on_path[0] != names:
+            at = {n: k for k, n in enumerate(names)}
+            self._on_path = (names, {a: [at[b] for b in path if b in at]
+                                     for a, path in self.paths.items()})
+        return self._on_path[1]
+
     def _grid_step(self, pf=None, iterations: int = 0) -> dict[str, dict]:
         if pf is None:
             pf = self.grid_step()
@@ -845,12 +876,12 @@ class MarketEnv(ParallelEnv):
         report = self.grid_report(pf, iterations)
         self._last_grid_report = report
         bus_viol = report.voltage_violations
-        limited = {n: k for k, n in enumerate(report.branches)}
+        on_path = self._path_positions(report.branches)
         # Thermal checks: the market's limit where it sets one, OpenDSS's rating elsewhere.
         overloads = set(report.overloaded)
         if pf.thermal_overloads:
             overloads |= {self._element_branch.get(el, el) for el in pf.thermal_overloads} \
-                - set(limited)
+                - set(report.branches)
         loading = report.loading.tolist()
         low, high = self.grid.voltage_band
         voltages = self._bus_voltages(pf) if self.observe_ac else {}
@@ -858,7 +889,7 @@ class MarketEnv(ParallelEnv):
         infos = {}
         for agent in self.agents:
             bus = self.participant[agent].bus
-            path = [loading[limited[b]] for b in self.paths[agent] if b in limited]
+            path = [loading[k] for k in on_path[agent]]
             worst = max(path, default=0.0)
             if not pf.converged:
                 cost = 1.0
@@ -881,20 +912,38 @@ class MarketEnv(ParallelEnv):
             infos[agent].update(extra.get(agent, {}))
             if self.observe_ac and pf.converged:  # a failed power flow keeps the last ones
                 v = voltages.get(bus, 1.0)
-                self._ac_obs[agent] = (float(np.clip((v - 1.0) / 0.1, -1.0, 1.0)),
-                                       float(np.clip(worst - 1.0, -1.0, 1.0)))
+                self._ac_obs[agent] = (float(_clip1((v - 1.0) / 0.1)),
+                                       float(_clip1(worst - 1.0)))
         return infos
 
+    _voltage_plan = None  # node names -> their buses, grouped (for _bus_voltages)
+
     def _bus_voltages(self, pf) -> dict[str, float]:
-        """Worst node voltage (furthest from 1 pu) of every bus (line-to-line on a delta
-        feeder)."""
+        """Worst node voltage (furthest from 1 pu; the first such node on a tie) of every bus
+        (line-to-line on a delta feeder)."""
         judged = pf.voltages_ll_pu if getattr(self.grid, "delta", False) else pf.voltages_pu
-        out: dict[str, float] = {}
-        for node, v in judged.items():
-            bus = node.split(".")[0]
-            if bus not in out or abs(v - 1.0) > abs(out[bus] - 1.0):
-                out[bus] = v
-        return out
+        names = tuple(judged)
+        plan = self._voltage_plan
+        if plan is None or plan[0] != names:  # once per feeder: nodes sorted by bus
+            bus_of = [n.split(".")[0] for n in names]
+            buses = list(dict.fromkeys(bus_of))
+            at = {b: k for k, b in enumerate(buses)}
+            group = np.array([at[b] for b in bus_of], dtype=np.int64)
+            order = np.argsort(group, kind="stable")
+            seg = np.flatnonzero(np.diff(group[order], prepend=-1))
+            plan = self._voltage_plan = (names, buses, order, seg, np.diff(seg, append=len(names)))
+        _, buses, order, seg, sizes = plan
+        v = np.fromiter(judged.values(), dtype=float, count=len(names))[order]
+        if not len(v) or np.isnan(v).any():  # no solution: the plain rule, NaN and all
+            out: dict[str, float] = {}
+            for node, x in judged.items():
+                bus = node.split(".")[0]
+                if bus not in out or abs(x - 1.0) > abs(out[bus] - 1.0):
+                    out[bus] = x
+            return out
+        far = np.abs(v - 1.0)
+        hits = np.flatnonzero(far == np.repeat(np.maximum.reduceat(far, seg), sizes))
+        return dict(zip(buses, v[hits[np.searchsorted(hits, seg)]].tolist()))
 
     # ------------------------------------------------------------------ observation
     def observation(self, name: str) -> np.ndarray:

@@ -16,6 +16,7 @@ from pettingzoo.test import api_test, parallel_api_test
 from pettingzoo.utils.conversions import parallel_to_aec
 
 import ogg_envs
+from ogg_envs.grid.opendss import PowerFlowResult
 from ogg_envs.policies.curve import MarkupBidder
 
 
@@ -319,3 +320,66 @@ def test_reproduce_compares_market_and_ac_flows(tmp_path):
     assert bare["shown"] == [] and bare["off"]["branches"] == []
     assert bare["off"]["within_limits"] == 1.0
     assert not ac.plot(bare, tmp_path / "none.png", "t") and not (tmp_path / "none.png").exists()
+
+
+def _worst_by_bus(judged: dict) -> dict:
+    """Per bus, the node voltage furthest from 1 pu (the first such node on a tie)."""
+    out: dict = {}
+    for node, v in judged.items():
+        bus = node.split(".")[0]
+        if bus not in out or abs(v - 1.0) > abs(out[bus] - 1.0):
+            out[bus] = v
+    return out
+
+
+@pytest.mark.parametrize("env_id", ["opengridgym/topology-power-v0", "opengridgym/dlmp-v0"])
+def test_observed_bus_voltage_is_the_worst_node_of_the_bus(env_id):
+    """The AC observation's bus voltage (grouped once per feeder, compared as arrays) is the
+    plain rule's: on the feeder's solutions, on ties, and with NaN (a failed solve)."""
+    env = ogg_envs.make(env_id, parallel=True, market_rounds=1, observe_ac=True)
+    env.reset(seed=3)
+    for _ in range(6):
+        env.step({a: env.action_space(a).sample() for a in env.agents})
+        pf = env.last_power_flow
+        judged = pf.voltages_ll_pu if env.grid.delta else pf.voltages_pu
+        assert env._bus_voltages(pf) == _worst_by_bus(judged)
+    names = list(judged)
+    for values in ([0.75, 1.25, 1.0, 1.0], [1.0, float("nan"), 0.5, 1.0]):
+        ties = dict(zip(names, values + [1.0] * (len(names) - 4)))
+        fake = PowerFlowResult(converged=True, iterations=1, voltages_pu=ties,
+                                     voltages_ll_pu=ties, line_flows_kw={}, line_loading_pct={},
+                                     losses_kw=0.0, losses_kvar=0.0, substation_kw=0.0,
+                                     substation_kvar=0.0)
+        got, want = env._bus_voltages(fake), _worst_by_bus(ties)
+        assert got.keys() == want.keys()
+        assert all(got[b] == want[b] or (math.isnan(got[b]) and math.isnan(want[b]))
+                   for b in want)
+
+
+def test_path_costs_follow_limits_that_change_between_hours():
+    """Which branches the market limits is looked up once per set of limits: when the set
+    changes, each agent's path loading and cost follow the new report."""
+    env = ogg_envs.make("opengridgym/topology-power-v0", parallel=True, market_rounds=1,
+                        learners="consumer", policies={"supplier": MarkupBidder(markup=2.0)})
+    env.reset(seed=0)
+    acts = {a: env.action_space(a).high for a in env.agents}
+    base = np.asarray(env.market.limits_kw, dtype=float)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for hour in range(12):
+        limits = base.copy()
+        if hour % 3:
+            limits[rng.random(len(limits)) < 0.5] = np.inf  # a different subset every hour
+        env.market.set_limits(limits)
+        _, _, _, _, infos = env.step(acts)
+        rep = env.last_grid_report
+        seen.add(rep.branches)
+        for a, info in infos.items():
+            on_path = [k for k, b in enumerate(rep.branches) if b in env.paths[a]]
+            assert info["path_loading"] == max((rep.loading[k] for k in on_path), default=0.0)
+            excess = sum(max(rep.loading[k] - 1, 0) for k in on_path)
+            v = info["voltage_violations"].get(env.participant[a].bus)
+            excess += max(env.grid.voltage_band[0] - v, v - env.grid.voltage_band[1]) \
+                if v is not None else 0.0
+            assert info["cost"] == pytest.approx(excess, abs=1e-12)
+    assert len(seen) >= 5

@@ -436,3 +436,69 @@ def test_highs_lp_is_cold_and_shares_the_convention():
     np.testing.assert_array_equal(again.y, first.y)
     with pytest.raises(MarketClearingError, match="HiGHS"):
         lp.solve(q, l, u, lb, np.full(4, -1.0))  # lb > ub: infeasible
+
+
+def test_diagonal_hot_path_is_bit_for_bit_the_plain_solve():
+    """``DenseQP.solve_diagonal`` (stacked data, no bound duals) returns exactly ``solve``'s
+    x and y; with ``P`` as its diagonal the bound duals of the substituted (fixed) variables
+    still satisfy stationarity, and the dense-``P`` route agrees to rounding."""
+    from ogg_envs.markets.solvers import daqp_qp
+
+    P, q, A, l, u, lb, ub = _small_problem()
+    d = np.diag(P).copy()
+    assert np.count_nonzero(lb == ub) == 1  # the substitution runs
+    qp = daqp_qp.DenseQP(A)
+    full = qp.solve(d, q, l, u, lb, ub)
+    x, y = qp.solve_diagonal(np.stack([d, q, lb, ub]), np.stack([u, l]))
+    assert x.tobytes() == full.x.tobytes() and y.tobytes() == full.y.tobytes()
+    np.testing.assert_allclose(d * full.x + q + A.T @ full.y + full.z, 0.0, atol=1e-9)
+    dense = daqp_qp.solve(P, q, A, l, u, lb, ub)
+    for a, b in ((full.x, dense.x), (full.y, dense.y), (full.z, dense.z)):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    free = np.stack([d, q, np.zeros(4), np.full(4, 5.0)])  # nothing fixed: no substitution
+    x, y = qp.solve_diagonal(free, np.stack([u, l]))
+    ref = qp.solve(d, q, l, u, free[2], free[3])
+    assert x.tobytes() == ref.x.tobytes() and y.tobytes() == ref.y.tobytes()
+
+
+@pytest.mark.parametrize("limit", [150.0, 120.0, np.inf])
+def test_clear_is_bit_for_bit_the_readable_dense_statement(limit):
+    """The clearing's hot path (stacked data, precomputed rows and slopes, no clip when the
+    prices are in the band) gives exactly the numbers of the dense statement written out:
+    ``_regularised_coefficients`` and ``_bounds`` solved by ``daqp_qp.solve``, prices from
+    its duals, surpluses from the bids' curves."""
+    from ogg_envs.markets.solvers import daqp_qp
+
+    rng = np.random.default_rng(5)
+    m = CurveMarket(line_topology(limit), TIE_PARTS, price_cap=20.0)
+    n = len(m.names)
+    instances = _instances(rng)
+    instances.append({p.name: Bid(20.0, 20.0, 0.0, 0.0) if p.side == "supply" else
+                      Bid.inelastic(80.0, 20.0) for p in TIE_PARTS})  # sheds: prices at the cap
+    seen = set()
+    for bids in instances:
+        arr = m.bids_to_array(bids)
+        res = m.clear(bids)
+        _, qp, l, u, Ht, _ = m._dense_rows()
+        curv, lin = m._regularised_coefficients(arr)
+        lo, hi = m._bounds(arr)
+        sol = daqp_qp.solve(np.r_[curv, m._slack_curv], np.r_[lin, m._f[n:]], qp.A, l, u,
+                            lo, hi, start=qp.start)
+        prices = np.clip(-sol.y[0] - Ht @ sol.y[1:], m.price_floor, m.price_cap)
+        assert res.bus_prices.tobytes() == prices.tobytes()
+        assert res.flows.tobytes() == (m.topology.H @ (m._M @ sol.x)).tobytes()
+        served = res.participant_quantities
+        if res.shed is None and res.spilled is None:
+            assert served.tobytes() == np.maximum(sol.x[:n], 0.0).tobytes()
+        slope, _ = m._curve_coefficients(arr)
+        p_max, p_min, _, q_min = arr.T
+        above = np.maximum(served - q_min, 0.0)
+        half = 0.5 * slope * above * above
+        bought = np.where(m.is_supply, 0.0, served)
+        pay = float(res.participant_prices @ bought)
+        assert res.consumer_payments == pay
+        assert res.consumer_surplus == float(p_max @ bought - half @ (~m.is_supply)) - pay
+        seen.add((bool(res.congested), res.total_shed_kw > 0))
+    assert (False, True) in seen or (True, True) in seen  # a shedding case ran
+    if limit < np.inf:
+        assert (True, False) in seen  # and a congested one

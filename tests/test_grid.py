@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ogg_envs.grid import FeederError, OpenDSSGrid, Topology
+from ogg_envs.grid.opendss import PowerFlowResult
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +220,59 @@ def test_branch_powers_are_opendss_own_and_turned_away_from_the_source():
     assert s[head].real - linear[head] < 0.25 * linear[head]  # losses: 1-20 % of load
     only = g.branch_flows(pf, [bank.name])
     assert only[0] == s[k]
+
+
+def _eager_fields(pf) -> dict:
+    return {f: getattr(pf, f) for f in ("converged", "iterations", "voltages_pu",
+                                        "voltages_ll_pu", "line_flows_kw", "line_flows_kvar",
+                                        "line_loading_pct", "losses_kw", "losses_kvar",
+                                        "substation_kw", "substation_kvar",
+                                        "voltage_violations", "thermal_overloads", "message")}
+
+
+def test_result_arrays_are_opendssdirects_own_numbers():
+    """The grid reads OpenDSS's result buffers as arrays and builds the name-keyed dicts on
+    first use: every number equals opendssdirect's list reads, bit for bit, and the
+    violations and overloads follow the band and the ratings."""
+    g = OpenDSSGrid.from_feeder("ieee34")
+    g.dss.Lines.Name("812_814")
+    g.dss.Lines.NormAmps(5.0)  # a rating the base case overloads
+    g.scale_loads(1.2)
+    pf = g.solve()
+    dss = g.dss
+    assert pf.voltages_pu == dict(zip(g.nodes, dss.Circuit.AllBusMagPu()))
+    pct = dss.PDElements.AllPctNorm(False)
+    rows = {n.lower(): k for k, n in enumerate(dss.PDElements.AllNames())}
+    assert pf.line_loading_pct == {b: pct[rows[b]] for b in g.branch_names}
+    assert (pf.losses_kw, pf.losses_kvar) == tuple(x / 1000.0 for x in dss.Circuit.Losses())
+    assert (pf.substation_kw, pf.substation_kvar) == tuple(-x for x in dss.Circuit.TotalPower())
+    assert all(type(pf.__dict__[f]) is float for f in ("losses_kw", "substation_kw"))
+    low, high = g.voltage_band
+    expected = {n: v for n, v in pf.voltages_pu.items()
+                if not low - 1e-5 <= v <= high + 1e-5 and n.split(".")[0] not in g.source_buses}
+    assert pf.voltage_violations == expected and list(pf.voltage_violations) == list(expected)
+    assert pf.thermal_overloads == {b: p for b, p in pf.line_loading_pct.items()
+                                    if p > 100.0 and b.startswith("line.")}
+    assert "line.812_814" in pf.thermal_overloads and pf.line_loading_pct["transformer.xfm1"] > 100
+    assert "transformer.xfm1" not in pf.thermal_overloads
+
+
+def test_result_dicts_built_later_are_those_of_their_own_solve():
+    """A result's dicts, first read after the grid has solved again, hold its own solve's
+    numbers (an eagerly read twin says so); it pickles and compares like an eager one."""
+    late, eager = OpenDSSGrid.from_feeder("ieee34"), OpenDSSGrid.from_feeder("ieee34")
+    late.scale_loads(0.6)
+    eager.scale_loads(0.6)
+    first = late.solve()
+    twin = _eager_fields(eager.solve())
+    late.scale_loads(1.3)
+    second = late.solve()
+    assert _eager_fields(first) == twin
+    assert second.voltages_pu != first.voltages_pu
+    clone = pickle.loads(pickle.dumps(first))
+    assert _eager_fields(clone) == twin and clone == first
+    plain = PowerFlowResult(**_eager_fields(first))  # a plain result of the same dicts
+    assert plain == first
+    # branch_flows gives the same numbers from the result's arrays as from its dicts
+    np.testing.assert_array_equal(late.branch_flows(clone), late.branch_flows(first))
+    np.testing.assert_array_equal(late.branch_flows(plain), late.branch_flows(first))

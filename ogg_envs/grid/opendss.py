@@ -16,7 +16,7 @@ import math
 import os
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +115,9 @@ def _check_finite(name: str, value: float, *, nonnegative: bool = False) -> floa
 
 
 # A feeder with at least this many loads is driven through the DSS C-API's batch interface
-# (one call writes every load, one call reads every line), and its power-flow results build
-# their name-keyed dicts on first use. Every bundled feeder is below it: their numbers come
-# from the per-element path, unchanged.
+# (one call writes every load, one call reads every line) and its results read the branch
+# currents on first use. Every bundled feeder is below it: their numbers come from OpenDSS's
+# own whole-circuit arrays (AllBusMagPu, AllPowers, AllPctNorm), unchanged.
 BATCH_MIN_LOADS = 300
 
 
@@ -195,10 +195,35 @@ class _BatchIO:
             pass
 
 
+class _ResultArrays:
+    """Array reads of one engine straight from the DSS C-API's result buffer (the "GR"
+    functions opendssdirect itself calls), as numpy without a Python list in between: the same
+    float64 numbers as ``dss.Circuit.AllBusMagPu()`` and the like."""
+
+    def __init__(self, dss):
+        au = dss._api_util
+        self._lib, self._ffi = au.lib, au.ffi  # lib: this engine's context bound
+        self._ptr, self._cnt = au.gr_float64_pointers
+        self._check = dss.Circuit._check_for_error
+        self._calls: dict = {}
+
+    def read(self, func: str, *args) -> np.ndarray:
+        """``func`` (e.g. ``"Circuit_Get_Losses_GR"``) called, its result as a new array."""
+        call = self._calls.get(func)
+        if call is None:
+            call = self._calls[func] = getattr(self._lib, func)
+        call(*args)
+        self._check()
+        return np.frombuffer(self._ffi.buffer(self._ptr[0], self._cnt[0] * 8),
+                             dtype=np.float64).copy()
+
+
 class _LazyPowerFlowResult(PowerFlowResult):
-    """A power-flow result of a large feeder: voltages, voltage violations and totals are
-    read at solve time; the name-keyed dicts (``voltages_pu``, ``voltages_ll_pu``) are built
-    when first used, and the branch currents (``line_flows_kw``, ``line_flows_kvar``,
+    """A power-flow result whose name-keyed dicts are built when first used. Of a feeder
+    below ``BATCH_MIN_LOADS``: every number is read at solve time as arrays, and only the
+    dicts wait. Of a large feeder: voltages, voltage violations and totals are read at solve
+    time; the name-keyed dicts (``voltages_pu``, ``voltages_ll_pu``) are built when first
+    used, and the branch currents (``line_flows_kw``, ``line_flows_kvar``,
     ``line_loading_pct``, ``thermal_overloads``, ``losses_kw``, ``losses_kvar``) are read from
     the engine when one of them is first used. The grid makes its last such result read them
     before the engine changes (the next solve, an added element, ``close``)."""
@@ -211,6 +236,14 @@ class _LazyPowerFlowResult(PowerFlowResult):
         object.__setattr__(self, name, value)
         return value
 
+    def __eq__(self, other):  # equal to a plain result with the same fields, as before
+        if not isinstance(other, PowerFlowResult):
+            return NotImplemented
+        names = [f.name for f in fields(PowerFlowResult)]
+        return [getattr(self, n) for n in names] == [getattr(other, n) for n in names]
+
+    __hash__ = None  # mutable, like a dataclass with eq
+
     def settle(self) -> None:
         """Build every lazy field now (before the engine solves again)."""
         for name in _LAZY_FIELDS:
@@ -220,6 +253,7 @@ class _LazyPowerFlowResult(PowerFlowResult):
         self.settle()
         state = dict(self.__dict__)
         state.pop("_lazy", None)
+        state.pop("_flows", None)  # arrays of the grid that solved it: not its to carry
         return state
 
     def __setstate__(self, state):
@@ -460,6 +494,15 @@ class OpenDSSGrid:
                     self.base_normamps[name] = dss.Lines.NormAmps()
             self._normamps = dict(self.base_normamps)
         self._apply_cache = None  # bus -> load map of apply(), rebuilt on first use
+        self._arrays = _ResultArrays(dss)
+        self._is_line_branch = np.array([n.startswith("line.") for n in self.branch_names],
+                                        dtype=bool)
+        self._source_node = np.array([n.split(".")[0] in self.source_buses
+                                      for n in self.nodes], dtype=bool)
+        self._source_ll = np.array([n.split(".")[0] in self.source_buses
+                                    for n in self._ll_names], dtype=bool)
+        self._branch_pos = {n: i for i, n in enumerate(self.branch_names)}
+        self._flow_plan = None  # branch_flows' gather plan, rebuilt for the new index
         self._batch = None
         self._node_base = self._is_line = None
         if len(self.load_names) >= BATCH_MIN_LOADS:  # a large feeder: whole-class calls
@@ -1050,53 +1093,57 @@ class OpenDSSGrid:
 
     def read_arrays(self) -> dict[str, np.ndarray]:
         """The raw bulk reads of the last solve, as arrays (nodes, LL pairs, branches)."""
-        dss = self.dss
-        vmag = np.asarray(dss.Circuit.AllBusMagPu())
-        volts = np.asarray(dss.Circuit.AllBusVolts())
+        read = self._arrays.read
+        vmag = read("Circuit_Get_AllBusVmagPu_GR")
+        volts = read("Circuit_Get_AllBusVolts_GR")
         v = volts[0::2] + 1j * volts[1::2]
         if len(self._ll_pairs):
             vll = np.abs(v[self._ll_pairs[:, 0]] - v[self._ll_pairs[:, 1]]) / self._ll_base
         else:
             vll = np.zeros(0)
-        powers = np.asarray(dss.PDElements.AllPowers())  # kW, kvar per conductor and terminal
+        powers = read("PDElements_Get_AllPowers_GR")  # kW, kvar per conductor and terminal
         if len(self._flow_segments):
             flows = np.add.reduceat(powers[0::2][self._flow_gather], self._flow_segments)
             kvar = np.add.reduceat(powers[1::2][self._flow_gather], self._flow_segments)
         else:
             flows = kvar = np.zeros(0)
-        pct = np.asarray(dss.PDElements.AllPctNorm(False))[self._branch_rows]
+        pct = read("PDElements_Get_AllPctNorm_GR", False)[self._branch_rows]
         return {"v_pu": vmag, "v_ll_pu": vll, "flow_kw": flows, "flow_kvar": kvar,
                 "loading_pct": pct}
 
     def _read_result(self) -> PowerFlowResult:
-        dss = self.dss
+        """The result of the last solve: every number read now as arrays, the violations and
+        overloads found on them; the name-keyed dicts are built when first used
+        (``_LazyPowerFlowResult``: most grid steps read a few of them, or none)."""
         arr = self.read_arrays()
-        losses = dss.Circuit.Losses()
-        total = dss.Circuit.TotalPower()
-        res = PowerFlowResult(
-            converged=True,
-            iterations=int(dss.Solution.Iterations()),
-            voltages_pu=dict(zip(self.nodes, arr["v_pu"].tolist())),
-            voltages_ll_pu=dict(zip(self._ll_names, arr["v_ll_pu"].tolist())),
-            line_flows_kw=dict(zip(self.branch_names, arr["flow_kw"].tolist())),
-            line_loading_pct=dict(zip(self.branch_names, arr["loading_pct"].tolist())),
-            losses_kw=losses[0] / 1000.0,
-            losses_kvar=losses[1] / 1000.0,
-            substation_kw=-total[0],
-            substation_kvar=-total[1],
-            line_flows_kvar=dict(zip(self.branch_names, arr["flow_kvar"].tolist())),
-        )
-        res._delta = self.delta
+        losses = self._arrays.read("Circuit_Get_Losses_GR")
+        total = self._arrays.read("Circuit_Get_TotalPower_GR")
         low, high = self.voltage_band
-        judged = res.voltages_ll_pu if self.delta else res.voltages_pu
         tol = 1e-5  # the source holds the head bus at exactly the band's edge (1.05 pu)
-        res.voltage_violations = {
-            k: v for k, v in judged.items()
-            if (v < low - tol or v > high + tol) and k.split(".")[0] not in self.source_buses
-        }
-        res.thermal_overloads = {
-            k: p for k, p in res.line_loading_pct.items() if p > 100.0 and k.startswith("line.")
-        }
+        if self.delta:
+            judged, names, source = arr["v_ll_pu"], self._ll_names, self._source_ll
+        else:
+            judged, names, source = arr["v_pu"], self.nodes, self._source_node
+        out = np.flatnonzero(((judged < low - tol) | (judged > high + tol)) & ~source)
+        pct = arr["loading_pct"]
+        over = np.flatnonzero((pct > 100.0) & self._is_line_branch)
+        branches, nodes, ll_names = self.branch_names, self.nodes, self._ll_names
+        res = _LazyPowerFlowResult.__new__(_LazyPowerFlowResult)
+        res.__dict__.update(
+            converged=True, iterations=int(self.dss.Solution.Iterations()),
+            losses_kw=float(losses[0]) / 1000.0, losses_kvar=float(losses[1]) / 1000.0,
+            substation_kw=-float(total[0]), substation_kvar=-float(total[1]), message="",
+            _delta=self.delta,
+            voltage_violations={names[k]: float(judged[k]) for k in out},
+            thermal_overloads={branches[k]: float(pct[k]) for k in over},
+            _flows=(arr["flow_kw"], arr["flow_kvar"]),
+            _lazy={"build": {
+                "voltages_pu": lambda: dict(zip(nodes, arr["v_pu"].tolist())),
+                "voltages_ll_pu": lambda: dict(zip(ll_names, arr["v_ll_pu"].tolist())),
+                "line_flows_kw": lambda: dict(zip(branches, arr["flow_kw"].tolist())),
+                "line_flows_kvar": lambda: dict(zip(branches, arr["flow_kvar"].tolist())),
+                "line_loading_pct": lambda: dict(zip(branches, pct.tolist())),
+            }})
         return res
 
     def _read_result_batch(self) -> PowerFlowResult:
@@ -1221,10 +1268,18 @@ class OpenDSSGrid:
                     signs.append(self._element_sign(el, br.parent))
             plan = (names, np.array(rows, dtype=np.int64), elements, np.array(signs))
             self._flow_plan = plan
-        _, rows, elements, signs = plan
-        kw, kvar = result.line_flows_kw, result.line_flows_kvar
-        s = signs * (np.array([kw[e] for e in elements]) + 1j * np.array([kvar[e]
-                                                                        for e in elements]))
+        rows, elements, signs = plan[1:4]
+        flows = result.__dict__.get("_flows")  # this grid's arrays, in branch_names order
+        if flows is not None and len(flows[0]) == len(self.branch_names):
+            if len(plan) == 4:
+                plan = self._flow_plan = (*plan, np.array([self._branch_pos[e]
+                                                           for e in elements], dtype=np.int64))
+            at = plan[4]
+            s = signs * (flows[0][at] + 1j * flows[1][at])
+        else:
+            kw, kvar = result.line_flows_kw, result.line_flows_kvar
+            s = signs * (np.array([kw[e] for e in elements], dtype=float)
+                         + 1j * np.array([kvar[e] for e in elements], dtype=float))
         out = np.zeros(len(names), dtype=complex)
         np.add.at(out, rows, s)
         return out

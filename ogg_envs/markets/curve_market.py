@@ -111,10 +111,14 @@ branches in series that carry the same flow only the one with the smallest limit
 deepest of equal ones). Each solve starts from the same guess (shed and spill at zero), never
 from the previous clearing. The nodal price of bus b is ``-(y_balance + sum_e H[e, b] y_e)``
 from the duals. Fixed variables (inelastic bids, slack at buses without firm parts) are
-substituted out before DAQP sees the problem. On IEEE 34 (33 bids, 66 variables of which about
-37 free, 28 branch rows) DAQP needs about 15 active-set iterations on uniformly random bids;
-the sparse solvers on the same statement (``solver="clarabel"`` or ``"osqp"``, cold) measured
-far slower, and OSQP's polished solution failed its accuracy check on most random instances.
+substituted out before DAQP sees the problem. The clearing's hot path fills the QP's vectors
+into one array from a template built with the participants, calls ``DenseQP.solve_diagonal``
+(no bound duals) and re-uses the curve slopes and the slack bounds in the accounts: every
+number is the one the statement gives, bit for bit (tested). On IEEE 34 (33 bids, 66
+variables of which about 37 free, 28 branch rows) DAQP needs about 15 active-set iterations
+on uniformly random bids; the sparse solvers on the same statement (``solver="clarabel"`` or
+``"osqp"``, cold) measured far slower, and OSQP's polished solution failed its accuracy check
+on most random instances.
 If DAQP fails, Clarabel solves the same statement. (Clarabel, an interior-point method, meets
 the tie rule only to its tolerance: the tilt's curvature is tiny, so its split of a tie can be
 kW off the rule, though the same for the same data.) ``CurveMarket.cvxpy_problem`` states the
@@ -399,6 +403,14 @@ class CurveMarket(Market):
         self._firm_of_slack = ((slack_bus[:, None] == self._bus_of[None, :])
                                & (slack_side[:, None] == self.is_supply[None, :])).astype(float)
         self._slack_of = self._firm_of_slack.argmax(axis=0)  # each participant's slack variable
+        self._shed_idx = np.array(self._shed_buses, dtype=np.int64)
+        self._spill_idx = np.array(self._spill_buses, dtype=np.int64)
+        # rows [P diagonal, q, lb, ub] of the dense QP (daqp_qp.DenseQP.solve_diagonal): the
+        # slack's curvature, costs and zero lower bounds; each clearing fills in the rest
+        self._dense_template = np.zeros((4, nb))
+        self._dense_template[0] = np.r_[np.ones(n), self._slack_curv]
+        self._dense_template[1, n:] = self._f[n:]
+        self._threshold = None  # (limits, congestion_tol, kW at which a branch is congested)
         # validate: arr @ _check + _check_offset >= 0 column by column is the bid's validity
         # (p_max - p_min, p_min - floor, cap - p_max, q_min, q_max - q_min)
         self._check = np.array([[1, 0, -1, 0, 0], [-1, 1, 0, 0, 0], [0, 0, 0, 0, 1],
@@ -449,14 +461,15 @@ class CurveMarket(Market):
             n, nb = len(self.names), self._nb
             start = np.zeros(nb + len(A), dtype=np.int8)
             start[n:nb] = -1  # shed and spill start at zero (a guess from the structure only)
-            self._dense = (rows, daqp_qp.DenseQP(A, start), np.concatenate([[rhs], -L]),
-                           np.concatenate([[rhs], L]),
+            l, u = np.concatenate([[rhs], -L]), np.concatenate([[rhs], L])
+            self._dense = (rows, daqp_qp.DenseQP(A, start), l, u,
                            np.ascontiguousarray(self.topology.H[rows].T), start)
+            self._dense_ul = np.stack([u, l])
         return self._dense
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_cvx", "_dense", "_cache"):
+        for key in ("_cvx", "_dense", "_dense_ul", "_cache", "_threshold"):
             state.pop(key, None)  # CVXPY objects do not pickle; the rest is rebuilt when used
         return state
 
@@ -564,8 +577,7 @@ class CurveMarket(Market):
         cache = self._cache  # (set_limits always installs a new limits array)
         if cache is not None and cache[1] is self._limits and cache[0] == key:
             return cache[2]
-        x, duals, solver = self._solve(arr)
-        result = self._result(arr, x, duals, solver)
+        result = self._result(arr, *self._solve(arr))
         self._cache = (key, self._limits, result)
         return result
 
@@ -575,15 +587,19 @@ class CurveMarket(Market):
         solver gave them (the flow formulation; lossless). When all firm demand of a bus is
         shed, its price is only bounded below by the cap (the shed variable sits at its
         bound): the price is clipped into the band, the clip counted as congestion."""
+        given = raw is not None
         if self._losses is None:
-            raw = energy + congestion if raw is None else raw
+            raw = raw if given else energy + congestion
             loss = np.zeros(len(congestion))
         else:
             loss = -self._losses.factors * energy
             raw = energy + loss + congestion
-        prices = np.clip(raw, self.price_floor, self.price_cap)
-        if (prices != raw).any():
-            congestion = congestion + (prices - raw)
+        if np.minimum.reduce(raw) >= self.price_floor and np.maximum.reduce(raw) <= self.price_cap:
+            prices = raw.copy() if given else raw  # in the band: what np.clip would return
+        else:
+            prices = raw.clip(self.price_floor, self.price_cap)
+            if (prices != raw).any():
+                congestion = congestion + (prices - raw)
         return prices, {"energy": np.full(len(prices), energy), "loss": loss,
                         "congestion": congestion}
 
@@ -616,24 +632,48 @@ class CurveMarket(Market):
         hi[self._sl["spill"]] = np.bincount(self._bus_of[sup], q_min[sup], B)[self._spill_buses]
         return lo, hi
 
+    def _dense_data(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The dense statement's vectors for a checked bid array, stacked as
+        ``daqp_qp.DenseQP.solve_diagonal`` takes them: rows ``[P diagonal, q, lb, ub]`` over
+        ``z = [q, shed, spill]`` (the curves as cleared: ``_regularised_coefficients``, the
+        same numbers), and the bids' own curve slopes (``_result``)."""
+        n = len(self.names)
+        p_max, p_min, q_max, q_min = arr.T
+        data = self._dense_template.copy()  # the slack's entries; 1 where a curve is fixed
+        span, dq = p_max - p_min, q_max - q_min
+        ramp = dq > 1e-12
+        curv = data[0, :n]
+        np.divide(np.maximum(span, FLAT_TILT), dq, out=curv, where=ramp)
+        np.subtract(np.where(self.is_supply, p_min, -p_max), curv * q_min, out=data[1, :n])
+        data[2:, :n] = arr[:, 3:1:-1].T  # q_min, q_max
+        data[3, n:] = self._firm_of_slack @ q_min  # the slack's upper bounds (_bounds)
+        return data, np.divide(span, dq, out=np.zeros(n), where=ramp)
+
     def _solve(self, arr: np.ndarray):
-        """``(x, nodal prices, solver name)``, ``x = [q, shed, spill, p]``."""
+        """``(x, nodal prices, solver name, known)``, ``x = [q, shed, spill, p]``; ``known``:
+        ``(curve slopes, firm kW of each slack variable's side)`` where the solve computed
+        them, else None (``_result``)."""
         if self.formulation == "flow":
-            return self._solve_flow(arr)
+            return self._solve_flow(arr) + (None,)
         for name in dict.fromkeys((self.solver, "clarabel")):
             try:
-                sol = self.solve_dense(arr, name)
+                if name == "daqp":  # the hot path: no bound duals, no Solution
+                    _, qp, _, _, _, _ = self._dense_rows()
+                    data, slope = self._dense_data(arr)
+                    z, y = qp.solve_diagonal(data, self._dense_ul)
+                    known = (slope, data[3, len(self.names):])
+                else:
+                    sol = self.solve_dense(arr, name)
+                    z, y, name, known = sol.x, sol.y, sol.solver, None
             except MarketClearingError:
                 continue
-            rows, _, _, _, Ht, _ = self._dense_rows()
-            x = np.empty(self._nx)
-            x[:self._nb] = sol.x
-            x[self._sl["p"]] = self._M @ sol.x
+            Ht = self._dense_rows()[4]
             # The price is the cost of one more kW of demand at the bus: it moves the balance
             # row (by its weight, 1 - lf_b) and every kept branch row above the bus
             # (H[e, b] = -1): price = energy * (1 - lf_b) + congestion_b.
-            return x, (-float(sol.y[0]), -(Ht @ sol.y[1:])), sol.solver
-        return self._solve_cvxpy(arr, regularised=True)
+            return np.concatenate([z, self._M @ z]), (-float(y[0]), -(Ht @ y[1:])), name, \
+                known
+        return self._solve_cvxpy(arr, regularised=True) + (None,)
 
     def solve_dense(self, arr: np.ndarray, solver: str = "daqp"):
         """Solve the dense statement (``formulation="dense"``) for a checked (n, 4) bid array
@@ -641,12 +681,7 @@ class CurveMarket(Market):
         over ``z = [q, shed, spill]``, rows ``[balance, kept branches]``. Raises
         ``MarketClearingError`` when the solver fails."""
         _, qp, l, u, _, _ = self._dense_rows()
-        curv, lin = self._regularised_coefficients(arr)
-        P = np.concatenate([curv, self._slack_curv])
-        f = np.concatenate([lin, self._f[len(lin):]])
-        q_min = arr[:, 3]
-        lo = np.concatenate([q_min, self._slack_curv * 0.0])
-        hi = np.concatenate([arr[:, 2], self._firm_of_slack @ q_min])
+        P, f, lo, hi = self._dense_data(arr)[0]
         if solver == "daqp":
             return qp.solve(P, f, l, u, lo, hi)
         module = {"clarabel": clarabel_qp, "osqp": osqp_qp}[solver]
@@ -844,24 +879,29 @@ class CurveMarket(Market):
             f"cvxpy-{solver.lower()}"
 
     # ------------------------------------------------------------------ accounting
-    def _result(self, arr: np.ndarray, x: np.ndarray, duals, solver: str) -> ClearingResult:
-        n, topo = len(self.names), self.topology
+    def _result(self, arr: np.ndarray, x: np.ndarray, duals, solver: str,
+                known=None) -> ClearingResult:
+        """The clearing's accounts; ``arr`` becomes the result's ``bids`` (callers pass their
+        own copy); ``known``: see ``_solve``."""
+        n, nb = len(self.names), self._nb
         prices_bus, components = self._components(*duals)
         q = np.maximum(x[:n], 0.0)
         served, shed, spill = q, None, None
         total_shed = total_spilled = 0.0
-        if self._nb > n and x[n:self._nb].max() > 1e-9:
-            served, shed, spill = self._cut_firm(arr, q, x)
+        if nb > n and np.maximum.reduce(x[n:nb]) > 1e-9:
+            served, shed, spill = self._cut_firm(arr, q, x, None if known is None else known[1])
             total_shed = float(shed[shed > 1e-6].sum())
             total_spilled = float(spill[spill > 1e-6].sum())
         price_p = prices_bus[self._bus_of]
-        flows = topo.flows(x[self._sl["p"]])
-        # (an infinite limit is never reached: inf * (1 - tol) stays inf)
-        at_limit = np.abs(flows) >= self._limits * (1 - self.congestion_tol) - 1e-6
-        congested = [self._branch_names_t[e] for e in np.flatnonzero(at_limit)]
+        flows = self.topology.flows(x[nb:])
+        at_limit = (np.abs(flows) >= self._congestion_threshold()).nonzero()[0]
+        congested = [self._branch_names_t[e] for e in at_limit]
         p_max, p_min, q_max, q_min = arr.T
-        dq = q_max - q_min
-        slope = np.divide(p_max - p_min, dq, out=np.zeros(n), where=dq > 1e-12)
+        if known is None:
+            dq = q_max - q_min
+            slope = np.divide(p_max - p_min, dq, out=np.zeros(n), where=dq > 1e-12)
+        else:
+            slope = known[0]
         above = np.maximum(served - q_min, 0.0)
         half = 0.5 * slope * above * above  # the curve integrals beyond the firm part
         bought = served * self._demand_f
@@ -900,23 +940,35 @@ class CurveMarket(Market):
             solver=solver,
             participant_prices=price_p,
             participant_quantities=served,
-            bids=arr.copy(),
+            bids=arr,
             _demand_names=self._demand_names,
         )
 
-    def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray):
+    def _congestion_threshold(self) -> np.ndarray:
+        """|flow| (kW) at which each branch counts as congested, for the current limits and
+        ``congestion_tol`` (an infinite limit is never reached: inf * (1 - tol) stays inf)."""
+        t = self._threshold
+        if t is None or t[0] is not self._limits or t[1] != self.congestion_tol:
+            t = self._threshold = (self._limits, self.congestion_tol,
+                                   self._limits * (1 - self.congestion_tol) - 1e-6)
+        return t[2]
+
+    def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray, firm_kw=None):
         """Served kW per participant and shed and spilled kW per bus, when the clearing shed
-        or spilled: what a bus cuts is taken pro rata from the firm parts of its side there."""
+        or spilled: what a bus cuts is taken pro rata from the firm parts of its side there.
+        ``firm_kw``: ``_firm_of_slack @ q_min`` where already known."""
         n, ns = len(self.names), len(self._shed_buses)
         slack = np.maximum(x[n:self._nb], 0.0)
         firm = arr[:, 3]
         cut = slack[self._slack_of]  # what its bus cut from its side
-        total_firm = (self._firm_of_slack @ firm)[self._slack_of]  # its side's firm kW there
+        if firm_kw is None:
+            firm_kw = self._firm_of_slack @ firm
+        total_firm = firm_kw[self._slack_of]  # its side's firm kW there
         take = (cut > 1e-9) & (total_firm > 0)
         share = np.minimum(cut, total_firm) * firm / np.where(take, total_firm, 1.0)
         served = np.maximum(q - np.where(take, share, 0.0), 0.0)
         B = len(self.topology.buses)
         shed, spill = np.zeros(B), np.zeros(B)
-        shed[self._shed_buses] = slack[:ns]
-        spill[self._spill_buses] = slack[ns:]
+        shed[self._shed_idx] = slack[:ns]
+        spill[self._spill_idx] = slack[ns:]
         return served, shed, spill

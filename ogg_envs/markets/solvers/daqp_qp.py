@@ -16,7 +16,7 @@ from . import MarketClearingError, Solution
 
 __all__ = ["solve", "DenseQP"]
 
-_EQUALITY, _ACTIVE, _AT_LOWER = 5, 1, 2  # DAQP's constraint sense flags
+_EQUALITY, _ACTIVE, _AT_LOWER = np.int32(5), 1, 2  # DAQP's constraint sense flags
 _EXIT = {-1: "infeasible", -2: "cycling", -3: "unbounded", -4: "iteration limit",
          -5: "nonconvex", -6: "overdetermined starting active set"}
 
@@ -39,6 +39,9 @@ class DenseQP:
     Fixed variables (``lb == ub``) are substituted out before DAQP sees the problem (on the
     curve market this more than halves DAQP's time); the column split of ``A`` for each set of
     fixed variables is kept (a pure function of ``A`` and that set: it cannot change an answer).
+
+    ``solve`` takes any data; ``solve_diagonal`` is the hot path of a market that clears many
+    problems: a diagonal ``P`` and the vectors stacked in one array, no bound duals.
     """
 
     _KEEP = 32  # column splits kept
@@ -46,19 +49,26 @@ class DenseQP:
     def __init__(self, A, start=None):
         self.A = np.ascontiguousarray(A, dtype=float)
         self.start = None if start is None else np.array(start, dtype=np.int8)
+        # DAQP's sense flags for the starting active set (bounds, then rows)
+        self._sense = np.zeros(sum(self.A.shape), dtype=np.int32)
+        if self.start is not None:
+            self._sense[self.start > 0] = _ACTIVE
+            self._sense[self.start < 0] = _ACTIVE | _AT_LOWER
         self._splits = {}
 
     def _split(self, fixed: np.ndarray):
+        """``(free, fixed indices, A[:, free], A[:, fixed], sense flags of the reduced
+        problem)`` for the fixed-variable mask ``fixed``."""
         key = fixed.tobytes()
         split = self._splits.get(key)
         if split is None:
             if len(self._splits) >= self._KEEP:
                 self._splits.clear()
-            free_idx, fixed_idx = np.flatnonzero(~fixed), np.flatnonzero(fixed)
-            start = None if self.start is None else np.concatenate(
-                [self.start[free_idx], self.start[len(fixed):]])
-            split = (free_idx, fixed_idx, np.ascontiguousarray(self.A[:, free_idx]),
-                     np.ascontiguousarray(self.A[:, fixed_idx]), start)
+            free_idx, fixed_idx = (~fixed).nonzero()[0], fixed.nonzero()[0]
+            sense = np.concatenate([self._sense[free_idx], self._sense[len(fixed):]])
+            # (np.take gives C-contiguous columns; A[:, idx] does not)
+            split = (free_idx, fixed_idx, np.take(self.A, free_idx, axis=1),
+                     np.take(self.A, fixed_idx, axis=1), sense)
             self._splits[key] = split
         return split
 
@@ -72,47 +82,85 @@ class DenseQP:
         P, q = np.asarray(P, dtype=float), np.asarray(q, dtype=float)
         l, u = np.asarray(l, dtype=float), np.asarray(u, dtype=float)
         lb, ub = np.asarray(lb, dtype=float), np.asarray(ub, dtype=float)
+        if P.ndim == 1:
+            x, lam, iterations, split = self._solve_diagonal(
+                np.stack([P, q, lb, ub]), np.stack([u, l]), iter_limit)
+            if split is None:
+                y, z = lam[len(x):], lam[:len(x)]
+            else:
+                free, fixed_idx, _, A_fixed, _ = split
+                y = lam[len(free):]
+                z = np.zeros(len(x))
+                z[free] = lam[:len(free)]
+                # the fixed variables' bound duals, from their stationarity
+                z[fixed_idx] = -(P[fixed_idx] * x[fixed_idx] + q[fixed_idx] + A_fixed.T @ y)
+            return Solution(x=x, y=y, z=z, status="optimal", solver="daqp",
+                            iterations=iterations)
         fixed = lb == ub
         if not fixed.any():
-            return _solve(P, q, self.A, l, u, lb, ub, self.start, iter_limit)
-        free, fixed_idx, A_free, A_fixed, start_free = self._split(fixed)
-        n = len(lb)
+            return _solve(P, q, self.A, l, u, lb, ub, self._sense, iter_limit)
+        free, fixed_idx, A_free, A_fixed, sense = self._split(fixed)
         x_fixed = lb[fixed_idx]
         shift = A_fixed @ x_fixed
-        if P.ndim == 1:  # diagonal: free and fixed variables do not interact
-            P_free, q_free, Px_fixed = P[free], q[free], P[fixed_idx] * x_fixed
-        else:
-            P_free = P[np.ix_(free, free)]
-            q_free = q[free] + P[np.ix_(free, fixed_idx)] @ x_fixed
-            Px_fixed = P[np.ix_(fixed_idx, fixed_idx)] @ x_fixed
-        sol = _solve(P_free, q_free, A_free, l - shift, u - shift, lb[free], ub[free],
-                     start_free, iter_limit)
+        q_free = q[free] + P[np.ix_(free, fixed_idx)] @ x_fixed
+        sol = _solve(P[np.ix_(free, free)], q_free, A_free, l - shift, u - shift, lb[free],
+                     ub[free], sense, iter_limit)
         x = lb.copy()
         x[free] = sol.x
-        z = np.zeros(n)
+        z = np.zeros(len(lb))
         z[free] = sol.z
         # the fixed variables' bound duals, from their stationarity
-        z[fixed_idx] = -(Px_fixed + q[fixed_idx] + A_fixed.T @ sol.y)
-        if P.ndim == 2:
-            z[fixed_idx] -= P[np.ix_(fixed_idx, free)] @ sol.x
+        z[fixed_idx] = -(P[np.ix_(fixed_idx, fixed_idx)] @ x_fixed + q[fixed_idx]
+                         + A_fixed.T @ sol.y)
+        z[fixed_idx] -= P[np.ix_(fixed_idx, free)] @ sol.x
         return Solution(x=x, y=sol.y, z=z, status=sol.status, solver=sol.solver,
                         iterations=sol.iterations)
 
+    def solve_diagonal(self, data: np.ndarray, ul: np.ndarray, *, iter_limit: int = 2000):
+        """``solve`` for a diagonal ``P``, with the data stacked: ``data`` (4, n) float rows
+        ``[P diagonal, q, lb, ub]``, ``ul`` (2, m) rows ``[u, l]``. Returns ``(x, y)`` only
+        (no bound duals), bit-for-bit those of ``solve``."""
+        x, lam, _, split = self._solve_diagonal(data, ul, iter_limit)
+        return x, lam[len(x) if split is None else len(split[0]):]
 
-def _solve(P, q, A, l, u, lb, ub, start, iter_limit: int) -> Solution:
-    if P.ndim == 1:
-        P = np.diag(P)
-    n = P.shape[0]
-    bupper = np.concatenate([ub, u])
-    blower = np.concatenate([lb, l])
-    sense = np.zeros(len(bupper), dtype=np.int32)
-    if start is not None:
-        sense[start > 0] = _ACTIVE
-        sense[start < 0] = _ACTIVE | _AT_LOWER
-    sense[blower == bupper] = _EQUALITY
-    x, _fval, flag, info = daqp.solve(P, q, A, bupper, blower, sense, iter_limit=iter_limit)
+    def _solve_diagonal(self, data, ul, iter_limit):
+        """``(x, DAQP's duals (bounds of the free variables, then rows), iterations, split or
+        None)``."""
+        lb, ub = data[2], data[3]
+        fixed = lb == ub
+        if not fixed.any():
+            bounds = np.concatenate([data[3:1:-1], ul], axis=1)  # rows ub, lb; u, l
+            x, lam, iterations = _daqp(np.diag(data[0]), data[1], self.A, bounds, self._sense,
+                                       iter_limit)
+            return x, lam, iterations, None
+        split = self._split(fixed)
+        free, fixed_idx, A_free, A_fixed, sense = split
+        shift = A_fixed @ lb[fixed_idx]
+        sub = np.take(data, free, axis=1)  # C-contiguous rows (data[:, free] is not)
+        x_free, lam, iterations = _daqp(np.diag(sub[0]), sub[1], A_free,
+                                        np.concatenate([sub[3:1:-1], ul - shift], axis=1),
+                                        sense, iter_limit)
+        x = lb.copy()
+        x[free] = x_free
+        return x, lam, iterations, split
+
+
+def _daqp(H, f, A, bounds, sense, iter_limit: int):
+    """One DAQP call: ``bounds`` (2, n + m) rows upper, lower (variable bounds, then rows);
+    ``sense`` the starting active set's flags (equal bounds become equalities here). Returns
+    ``(x, duals (bounds, then rows), iterations)``. DAQP reads the arrays' buffers as they
+    are: each must be C-contiguous (a strided view is silently misread)."""
+    bupper, blower = bounds
+    sense = np.where(blower == bupper, _EQUALITY, sense)
+    x, _fval, flag, info = daqp.solve(H, f, A, bupper, blower, sense, iter_limit=iter_limit)
     if flag < 1:
         raise MarketClearingError(f"DAQP failed: {_EXIT.get(flag, flag)} (exit flag {flag})")
-    lam = np.asarray(info["lam"])
-    return Solution(x=np.asarray(x), y=lam[n:], z=lam[:n], status="optimal", solver="daqp",
-                    iterations=int(info["iterations"]))
+    return x, info["lam"], int(info["iterations"])
+
+
+def _solve(P, q, A, l, u, lb, ub, sense, iter_limit: int) -> Solution:
+    n = P.shape[0]
+    x, lam, iterations = _daqp(P, q, A, np.stack([np.concatenate([ub, u]),
+                                                  np.concatenate([lb, l])]), sense, iter_limit)
+    return Solution(x=x, y=lam[n:], z=lam[:n], status="optimal", solver="daqp",
+                    iterations=iterations)

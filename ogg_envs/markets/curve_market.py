@@ -148,7 +148,7 @@ from ..api import (
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .radial import Items, RadialClearing
-from .solvers import clarabel_qp, daqp_qp, osqp_qp
+from .solvers import clarabel_qp, cvxpy_ref, daqp_qp, osqp_qp
 
 __all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketParticipant",
            "MarketClearingError"]
@@ -841,7 +841,6 @@ class CurveMarket(Market):
 
     def _solve_cvxpy(self, arr: np.ndarray, solver: str = "CLARABEL",
                      regularised: bool = False):
-        import cvxpy as cp
 
         c = self.cvxpy_problem()
         n, B = len(self.names), len(self.topology.buses)
@@ -858,13 +857,7 @@ class CurveMarket(Market):
         losses = self._losses
         c["weights"].value = np.ones(B) if losses is None else losses.weights
         c["constant"].value = 0.0 if losses is None else losses.constant
-        try:
-            c["prob"].solve(solver=solver)
-        except cp.error.SolverError as exc:
-            raise MarketClearingError(f"CVXPY/{solver} failed: {exc}") from None
-        if c["prob"].status not in ("optimal", "optimal_inaccurate"):
-            raise MarketClearingError(f"CVXPY/{solver} failed: status "
-                                      f"{c['prob'].status}")
+        cvxpy_ref.solve(c["prob"], solver)
         # Nodal price (envelope theorem): lambda_b = -nu w_b - H[:, b] . (mu_up - mu_down):
         # energy -nu (times the balance weight 1 - lf_b: energy + loss) and congestion.
         nu = float(c["balance"].dual_value)

@@ -159,6 +159,7 @@ from ..api import (
     check_participants,
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
+from .solvers import cvxpy_ref
 from .solvers.highs_lp import HighsLP
 
 __all__ = ["DLMPMarket", "DLMPResult", "Resource", "InvalidOfferError", "InvalidBidError",
@@ -659,7 +660,6 @@ class DLMPMarket(Market):
         return self._cvx
 
     def _solve_cvxpy(self, offers, demand, cap, pv, lmp, dr_cap, solver: str = "HIGHS"):
-        import cvxpy as cp
 
         c = self.cvxpy_problem()
         K = self.n_blocks
@@ -672,12 +672,7 @@ class DLMPMarket(Market):
         losses = self._losses
         c["weights"].value = np.ones(len(demand)) if losses is None else losses.weights
         c["constant"].value = 0.0 if losses is None else losses.constant
-        try:
-            c["prob"].solve(solver=solver)
-        except cp.error.SolverError as exc:
-            raise MarketClearingError(f"CVXPY/{solver} failed: {exc}") from None
-        if c["prob"].status not in ("optimal", "optimal_inaccurate"):
-            raise MarketClearingError(f"CVXPY/{solver} failed: status {c['prob'].status}")
+        cvxpy_ref.solve(c["prob"], solver)
         # Same layout as the HiGHS path. CVXPY's equality duals have the opposite sign of
         # HiGHS's row duals (checked against finite differences in the tests).
         x = np.zeros(self._ncol)

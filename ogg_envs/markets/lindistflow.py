@@ -107,6 +107,7 @@ import scipy.sparse as sp
 from ..api import LossModel, Market, MarketClearingError, MarketContext
 from ..grid.topology import Topology
 from .dlmp import DR, DLMPMarket, DLMPResult, Resource
+from .solvers import cvxpy_ref
 from .solvers.highs_lp import HighsLP
 
 __all__ = ["LinDistFlowMarket", "LinDistFlowResult", "Resource"]
@@ -594,7 +595,6 @@ class LinDistFlowMarket(Market):
         return self._cvx
 
     def _solve_cvxpy(self, offers, demand, cap, pv, lmp, dr_cap, solver: str = "HIGHS"):
-        import cvxpy as cp
 
         c = self.cvxpy_problem()
         K = self.n_blocks
@@ -608,12 +608,7 @@ class LinDistFlowMarket(Market):
         losses = self._losses
         c["factors"].value = np.zeros(len(demand)) if losses is None else losses.factors
         c["constant"].value = 0.0 if losses is None else losses.constant
-        try:
-            c["prob"].solve(solver=solver)
-        except cp.error.SolverError as exc:
-            raise MarketClearingError(f"CVXPY/{solver} failed: {exc}") from None
-        if c["prob"].status not in ("optimal", "optimal_inaccurate"):
-            raise MarketClearingError(f"CVXPY/{solver} failed: status {c['prob'].status}")
+        cvxpy_ref.solve(c["prob"], solver)
         x = np.zeros(self._ncol)
         x[self._cols["blocks"]] = np.asarray(c["x"].value).ravel()
         x[self._cols["shed"]] = c["shed"].value

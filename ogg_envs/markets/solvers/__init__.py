@@ -19,6 +19,7 @@ sides of row i moved together (for an equality row, its right-hand side).
   and as a fallback.
 * ``osqp_qp``: OSQP (ADMM), sparse, polished to an exact active-set solution when it can be.
 * ``highs_lp``: HiGHS's dual simplex for linear programs, built once and re-solved cold.
+* ``cvxpy_ref``: CVXPY, for the markets' readable reference statements.
 
 No module keeps state from one solve to the next that could change an answer: every solve
 starts cold (or from a starting point that the caller derives from the instance alone), so the

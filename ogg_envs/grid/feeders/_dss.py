@@ -36,6 +36,25 @@ def nodes(phases: str) -> str:
     return "".join("." + NODE[p] for p in phases)
 
 
+def capacitor_commands(bus: str, kvar_per_phase, kv_ll: float, kv_ln: float,
+                       phase_sep: str = "") -> list[str]:
+    """A shunt capacitor bank at ``bus`` (kvar per phase a, b, c): one three-phase element when
+    every phase has kvar, else a single-phase unit ``c<bus><phase_sep><phase>`` per phase that
+    has (rated line to neutral)."""
+    on = [i for i, k in enumerate(kvar_per_phase) if k]
+    if len(on) == 3:
+        return [f"new capacitor.c{bus} bus1={bus} phases=3 kvar={fmt(sum(kvar_per_phase))} "
+                f"kv={fmt(kv_ll)}"]
+    phases = "abc"
+    return [f"new capacitor.c{bus}{phase_sep}{phases[i]} bus1={bus}{nodes(phases[i])} phases=1 "
+            f"kvar={fmt(kvar_per_phase[i])} kv={fmt(kv_ln)}" for i in on]
+
+
+def voltage_base_commands(bases_kv) -> list[str]:
+    """The closing commands of every feeder: its voltage bases, then ``calcvoltagebases``."""
+    return ["set voltagebases=[" + " ".join(fmt(v) for v in bases_kv) + "]", "calcvoltagebases"]
+
+
 def write_dss(module, folder) -> Path:
     """Write a feeder module's ``master.dss`` and ``buscoords.csv`` into ``folder``."""
     folder = Path(folder)

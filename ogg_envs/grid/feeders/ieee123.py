@@ -646,26 +646,15 @@ def dss_commands(*, locked_taps: bool = False) -> list[str]:
             f"wdg=1 bus={bus_h} conn={conn_h} kv={_fmt(kv_h)} kva={_fmt(kva)} %r={_fmt(r_pct)} "
             f"wdg=2 bus={bus_l} conn={conn_l} kv={_fmt(kv_l)} kva={_fmt(kva)} %r={_fmt(r_pct)}")
     for bus, kvar_per_phase in CAPACITORS.items():
-        on = [i for i, k in enumerate(kvar_per_phase) if k]
-        if len(on) == 3:
-            cmds.append(f"new capacitor.c{bus} bus1={bus} phases=3 "
-                        f"kvar={_fmt(sum(kvar_per_phase))} kv={_fmt(FEEDER_KV)}")
-        else:
-            for i in on:
-                cmds.append(
-                    f"new capacitor.c{bus}{PHASES[i]} bus1={bus}{_nodes(PHASES[i])} phases=1 "
-                    f"kvar={_fmt(kvar_per_phase[i])} kv={_fmt(LN_KV_CAPACITOR)}")
+        cmds += _dss.capacitor_commands(bus, kvar_per_phase, FEEDER_KV, LN_KV_CAPACITOR)
     for bus, load_type, *per_phase in SPOT_LOADS:
         cmds += _load_commands(bus, load_type, tuple(per_phase))
     if locked_taps:
         for unit, tap in PUBLISHED_TAPS.items():
             cmds.append(f"edit transformer.{unit} wdg=2 tap={_fmt(1 + tap * TAP_STEP)}")
             cmds.append(f"edit regcontrol.c{unit} maxtapchange=0")
-    cmds += [
-        "set maxcontroliter=30",
-        "set voltagebases=[" + " ".join(_fmt(v) for v in VOLTAGE_BASES_KV) + "]",
-        "calcvoltagebases",
-    ]
+    cmds.append("set maxcontroliter=30")
+    cmds += _dss.voltage_base_commands(VOLTAGE_BASES_KV)
     return cmds
 
 

@@ -276,15 +276,8 @@ def dss_commands(*, locked_taps: bool = False) -> list[str]:
             f"new line.{frm}_{to} phases=3 bus1={frm} bus2={to} switch=y "
             f"r1={_fmt(SWITCH_OHMS)} r0={_fmt(SWITCH_OHMS)} x1=0 x0=0 c1=0 c0=0")
     for bus, kvar_per_phase in CAPACITORS.items():
-        on = [i for i, k in enumerate(kvar_per_phase) if k]
-        if len(on) == 3:
-            cmds.append(f"new capacitor.c{bus} bus1={bus} phases=3 "
-                        f"kvar={_fmt(sum(kvar_per_phase))} kv={_fmt(_bus_kv(bus))}")
-        else:
-            for i in on:
-                cmds.append(
-                    f"new capacitor.c{bus}_{PHASES[i]} bus1={bus}{_nodes(PHASES[i])} phases=1 "
-                    f"kvar={_fmt(kvar_per_phase[i])} kv={_fmt(LN_KV[_bus_kv(bus)])}")
+        cmds += _dss.capacitor_commands(bus, kvar_per_phase, _bus_kv(bus), LN_KV[_bus_kv(bus)],
+                                        phase_sep="_")
     for bus, load_type, *per_phase in SPOT_LOADS:
         cmds += _load_commands(f"{bus}_spot", bus, load_type, tuple(per_phase))
     for bus, load_type, *per_phase in DISTRIBUTED_LOADS:
@@ -293,10 +286,7 @@ def dss_commands(*, locked_taps: bool = False) -> list[str]:
         for i, tap in enumerate(PUBLISHED_TAPS, start=1):
             cmds.append(f"edit transformer.reg{i} wdg=2 tap={_fmt(1 + tap * TAP_STEP)}")
         cmds.append("set controlmode=off")
-    cmds += [
-        "set voltagebases=[" + " ".join(_fmt(v) for v in VOLTAGE_BASES_KV) + "]",
-        "calcvoltagebases",
-    ]
+    cmds += _dss.voltage_base_commands(VOLTAGE_BASES_KV)
     return cmds
 
 

@@ -385,10 +385,7 @@ def dss_commands(*, locked_taps: bool = False) -> list[str]:
                 cmds.append(f"edit transformer.{reg_name}{ph} wdg=2 tap={_fmt(1 + tap * TAP_STEP)}")
         cmds.append("set controlmode=off")
 
-    cmds += [
-        "set voltagebases=[" + " ".join(_fmt(v) for v in VOLTAGE_BASES_KV) + "]",
-        "calcvoltagebases",
-    ]
+    cmds += _dss.voltage_base_commands(VOLTAGE_BASES_KV)
     return cmds
 
 

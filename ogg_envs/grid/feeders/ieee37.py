@@ -343,10 +343,7 @@ def dss_commands(*, locked_taps: bool = False) -> list[str]:
     for bus, load_type, *per_phase in SPOT_LOADS:
         cmds += _load_commands(bus, load_type, tuple(per_phase))
 
-    cmds += [
-        "set voltagebases=[" + " ".join(_fmt(v) for v in VOLTAGE_BASES_KV) + "]",
-        "calcvoltagebases",
-    ]
+    cmds += _dss.voltage_base_commands(VOLTAGE_BASES_KV)
     return cmds
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ogg_envs.leaderboard.tasks import EvaluationPlan
+
 __all__ = ["parse_args", "TASKS", "TRAINERS", "EVAL_SEEDS", "short_name", "resolve_env",
            "training_setup", "EnvTask", "import_modules", "run_folder", "RunExists",
            "StepProgress", "rounded_up", "evaluate", "plot_curve", "print_result",
@@ -207,7 +209,7 @@ def resolve_env(env: str) -> tuple[str, str | None, str | None]:
 
 
 @dataclass(frozen=True)
-class EnvTask:
+class EnvTask(EvaluationPlan):
     """An environment's own configuration, shaped like a leaderboard task so the leaderboard's
     runner evaluates on it: ``make(env_id, parallel=True, **env_kwargs)`` (its default learners
     and scripted participants, e.g. on ``feeder=`` or ``scenario=``) on ``seeds`` x
@@ -230,17 +232,6 @@ class EnvTask:
     def id(self) -> str:
         given = ", ".join(f"{k}={v}" for k, v in self.env_kwargs.items())
         return f"{self.env_id} ({given or 'default configuration'})"
-
-    @property
-    def spec(self):
-        import ogg_envs
-
-        return ogg_envs.spec(self.env_id)
-
-    def plan(self, quick: bool = False) -> tuple[tuple[int, ...], int]:
-        if quick:
-            return self.seeds[: self.quick_seeds], self.quick_episodes
-        return self.seeds, self.episodes
 
     def make_env(self):
         import ogg_envs

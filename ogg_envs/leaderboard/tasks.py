@@ -141,8 +141,25 @@ def list_tasks() -> list[str]:
     return sorted(rank, key=rank.get)
 
 
+class EvaluationPlan:
+    """What every task-like object (a ``Task``, the trainers' ``EnvTask``) shares: its
+    environment's spec and its evaluation seeds. Needs ``env_id``, ``seeds``, ``episodes``,
+    ``quick_seeds`` and ``quick_episodes``."""
+
+    @property
+    def spec(self):
+        """The ``ogg_envs.registry.EnvSpec`` of the task's environment."""
+        return ogg_envs.spec(self.env_id)
+
+    def plan(self, quick: bool = False) -> tuple[tuple[int, ...], int]:
+        """The evaluation seeds and the episodes per seed (full or quick mode)."""
+        if quick:
+            return self.seeds[: self.quick_seeds], self.quick_episodes
+        return self.seeds, self.episodes
+
+
 @dataclass(frozen=True)
-class Task:
+class Task(EvaluationPlan):
     """A loaded, verified benchmark task (see the module docstring)."""
 
     id: str
@@ -163,17 +180,6 @@ class Task:
     data_dir: str = ""  # the folder relative data paths start from ("": the bundled one)
     split: str = ""  # the day split evaluated ("test": held-out days; "": the env's default)
     days: tuple[int, ...] = ()  # the profile days evaluated, in order (see episode_options)
-
-    @property
-    def spec(self):
-        """The ``ogg_envs.registry.EnvSpec`` of the task's environment."""
-        return ogg_envs.spec(self.env_id)
-
-    def plan(self, quick: bool = False) -> tuple[tuple[int, ...], int]:
-        """The evaluation seeds and the episodes per seed (full or quick mode)."""
-        if quick:
-            return self.seeds[: self.quick_seeds], self.quick_episodes
-        return self.seeds, self.episodes
 
     def check_days(self, env) -> None:
         """Raise ``TaskError`` unless every listed day is a day of the task's split in

@@ -113,10 +113,13 @@ def test_market_flow_is_the_clearings_own_linear_flow():
 # --------------------------------------------------------------------------------------------
 # AC-feasible clearing
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("env_id", ["opengridgym/topology-power-v0", "opengridgym/dlmp-v0"])
-def test_feedback_brings_congested_days_within_the_limits(env_id):
-    plain = run_day(congested_env(env_id))
-    fb_env = congested_env(env_id, ac_feedback=True)
+@pytest.mark.parametrize("env_id, kw", [
+    ("opengridgym/topology-power-v0", {}), ("opengridgym/dlmp-v0", {}),
+    ("opengridgym/dlmp-v0", {"formulation": "lindistflow"}),  # the loop serves any set_limits
+])
+def test_feedback_brings_congested_days_within_the_limits(env_id, kw):
+    plain = run_day(congested_env(env_id, **kw))
+    fb_env = congested_env(env_id, ac_feedback=True, **kw)
     limits = fb_env.market.limits_kw
     fed = run_day(fb_env)
     tol = fed[0].tol

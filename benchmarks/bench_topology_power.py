@@ -4,7 +4,8 @@ On the default scenario (IEEE 34, 4 learning suppliers, 3 market rounds per grid
 random, structured (the registered ``markup`` baseline) and tied actions (every supplier offers
 its capacity at the price cap, tying with shed load), as ``_timing.env_benchmark`` describes:
 clear p50/p99, env steps/s and their ratio to one bare ``grid.run_power_flow()``. Also the AEC
-agent turns/s with structured bids.
+agent turns/s with structured bids, and the clearing's QP on the same random bids solved by
+each solver the market can use (``CurveMarket.solve_dense``: DAQP, the default; Clarabel; OSQP).
 Run: ``python benchmarks/bench_topology_power.py [--quick] [--json PATH]`` (or ``opengridgym
 bench --only topology``).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _timing import benchmark_parser, env_benchmark, print_env_table, write_json
+from _timing import benchmark_parser, env_benchmark, percentiles_ms, print_env_table, write_json
 
 from ogg_envs.envs import topology_power_v0
 from ogg_envs.policies.curve import MarkupBidder
@@ -43,12 +44,45 @@ def aec_turns_per_s(seconds: float) -> float:
     return turns / busy
 
 
+def dense_solver_ms(n: int) -> dict[str, dict]:
+    """p50/p99 ms of the clearing's QP per solver on ``n`` random-bid instances (every
+    participant bidding uniformly random actions), and how many each failed."""
+    env = topology_power_v0.parallel_env(market_rounds=1,
+                                         learners=("supplier", "consumer", "substation"))
+    bids, seed = [], 0
+    while len(bids) < n:
+        env.reset(seed=seed)
+        spaces = {a: env.action_space(a) for a in env.agents}
+        for k, a in enumerate(env.agents):
+            spaces[a].seed(1000 * seed + k)
+        while env.agents and len(bids) < n:
+            env.step({a: spaces[a].sample() for a in env.agents})
+            bids.append(env.unwrapped.last_clearing.bids)
+        seed += 1
+    market = env.unwrapped.market
+    out = {}
+    for solver in ("daqp", "clarabel", "osqp"):
+        times, failed = [], 0
+        for arr in bids:
+            t0 = time.perf_counter()
+            try:
+                market.solve_dense(arr, solver)
+            except Exception:  # noqa: BLE001 - a failure is counted, not fatal
+                failed += 1
+            times.append(time.perf_counter() - t0)
+        out[solver] = {**percentiles_ms(times), "failed": failed, "n": len(bids)}
+    return out
+
+
 def main(argv=None) -> dict:
     args = benchmark_parser(__doc__.splitlines()[0]).parse_args(argv)
     result = env_benchmark(ENV_ID, tied, args.quick)
     print_env_table(result)
     result["aec_agent_turns_per_s"] = aec_turns_per_s(0.5 if args.quick else 3.0)
     print(f"AEC agent turns/s (markup bids): {result['aec_agent_turns_per_s']:,.0f}")
+    result["dense_solver_ms"] = solvers = dense_solver_ms(40 if args.quick else 300)
+    print("the clearing's QP on the same random bids, p50 / p99 ms (failed): " + "; ".join(
+        f"{k} {v['p50']:.3f} / {v['p99']:.3f} ({v['failed']})" for k, v in solvers.items()))
     write_json(args.json, "topology_power", result)
     return result
 

@@ -884,7 +884,7 @@ class MarketEnv(ParallelEnv):
                 - set(report.branches)
         loading = report.loading.tolist()
         low, high = self.grid.voltage_band
-        voltages = self._bus_voltages(pf) if self.observe_ac else {}
+        voltages = pf.bus_voltages() if self.observe_ac else {}
         extra = self.grid_step_infos(pf)
         infos = {}
         for agent in self.agents:
@@ -915,35 +915,6 @@ class MarketEnv(ParallelEnv):
                 self._ac_obs[agent] = (float(_clip1((v - 1.0) / 0.1)),
                                        float(_clip1(worst - 1.0)))
         return infos
-
-    _voltage_plan = None  # node names -> their buses, grouped (for _bus_voltages)
-
-    def _bus_voltages(self, pf) -> dict[str, float]:
-        """Worst node voltage (furthest from 1 pu; the first such node on a tie) of every bus
-        (line-to-line on a delta feeder)."""
-        judged = pf.voltages_ll_pu if getattr(self.grid, "delta", False) else pf.voltages_pu
-        names = tuple(judged)
-        plan = self._voltage_plan
-        if plan is None or plan[0] != names:  # once per feeder: nodes sorted by bus
-            bus_of = [n.split(".")[0] for n in names]
-            buses = list(dict.fromkeys(bus_of))
-            at = {b: k for k, b in enumerate(buses)}
-            group = np.array([at[b] for b in bus_of], dtype=np.int64)
-            order = np.argsort(group, kind="stable")
-            seg = np.flatnonzero(np.diff(group[order], prepend=-1))
-            plan = self._voltage_plan = (names, buses, order, seg, np.diff(seg, append=len(names)))
-        _, buses, order, seg, sizes = plan
-        v = np.fromiter(judged.values(), dtype=float, count=len(names))[order]
-        if not len(v) or np.isnan(v).any():  # no solution: the plain rule, NaN and all
-            out: dict[str, float] = {}
-            for node, x in judged.items():
-                bus = node.split(".")[0]
-                if bus not in out or abs(x - 1.0) > abs(out[bus] - 1.0):
-                    out[bus] = x
-            return out
-        far = np.abs(v - 1.0)
-        hits = np.flatnonzero(far == np.repeat(np.maximum.reduceat(far, seg), sizes))
-        return dict(zip(buses, v[hits[np.searchsorted(hits, seg)]].tolist()))
 
     # ------------------------------------------------------------------ observation
     def observation(self, name: str) -> np.ndarray:

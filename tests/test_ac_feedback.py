@@ -337,23 +337,28 @@ def _worst_by_bus(judged: dict) -> dict:
 
 @pytest.mark.parametrize("env_id", ["opengridgym/topology-power-v0", "opengridgym/dlmp-v0"])
 def test_observed_bus_voltage_is_the_worst_node_of_the_bus(env_id):
-    """The AC observation's bus voltage (grouped once per feeder, compared as arrays) is the
-    plain rule's: on the feeder's solutions, on ties, and with NaN (a failed solve)."""
+    """The AC observation's bus voltage is its bus's worst node (line to line on IEEE 37's
+    delta feeder) of the last grid step; ``bus_voltages`` keeps the first node on a tie and NaN
+    of a failed solve."""
     env = ogg_envs.make(env_id, parallel=True, market_rounds=1, observe_ac=True)
     env.reset(seed=3)
+    agent = env.agents[0]
+    bus = env.participant[agent].bus
     for _ in range(6):
-        env.step({a: env.action_space(a).sample() for a in env.agents})
+        obs, *_ = env.step({a: env.action_space(a).sample() for a in env.agents})
         pf = env.last_power_flow
         judged = pf.voltages_ll_pu if env.grid.delta else pf.voltages_pu
-        assert env._bus_voltages(pf) == _worst_by_bus(judged)
+        assert pf.bus_voltages() == _worst_by_bus(judged)
+        want = np.clip((_worst_by_bus(judged)[bus] - 1.0) / 0.1, -1.0, 1.0)
+        assert obs[agent][-2] == np.float32(want)
     names = list(judged)
     for values in ([0.75, 1.25, 1.0, 1.0], [1.0, float("nan"), 0.5, 1.0]):
         ties = dict(zip(names, values + [1.0] * (len(names) - 4)))
         fake = PowerFlowResult(converged=True, iterations=1, voltages_pu=ties,
-                                     voltages_ll_pu=ties, line_flows_kw={}, line_loading_pct={},
-                                     losses_kw=0.0, losses_kvar=0.0, substation_kw=0.0,
-                                     substation_kvar=0.0)
-        got, want = env._bus_voltages(fake), _worst_by_bus(ties)
+                               voltages_ll_pu=ties, line_flows_kw={}, line_loading_pct={},
+                               losses_kw=0.0, losses_kvar=0.0, substation_kw=0.0,
+                               substation_kvar=0.0)
+        got, want = fake.bus_voltages(), _worst_by_bus(ties)
         assert got.keys() == want.keys()
         assert all(got[b] == want[b] or (math.isnan(got[b]) and math.isnan(want[b]))
                    for b in want)

@@ -81,12 +81,12 @@ class PowerFlowResult:
 
     def bus_voltage_violations(self) -> dict[str, float]:
         """Worst violating node voltage per bus (bus name -> pu)."""
-        out: dict[str, float] = {}
-        for node, v in self.voltage_violations.items():
-            bus = node.split(".")[0]
-            if bus not in out or abs(v - 1.0) > abs(out[bus] - 1.0):
-                out[bus] = v
-        return out
+        return _worst_per_bus(self.voltage_violations)
+
+    def bus_voltages(self) -> dict[str, float]:
+        """Worst node voltage per bus (bus name -> pu): line to neutral, or line to line on a
+        delta feeder (the voltages violations are judged on)."""
+        return _worst_per_bus(self._judged_voltages())
 
     def summary(self) -> dict:
         return {
@@ -103,6 +103,17 @@ class PowerFlowResult:
         return self.voltages_ll_pu if self._delta else self.voltages_pu
 
     _delta: bool = False
+
+
+def _worst_per_bus(node_voltages: dict[str, float]) -> dict[str, float]:
+    """``"bus.node" -> pu`` to ``bus -> pu`` of its node furthest from 1 pu (the first such node
+    on a tie; NaN stays NaN)."""
+    out: dict[str, float] = {}
+    for node, v in node_voltages.items():
+        bus = node.split(".")[0]
+        if bus not in out or abs(v - 1.0) > abs(out[bus] - 1.0):
+            out[bus] = v
+    return out
 
 
 def _check_finite(name: str, value: float, *, nonnegative: bool = False) -> float:

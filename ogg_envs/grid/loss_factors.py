@@ -35,6 +35,8 @@ Example::
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 __all__ = ["marginal_loss_factors", "branch_loss_coefficients"]
@@ -42,38 +44,61 @@ __all__ = ["marginal_loss_factors", "branch_loss_coefficients"]
 
 def branch_loss_coefficients(grid, pf) -> np.ndarray:
     """``c_e`` (module docstring: kW of losses per kW more flowing through it) per topology
-    branch, from a converged power flow ``pf`` that is the engine's last one."""
+    branch, from a converged power flow ``pf`` that is the engine's last one. Two bulk reads
+    (``Circuit.AllElementLosses``, ``PDElements.AllPowers``), gathered by a plan built once
+    per feeder index."""
     if not pf.converged:
         raise ValueError("marginal loss factors need a converged power flow")
+    plan = _plan(grid)
     dss = grid.dss
-    names = [n.lower() for n in dss.Circuit.AllElementNames()]
-    losses = np.asarray(dss.Circuit.AllElementLosses())[0::2]  # kW per element
-    loss_of = dict(zip(names, losses.tolist()))
-    phase_s2 = _phase_apparent_power_squared(dss)
-    p_of = pf.line_flows_kw
-    topo = grid.topology
-    out = np.zeros(len(topo.branches))
-    for k, br in enumerate(topo.branches):
-        p = sum(p_of[e] for e in br.elements)
-        n_s2 = sum(phase_s2[e] for e in br.elements)
-        if n_s2 > 1e-9:
-            out[k] = 2.0 * sum(loss_of.get(e, 0.0) for e in br.elements) * p / n_s2
+    losses = np.asarray(dss.Circuit.AllElementLosses())[0::2][plan["loss_at"]]  # kW
+    pw = np.asarray(dss.PDElements.AllPowers())
+    p1 = np.add.reduceat(pw[0::2][plan["conductors"]], plan["starts"])  # kW at terminal 1
+    s2 = np.add.reduceat(pw[0::2][plan["conductors"]] ** 2 + pw[1::2][plan["conductors"]] ** 2,
+                         plan["starts"]) * plan["phases"]  # n sum_k |S_k|^2
+    n = plan["n_branches"]
+    by = plan["branch_of"]
+    loss, p, n_s2 = (np.bincount(by, w, minlength=n) for w in (losses, p1, s2))
+    out = np.zeros(n)
+    ok = n_s2 > 1e-9
+    out[ok] = 2.0 * loss[ok] * p[ok] / n_s2[ok]
     return out
 
 
-def _phase_apparent_power_squared(dss) -> dict[str, float]:
-    """``n sum_k |S_k|^2`` (kVA^2) of every power-delivery element at its first terminal,
-    from one bulk read (``PDElements.AllPowers``: kW, kvar per conductor, terminal by
-    terminal)."""
-    names = [n.lower() for n in dss.PDElements.AllNames()]
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plan(grid) -> dict:
+    """Where each topology branch's elements sit in the two bulk reads: their losses in
+    ``AllElementLosses`` and their first terminal's phase conductors in ``AllPowers``. Rebuilt
+    when the grid re-indexes (an added element) or gets another topology."""
+    cached = _PLANS.get(grid)
+    if cached is not None and cached[0] is grid.branch_names and cached[1] is grid.topology:
+        return cached[2]
+    dss = grid.dss
+    element = {n.lower(): k for k, n in enumerate(dss.Circuit.AllElementNames())}
+    pd_names = [n.lower() for n in dss.PDElements.AllNames()]
     nterm = np.asarray(dss.PDElements.AllNumTerminals(), dtype=np.int64)
     ncond = np.asarray(dss.PDElements.AllNumConductors(), dtype=np.int64)
     nphase = np.asarray(dss.PDElements.AllNumPhases(), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(nterm * ncond)[:-1]])
-    pw = np.asarray(dss.PDElements.AllPowers())
-    s2 = pw[0::2] ** 2 + pw[1::2] ** 2
-    return {name: float(n * s2[a:a + n].sum())
-            for name, a, n in zip(names, starts.tolist(), nphase.tolist())}
+    first = np.concatenate([[0], np.cumsum(nterm * ncond)[:-1]])
+    pd = {n: k for k, n in enumerate(pd_names)}
+    branch_of, loss_at, conductors, starts, phases = [], [], [], [], []
+    for e, br in enumerate(grid.topology.branches):
+        for name in br.elements:
+            k = pd[name]
+            branch_of.append(e)
+            loss_at.append(element[name])
+            starts.append(len(conductors))
+            conductors.extend(range(first[k], first[k] + nphase[k]))
+            phases.append(nphase[k])
+    plan = {"branch_of": np.array(branch_of, dtype=np.int64),
+            "loss_at": np.array(loss_at, dtype=np.int64),
+            "conductors": np.array(conductors, dtype=np.int64),
+            "starts": np.array(starts, dtype=np.int64),
+            "phases": np.array(phases, dtype=float), "n_branches": len(grid.topology.branches)}
+    _PLANS[grid] = (grid.branch_names, grid.topology, plan)
+    return plan
 
 
 def marginal_loss_factors(grid, pf) -> np.ndarray:

@@ -14,7 +14,10 @@ env's steps; a call that returns the previous result object unchanged is the mar
 cache and is counted apart), the parallel env steps/s (the time spent in ``reset`` and ``step``
 only: making the actions is not the env's cost) and each figure's **ratio to the floor**, one
 bare ``grid.run_power_flow()`` of the env's own feeder (the converged case re-solved), measured
-in the same run, interleaved with the env runs so that a busy machine shifts both alike.
+in the same run, interleaved with the env runs so that a busy machine shifts both alike. It
+also splits a step's time into the market's clearings (cache hits included), OpenDSS's own
+solves (``grid.solve_seconds``) and the rest (the environment's Python: bids, rewards,
+observations, infos, dispatch and reading the power flow).
 
 ``--quick`` (a few seconds per benchmark, what CI runs) and ``--json PATH`` (write the numbers;
 ``benchmarks/readme_table.py`` turns the files into the README's table) are every benchmark's
@@ -123,11 +126,13 @@ class _TimedClear:
 
     def __init__(self, clear):
         self.clear, self.times, self.cached, self.last = clear, [], 0, None
+        self.total = 0.0  # seconds in every call, cache hits included
 
     def __call__(self, *args, **kwargs):
         t0 = time.perf_counter()
         result = self.clear(*args, **kwargs)
         dt = time.perf_counter() - t0
+        self.total += dt
         if result is self.last:  # the market's result cache: same bids, same result object
             self.cached += 1
         else:
@@ -150,7 +155,8 @@ def run_env(env, act, seconds: float, warmup_steps: int = 30, seed: int = 0) -> 
                 obs, _ = env.reset()
             obs = env.step({a: act(env, a, obs[a]) for a in env.agents})[0]
         timed.times.clear()
-        timed.cached = 0
+        timed.cached, timed.total = 0, 0.0
+        solve_s0 = env.grid.solve_seconds
         steps, agent_steps, env_time, episode = 0, 0, 0.0, seed
         while env_time < seconds:
             episode += 1
@@ -164,13 +170,17 @@ def run_env(env, act, seconds: float, warmup_steps: int = 30, seed: int = 0) -> 
                 env_time += time.perf_counter() - t0
                 steps += 1
                 agent_steps += len(actions)
+        solve_s = env.grid.solve_seconds - solve_s0  # OpenDSS, resets' solves included
     finally:
         del market.clear
     clear = percentiles_ms(timed.times)
     solved = len(timed.times)
+    per_step = {"clear": 1e3 * timed.total / steps, "opendss": 1e3 * solve_s / steps}
+    per_step["rest"] = 1e3 * env_time / steps - per_step["clear"] - per_step["opendss"]
     return {"steps_per_s": steps / env_time, "agent_steps_per_s": agent_steps / env_time,
             "steps": steps, "clear_ms_p50": clear["p50"], "clear_ms_p99": clear["p99"],
-            "clears": solved, "cached_share": timed.cached / max(solved + timed.cached, 1)}
+            "clears": solved, "cached_share": timed.cached / max(solved + timed.cached, 1),
+            "step_ms": per_step}
 
 
 def env_benchmark(env_id: str, tied, quick: bool, make_kwargs: dict | None = None,
@@ -216,3 +226,6 @@ def print_env_table(result: dict) -> None:
               f"{x['clear_p99']:6.1f} {x['step']:6.1f}  {100 * r['cached_share']:5.0f} %")
     print("(clear: market.clear inside the env's steps, cache hits excluded; step: 1 / "
           "steps/s; x floor: that time / the floor)")
+    print("where a step's time goes, ms per env step: " + "; ".join(
+        f"{kind} {r['step_ms']['clear']:.3f} clearing + {r['step_ms']['opendss']:.3f} OpenDSS "
+        f"solve + {r['step_ms']['rest']:.3f} the rest" for kind, r in result["actions"].items()))

@@ -6,7 +6,8 @@
 The input is the file ``opengridgym bench --json`` writes (every benchmark's numbers) or one
 benchmark's own ``--json`` file (several may be given). Prints the grid table, the environments'
 table (clear time and env steps/s per action kind, each with its ratio to the floor: one bare
-``grid.run_power_flow()`` of the same feeder, measured in the same run) and, when present, the
+``grid.run_power_flow()`` of the same feeder, measured in the same run, and where a step's time
+goes) and, when present, the
 scale table and docs/scale-out.md's tables (``--only vec``, ``--only rllib``); then the machine
 the numbers come from.
 """
@@ -51,8 +52,9 @@ def grid_table(result: dict) -> list[str]:
 
 def env_table(records: dict[str, dict]) -> list[str]:
     lines = ["| environment (feeder, learners) | actions | clear p50 / p99 | env steps/s | "
-             "agent steps/s | x floor: clear p50 / p99 / step |",
-             "|---|---|---:|---:|---:|---:|"]
+             "agent steps/s | x floor: clear p50 / p99 / step | step: clearing + OpenDSS + "
+             "rest |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for key, label in ENVS:
         if key not in records:
             continue
@@ -63,9 +65,17 @@ def env_table(records: dict[str, dict]) -> list[str]:
             lines.append(f"| {head} | {kind} | {a['clear_ms_p50']:.2f} / {a['clear_ms_p99']:.2f} "
                          f"ms | {a['steps_per_s']:,.0f} | {a['agent_steps_per_s']:,.0f} | "
                          f"{times(x['clear_p50'])} / {times(x['clear_p99'])} / "
-                         f"{times(x['step'])} |")
+                         f"{times(x['step'])} | {split(a)} |")
             head = ""
     return lines
+
+
+def split(row: dict) -> str:
+    """Where an env step's time goes (ms): the clearings, OpenDSS's solves, the rest."""
+    ms = row.get("step_ms")
+    if ms is None:  # a file from before the split was measured
+        return "-"
+    return f"{ms['clear']:.2f} + {ms['opendss']:.2f} + {ms['rest']:.2f} ms"
 
 
 def scale_table(rows: list[dict]) -> list[str]:

@@ -172,6 +172,10 @@ def real_action(agent: str, action, shape: tuple, what: str) -> np.ndarray:
     """An action as a float array of ``shape``: real numbers only (integers or floats; not
     strings, booleans or complex numbers), all finite. ``ValueError`` naming the agent
     otherwise."""
+    if type(action) is np.ndarray and action.dtype.kind == "f" and action.shape == shape:
+        a = action.astype(float)  # the usual case (sampled or policy actions): a copy
+        if np.isfinite(a).all():
+            return a
     try:
         a = np.asarray(action)
     except (TypeError, ValueError):
@@ -883,18 +887,19 @@ class MarketEnv(ParallelEnv):
             overloads |= {self._element_branch.get(el, el) for el in pf.thermal_overloads} \
                 - set(report.branches)
         loading = report.loading.tolist()
+        excess = [max(x - 1.0, 0.0) for x in loading]  # each branch's share of a cost
         low, high = self.grid.voltage_band
         voltages = pf.bus_voltages() if self.observe_ac else {}
         extra = self.grid_step_infos(pf)
         infos = {}
         for agent in self.agents:
             bus = self.participant[agent].bus
-            path = [loading[k] for k in on_path[agent]]
-            worst = max(path, default=0.0)
+            on = on_path[agent]
+            worst = max([loading[k] for k in on], default=0.0)
             if not pf.converged:
                 cost = 1.0
             else:
-                cost = sum(max(x - 1.0, 0.0) for x in path)
+                cost = sum([excess[k] for k in on])
                 if bus in bus_viol:
                     cost += max(low - bus_viol[bus], bus_viol[bus] - high, 0.0)
             infos[agent] = {

@@ -206,6 +206,42 @@ def test_result_is_a_clearing_with_the_core_fields():
     assert spill.total_curtailed_kw > 0 and spill.feasible
 
 
+def test_shed_and_spill_are_cut_pro_rata_from_the_firm_parts_at_their_bus():
+    """Shed kW at a bus come off its demands' firm parts in proportion to them (a demand
+    without a firm part keeps what it got), spilled kW off its supplies' must-run parts; a
+    shedding bus's price is the cap and a spilling bus's the floor, the clip counted in the
+    congestion part of the price."""
+    parts = [MarketParticipant("s1", "a", "supply"), MarketParticipant("s1b", "a", "supply"),
+             MarketParticipant("d1", "c", "demand"), MarketParticipant("d2", "c", "demand"),
+             MarketParticipant("d3", "c", "demand")]
+    m = CurveMarket(line_topology(), parts, price_cap=20.0, price_floor=1.0)
+    short = {"s1": Bid.flat(5.0, 60.0), "s1b": Bid.flat(6.0, 0.0),
+             "d1": Bid.inelastic(100.0, 20.0), "d2": Bid.inelastic(50.0, 20.0),
+             "d3": Bid(20.0, 10.0, 30.0, 0.0)}
+    res = m.clear(short)
+    shed = res.shed_kw["c"]
+    assert shed == pytest.approx(90.0, abs=1e-3) and res.total_shed_kw == shed
+    q = res.quantities
+    assert q["d1"] == pytest.approx(100.0 - shed * 100.0 / 150.0, abs=1e-9)
+    assert q["d2"] == pytest.approx(50.0 - shed * 50.0 / 150.0, abs=1e-9)
+    assert q["d3"] == pytest.approx(0.0, abs=1e-3)  # no firm part, priced out by the cap
+    assert res.prices["c"] == 20.0
+    np.testing.assert_allclose(sum(res.price_components.values()), res.bus_prices, atol=1e-12)
+    surplus = {"s1": Bid(5.0, 5.0, 200.0, 200.0), "s1b": Bid(6.0, 4.0, 150.0, 100.0),
+               "d1": Bid.inelastic(40.0, 20.0), "d2": Bid.inelastic(10.0, 20.0),
+               "d3": Bid(20.0, 10.0, 30.0, 0.0)}
+    res = m.clear(surplus)
+    spill = res.spilled_kw["a"]
+    assert spill == pytest.approx(300.0 - 80.0, abs=1e-3) and res.total_curtailed_kw == spill
+    q = res.quantities
+    assert q["s1"] == pytest.approx(200.0 - spill * 200.0 / 300.0, abs=1e-9)
+    assert q["s1b"] == pytest.approx(100.0 - spill * 100.0 / 300.0, abs=1e-9)
+    assert q["d3"] == pytest.approx(30.0, abs=1e-3)
+    np.testing.assert_array_equal(res.bus_prices, 1.0)
+    np.testing.assert_allclose(sum(res.price_components.values()), res.bus_prices, atol=1e-12)
+    assert res.feasible and res.total_shed_kw == 0.0
+
+
 def test_reset_forgets_the_past():
     rng = np.random.default_rng(11)
     fixed = dict(BIDS, probe=Bid.inelastic(5.0, 0.0))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ogg_envs.grid import FeederError, OpenDSSGrid, Topology
-from ogg_envs.grid.opendss import PowerFlowResult
+from ogg_envs.grid.opendss import PowerFlowResult, _bus_runs, _worst_per_bus, _worst_per_run
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +276,158 @@ def test_result_dicts_built_later_are_those_of_their_own_solve():
     # branch_flows gives the same numbers from the result's arrays as from its dicts
     np.testing.assert_array_equal(late.branch_flows(clone), late.branch_flows(first))
     np.testing.assert_array_equal(late.branch_flows(plain), late.branch_flows(first))
+
+
+def _dss_state(grid) -> tuple:
+    """What an engine holds after a solve: node voltages, taps, iterations (opendssdirect)."""
+    dss = grid.dss
+    taps = []
+    for name in dss.RegControls.AllNames() if dss.RegControls.Count() else []:
+        dss.RegControls.Name(name)
+        taps.append(dss.RegControls.TapNumber())
+    return (tuple(dss.Circuit.AllBusVolts()), tuple(taps), dss.Solution.Iterations())
+
+
+@pytest.mark.parametrize("feeder", ["ieee34", "ieee37"])
+def test_whole_class_writes_give_the_element_setters_solutions(feeder):
+    """Loads and generators are written in whole-class calls with the C-API setters'
+    semantics: step after step (regulators moving, some steps changing only the generators or
+    nothing, a reset between), the engine solves to the same numbers, bit for bit, as a grid
+    writing element by element through the classic setters; it holds the values written."""
+    grids = [OpenDSSGrid.from_feeder(feeder) for _ in range(2)]
+    batch, elements = grids
+    for g in grids:
+        for bus in g.topology.buses[-2:]:
+            g.add_generator(f"dg{bus}", bus, kva=800.0)
+    assert batch._writer is not None  # rebuilt with the added generators
+    elements._writer = None  # the element-by-element path
+    rng = np.random.default_rng(3)
+    for step in range(24):
+        factors = rng.uniform(0.2, 1.6, len(batch.load_names))
+        gen = rng.uniform(0.0, 600.0, 2)
+        for g in grids:
+            if step == 12:
+                g.reset()
+            if step % 4 != 1:  # every 4th step: the generators only
+                g.scale_loads(factors)
+            if step % 4 != 2:  # and the loads only
+                g.set_generators_kw(gen, [f"dg{b}" for b in g.topology.buses[-2:]])
+        a, b = batch.solve(), elements.solve()
+        assert a.converged and b.converged
+        assert _dss_state(batch) == _dss_state(elements), step
+        assert _eager_fields(a) == _eager_fields(b), step
+    dss, held = batch.dss, []
+    for i in range(1, len(batch.load_names) + 1):
+        dss.Loads.Idx(i)
+        held.append((dss.Loads.Name().lower(), dss.Loads.kW(), dss.Loads.kvar()))
+    assert held == list(zip(batch.load_names, batch.load_kw.tolist(),
+                            batch._load_kvar.tolist()))
+    for i in range(1, len(batch.load_names) + 1):  # the data derived from them too
+        for g in grids:
+            g.dss.Loads.Idx(i)
+        assert batch.dss.Loads.PF() == elements.dss.Loads.PF()
+        assert batch.dss.CktElement.Powers() == elements.dss.CktElement.Powers()
+    for name, kw in batch.generator_kw.items():
+        dss.Generators.Name(name)
+        assert dss.Generators.kW() == kw
+
+
+def test_line_to_line_voltages_are_those_of_opendssdirects_volts():
+    """A wye feeder's line-to-line magnitudes (computed from the node voltages when first
+    used) are |V_a - V_b| / (sqrt(3) V_base) of opendssdirect's own complex voltages."""
+    g = OpenDSSGrid.from_feeder("ieee34")
+    g.scale_loads(1.1)
+    pf = g.solve()
+    volts = np.array(g.dss.Circuit.AllBusVolts())
+    v = dict(zip(g.nodes, volts[0::2] + 1j * volts[1::2]))
+    names, diff, base = [], [], []
+    for bus in g.buses:
+        for (p, q), tag in (((1, 2), "ab"), ((2, 3), "bc"), ((3, 1), "ca")):
+            if f"{bus}.{p}" in v and f"{bus}.{q}" in v:
+                names.append(f"{bus}.{tag}")
+                diff.append(v[f"{bus}.{p}"] - v[f"{bus}.{q}"])
+                base.append(g.bus_kv_ln[bus] * 1000.0 * np.sqrt(3.0))
+    expected = np.abs(np.array(diff)) / np.array(base)
+    assert "voltages_ll_pu" not in vars(pf)  # not built before it is used
+    assert pf.voltages_ll_pu == dict(zip(names, expected.tolist()))
+    np.testing.assert_array_equal(g.read_arrays()["v_ll_pu"], expected)
+
+
+def test_set_generators_kw_by_name_and_net_injection():
+    g = OpenDSSGrid.from_feeder("ieee34")
+    bus = g.topology.buses[-1]
+    for name in ("a", "b"):  # two generators at one bus: their injections add up there
+        g.add_generator(name, bus, kva=500.0)
+    g.set_generators_kw([120.5, 30.25], ["b", "generator.ogg_a"])
+    assert g.generator_kw == {"ogg_a": 30.25, "ogg_b": 120.5}
+    for bad, match in (([-1.0, 0.0], "ogg_b.*>= 0"), ([0.0, np.nan], "ogg_a.*finite"),
+                       ([1.0], "expected 2")):
+        with pytest.raises(ValueError, match=match):
+            g.set_generators_kw(bad, ["b", "a"])
+    with pytest.raises(ValueError, match="unknown generator 'c'"):
+        g.set_generators_kw([1.0], ["c"])
+    assert g.generator_kw == {"ogg_a": 30.25, "ogg_b": 120.5}  # nothing changed
+    g.scale_loads(np.random.default_rng(0).uniform(0.3, 1.2, len(g.load_names)))
+    bi = g.topology.bus_index
+    expected = np.zeros(len(g.topology.buses))  # the sums in element order, as np.add.at
+    np.add.at(expected, [bi[g.load_bus[n]] for n in g.load_names], -g.load_kw)
+    np.add.at(expected, [bi[g.generator_bus[n]] for n in g.generator_names],
+              [g.generator_kw[n] for n in g.generator_names])
+    np.testing.assert_array_equal(g.net_injection_kw(), expected)
+
+
+@pytest.mark.parametrize("feeder", ["ieee34", "ieee37"])
+def test_bus_voltages_from_arrays_are_the_node_loops(feeder):
+    """A result's worst voltage per bus (computed on its arrays) is ``_worst_per_bus`` of
+    its node dicts: the same buses in the same order, the same first node on a tie."""
+    g = OpenDSSGrid.from_feeder(feeder)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        g.scale_loads(rng.uniform(0.1, 1.8, len(g.load_names)))
+        pf = g.solve()
+        judged = pf.voltages_ll_pu if g.delta else pf.voltages_pu
+        expected = _worst_per_bus(judged)
+        assert list(pf.bus_voltages().items()) == list(expected.items())
+    # ties: two nodes of a bus equally far from 1 pu on either side; the first one wins
+    values = np.array([1.0, 0.75, 1.25, 1.5, 0.5, 0.875])  # exact: |v - 1| ties are ties
+    names = ["a.1", "b.1", "b.2", "c.1", "c.2", "c.3"]
+    runs = _bus_runs(names)
+    assert _worst_per_run(values, runs) == _worst_per_bus(dict(zip(names, values.tolist())))
+    assert _worst_per_run(values, runs) == {"a": 1.0, "b": 0.75, "c": 1.5}
+    assert _bus_runs(["a.1", "b.1", "a.2"]) is None  # a bus that comes back
+
+
+def test_a_feeder_without_loads_or_generators():
+    """Empty load and generator classes: nothing to write, a float zero injection."""
+    g = OpenDSSGrid(commands=["new circuit.t basekv=12.47 pu=1.0 phases=3 bus1=src",
+                              "new line.l1 bus1=src bus2=b phases=3 length=1 units=km",
+                              "set voltagebases=[12.47]", "calcvoltagebases"])
+    assert g.load_names == [] and g.generator_names == []
+    np.testing.assert_array_equal(g.net_injection_kw(), np.zeros(2))
+    assert g.net_injection_kw().dtype == float
+    assert g.solve().converged
+    g.add_generator("x", "b", 10.0)
+    assert g.solve().substation_kw == pytest.approx(-10.0, rel=1e-3)
+    assert g.net_injection_kw().tolist() == [0.0, 10.0]
+
+
+def test_solve_seconds_add_up_the_solves(g34):
+    before = g34.solve_seconds
+    g34.scale_loads(0.9)
+    g34.solve()
+    assert g34.last_solve_s > 0 and g34.solve_seconds == pytest.approx(before + g34.last_solve_s)
+
+
+def test_a_closed_grid_writes_nothing_into_its_engines_next_circuit():
+    a = OpenDSSGrid.from_feeder("ieee34")
+    a.close()
+    b = OpenDSSGrid.from_feeder("ieee34")  # most likely on a's engine, handed back
+    a.scale_loads(0.5)
+    with pytest.raises(AttributeError):
+        a.solve()
+    dss = b.dss
+    held = []
+    for i in range(1, len(b.load_names) + 1):
+        dss.Loads.Idx(i)
+        held.append(dss.Loads.kW())
+    assert held == b.base_load_kw.tolist()

@@ -110,9 +110,32 @@ def test_invalid_bids_repaired_or_raised():
         strict.step(dict(acts, ghost=np.zeros(4)))
 
 
-def test_render_rgb_array():
-    env = topology_power_v0.parallel_env(render_mode="rgb_array", **SMALL)
-    env.reset(seed=0)
-    env.step({a: env.action_space(a).sample() for a in env.agents})
-    img = env.render()
-    assert img.ndim == 3 and img.shape[2] == 3
+def test_repairs_are_bid_repair_row_by_row():
+    """The env repairs every invalid bid of a round at once; each one must be exactly what
+    ``Bid.repair`` makes of it (the bid the market cleared), with the same list of fixes."""
+    from ogg_envs.markets.curve_market import Bid
+
+    env = topology_power_v0.parallel_env()
+    raw = env.unwrapped
+    rng = np.random.default_rng(0)
+    repaired = 0
+    for episode in range(3):
+        env.reset(seed=episode)
+        while env.agents:
+            q_now = {a: raw.participant[a].limits.q_now for a in env.agents}
+            acts = {a: rng.uniform(-5, 30, 4) * rng.choice([0.0, 1.0, 10.0], 4)
+                    for a in env.agents}
+            for k, a in enumerate(env.agents):
+                if k % 2:  # quantities near the limit, some just over it
+                    acts[a][2:] = rng.uniform(0, 1.2, 2) * q_now[a]
+            _, _, _, _, infos = env.step(acts)
+            for a in acts:
+                bid, fixes = Bid.from_array(acts[a]).repair(a, raw.price_cap, 0.0, q_now[a])
+                if fixes:
+                    repaired += 1
+                    assert infos[a]["bid_repairs"] == fixes
+                else:
+                    assert "bid_repairs" not in infos[a]
+                cleared = raw.last_clearing.bids[raw.index[a]]
+                assert np.array_equal(cleared, bid.as_array() if fixes else acts[a])
+    assert repaired > 100

@@ -314,11 +314,6 @@ class raw_env(MarketEnv):
                 raise ValueError(str(exc)) from None
         return a
 
-    def _repaired(self, name: str, a: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        limit = self.participant[name].limits.q_now
-        fixed, fixes = Bid.from_array(a).repair(name, self.price_cap, 0.0, limit)
-        return fixed.as_array(), fixes
-
     # ------------------------------------------------------------------ market round
     def market_step(self, bids):
         arr = np.array([bids[name] for name in self.names], dtype=float)
@@ -326,13 +321,36 @@ class raw_env(MarketEnv):
         valid = ((0.0 <= p_min) & (p_min <= p_max) & (p_max <= self.price_cap) & (0.0 <= q_min)
                  & (q_min <= q_max) & (q_max <= self.truth["q_now"] + 1e-9))
         repairs = {}
-        for k in np.flatnonzero(~valid):
-            arr[k], repairs[self.names[k]] = self._repaired(self.names[k], arr[k])
+        if not np.logical_and.reduce(valid):
+            arr, repairs = self._repair_bids(arr, ~valid)
         res = self.market.clear(arr)
         self.set_clearing(res)
-        self._avg_price = float(np.mean(res.participant_prices))  # over the participants
-        profit = self.true_profits(res.participant_prices, res.participant_quantities) / 100.0
+        prices = res.participant_prices
+        self._avg_price = float(np.add.reduce(prices)) / len(prices)  # over the participants
+        profit = self.true_profits(prices, res.participant_quantities) / 100.0
         return self.per_round(profit), self.clearing_infos(res, profit, arr, repairs)
+
+    def _repair_bids(self, arr: np.ndarray, invalid: np.ndarray):
+        """The bids with every ``invalid`` row replaced by its nearest valid bid
+        (``Bid.repair``, vectorised: reversed ranges swapped, prices clipped into [0,
+        price_cap], quantities into [0, q_now]) and what was changed in each of those rows."""
+        high, low = arr[:, 0::2], arr[:, 1::2]  # (p_max, q_max) and (p_min, q_min)
+        swapped = (high < low).tolist()
+        ordered = np.empty_like(arr)
+        ordered[:, 0::2] = np.maximum(high, low)
+        ordered[:, 1::2] = np.minimum(high, low)
+        upper = np.full_like(arr, self.price_cap)
+        upper[:, 2:] = self.truth["q_now"][:, None]
+        fixed = np.minimum(np.maximum(ordered, 0.0), upper)
+        clipped = (fixed != ordered).any(axis=1).tolist()
+        repairs = {}
+        for k in np.flatnonzero(invalid).tolist():
+            p_swap, q_swap = swapped[k]
+            repairs[self.names[k]] = (["p_max < p_min: swapped"] * p_swap
+                                      + ["q_max < q_min: swapped"] * q_swap
+                                      + ["clipped into the price band / quantity limit"]
+                                      * clipped[k])
+        return np.where(invalid[:, None], fixed, arr), repairs
 
     def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:
         """True profits (¢ per hour) of every participant (eqs. 9-10)."""
@@ -361,7 +379,7 @@ class raw_env(MarketEnv):
             *self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
             price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)),
         ], dtype=np.float32)
-        return np.clip(obs, -1.0, 1.0)
+        return np.minimum(np.maximum(obs, -1.0), 1.0)  # np.clip's numbers, without its layer
 
     # ------------------------------------------------------------------ rendering
     def render_text(self) -> str:

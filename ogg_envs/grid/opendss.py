@@ -2,8 +2,9 @@
 
 ``OpenDSSGrid`` compiles a feeder once, keeps bulk index maps (nodes, loads, lines) and then
 runs each grid step as "write dispatch, solve, bulk-read results" without any per-element
-Python loop on the read side. Every instance owns its own engine context
-(``opendssdirect.NewContext()``), so several grids live side by side in one process.
+Python loop: whole-class writes of the loads and generators, whole-circuit reads. Every
+instance owns its own engine context (``opendssdirect.NewContext()``), so several grids live
+side by side in one process.
 
 Sign conventions: loads consume positive kW; generators and storage inject positive kW
 (storage charging is negative). Line flows are measured at a branch's first terminal, positive
@@ -116,6 +117,45 @@ def _worst_per_bus(node_voltages: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def _bus_runs(names: list[str]):
+    """``(buses, starts)`` of ``"bus.x"`` names that come in one run per bus (``buses`` in
+    order of appearance, ``starts`` where each run begins), or None if a bus comes back."""
+    buses = [n.split(".")[0] for n in names]
+    starts = [i for i in range(len(buses)) if i == 0 or buses[i] != buses[i - 1]]
+    run_buses = [buses[i] for i in starts]
+    if not starts or len(set(run_buses)) != len(run_buses):
+        return None
+    return run_buses, np.array(starts, dtype=np.int64)
+
+
+def _worst_per_run(values: np.ndarray, runs) -> dict[str, float]:
+    """``_worst_per_bus`` of finite ``values`` laid out in ``_bus_runs``: per bus, its first
+    value furthest from 1 pu."""
+    buses, starts = runs
+    dev = np.abs(values - 1.0)
+    worst = np.repeat(np.maximum.reduceat(dev, starts), np.diff(starts, append=len(values)))
+    first = np.minimum.reduceat(np.where(dev == worst, np.arange(len(values)), len(values)),
+                                starts)
+    return dict(zip(buses, values[first].tolist()))
+
+
+def _line_to_line(volts: np.ndarray, pairs: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Line-to-line magnitudes (pu) of node ``pairs`` from ``AllBusVolts`` (re, im pairs)."""
+    if not len(pairs):
+        return np.zeros(0)
+    v = volts.view(np.complex128)
+    return np.abs(v[pairs[:, 0]] - v[pairs[:, 1]]) / base
+
+
+def _terminal_sums(powers: np.ndarray, gather: np.ndarray, segments: np.ndarray):
+    """kW and kvar per branch from ``PDElements.AllPowers``: the conductors ``gather`` picks
+    (terminal 1's phases), summed per branch (``segments``: where each branch's start)."""
+    if not len(segments):
+        return np.zeros(0), np.zeros(0)
+    return (np.add.reduceat(powers[0::2][gather], segments),
+            np.add.reduceat(powers[1::2][gather], segments))
+
+
 def _check_finite(name: str, value: float, *, nonnegative: bool = False) -> float:
     value = float(value)
     if not math.isfinite(value):
@@ -125,19 +165,31 @@ def _check_finite(name: str, value: float, *, nonnegative: bool = False) -> floa
     return value
 
 
-# A feeder with at least this many loads is driven through the DSS C-API's batch interface
-# (one call writes every load, one call reads every line) and its results read the branch
-# currents on first use. Every bundled feeder is below it: their numbers come from OpenDSS's
-# own whole-circuit arrays (AllBusMagPu, AllPowers, AllPctNorm), unchanged.
+# A feeder with at least this many loads reads its results through the DSS C-API's batch
+# interface (one call reads every line) and reads the branch currents on first use. Every
+# bundled feeder is below it: their numbers come from OpenDSS's own whole-circuit arrays
+# (AllBusMagPu, AllPowers, AllPctNorm), unchanged. Every feeder writes its loads and
+# generators through the batch interface (``_BatchIO.set_loads``).
 BATCH_MIN_LOADS = 300
+
+# DSS C-API setter flag "AvoidFullRecalc": a load's (or generator's) new kW/kvar updates its
+# power, not its admittance (Yprim), exactly what ``dss.Loads.kW(...)`` does. Without it a
+# batch write marks every element's Yprim invalid, the next solve rebuilds the system matrix
+# with the new loads' admittances and iterates from another matrix: the same physics within
+# the convergence tolerance, other numbers (up to 2e-3 relative on IEEE 34 with regulators
+# moving). With it, the batch writes give the per-element setters' solutions bit for bit.
+_AVOID_FULL_RECALC = 2
 
 
 class _BatchIO:
     """Whole-class reads and writes of one engine through the DSS C-API batch functions.
 
-    ``loads``: every load, in ``Loads`` index order (``set_loads`` writes kW then kvar, as the
-    per-load path does); ``branches``: the series elements of ``branch_names`` (lines,
-    transformers, reactors), read per class: terminal-1 kW of each and the lines' loading.
+    ``loads``/``generators``: every load and generator, in ``Loads``/``Generators`` index
+    order (``load_names``/``generator_names`` say which they are); ``set_loads`` writes kW
+    then kvar, ``set_generators`` kW, with the per-element setters' semantics
+    (``_AVOID_FULL_RECALC``).
+    ``branches``: the series elements of ``branch_names`` (lines, transformers, reactors),
+    read per class: terminal-1 kW of each and the lines' loading.
     """
 
     def __init__(self, dss, branch_names: list[str]):
@@ -146,7 +198,7 @@ class _BatchIO:
         self._circuit = au.lib  # the same functions with this engine's context filled in
         self._batches: list = []
         self.loads = self._batch("Load")
-        self.n_loads = self.loads[1]
+        self.generators = self._batch("Generator")
         # Per class: the batch, and where each of its elements sits in branch_names.
         pos = {n: i for i, n in enumerate(branch_names)}
         self.classes = []
@@ -167,13 +219,32 @@ class _BatchIO:
         self._batches.append(ptrptr)
         return ptrptr[0], int(cnt[0])
 
+    def names(self, batch) -> list[str]:
+        """The (lower-case) names of a batch's elements, in its order."""
+        ptrs, n = batch
+        name = self._lib.Obj_GetName  # a pointer into the engine's own string: not to free
+        return [self._ffi.string(name(ptrs[i])).decode().lower() for i in range(n)]
+
+    def _set(self, batch, prop: bytes, values: np.ndarray) -> None:
+        if not batch[1]:
+            return
+        v = np.ascontiguousarray(values, dtype=np.float64)
+        self._lib.Batch_Float64ArrayS(batch[0], batch[1], prop, 0,  # 0: set the values
+                                      self._ffi.from_buffer("double[]", v), _AVOID_FULL_RECALC)
+
     def set_loads(self, kw: np.ndarray, kvar: np.ndarray) -> None:
-        lib, ffi = self._lib, self._ffi
-        for prop, values in ((b"kW", kw), (b"kvar", kvar)):
-            v = np.ascontiguousarray(values, dtype=np.float64)
-            lib.Batch_Float64ArrayS(self.loads[0], self.n_loads, prop, lib.BatchOperation_Set
-                                    if hasattr(lib, "BatchOperation_Set") else 0,
-                                    ffi.cast("double *", v.ctypes.data), 0)
+        """kW, then kvar, in one edit of each load: one recalculation of its data at the end
+        (the per-load setters recalculate after each value; the same data either way)."""
+        ptrs, n = self.loads
+        self._lib.Batch_BeginEdit(ptrs, n)
+        try:
+            self._set(self.loads, b"kW", kw)
+            self._set(self.loads, b"kvar", kvar)
+        finally:
+            self._lib.Batch_EndEdit(ptrs, n, 2)
+
+    def set_generators(self, kw: np.ndarray) -> None:
+        self._set(self.generators, b"kW", kw)
 
     def _floats(self, func, *args) -> np.ndarray:
         ffi = self._ffi
@@ -217,27 +288,52 @@ class _ResultArrays:
         self._ptr, self._cnt = au.gr_float64_pointers
         self._check = dss.Circuit._check_for_error
         self._calls: dict = {}
+        self._solution_reads = [(self._call(f), args) for f, args in (
+            ("Circuit_Get_AllBusVmagPu_GR", ()), ("Circuit_Get_AllBusVolts_GR", ()),
+            ("PDElements_Get_AllPowers_GR", ()), ("PDElements_Get_AllPctNorm_GR", (False,)),
+            ("Circuit_Get_Losses_GR", ()), ("Circuit_Get_TotalPower_GR", ()))]
+        self.iterations = self._lib.Solution_Get_Iterations
 
-    def read(self, func: str, *args) -> np.ndarray:
-        """``func`` (e.g. ``"Circuit_Get_Losses_GR"``) called, its result as a new array."""
+    def _call(self, func: str):
         call = self._calls.get(func)
         if call is None:
             call = self._calls[func] = getattr(self._lib, func)
-        call(*args)
-        self._check()
+        return call
+
+    def _result(self) -> np.ndarray:
         return np.frombuffer(self._ffi.buffer(self._ptr[0], self._cnt[0] * 8),
                              dtype=np.float64).copy()
+
+    def read(self, func: str, *args) -> np.ndarray:
+        """``func`` (e.g. ``"Circuit_Get_Losses_GR"``) called, its result as a new array."""
+        self._call(func)(*args)
+        self._check()
+        return self._result()
+
+    def solution(self, totals: bool = True) -> list[np.ndarray]:
+        """What a result is made of, read in one go (and checked for an engine error once):
+        ``AllBusVmagPu``, ``AllBusVolts`` (re, im pairs), ``PDElements.AllPowers`` (kW, kvar
+        per conductor and terminal), ``PDElements.AllPctNorm`` and, with ``totals``,
+        ``Losses`` (W, var) and ``TotalPower`` (kW, kvar)."""
+        out, buffer, ptr, cnt = [], self._ffi.buffer, self._ptr, self._cnt
+        for call, args in self._solution_reads[:None if totals else 4]:
+            call(*args)
+            out.append(np.frombuffer(buffer(ptr[0], cnt[0] * 8), dtype=np.float64).copy())
+        self._check()
+        return out
 
 
 class _LazyPowerFlowResult(PowerFlowResult):
     """A power-flow result whose name-keyed dicts are built when first used. Of a feeder
-    below ``BATCH_MIN_LOADS``: every number is read at solve time as arrays, and only the
-    dicts wait. Of a large feeder: voltages, voltage violations and totals are read at solve
-    time; the name-keyed dicts (``voltages_pu``, ``voltages_ll_pu``) are built when first
-    used, and the branch currents (``line_flows_kw``, ``line_flows_kvar``,
-    ``line_loading_pct``, ``thermal_overloads``, ``losses_kw``, ``losses_kvar``) are read from
-    the engine when one of them is first used. The grid makes its last such result read them
-    before the engine changes (the next solve, an added element, ``close``)."""
+    below ``BATCH_MIN_LOADS``: every number is read at solve time as arrays; the dicts, a wye
+    feeder's line-to-line magnitudes and the branch flows' sums over phases (``_flows``) are
+    computed from those arrays when first used. Of a large feeder: voltages, voltage
+    violations and totals are read at solve time; the name-keyed dicts (``voltages_pu``,
+    ``voltages_ll_pu``) are built when first used, and the branch currents
+    (``line_flows_kw``, ``line_flows_kvar``, ``line_loading_pct``, ``thermal_overloads``,
+    ``losses_kw``, ``losses_kvar``) are read from the engine when one of them is first used.
+    The grid makes its last such result read them before the engine changes (the next solve,
+    an added element, ``close``)."""
 
     def __getattr__(self, name: str):
         lazy = self.__dict__.get("_lazy")
@@ -246,6 +342,12 @@ class _LazyPowerFlowResult(PowerFlowResult):
         value = lazy["build"][name]()
         object.__setattr__(self, name, value)
         return value
+
+    def bus_voltages(self) -> dict[str, float]:
+        worst = self.__dict__.get("_lazy", {}).get("bus_voltages")
+        return worst() if worst is not None else super().bus_voltages()
+
+    bus_voltages.__doc__ = PowerFlowResult.bus_voltages.__doc__
 
     def __eq__(self, other):  # equal to a plain result with the same fields, as before
         if not isinstance(other, PowerFlowResult):
@@ -443,6 +545,7 @@ class OpenDSSGrid:
                     ll_base.append(base_by_bus[bus] * 1000.0 * math.sqrt(3.0))
         self._ll_pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
         self._ll_names = ll_names
+        self._node_runs, self._ll_runs = _bus_runs(self.nodes), _bus_runs(ll_names)
         self._ll_base = np.array(ll_base)
         self.source_buses = {self.buses[0]}
         # Loads.
@@ -460,6 +563,7 @@ class OpenDSSGrid:
         self._load_kw = self.base_load_kw.copy()
         self._load_kvar = self.base_load_kvar.copy()
         self._load_idx = {n: i for i, n in enumerate(self.load_names)}
+        self._kvar_ratio = None  # _load_kvar_ratio, once per index
         self.loads_at_bus: dict[str, list[int]] = {}
         for i, name in enumerate(self.load_names):
             self.loads_at_bus.setdefault(self.load_bus[name], []).append(i)
@@ -475,6 +579,7 @@ class OpenDSSGrid:
         self.base_gen_kw = np.array(gkw, dtype=float)
         self._gen_kw = self.base_gen_kw.copy()
         self._gen_idx = {n: i for i, n in enumerate(self.generator_names)}
+        self._gen_rows = None  # _generator_rows' last answer
         # Power-delivery elements: lines and transformers, measured at terminal 1.
         pd_names = [n.lower() for n in dss.PDElements.AllNames()]
         nterm = np.array(dss.PDElements.AllNumTerminals(), dtype=np.int64)
@@ -508,16 +613,30 @@ class OpenDSSGrid:
         self._arrays = _ResultArrays(dss)
         self._is_line_branch = np.array([n.startswith("line.") for n in self.branch_names],
                                         dtype=bool)
-        self._source_node = np.array([n.split(".")[0] in self.source_buses
+        # Whose voltages are judged against the band: every node (or LL pair) but the source's.
+        self._judged_node = np.array([n.split(".")[0] not in self.source_buses
                                       for n in self.nodes], dtype=bool)
-        self._source_ll = np.array([n.split(".")[0] in self.source_buses
+        self._judged_ll = np.array([n.split(".")[0] not in self.source_buses
                                     for n in self._ll_names], dtype=bool)
         self._branch_pos = {n: i for i, n in enumerate(self.branch_names)}
         self._flow_plan = None  # branch_flows' gather plan, rebuilt for the new index
         self._batch = None
         self._node_base = self._is_line = None
-        if len(self.load_names) >= BATCH_MIN_LOADS:  # a large feeder: whole-class calls
+        self._writer = self._dispatch_writer()
+        if len(self.load_names) >= BATCH_MIN_LOADS:  # a large feeder: whole-class reads
             self._index_batches(nterm, ncond)
+
+    def _dispatch_writer(self) -> _BatchIO | None:
+        """The whole-class writer of the loads and generators, if the engine's batches hold
+        them in ``load_names``/``generator_names`` order (else None: written one by one)."""
+        try:
+            writer = _BatchIO(self.dss, [])
+        except (AttributeError, RuntimeError):  # pragma: no cover - an engine without batches
+            return None
+        if writer.names(writer.loads) != self.load_names or \
+                writer.names(writer.generators) != self.generator_names:
+            return None  # pragma: no cover - e.g. a disabled element in a class
+        return writer
 
     def _index_batches(self, nterm: np.ndarray, ncond: np.ndarray) -> None:
         """What a large feeder's batch reads need: per element class, where its terminal-1
@@ -624,6 +743,9 @@ class OpenDSSGrid:
             self._settle_last()
         dss = self.__dict__.pop("dss", None)
         if dss is not None:
+            # Batches point at the circuit's elements: none outlives the circuit (the engine
+            # may hold another grid's circuit next).
+            self._writer = self._batch = None
             _release(dss)
 
     def __del__(self):
@@ -685,15 +807,21 @@ class OpenDSSGrid:
             raise ValueError(f"load {self.load_names[i]}: kW must be finite and >= 0, "
                              f"got {kw[i]!r}")
         if kvar is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(self.base_load_kw > 0, self.base_load_kvar / self.base_load_kw, 0)
-            kvar = kw * ratio
+            kvar = kw * self._load_kvar_ratio()
         else:
             kvar = np.asarray(kvar, dtype=float)
             if kvar.shape != kw.shape or not np.isfinite(kvar).all():
                 raise ValueError("kvar must be finite and shaped like kw")
         self._load_kw[:] = kw
         self._load_kvar[:] = kvar
+
+    def _load_kvar_ratio(self) -> np.ndarray:
+        """Each load's base kvar/kW (0 where its base kW is 0): kvar at its base power factor."""
+        if self._kvar_ratio is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self._kvar_ratio = np.where(self.base_load_kw > 0,
+                                            self.base_load_kvar / self.base_load_kw, 0)
+        return self._kvar_ratio
 
     def scale_loads(self, factor: float | np.ndarray) -> None:
         """Set every load to ``factor`` times its base value (scalar or per load)."""
@@ -768,9 +896,7 @@ class OpenDSSGrid:
             load_pos[idx] = j
             has_load[j] = True
             bus_load[j] = total
-        with np.errstate(divide="ignore", invalid="ignore"):  # as set_loads_kw without kvar
-            kvar_ratio = np.where(self.base_load_kw > 0,
-                                  self.base_load_kvar / self.base_load_kw, 0)
+        kvar_ratio = self._load_kvar_ratio()  # as set_loads_kw without kvar
         gen_rows = {}
         for name in self.generator_names:
             gen_rows[name] = gen_rows[f"generator.{name}"] = self._gen_idx[name]
@@ -841,9 +967,8 @@ class OpenDSSGrid:
                 k = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"generator {labels[k]}: kW must be finite and >= 0, "
                                  f"got {vals[k]!r}")
-        kw = m["load_share"] * x[m["load_pos"]]
-        self._load_kw[:] = kw
-        self._load_kvar[:] = kw * m["kvar_ratio"]
+        kw = np.multiply(m["load_share"], x[m["load_pos"]], out=self._load_kw)
+        np.multiply(kw, m["kvar_ratio"], out=self._load_kvar)
         if rows is not None:
             self._gen_kw[rows] = vals
 
@@ -923,16 +1048,40 @@ class OpenDSSGrid:
         self._gen_kw[self._gen_idx[name]] = _check_finite(f"generator {name}", kw,
                                                           nonnegative=True)
 
-    def set_generators_kw(self, kw: np.ndarray) -> None:
-        """Set every generator at once, in ``generator_names`` order."""
+    def set_generators_kw(self, kw: np.ndarray, names=None) -> None:
+        """Set every generator at once, in ``generator_names`` order; or, given ``names`` (a
+        list of generators as ``set_generator_kw`` takes them), those, in that order, with
+        ``set_generator_kw``'s checks (finite, >= 0)."""
         kw = np.asarray(kw, dtype=float)
-        if kw.shape != self._gen_kw.shape:
-            raise ValueError(f"expected {self._gen_kw.shape[0]} generator values, got {kw.shape}")
-        bad = ~np.isfinite(kw)
+        rows = slice(None) if names is None else self._generator_rows(names)
+        target = self._gen_kw[rows]
+        if kw.shape != target.shape:
+            raise ValueError(f"expected {target.shape[0]} generator values, got {kw.shape}")
+        bad = ~np.isfinite(kw) if names is None else ~(np.isfinite(kw) & (kw >= 0))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"generator {self.generator_names[i]}: kW must be finite")
-        self._gen_kw[:] = kw
+            if names is None:
+                raise ValueError(f"generator {self.generator_names[i]}: kW must be finite")
+            self.set_generator_kw(names[i], kw[i])  # raises set_generator_kw's error
+        self._gen_kw[rows] = kw
+
+    def _generator_rows(self, names) -> np.ndarray:
+        """Where generators ``names`` sit in ``generator_names`` (cached for the last list)."""
+        key = tuple(names)
+        cached = self._gen_rows
+        if cached is None or cached[0] != key:
+            rows = []
+            for generator in key:
+                name = str(generator).lower()
+                name = name[10:] if name.startswith("generator.") else name
+                if name not in self._gen_idx and f"ogg_{name}" in self._gen_idx:
+                    name = f"ogg_{name}"
+                if name not in self._gen_idx:
+                    raise ValueError(f"unknown generator {generator!r}; valid: "
+                                     f"{', '.join(self.generator_names) or 'none'}")
+                rows.append(self._gen_idx[name])
+            cached = self._gen_rows = (key, np.array(rows, dtype=np.int64))
+        return cached[1]
 
     def scale_line_ratings(self, factor: float, lines: list[str] | None = None) -> None:
         """Set the ampacity of some (default: all) lines to ``factor`` times the compiled one.
@@ -1001,44 +1150,61 @@ class OpenDSSGrid:
             dss.Transformers.Tap(tap)
 
     def _write_dispatch(self) -> None:
-        """Write the loads and generators whose values changed since the last write.
+        """Write the loads and generators, if any of their values changed since the last
+        write: all loads in two whole-class calls (kW, then kvar) and all generators in one
+        (``_BatchIO``, with the per-element setters' semantics: the same solutions bit for
+        bit), checked for an engine error once at the end. Without a writer (an engine whose
+        batches do not hold them in index order) element by element, only the changed ones,
+        through the same C-API setters as ``dss.Loads.kW(...)`` called directly."""
+        kw, kvar, gkw = self._load_kw, self._load_kvar, self._gen_kw
+        now = (kw.tobytes(), kvar.tobytes(), gkw.tobytes())  # a cheap exact comparison
+        written = self._written
+        if written is None:
+            loads = gens = True
+        else:
+            loads = now[0] != written[0] or now[1] != written[1]
+            gens = now[2] != written[2]
+            if not (loads or gens):
+                return
+        if self._writer is not None:
+            if loads:
+                self._writer.set_loads(kw, kvar)
+            if gens:
+                self._writer.set_generators(gkw)
+        else:
+            self._write_elements(written)
+        self.dss.Loads._check_for_error()  # raises the engine's error, if any, as opendssdirect
+        self._written = now
 
-        Element by element, through the same C-API setters as ``dss.Loads.kW(...)`` and in the
-        same order (index, kW, kvar), called directly with the engine's context and checked for
-        an engine error once at the end (``opendssdirect`` checks after each call: three
-        times the Python overhead for the same numbers). The whole-class batch setter
-        (``_BatchIO.set_loads``) writes the same load values but the solutions that follow
-        differ (up to 2e-3 relative on IEEE 34, other iteration counts), so only feeders above
-        ``BATCH_MIN_LOADS`` use it."""
-        written = getattr(self, "_written", None)
-        if written is None or written[0].shape != self._load_kw.shape \
-                or written[2].shape != self._gen_kw.shape:
+    _written = None  # the bytes of the last values written: load kW, load kvar, generator kW
+
+    def _write_elements(self, written) -> None:
+        """``_write_dispatch`` element by element: the values that changed since ``written``
+        (all of them when it is None or of another shape), in index order (index, kW, kvar)."""
+        last = None if written is None else [np.frombuffer(b) for b in written]
+        if last is None or last[0].shape != self._load_kw.shape \
+                or last[2].shape != self._gen_kw.shape:
             changed_loads = range(len(self.load_names))
             changed_gens = range(len(self.generator_names))
         else:
-            changed_loads = np.flatnonzero((written[0] != self._load_kw)
-                                           | (written[1] != self._load_kvar)).tolist()
-            changed_gens = np.flatnonzero(written[2] != self._gen_kw).tolist()
+            changed_loads = np.flatnonzero((last[0] != self._load_kw)
+                                           | (last[1] != self._load_kvar)).tolist()
+            changed_gens = np.flatnonzero(last[2] != self._gen_kw).tolist()
         kw, kvar, gkw = self._load_kw.tolist(), self._load_kvar.tolist(), self._gen_kw.tolist()
-        if self._batch is not None and len(changed_loads):  # one call for every load
-            self._batch.set_loads(self._load_kw, self._load_kvar)
-            changed_loads = ()
         lib = self.dss._api_util.lib  # C-API functions with this engine's context bound
-        if len(changed_loads):
-            set_idx, set_kw, set_kvar = lib.Loads_Set_idx, lib.Loads_Set_kW, lib.Loads_Set_kvar
-            for i in changed_loads:
-                set_idx(i + 1)
-                set_kw(kw[i])
-                set_kvar(kvar[i])
-        if len(changed_gens):
-            set_idx, set_kw = lib.Generators_Set_idx, lib.Generators_Set_kW
-            for i in changed_gens:
-                set_idx(i + 1)
-                set_kw(gkw[i])
-        self.dss.Loads._check_for_error()  # raises the engine's error, if any, as opendssdirect
-        self._written = (self._load_kw.copy(), self._load_kvar.copy(), self._gen_kw.copy())
+        set_idx, set_kw, set_kvar = lib.Loads_Set_idx, lib.Loads_Set_kW, lib.Loads_Set_kvar
+        for i in changed_loads:
+            set_idx(i + 1)
+            set_kw(kw[i])
+            set_kvar(kvar[i])
+        set_idx, set_kw = lib.Generators_Set_idx, lib.Generators_Set_kW
+        for i in changed_gens:
+            set_idx(i + 1)
+            set_kw(gkw[i])
 
-    last_solve_s: float = 0.0  # seconds OpenDSS itself spent in the last solve (diagnostics)
+    # Diagnostics: seconds OpenDSS itself spent in the last solve, and in every solve so far.
+    last_solve_s: float = 0.0
+    solve_seconds: float = 0.0
 
     def _solve_raw(self) -> tuple[bool, str]:
         t0 = time.perf_counter()
@@ -1049,7 +1215,9 @@ class OpenDSSGrid:
                 self.dss.Solution.SolveDirect()
             self.dss.Solution.Solve()
             self.last_solve_s = time.perf_counter() - t0
+            self.solve_seconds += self.last_solve_s
         except Exception as exc:
+            self.solve_seconds += time.perf_counter() - t0
             self._diverged = True
             return False, str(exc)
         if not self.dss.Solution.Converged():
@@ -1104,57 +1272,62 @@ class OpenDSSGrid:
 
     def read_arrays(self) -> dict[str, np.ndarray]:
         """The raw bulk reads of the last solve, as arrays (nodes, LL pairs, branches)."""
-        read = self._arrays.read
-        vmag = read("Circuit_Get_AllBusVmagPu_GR")
-        volts = read("Circuit_Get_AllBusVolts_GR")
-        v = volts[0::2] + 1j * volts[1::2]
-        if len(self._ll_pairs):
-            vll = np.abs(v[self._ll_pairs[:, 0]] - v[self._ll_pairs[:, 1]]) / self._ll_base
-        else:
-            vll = np.zeros(0)
-        powers = read("PDElements_Get_AllPowers_GR")  # kW, kvar per conductor and terminal
-        if len(self._flow_segments):
-            flows = np.add.reduceat(powers[0::2][self._flow_gather], self._flow_segments)
-            kvar = np.add.reduceat(powers[1::2][self._flow_gather], self._flow_segments)
-        else:
-            flows = kvar = np.zeros(0)
-        pct = read("PDElements_Get_AllPctNorm_GR", False)[self._branch_rows]
-        return {"v_pu": vmag, "v_ll_pu": vll, "flow_kw": flows, "flow_kvar": kvar,
-                "loading_pct": pct}
+        vmag, volts, powers, pct = self._arrays.solution(totals=False)
+        flows, kvar = _terminal_sums(powers, self._flow_gather, self._flow_segments)
+        return {"v_pu": vmag, "v_ll_pu": _line_to_line(volts, self._ll_pairs, self._ll_base),
+                "flow_kw": flows, "flow_kvar": kvar, "loading_pct": pct[self._branch_rows]}
 
     def _read_result(self) -> PowerFlowResult:
         """The result of the last solve: every number read now as arrays, the violations and
-        overloads found on them; the name-keyed dicts are built when first used
-        (``_LazyPowerFlowResult``: most grid steps read a few of them, or none)."""
-        arr = self.read_arrays()
-        losses = self._arrays.read("Circuit_Get_Losses_GR")
-        total = self._arrays.read("Circuit_Get_TotalPower_GR")
+        overloads found on them; what only some grid steps use is computed from those arrays
+        when first used (``_LazyPowerFlowResult``): the name-keyed dicts, the line-to-line
+        voltages of a wye feeder and the branch flows."""
+        vmag, volts, powers, pct, losses, total = self._arrays.solution()
+        pct = pct[self._branch_rows]
         low, high = self.voltage_band
         tol = 1e-5  # the source holds the head bus at exactly the band's edge (1.05 pu)
-        if self.delta:
-            judged, names, source = arr["v_ll_pu"], self._ll_names, self._source_ll
-        else:
-            judged, names, source = arr["v_pu"], self.nodes, self._source_node
-        out = np.flatnonzero(((judged < low - tol) | (judged > high + tol)) & ~source)
-        pct = arr["loading_pct"]
-        over = np.flatnonzero((pct > 100.0) & self._is_line_branch)
+        pairs, ll_base, gather, seg = self._ll_pairs, self._ll_base, self._flow_gather, \
+            self._flow_segments
         branches, nodes, ll_names = self.branch_names, self.nodes, self._ll_names
+        if self.delta:
+            vll = _line_to_line(volts, pairs, ll_base)
+            judged, names, judged_bus, runs = vll, ll_names, self._judged_ll, self._ll_runs
+        else:
+            vll = None
+            judged, names, judged_bus, runs = vmag, nodes, self._judged_node, self._node_runs
+        out = (((judged < low - tol) | (judged > high + tol)) & judged_bus).nonzero()[0]
+        over = ((pct > 100.0) & self._is_line_branch).nonzero()[0]
+        flows = []  # (kW, kvar) per branch, summed over terminal 1's phases when first used
+
+        def branch_flows() -> tuple[np.ndarray, np.ndarray]:
+            if not flows:
+                flows.extend(_terminal_sums(powers, gather, seg))
+            return flows[0], flows[1]
+
+        def bus_voltages() -> dict[str, float]:  # PowerFlowResult.bus_voltages, on arrays
+            if runs is None or not np.isfinite(judged).all():
+                return _worst_per_bus(dict(zip(ll_names if vll is not None else nodes,
+                                               judged.tolist())))
+            return _worst_per_run(judged, runs)
+
         res = _LazyPowerFlowResult.__new__(_LazyPowerFlowResult)
         res.__dict__.update(
-            converged=True, iterations=int(self.dss.Solution.Iterations()),
+            converged=True, iterations=int(self._arrays.iterations()),
             losses_kw=float(losses[0]) / 1000.0, losses_kvar=float(losses[1]) / 1000.0,
             substation_kw=-float(total[0]), substation_kvar=-float(total[1]), message="",
             _delta=self.delta,
-            voltage_violations={names[k]: float(judged[k]) for k in out},
-            thermal_overloads={branches[k]: float(pct[k]) for k in over},
-            _flows=(arr["flow_kw"], arr["flow_kvar"]),
+            voltage_violations=dict(zip([names[k] for k in out.tolist()],
+                                        judged[out].tolist())),
+            thermal_overloads=dict(zip([branches[k] for k in over.tolist()], pct[over].tolist())),
             _lazy={"build": {
-                "voltages_pu": lambda: dict(zip(nodes, arr["v_pu"].tolist())),
-                "voltages_ll_pu": lambda: dict(zip(ll_names, arr["v_ll_pu"].tolist())),
-                "line_flows_kw": lambda: dict(zip(branches, arr["flow_kw"].tolist())),
-                "line_flows_kvar": lambda: dict(zip(branches, arr["flow_kvar"].tolist())),
+                "voltages_pu": lambda: dict(zip(nodes, vmag.tolist())),
+                "voltages_ll_pu": lambda: dict(zip(ll_names, (
+                    _line_to_line(volts, pairs, ll_base) if vll is None else vll).tolist())),
+                "line_flows_kw": lambda: dict(zip(branches, branch_flows()[0].tolist())),
+                "line_flows_kvar": lambda: dict(zip(branches, branch_flows()[1].tolist())),
                 "line_loading_pct": lambda: dict(zip(branches, pct.tolist())),
-            }})
+                "_flows": branch_flows,
+            }, "bus_voltages": bus_voltages})
         return res
 
     def _read_result_batch(self) -> PowerFlowResult:
@@ -1247,18 +1420,20 @@ class OpenDSSGrid:
         """Generation minus consumption written on the feeder, kW per topology bus: the
         loads' and generators' (and batteries') set points of the current dispatch, the ``p``
         of the markets' lossless model ``f = H @ p`` at that dispatch."""
-        if getattr(self, "_injection_map", None) is None or \
-                len(self._injection_map[1]) != len(self._gen_kw):
-            bi = self.topology.bus_index
-            self._injection_map = (
-                np.array([bi.get(self.load_bus[n], -1) for n in self.load_names], dtype=int),
-                np.array([bi.get(self.generator_bus[n], -1) for n in self.generator_names],
-                         dtype=int))
-        loads, gens = self._injection_map
-        out = np.zeros(len(self.topology.buses) + 1)  # + a sink for elements off the tree
-        np.add.at(out, loads, -self._load_kw)
-        np.add.at(out, gens, self._gen_kw)
-        return out[:-1]
+        cached = getattr(self, "_injection_map", None)
+        if cached is None or cached[0] is not self.topology or \
+                len(cached[2]) != len(self._load_kw) + len(self._gen_kw):
+            bi, sink = self.topology.bus_index, len(self.topology.buses)  # sink: off the tree
+            cached = self._injection_map = (self.topology, sink + 1, np.array(
+                [bi.get(self.load_bus[n], sink) for n in self.load_names]
+                + [bi.get(self.generator_bus[n], sink) for n in self.generator_names],
+                dtype=np.int64))
+        _topology, size, at = cached
+        if not len(at):  # (bincount of no weights counts in integers)
+            return np.zeros(size - 1)
+        # One pass in element order (loads, then generators): np.add.at's sums, bit for bit.
+        return np.bincount(at, np.concatenate([-self._load_kw, self._gen_kw]),
+                           minlength=size)[:-1]
 
     def branch_flows(self, result: PowerFlowResult, branches=None) -> np.ndarray:
         """AC power into topology branches at their source-side end, kW + j kvar (complex),
@@ -1280,7 +1455,7 @@ class OpenDSSGrid:
             plan = (names, np.array(rows, dtype=np.int64), elements, np.array(signs))
             self._flow_plan = plan
         rows, elements, signs = plan[1:4]
-        flows = result.__dict__.get("_flows")  # this grid's arrays, in branch_names order
+        flows = getattr(result, "_flows", None)  # a small feeder's arrays (branch_names order)
         if flows is not None and len(flows[0]) == len(self.branch_names):
             if len(plan) == 4:
                 plan = self._flow_plan = (*plan, np.array([self._branch_pos[e]

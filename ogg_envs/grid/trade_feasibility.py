@@ -87,7 +87,6 @@ class TradeFeasibility:
         self._gen_map = np.zeros((len(gens), n))  # prosumer injections -> bus generators
         for i, b in enumerate(self.buses):
             self._gen_map[gens.index(self.generators[b]), i] = 1.0
-        self._gen_set = np.full(len(gens), np.nan)  # last values written (skip unchanged)
         self._load_map = np.zeros((len(grid.load_names), n))
         for i, b in enumerate(self.buses):
             idx = grid.loads_at_bus[b]
@@ -109,17 +108,13 @@ class TradeFeasibility:
         return self._path[bus]
 
     def reset(self) -> None:
-        """Reset the grid to its base case (and forget the generator values written)."""
+        """Reset the grid to its base case."""
         self.grid.reset()
-        self._gen_set = np.full(len(self._gen_names), np.nan)
 
     def solve(self, background_kw: np.ndarray, withdraw_kw: np.ndarray, inject_kw: np.ndarray):
         """One power flow: background loads + prosumer withdrawals and injections (kW)."""
         self.grid.set_loads_kw(background_kw + self._load_map @ withdraw_kw)
-        gen = np.maximum(self._gen_map @ inject_kw, 0.0)
-        for k in np.flatnonzero(gen != self._gen_set):
-            self.grid.set_generator_kw(self._gen_names[k], gen[k])
-        self._gen_set = gen
+        self.grid.set_generators_kw(np.maximum(self._gen_map @ inject_kw, 0.0), self._gen_names)
         return self.grid.solve()
 
     def implicated(self, pf, producers: np.ndarray, consumers: np.ndarray,
@@ -130,7 +125,8 @@ class TradeFeasibility:
         overloads) and ``"over-voltage <bus>"``.
         """
         reasons: dict[int, list[str]] = {}
-        if len(producers) == 0 or not pf.converged:
+        if len(producers) == 0 or not pf.converged or not (pf.thermal_overloads
+                                                           or pf.voltage_violations):
             return reasons
         active = energy > 0
         S = self._H[:, producers] - self._H[:, consumers]  # flow change per kWh, (branches, m)

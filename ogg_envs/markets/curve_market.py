@@ -588,20 +588,22 @@ class CurveMarket(Market):
         shed, its price is only bounded below by the cap (the shed variable sits at its
         bound): the price is clipped into the band, the clip counted as congestion."""
         given = raw is not None
+        B = len(congestion)
         if self._losses is None:
             raw = raw if given else energy + congestion
-            loss = np.zeros(len(congestion))
+            loss = np.zeros(B)
         else:
             loss = -self._losses.factors * energy
             raw = energy + loss + congestion
         if np.minimum.reduce(raw) >= self.price_floor and np.maximum.reduce(raw) <= self.price_cap:
             prices = raw.copy() if given else raw  # in the band: what np.clip would return
-        else:
-            prices = raw.clip(self.price_floor, self.price_cap)
-            if (prices != raw).any():
-                congestion = congestion + (prices - raw)
-        return prices, {"energy": np.full(len(prices), energy), "loss": loss,
-                        "congestion": congestion}
+        else:  # (np.clip's numbers; some price was out of the band, so the clip moved it)
+            prices = np.maximum(raw, self.price_floor)
+            np.minimum(prices, self.price_cap, out=prices)
+            congestion = congestion + (prices - raw)
+        energies = np.empty(B)
+        energies.fill(energy)
+        return prices, {"energy": energies, "loss": loss, "congestion": congestion}
 
     def _curve_coefficients(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-welfare per participant as 0.5*slope*q^2 + lin*q (+ const), from the bids."""
@@ -638,7 +640,7 @@ class CurveMarket(Market):
         ``z = [q, shed, spill]`` (the curves as cleared: ``_regularised_coefficients``, the
         same numbers), and the bids' own curve slopes (``_result``)."""
         n = len(self.names)
-        p_max, p_min, q_max, q_min = arr.T
+        p_max, p_min, q_max, q_min = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
         data = self._dense_template.copy()  # the slack's entries; 1 where a curve is fixed
         span, dq = p_max - p_min, q_max - q_min
         ramp = dq > 1e-12
@@ -889,9 +891,9 @@ class CurveMarket(Market):
         flows = self.topology.flows(x[nb:])
         at_limit = (np.abs(flows) >= self._congestion_threshold()).nonzero()[0]
         congested = [self._branch_names_t[e] for e in at_limit]
-        p_max, p_min, q_max, q_min = arr.T
+        p_max, p_min, q_min = arr[:, 0], arr[:, 1], arr[:, 3]
         if known is None:
-            dq = q_max - q_min
+            dq = arr[:, 2] - q_min
             slope = np.divide(p_max - p_min, dq, out=np.zeros(n), where=dq > 1e-12)
         else:
             slope = known[0]
@@ -957,9 +959,12 @@ class CurveMarket(Market):
         if firm_kw is None:
             firm_kw = self._firm_of_slack @ firm
         total_firm = firm_kw[self._slack_of]  # its side's firm kW there
-        take = (cut > 1e-9) & (total_firm > 0)
-        share = np.minimum(cut, total_firm) * firm / np.where(take, total_firm, 1.0)
-        served = np.maximum(q - np.where(take, share, 0.0), 0.0)
+        take = cut > 1e-9
+        take &= total_firm > 0
+        share = np.minimum(cut, total_firm)
+        share *= firm
+        served = q - np.divide(share, total_firm, out=np.zeros(n), where=take)
+        np.maximum(served, 0.0, out=served)
         B = len(self.topology.buses)
         shed, spill = np.zeros(B), np.zeros(B)
         shed[self._shed_idx] = slack[:ns]

@@ -365,10 +365,19 @@ class DLMPMarket(Market):
         self._not_load[self._load_idx] = False
         self._not_pv = np.ones(B, dtype=bool)
         self._not_pv[self._pv_idx] = False
+        # the same masks as 0/1 weights: v @ w == 0 says "v is 0 there" for v >= 0
+        self._not_load_w = self._not_load.astype(float)
+        self._not_pv_w = self._not_pv.astype(float)
+        self._block_owner = np.repeat(np.arange(n), K)  # the resource of each block column
+        self._dr_res, self._gen_res = np.flatnonzero(self.is_dr), np.flatnonzero(~self.is_dr)
+        self._dr_bus, self._gen_bus = self._res_bus[self._dr_res], self._res_bus[self._gen_res]
+        self._root = root
         self._buses_t = tuple(topo.buses)
         self._names_t = tuple(self.names)
         self._branches_t = tuple(br.name for br in topo.branches)
         self._finite_limit = np.isfinite(self._limits)
+        self._row_limits = self._highs_limits()
+        self._congested_at = None  # (congestion_tol, |flow| at which a branch is congested)
 
     def _build_highs(self) -> None:
         """The fast path's LP (``solvers.highs_lp``) and the parts of its data that never
@@ -383,6 +392,15 @@ class DLMPMarket(Market):
 
     def _highs_limits(self) -> np.ndarray:
         return np.where(self._finite_limit, self._limits, _INF)
+
+    def _congestion_threshold(self) -> np.ndarray:
+        """The |flow| from which a branch counts as congested (inf: no limit, never), kept
+        until the limits or ``congestion_tol`` change."""
+        tol = self.congestion_tol
+        if self._congested_at is None or self._congested_at[0] != tol:
+            at = np.where(self._finite_limit, self._limits * (1 - tol) - 1e-6, math.inf)
+            self._congested_at = (tol, at)
+        return self._congested_at[1]
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -409,6 +427,8 @@ class DLMPMarket(Market):
             raise ValueError("branch limits must be >= 0 (inf for none)")
         self._limits = new
         self._finite_limit = np.isfinite(new)  # row bounds follow at the next clearing
+        self._row_limits = self._highs_limits()
+        self._congested_at = None
         if self._cvx is not None:
             self._cvx["limits"].value = np.where(np.isfinite(new), new, 1e9)
 
@@ -490,8 +510,12 @@ class DLMPMarket(Market):
         """Raise ``InvalidOfferError`` / ``ValueError`` for inputs the market cannot take.
 
         Returns the DR capacity per bus (what shedding is bounded by). Comparisons are written
-        so that NaN fails them: ``x >= 0`` is False for NaN.
+        so that NaN fails them: ``x >= 0`` is False for NaN. Valid inputs pass one combined
+        check (``_accepts``); anything else goes through the checks below, which name it.
         """
+        dr_cap = self._dr_capacity(capacity)
+        if self._accepts(offers, demand, capacity, pv, lmp, dr_cap):
+            return dr_cap
         if not ((offers >= 0) & (offers <= self.price_cap)).all():
             bad = ~((offers >= 0) & (offers <= self.price_cap)).all(axis=1)
             i = int(np.flatnonzero(bad)[0])
@@ -513,12 +537,30 @@ class DLMPMarket(Market):
             i = int(np.flatnonzero(~((capacity >= 0) & (capacity < math.inf)))[0])
             raise ValueError(f"{self.names[i]}: capacity must be finite and >= 0, got "
                              f"{capacity[i]!r}")
-        dr_cap = self._bus_sum(capacity, self.is_dr)
         if (dr_cap > demand * (1 + 1e-12) + 1e-9).any():
             b = int(np.flatnonzero(dr_cap > demand * (1 + 1e-12) + 1e-9)[0])
             raise ValueError(f"demand response at bus {self.topology.buses[b]} can reduce "
                              f"{dr_cap[b]:.6g} kW but the demand there is {demand[b]:.6g} kW")
         return dr_cap
+
+    def _accepts(self, offers, demand, capacity, pv, lmp, dr_cap) -> bool:
+        """Whether ``validate`` would pass every input (a few whole-array operations instead of
+        one check per input: this runs on every clearing). False on any doubt; ``validate``
+        then decides and names the culprit."""
+        if not (lmp >= 0 and lmp < math.inf):
+            return False
+        # every value >= 0 and every offer <= the cap (NaN fails a min), then all finite
+        values = np.concatenate((offers.ravel(), self.price_cap - offers.ravel(), demand, pv,
+                                 capacity))
+        if not (values.min() >= 0 and values.max() < math.inf):
+            return False
+        # nonnegative, so a zero weighted sum means zero at every weighted bus
+        return (demand @ self._not_load_w == 0 and pv @ self._not_pv_w == 0
+                and not (dr_cap > demand * (1 + 1e-12) + 1e-9).any())
+
+    def _dr_capacity(self, capacity: np.ndarray) -> np.ndarray:
+        """Demand-response capacity per bus (= ``_bus_sum(capacity, is_dr)``)."""
+        return np.bincount(self._dr_bus, capacity[self._dr_res], minlength=len(self._buses_t))
 
     def _bus_sum(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.bincount(self._res_bus[mask], values[mask], minlength=len(self.topology.buses))
@@ -574,21 +616,22 @@ class DLMPMarket(Market):
 
     def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
         """HiGHS on the LP of ``_structure``, cold; ``(None, None, None)`` if it fails."""
-        K, cols = self.n_blocks, self._cols
+        cols = self._cols
         cost = self._cost.copy()
         cost[cols["blocks"]] = offers.ravel()
         cost[cols["import"]] = lmp
         upper = self._col_upper.copy()
-        upper[cols["blocks"]] = np.repeat(cap / K, K)
+        upper[cols["blocks"]] = (cap / self.n_blocks)[self._block_owner]
         upper[cols["shed"]] = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
         upper[cols["curtail"]] = pv[self._pv_idx]
         net = demand - pv
         below = self._below @ net
-        lim = self._highs_limits()
-        total = self._balance_rhs(net)
+        row_lower, row_upper = np.empty(self._nrow), np.empty(self._nrow)
+        row_lower[0] = row_upper[0] = self._balance_rhs(net)
+        np.subtract(below, self._row_limits, out=row_lower[1:])
+        np.add(below, self._row_limits, out=row_upper[1:])
         try:
-            sol = self._lp.solve(cost, np.concatenate([[total], below - lim]),
-                                 np.concatenate([[total], below + lim]), self._col_lower, upper)
+            sol = self._lp.solve(cost, row_lower, row_upper, self._col_lower, upper)
         except MarketClearingError:
             return None, None, None
         # DLMP_b = energy * (1 - lf_b) + sum of the branch prices above b (see _structure):
@@ -691,39 +734,40 @@ class DLMPMarket(Market):
     def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, duals, solver) -> DLMPResult:
         topo = self.topology
         cols = self._cols
-        n, K = len(self.names), self.n_blocks
         energy, branch_prices, dlmp = duals
         blocks = x[cols["blocks"]]
-        q = blocks.reshape(n, K).sum(axis=1) if n else np.zeros(0)
-        B = len(topo.buses)
+        q = blocks.reshape(-1, self.n_blocks).sum(axis=1)
+        B = len(self._buses_t)
         shed = np.zeros(B)
         shed[self._load_idx] = x[cols["shed"]]
         curt = np.zeros(B)
         curt[self._pv_idx] = x[cols["curtail"]]
         source = float(x[cols["import"]] - x[cols["export"]])
         injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
-        flows = topo.flows(injection - demand + pv)
+        net_injection = injection - demand + pv
+        flows = topo.flows(net_injection)
         congestion = self._below.T @ branch_prices
         loss = np.zeros(B) if self._losses is None else -self._losses.factors * energy
-        losses_kw, loss_surplus = self._loss_accounts(energy, injection - demand + pv)
+        losses_kw, loss_surplus = self._loss_accounts(energy, net_injection)
         import_cost = lmp * max(source, 0.0)
         shed_total, curt_total = float(shed.sum()), float(curt.sum())
-        cost = (import_cost + float(offers.ravel() @ blocks)
+        offered = float(offers.ravel() @ blocks)
+        cost = (import_cost + offered
                 + self.price_cap * shed_total + self.curtail_price * curt_total)
-        at_limit = self._finite_limit & (
-            np.abs(flows) >= self._limits * (1 - self.congestion_tol) - 1e-6)
-        congested = [self._branches_t[e] for e in np.flatnonzero(at_limit)]
+        at_limit = np.abs(flows) >= self._congestion_threshold()
+        congested = [self._branches_t[e] for e in np.flatnonzero(at_limit).tolist()]
         # Surpluses on the offers (module docstring, "Surpluses on the offers").
         price_r = dlmp[self._res_bus]
-        offered = float(offers.ravel() @ blocks)
         pv_taken = pv - curt
         baseline = demand - shed  # what consumers pay for; served = baseline - DR
-        withdrawal = (baseline - self._bus_sum(q, self.is_dr) - self._bus_sum(q, ~self.is_dr)
-                      - pv_taken)
-        root = topo.bus_index[topo.root]
+        withdrawal = (baseline - np.bincount(self._dr_bus, q[self._dr_res], minlength=B)
+                      - np.bincount(self._gen_bus, q[self._gen_res], minlength=B) - pv_taken)
+        root = self._root
         payments = float(dlmp @ baseline)
         revenue = float(price_r @ q + dlmp @ pv_taken + dlmp[root] * source)
         value = self.price_cap * float(baseline.sum())
+        energy_part = np.empty(B)
+        energy_part.fill(energy)  # = np.full(B, energy), without its Python layer
         res = DLMPResult(
             participants=self._names_t, buses=self._buses_t, branches=self._branches_t,
             dlmp=dlmp, energy=energy, congestion=congestion, participant_quantities=q,
@@ -736,7 +780,7 @@ class DLMPMarket(Market):
             welfare=value - offered - import_cost, consumer_payments=payments,
             producer_revenue=revenue, bids=offers.copy(), losses_kw=losses_kw,
             loss_surplus=loss_surplus,
-            price_components={"energy": np.full(B, energy), "loss": loss,
+            price_components={"energy": energy_part, "loss": loss,
                               "congestion": congestion},
         )
         if shed_total > 1e-7 or curt_total > 1e-7:

@@ -126,15 +126,14 @@ class DenseQP:
     def _solve_diagonal(self, data, ul, iter_limit):
         """``(x, DAQP's duals (bounds of the free variables, then rows), iterations, split or
         None)``."""
-        lb, ub = data[2], data[3]
-        fixed = lb == ub
-        if not fixed.any():
+        lb = data[2]
+        split = self._split(lb == data[3])  # (cached: cheaper than asking fixed.any())
+        free, fixed_idx, A_free, A_fixed, sense = split
+        if not len(fixed_idx):
             bounds = np.concatenate([data[3:1:-1], ul], axis=1)  # rows ub, lb; u, l
             x, lam, iterations = _daqp(np.diag(data[0]), data[1], self.A, bounds, self._sense,
                                        iter_limit)
             return x, lam, iterations, None
-        split = self._split(fixed)
-        free, fixed_idx, A_free, A_fixed, sense = split
         shift = A_fixed @ lb[fixed_idx]
         sub = np.take(data, free, axis=1)  # C-contiguous rows (data[:, free] is not)
         x_free, lam, iterations = _daqp(np.diag(sub[0]), sub[1], A_free,
@@ -150,7 +149,7 @@ def _daqp(H, f, A, bounds, sense, iter_limit: int):
     ``sense`` the starting active set's flags (equal bounds become equalities here). Returns
     ``(x, duals (bounds, then rows), iterations)``. DAQP reads the arrays' buffers as they
     are: each must be C-contiguous (a strided view is silently misread)."""
-    bupper, blower = bounds
+    bupper, blower = bounds[0], bounds[1]
     sense = np.where(blower == bupper, _EQUALITY, sense)
     x, _fval, flag, info = daqp.solve(H, f, A, bupper, blower, sense, iter_limit=iter_limit)
     if flag < 1:

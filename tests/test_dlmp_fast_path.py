@@ -1,0 +1,138 @@
+"""The DLMP market's hot path (issue #12): the combined input check, the row limits kept
+between clearings and ``HighsLP`` not passing data HiGHS already holds. Each must leave every
+result exactly what it would be without it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from test_dlmp import random_hour, random_tree_market, small_market, vec
+
+from ogg_envs.api import MarketContext
+from ogg_envs.markets.solvers.highs_lp import HighsLP
+
+
+def same_result(a, b) -> None:
+    """Two clearings equal bit for bit (every field, every array)."""
+    assert a.__dict__.keys() == b.__dict__.keys()
+    for key, value in a.__dict__.items():
+        other = b.__dict__[key]
+        if key == "price_components":
+            assert value.keys() == other.keys()
+            for part in value:
+                np.testing.assert_array_equal(value[part], other[part], err_msg=part)
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, other, err_msg=key)
+        else:
+            assert value == other, key
+
+
+def test_rounds_sharing_an_hour_equal_fresh_markets():
+    """Like the env: several clearings per hour (the bounds HiGHS holds are re-used), random,
+    rounded (tied) and all-at-the-cap offers, limits changed on the way; every result equals
+    a fresh market's on the same inputs, whatever came before."""
+    rng = np.random.default_rng(12)
+    m = random_tree_market(rng)
+    limits = m.limits_kw
+    for hour in range(30):
+        if hour == 15:  # new limits must reach the row bounds and the congestion threshold
+            limits = np.where(np.isfinite(limits), limits * 0.5, math.inf)
+            m.set_limits(limits)
+        offers, ctx = random_hour(m, rng)
+        rounds = [offers, np.round(offers), np.full_like(offers, m.price_cap), offers]
+        for o in rounds:
+            fresh = random_tree_market(np.random.default_rng(12))
+            fresh.set_limits(limits)
+            same_result(m.clear(o, ctx), fresh.clear(o, ctx))
+
+
+def test_congestion_tol_and_limits_changed_after_a_clearing_are_used():
+    m = small_market(limits=(math.inf, 5.0, math.inf))
+    hour = MarketContext(demand_kw=vec(m, {"a": 10.0, "b": 20.0}), capacity_kw=[24.0, 0.0],
+                         source_price=9.0)
+    offers = [[1.0, 2.0], [1.0, 1.0]]
+    res = m.clear(offers, hour)  # the generator at b exports 4 kW to a, below the limit
+    assert res.flows_kw[1] == pytest.approx(-4.0) and res.congested == []
+    m.congestion_tol = 0.5  # from 2.5 kW on
+    assert m.clear(offers, hour).congested == ["a-b"]
+    m.congestion_tol = 1e-6
+    m.set_limits([math.inf, 4.0, math.inf])
+    assert m.clear(offers, hour).congested == ["a-b"]
+    m.set_limits([math.inf, 3.0, math.inf])  # the row bounds follow: 3 kW exported
+    res = m.clear(offers, hour)
+    assert res.flows_kw[1] == pytest.approx(-3.0) and res.congested == ["a-b"]
+    m.set_limits([math.inf, 100.0, math.inf])
+    assert m.clear(offers, hour).congested == []
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(offers=[[1.0, 2.0], [np.nan, 1.0]]), "dr_0"),
+    (dict(offers=[[1.0, np.inf], [1.0, 1.0]]), "generator_0"),
+    (dict(offers=[[30.000001, 1.0], [1.0, 1.0]]), "generator_0"),
+    (dict(offers=[[-0.0001, 1.0], [1.0, 1.0]]), "generator_0"),
+    (dict(lmp=np.nan), "source_price"),
+    (dict(lmp=np.inf), "source_price"),
+    (dict(demand={"a": np.nan}), "demand_kw must be finite"),
+    (dict(demand={"a": np.inf}), "demand_kw must be finite"),
+    (dict(demand={"a": -1.0}), "demand_kw must be finite"),
+    (dict(demand={"s": 1e-300}), "not one of the market's load buses"),
+    (dict(pv={"a": 1e-300}), "not one of the market's pv buses"),
+    (dict(pv={"b": np.nan}), "pv_kw must be finite"),
+    (dict(capacity=[np.nan, 0.0]), "capacity"),
+    (dict(capacity=[1.0, -1e-300]), "capacity"),
+    (dict(capacity=[1.0, 15.0]), "demand response at bus c"),
+])
+def test_every_invalid_input_still_raises_its_own_error(bad, message):
+    """The combined check lets nothing through that the per-input checks refuse."""
+    m = small_market()
+    demand = {"a": 10.0, "b": 20.0, "c": 10.0, **bad.get("demand", {})}
+    hour = MarketContext(demand_kw=vec(m, demand), capacity_kw=bad.get("capacity", [1.0, 5.0]),
+                         source_price=bad.get("lmp", 5.0), pv_kw=vec(m, bad.get("pv", {})))
+    with pytest.raises(ValueError, match=message):
+        m.clear(bad.get("offers", [[1.0, 2.0], [1.0, 1.0]]), hour)
+
+
+def test_valid_extremes_are_accepted():
+    """Valid inputs on an edge (huge but finite, offers at 0 and at the cap, DR equal to the
+    demand) pass as before."""
+    m = small_market()
+    huge = vec(m, {"a": 1e300, "c": 1.7e308})
+    np.testing.assert_array_equal(
+        m.validate(np.zeros((2, 2)), huge, np.array([1e300, 1.7e308]), np.zeros(4), 0.0),
+        vec(m, {"c": 1.7e308}))
+    edge = vec(m, {"c": 7.0})
+    res = m.clear([[30.0, 30.0], [0.0, 0.0]], MarketContext(
+        demand_kw=edge, capacity_kw=[0.0, 7.0], source_price=5.0))
+    assert res.participant_quantities[1] == pytest.approx(7.0)
+
+
+def _lp():
+    A = np.array([[1.0, 1.0, 1.0, -1.0], [1.0, 0.0, -1.0, 0.0]])
+    data = dict(c=np.array([1.0, 2.0, 2.0, 0.5]), l=np.array([3.0, -1.0]),
+                u=np.array([3.0, 1.0]), lb=np.zeros(4), ub=np.array([2.0, 2.0, 2.0, 0.0]))
+    return A, data
+
+
+def test_highs_lp_data_held_or_passed_gives_the_same_bits():
+    """Solves that re-use the bounds HiGHS holds, that change an array in place between calls
+    or follow a failed solve equal a fresh ``HighsLP``'s on the same data."""
+    A, d = _lp()
+    lp = HighsLP(A)
+
+    def check(**data):
+        got, ref = lp.solve(**data), HighsLP(A).solve(**data)
+        for part in ("x", "y", "z"):
+            np.testing.assert_array_equal(getattr(got, part), getattr(ref, part), err_msg=part)
+
+    check(**d)
+    check(**dict(d, c=np.array([2.0, 2.0, 1.0, 0.5])))  # a tie (cols 1 and 2), bounds held
+    d["ub"][3] = 4.0  # the same array, changed in place: must reach HiGHS
+    check(**d)
+    d["l"][0] = d["u"][0] = 1.0
+    check(**d)
+    with pytest.raises(Exception, match="HiGHS"):
+        lp.solve(**dict(d, ub=np.full(4, -1.0)))  # infeasible
+    check(**d)
+    check(**dict(d, lb=np.zeros(4)))  # a new array, the same bytes

@@ -122,9 +122,10 @@ Solving
 The problem is stated twice. ``DLMPMarket`` builds it once as a HiGHS LP
 (``ogg_envs.markets.solvers.highs_lp``) whose structure never changes (topology and resources
 are fixed), with the bus injections ``p`` eliminated (see ``DLMPMarket._structure``: the same
-optimum and the same duals, fewer rows); per clearing it changes only costs, column bounds and
-row bounds and solves with the dual simplex method, **cold** (the fast path, about 0.25 ms on
-the IEEE 37 feeder; measured: a warm start saves nothing here, and DAQP on the LP with a
+optimum and the same duals, fewer rows); per clearing only costs, column bounds and row
+bounds change, and HiGHS's dual simplex solves the whole LP, passed anew, **cold** (the fast
+path: about 0.25 ms of HiGHS's own time on the IEEE 37 feeder, of which about 0.17 ms is its
+fixed cost per run; measured: a warm start saves nothing here, and DAQP on the LP with a
 vanishing quadratic term took longer, 0.27 ms, and moved prices by that term).
 ``DLMPMarket.cvxpy_problem`` states eqs. 12-18 as written above in CVXPY with Parameters
 (compiled once, DPP), with the import cost literally ``lmp * cp.pos(P_source)`` and explicit

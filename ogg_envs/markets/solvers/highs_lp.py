@@ -34,6 +34,18 @@ _COLWISE = int(highspy.MatrixFormat.kColwise)
 _MINIMIZE = int(highspy.ObjSense.kMinimize)
 
 
+def _quiet_highs():
+    """A HiGHS object that prints nothing, not even HiGHS's banner. ``highspy.Highs()``
+    registers its Python callbacks in its constructor, before any option can be set, and that
+    prints the banner to stdout (once per process, from C++: no Python stream can catch it).
+    The binding's own class underneath does not, and this module needs no callbacks; a highspy
+    without it gets ``highspy.Highs()``, banner and all."""
+    binding = getattr(getattr(highspy, "_core", None), "_Highs", None)
+    h = binding() if binding is not None else highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 def _colwise(A: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Column starts (one per column), row indices and values, as ``passModel`` takes them."""
     return (np.ascontiguousarray(A.indptr[:-1], dtype=np.int32),
@@ -52,8 +64,7 @@ class HighsLP:
         self._rows_set = {}  # row -> its coefficients, where set_row replaced them
         self._passed = _colwise(A)  # A with the rows set_row replaced, as HiGHS takes it
         self._continuous = np.zeros(A.shape[1], dtype=np.int32)
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        h = _quiet_highs()
         h.setOptionValue("presolve", "off")  # tiny LPs: presolve only costs
         h.setOptionValue("solver", "simplex")
         # "threads" stays 0 (any): HiGHS's thread scheduler is one per process, and a Highs

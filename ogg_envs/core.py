@@ -174,7 +174,7 @@ def real_action(agent: str, action, shape: tuple, what: str) -> np.ndarray:
     otherwise."""
     if type(action) is np.ndarray and action.dtype.kind == "f" and action.shape == shape:
         a = action.astype(float)  # the usual case (sampled or policy actions): a copy
-        if np.isfinite(a).all():
+        if all(map(math.isfinite, a.tolist())):  # np.isfinite(a).all(), 10x faster when small
             return a
     try:
         a = np.asarray(action)
@@ -309,6 +309,14 @@ class MarketEnv(ParallelEnv):
                       for p in self.participants}
         self._element_branch = {el: br.name for br in self.topology.branches
                                 for el in br.elements}
+        # What dispatch puts on the feeder: the demand side's quantities at their buses, the
+        # others' at their generators (participant rows and bus indices, fixed from here on).
+        demand = [k for k, p in enumerate(self.participants) if p.side == DEMAND]
+        self._demand_rows = np.array(demand, dtype=int)
+        self._demand_buses = np.array([self.topology.bus_index[self.participants[k].bus]
+                                       for k in demand], dtype=int)
+        self._generators = [(k, p.state["generator"]) for k, p in enumerate(self.participants)
+                            if p.side != DEMAND and "generator" in p.state]
         self.possible_agents = select_learners(
             self.participants, self.default_learners if learners is None else learners)
         self._attach_policies(policies or {})
@@ -750,17 +758,12 @@ class MarketEnv(ParallelEnv):
     # ------------------------------------------------------------------ grid step
     def dispatch(self, clearing) -> tuple[np.ndarray, dict[str, float]]:
         """What the final clearing puts on the feeder: kW consumed per topology bus (the
-        demand side's quantities at their buses) and kW per participant generator."""
+        demand side's quantities at their buses) and kW per participant generator (sides,
+        buses and generators as the participants were constructed)."""
         q = clearing.participant_quantities
-        B = len(self.topology.buses)
-        consumption = np.zeros(B)
-        generation = {}
-        for k, p in enumerate(self.participants):
-            if p.side == DEMAND:
-                consumption[self.topology.bus_index[p.bus]] += q[k]
-            elif "generator" in p.state:
-                generation[p.state["generator"]] = float(q[k])
-        return consumption, generation
+        consumption = np.bincount(self._demand_buses, q[self._demand_rows],
+                                  minlength=len(self.topology.buses))  # summed in row order
+        return consumption, {name: float(q[k]) for k, name in self._generators}
 
     def grid_step(self):
         """Apply the final clearing to the feeder and solve it; the power flow."""
@@ -820,8 +823,7 @@ class MarketEnv(ParallelEnv):
 
     def grid_report(self, pf, iterations: int = 0) -> GridReport:
         """The AC outcome of a power flow against the market's model (``GridReport``)."""
-        limits = np.asarray(getattr(self.market, "limits_kw", np.full(0, math.inf)),
-                            dtype=float)
+        limits = np.asarray(getattr(self.market, "limits_kw", ()), dtype=float)
         idx, names = self._limited_branches(limits)
         p = self.grid.net_injection_kw()
         cleared_losses = float(getattr(self._last_clearing, "losses_kw", 0.0))

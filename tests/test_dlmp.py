@@ -495,6 +495,56 @@ def test_truthful_day_dispatch_applied_to_opendss():
     assert congested_hours >= 3
 
 
+def test_dispatch_names_every_generator_and_pv_unit():
+    """The grid step's generation: each generator's cleared kW under its name, then every PV
+    unit's output after curtailment (pro rata at its bus) as pv_0, pv_1, ..."""
+    env = dlmp_v0.parallel_env(market_rounds=1)
+    env.reset(seed=0)
+    env.t = 12
+    env.start_hour()
+    env.step({a: np.full(3, 5.0, dtype=np.float32) for a in env.agents})
+    res = env.last_clearing
+    res.curtailed_kw = np.zeros_like(res.curtailed_kw)
+    pv_bus = env.topology.bus_index[env.pv_buses[0]]
+    res.curtailed_kw[pv_bus] = 0.25 * env.pv_kw[pv_bus]  # a quarter of that bus's PV
+    served, generation = env.dispatch(res)
+    generators = [(k, p.name) for k, p in enumerate(env.participants) if p.group == "generator"]
+    pv_names = [f"pv_{k}" for k in range(len(env.pv_buses))]
+    assert list(generation) == [name for _, name in generators] + pv_names
+    for k, name in generators:
+        assert type(generation[name]) is float and generation[name] == res.quantities[k]
+    for k, bus in enumerate(env.pv_buses):
+        share = 0.75 if bus == env.pv_buses[0] else 1.0
+        assert generation[f"pv_{k}"] == pytest.approx(share * env.pv_out_kw[k], rel=1e-12)
+    assert served.shape == (len(env.topology.buses),) and (served >= 0).all()
+
+
+def test_observation_entries_clipped_then_rounded_to_float32():
+    """Every observation entry is its float64 value (module docstring) clipped to [-1, 1]
+    and rounded to float32, bit for bit, also where a value is outside the range."""
+    env = dlmp_v0.parallel_env(market_rounds=2)
+    env.reset(seed=3)
+    env.step({a: np.full(3, 6.0, dtype=np.float32) for a in env.agents})
+    env.lmp_now = 1.5 * env.price_cap  # outside the range: clipped to 1
+    env._obs = None
+    res, cap = env.last_clearing, env.price_cap
+    hour = env.hour_of(env.t)
+    for k, p in enumerate(env.participants):
+        q_max = p.limits.q_max
+        expected = np.array([
+            math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24),
+            min(env.t / env.horizon, 1.0), env.round / env.market_rounds,
+            1.0 if p.group == "generator" else -1.0, p.truth.cost_a / cap,
+            (p.truth.cost_a + p.truth.cost_b * env.capacity_kw[k]) / cap,
+            env.capacity_kw[k] / q_max, env.lmp_now / cap, res.participant_prices[k] / cap,
+            res.energy / cap, res.congestion[env.topology.bus_index[p.bus]] / cap,
+            float(res.dlmp.mean()) / cap, float(res.dlmp.max()) / cap,
+            float(env.congested_on_path(p.name)), res.participant_quantities[k] / q_max])
+        obs = env.observe(p.name)
+        assert obs.dtype == np.float32 and obs[8] == 1.0
+        np.testing.assert_array_equal(obs, np.clip(expected, -1.0, 1.0).astype(np.float32))
+
+
 def test_policies_and_learner_selection():
     env = dlmp_v0.parallel_env(learners="generator_2", policies={"dr": MarkupBidder(0.5)},
                                horizon=2, market_rounds=1)

@@ -313,6 +313,44 @@ def test_random_tie_breaking_tries_every_arm_once():
     assert sorted(first) == list(range(6)) and first != list(range(6))
 
 
+def _numpy_select(bandit, rng):
+    """A bandit's choice as the whole-array NumPy formulation: untried arms first (at random),
+    else the argmax of the UCB index or of the means, ties drawn from ``rng``."""
+    counts, sums = bandit.counts, bandit.sums
+    if isinstance(bandit, EpsilonGreedy) and rng.random() < bandit.epsilon:
+        return int(rng.integers(bandit.n_arms))
+    if (counts == 0).any():
+        untried = np.flatnonzero(counts == 0)
+        return int(untried[rng.integers(len(untried))])
+    values = sums / counts
+    if isinstance(bandit, UCB):
+        values = values + bandit._width / np.sqrt(counts)
+    ties = np.flatnonzero(values == values.max())
+    return int(ties[0]) if len(ties) == 1 else int(ties[rng.integers(len(ties))])
+
+
+@pytest.mark.parametrize("make", [lambda: UCB(6, scale=3.0), lambda: EpsilonGreedy(6, 0.2)])
+def test_bandit_choices_and_random_draws_equal_the_numpy_formulation(make):
+    """Arms, tie draws and the generator's state, bitwise, over a long run whose rewards lie
+    on a coarse grid (so that indices tie often); also after a reset."""
+    bandit = make()
+    rng, ref = np.random.default_rng(11), np.random.default_rng(11)
+    rewards = np.random.default_rng(3).integers(-2, 3, 1500) / 2.0
+    ties = 0
+    for t, r in enumerate(rewards):
+        if t == 700:
+            bandit.reset()
+        expected = _numpy_select(bandit, ref)
+        assert bandit.select(rng) == expected, t
+        if isinstance(bandit, UCB) and (bandit.counts > 0).all():
+            index = bandit.sums / bandit.counts + bandit._width / np.sqrt(bandit.counts)
+            np.testing.assert_array_equal(bandit.index(), index)
+            ties += (index == index.max()).sum() > 1
+        bandit.update(expected, r)
+    assert rng.random() == ref.random()
+    assert isinstance(bandit, EpsilonGreedy) or ties > 10
+
+
 def test_epsilon_greedy_and_fixed_price():
     greedy = EpsilonGreedy(3, epsilon=0.0)
     for arm, r in [(0, 1.0), (1, 3.0), (2, 2.0)]:
@@ -332,6 +370,36 @@ def test_epsilon_greedy_and_fixed_price():
     assert policy(P()) == 1
     with pytest.raises(ValueError):
         make_policy("softmax", 8)
+
+
+def test_reservation_bidders_are_asked_once_per_grid_step_with_the_same_outcome():
+    """``ReservationBidder`` declares ``adaptive = False``: the environment asks it once per
+    grid step, and every reward and info equals asking it every negotiation step."""
+    from ogg_envs.policies.p2p import ReservationBidder
+
+    class Counted(ReservationBidder):
+        calls = 0
+
+        def __call__(self, participant, observation=None, info=None):
+            Counted.calls += 1
+            return super().__call__(participant, observation, info)
+
+    class EveryStep(ReservationBidder):
+        adaptive = True
+
+    runs = []
+    for policy in (Counted(0.2), EveryStep(0.2)):
+        env = p2p_v0.parallel_env(scenario=small_scenario(n=6), learners=["prosumer_0"],
+                                  policies={"prosumer": policy}, negotiation_steps=4)
+        env.reset(seed=1)
+        out, bidding = [], 0
+        while env.agents:
+            if env.round == 0:
+                bidding += sum(bool(env.market.matched[k]) for k in range(1, 6))
+            out.append(env.step({"prosumer_0": 2})[1:])
+        runs.append(out)
+    assert runs[0] == runs[1]
+    assert 0 < Counted.calls == bidding
 
 
 def test_scripted_ucb_opponents_learn_and_restart_with_a_seed():

@@ -298,3 +298,21 @@ def test_grids_hand_their_engines_back():
         del env
     gc.collect()
     assert rss_mb() - before < 40.0  # ~120 MB if every grid kept its engine
+
+
+def test_real_action_accepts_finite_reals_and_names_the_agent_otherwise():
+    from ogg_envs.core import real_action
+
+    for given in (np.array([1.0, 2.0], dtype=np.float32), np.array([1.0, 2.0]), [1, 2]):
+        a = real_action("x_0", given, (2,), "two prices")
+        assert a.dtype == np.float64 and a.tolist() == [1.0, 2.0] and a is not given
+    big = np.array([1.7e308, 1.7e308])  # finite, though their sum is not
+    assert real_action("x_0", big, (2,), "two prices").tolist() == big.tolist()
+    for bad in (np.nan, np.inf, -np.inf):
+        for dtype in (np.float32, np.float64):
+            with pytest.raises(ValueError, match="x_0: action has non-finite numbers"):
+                real_action("x_0", np.array([1.0, bad], dtype=dtype), (2,), "two prices")
+    with pytest.raises(ValueError, match="x_0: action must have shape"):
+        real_action("x_0", np.zeros(3), (2,), "two prices")
+    with pytest.raises(ValueError, match="x_0: action must be real numbers"):
+        real_action("x_0", np.array([True, False]), (2,), "two prices")

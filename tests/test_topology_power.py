@@ -110,6 +110,29 @@ def test_invalid_bids_repaired_or_raised():
         strict.step(dict(acts, ghost=np.zeros(4)))
 
 
+def test_quantities_within_a_nanowatt_of_the_hours_limit_are_not_repaired():
+    """A bid's q_max may exceed q_now by 1e-9 kW (rounding); more is clipped to this hour's
+    q_now, whichever hour it is."""
+    env = topology_power_v0.parallel_env(learners="consumer_0", market_rounds=1, horizon=4)
+    raw = env.unwrapped
+    env.reset(seed=0)
+    seen = set()
+    while env.agents:
+        q_now = raw.participant["consumer_0"].limits.q_now
+        seen.add(q_now)
+        within = np.array([15.0, 5.0, q_now + 5e-10, 0.0])
+        _, _, _, _, infos = env.step({"consumer_0": within})
+        assert "bid_repairs" not in infos["consumer_0"]
+        if not env.agents:
+            break
+        q_now = raw.participant["consumer_0"].limits.q_now
+        _, _, _, _, infos = env.step({"consumer_0": np.array([15.0, 5.0, q_now + 1e-6, 0.0])})
+        assert infos["consumer_0"]["bid_repairs"] == [
+            "clipped into the price band / quantity limit"]
+        assert raw.last_clearing.bids[raw.index["consumer_0"]][2] == q_now
+    assert len(seen) > 1  # the limit moved between hours
+
+
 def test_repairs_are_bid_repair_row_by_row():
     """The env repairs every invalid bid of a round at once; each one must be exactly what
     ``Bid.repair`` makes of it (the bid the market cleared), with the same list of fixes."""

@@ -319,6 +319,8 @@ class raw_env(MarketEnv):
         for k, bus in enumerate(self.pv_buses):
             grid.add_generator(f"pv_{k}", bus, 0.0, kva=max(self.pv_capacity_kw[k], 1.0) * 1.2)
         self.is_generator = np.array([p.group == GENERATOR for p in parts])
+        self._generator_names = [p.name for p in parts if p.group == GENERATOR]
+        self._pv_names = [f"pv_{k}" for k in range(n_pv)]
         self._bus = np.array([topo.bus_index[p.bus] for p in parts], dtype=np.int64)
         self._q_max = np.array([p.limits.q_max for p in parts])
         return parts
@@ -393,7 +395,7 @@ class raw_env(MarketEnv):
         """The LinDistFlow market's voltage ratios: the regulator taps OpenDSS chooses for
         this hour's demand and PV with no market dispatch (kept if that does not converge)."""
         generation = dict.fromkeys(self.grid.added_generators, 0.0)
-        generation.update({f"pv_{k}": kw for k, kw in enumerate(self.pv_out_kw.tolist())})
+        generation.update(zip(self._pv_names, self.pv_out_kw.tolist()))
         self.grid.apply(self.demand_kw, generation)
         if self.grid.run_power_flow():
             self.market.set_ratios(regulator_ratios(self.grid))
@@ -452,13 +454,12 @@ class raw_env(MarketEnv):
         dr = ~self.is_generator
         served = self.demand_kw - clearing.shed_kw - np.bincount(self._bus[dr], q[dr],
                                                                  minlength=B)
-        generation = {p.name: float(q[k]) for k, p in enumerate(self.participants)
-                      if self.is_generator[k]}
+        generation = dict(zip(self._generator_names, q[self.is_generator].tolist()))
         pv_bus = self.pv_kw[self._pv_bus]
         taken = np.divide(pv_bus - clearing.curtailed_kw[self._pv_bus], pv_bus,
                           out=np.zeros(len(pv_bus)), where=pv_bus > 0)
-        for k, kw in enumerate((self.pv_out_kw * np.clip(taken, 0.0, 1.0)).tolist()):
-            generation[f"pv_{k}"] = kw
+        generation.update(zip(self._pv_names,
+                              (self.pv_out_kw * np.clip(taken, 0.0, 1.0)).tolist()))
         return np.maximum(served, 0.0), generation
 
     def grid_step_infos(self, pf) -> dict[str, dict]:

@@ -302,6 +302,12 @@ class raw_env(MarketEnv):
             q = self.nominal_kw[j] * max(factor[j], 0.0)
             p.limits.q_now = min(q, p.limits.q_max)
         self.truth = economics.truth_arrays(self.participants)
+        # This hour's upper bounds of every bid (p_max, p_min, q_max, q_min): the price cap and
+        # q_now, where a repair clips; a valid bid's (p_max, q_max) may exceed them by (0, 1e-9).
+        self._bid_upper = np.empty((len(self.participants), 4))
+        self._bid_upper[:, :2] = self.price_cap
+        self._bid_upper[:, 2:] = self.truth["q_now"][:, None]
+        self._valid_high = self._bid_upper[:, 0::2] + (0.0, 1e-9)
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
@@ -316,13 +322,12 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ market round
     def market_step(self, bids):
-        arr = np.array([bids[name] for name in self.names], dtype=float)
-        p_max, p_min, q_max, q_min = arr.T
-        valid = ((0.0 <= p_min) & (p_min <= p_max) & (p_max <= self.price_cap) & (0.0 <= q_min)
-                 & (q_min <= q_max) & (q_max <= self.truth["q_now"] + 1e-9))
+        arr = np.concatenate([bids[name] for name in self.names], dtype=float).reshape(-1, 4)
+        high, low = arr[:, 0::2], arr[:, 1::2]  # (p_max, q_max) and (p_min, q_min)
+        ok = (0.0 <= low) & (low <= high) & (high <= self._valid_high)
         repairs = {}
-        if not np.logical_and.reduce(valid):
-            arr, repairs = self._repair_bids(arr, ~valid)
+        if not np.logical_and.reduce(ok, axis=None):
+            arr, repairs = self._repair_bids(arr, ~np.logical_and.reduce(ok, axis=1))
         res = self.market.clear(arr)
         self.set_clearing(res)
         prices = res.participant_prices
@@ -339,9 +344,7 @@ class raw_env(MarketEnv):
         ordered = np.empty_like(arr)
         ordered[:, 0::2] = np.maximum(high, low)
         ordered[:, 1::2] = np.minimum(high, low)
-        upper = np.full_like(arr, self.price_cap)
-        upper[:, 2:] = self.truth["q_now"][:, None]
-        fixed = np.minimum(np.maximum(ordered, 0.0), upper)
+        fixed = np.minimum(np.maximum(ordered, 0.0), self._bid_upper)
         clipped = (fixed != ordered).any(axis=1).tolist()
         repairs = {}
         for k in np.flatnonzero(invalid).tolist():

@@ -616,7 +616,8 @@ class DLMPMarket(Market):
         return arr, demand, cap, pv, lmp, dr_cap
 
     def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
-        """HiGHS on the LP of ``_structure``, cold; ``(None, None, None)`` if it fails."""
+        """HiGHS on the LP of ``_structure``, cold: ``(x, (energy, branch prices, DLMPs,
+        congestion parts), "highs")``, or ``(None, None, None)`` if it fails."""
         cols = self._cols
         cost = self._cost.copy()
         cost[cols["blocks"]] = offers.ravel()
@@ -640,11 +641,12 @@ class DLMPMarket(Market):
         # prices are derivatives of the optimal cost, the opposite sign of the solver
         # package's duals.
         energy, branch = -float(sol.y[0]), -sol.y[1:]
+        congestion = self._below.T @ branch
         if self._losses is None:
-            dlmp = energy + self._below.T @ branch
+            dlmp = energy + congestion
         else:
-            dlmp = energy - self._losses.factors * energy + self._below.T @ branch
-        return sol.x, (energy, branch, dlmp), "highs"
+            dlmp = energy - self._losses.factors * energy + congestion
+        return sol.x, (energy, branch, dlmp, congestion), "highs"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self) -> dict:
@@ -729,13 +731,13 @@ class DLMPMarket(Market):
         energy = -float(c["system"].dual_value)
         branch = (np.asarray(c["upper"].dual_value, dtype=float)
                   - np.asarray(c["lower"].dual_value, dtype=float))
-        return x, (energy, branch, dlmp), f"cvxpy-{solver.lower()}"
+        return x, (energy, branch, dlmp, self._below.T @ branch), f"cvxpy-{solver.lower()}"
 
     # ------------------------------------------------------------------ results
     def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, duals, solver) -> DLMPResult:
         topo = self.topology
         cols = self._cols
-        energy, branch_prices, dlmp = duals
+        energy, branch_prices, dlmp, congestion = duals  # congestion: below.T @ branch_prices
         blocks = x[cols["blocks"]]
         q = blocks.reshape(-1, self.n_blocks).sum(axis=1)
         B = len(self._buses_t)
@@ -747,7 +749,6 @@ class DLMPMarket(Market):
         injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
         net_injection = injection - demand + pv
         flows = topo.flows(net_injection)
-        congestion = self._below.T @ branch_prices
         loss = np.zeros(B) if self._losses is None else -self._losses.factors * energy
         losses_kw, loss_surplus = self._loss_accounts(energy, net_injection)
         import_cost = lmp * max(source, 0.0)

@@ -34,8 +34,11 @@ class ReservationBidder:
     is ``retail - c_service``. The producer bids the lowest arm at or above
     ``(feed_in + c_service) (1 + markup)``, the consumer the highest arm at or below
     ``(retail - c_service) / (1 + markup)``. With ``markup=0`` (truthful) every matched pair
-    trades in every step.
+    trades in every step. The bid depends only on the role and the rules (``adaptive =
+    False``): the environment asks once per grid step.
     """
+
+    adaptive = False
 
     def __init__(self, markup: float = 0.0):
         self.markup = float(markup)

@@ -349,8 +349,10 @@ def test_invalid_inputs_name_what_is_wrong():
     with pytest.raises(ValueError, match="load_tan_phi: bus a"):
         LinDistFlowMarket(topo, [], r_pu=[0.1], x_pu=[0.1], load_tan_phi=[0.0, math.nan])
     m = LinDistFlowMarket(topo, [], r_pu=[0.1], x_pu=[0.1])
-    with pytest.raises(ValueError, match="source_price"):
+    with pytest.raises(ValueError, match="LinDistFlowMarket.clear: .* source_price"):
         m.clear([], MarketContext(demand_kw=[0.0, 1.0], capacity_kw=[]))
+    with pytest.raises(ValueError, match="DLMPMarket.clear: .* source_price"):
+        m.dc.clear([], MarketContext(demand_kw=[0.0, 1.0], capacity_kw=[]))
     with pytest.raises(ValueError, match="formulation must be one of"):
         dlmp_v0.parallel_env(formulation="ac")
 

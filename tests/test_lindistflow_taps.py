@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from test_dlmp_fast_path import same_result
 
 from ogg_envs.api import MarketContext
 from ogg_envs.envs import dlmp_v0
@@ -19,22 +20,6 @@ from ogg_envs.grid.topology import Branch, Topology
 from ogg_envs.markets.dlmp import Resource
 from ogg_envs.markets.lindistflow import LinDistFlowMarket
 from ogg_envs.markets.solvers.highs_lp import HighsLP
-
-
-def same_result(a, b) -> None:
-    """Two clearings equal bit for bit (every field, every array)."""
-    assert a.__dict__.keys() == b.__dict__.keys()
-    for key, value in a.__dict__.items():
-        other = b.__dict__[key]
-        if key == "price_components":
-            assert value.keys() == other.keys()
-            for part in value:
-                np.testing.assert_array_equal(value[part], other[part], err_msg=part)
-        elif isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(value, other, err_msg=key)
-        else:
-            assert value == other, key
-
 
 # A band whose lower limit binds at IEEE 37's far load buses in most hours (17-20 of 24 with
 # random actions): the voltage rows, the part set_ratios replaces, then set prices and dispatch.

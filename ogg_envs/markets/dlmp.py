@@ -600,10 +600,17 @@ class DLMPMarket(Market):
         return self._result(*args, x, y, name)
 
     def _inputs(self, offers, context: MarketContext | None):
+        return self.read_inputs(offers, context, "DLMPMarket.clear")
+
+    def read_inputs(self, offers, context: MarketContext | None, who: str) -> tuple:
+        """A clearing's data, read and checked: ``(offers (n, n_blocks), demand per bus,
+        capacity per resource, pv per bus, source price, DR capacity per bus)``. A missing
+        context field or invalid input raises ``ValueError`` naming it (and ``who``, the
+        method the data came to). The LinDistFlow market reads its data through this too."""
         required = ("demand_kw", "capacity_kw", "source_price")
         missing = [f for f in required if getattr(context, f, None) is None]
         if missing:
-            raise ValueError(f"DLMPMarket.clear: the context must give {', '.join(missing)} "
+            raise ValueError(f"{who}: the context must give {', '.join(missing)} "
                              f"(a MarketContext with demand_kw per bus, capacity_kw per "
                              f"resource and source_price, the source LMP)")
         arr = self.offers_to_array(offers)
@@ -614,6 +621,21 @@ class DLMPMarket(Market):
         lmp = float(context.source_price)
         dr_cap = self.validate(arr, demand, cap, pv, lmp)
         return arr, demand, cap, pv, lmp, dr_cap
+
+    def injection_incidence(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Bus incidence of each kind of injection, as the CVXPY statements use it:
+        ``(resources (B, n), shed (B, load buses), pv (B, pv buses), the root (B,))``."""
+        B, n = len(self.topology.buses), len(self.names)
+        nL, nP = len(self._load_idx), len(self._pv_idx)
+        M_res = np.zeros((B, n))
+        M_res[self._res_bus, np.arange(n)] = 1.0
+        M_shed = np.zeros((B, nL))
+        M_shed[self._load_idx, np.arange(nL)] = 1.0
+        M_pv = np.zeros((B, nP))
+        M_pv[self._pv_idx, np.arange(nP)] = 1.0
+        e_root = np.zeros(B)
+        e_root[self.topology.bus_index[self.topology.root]] = 1.0
+        return M_res, M_shed, M_pv, e_root
 
     def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
         """HiGHS on the LP of ``_structure``, cold: ``(x, (energy, branch prices, DLMPs,
@@ -675,15 +697,7 @@ class DLMPMarket(Market):
         limits = cp.Parameter(E, nonneg=True, name="limits")
         weights = cp.Parameter(B, name="loss_weights")  # 1 - lf (lossless: 1)
         constant = cp.Parameter(name="loss_constant")  # L0 - lf . p0 (lossless: 0)
-        # Bus incidence of each kind of injection.
-        M_res = np.zeros((B, n))
-        M_res[self._res_bus, np.arange(n)] = 1.0
-        M_shed = np.zeros((B, nL))
-        M_shed[self._load_idx, np.arange(nL)] = 1.0
-        M_pv = np.zeros((B, nP))
-        M_pv[self._pv_idx, np.arange(nP)] = 1.0
-        e_root = np.zeros(B)
-        e_root[topo.bus_index[topo.root]] = 1.0
+        M_res, M_shed, M_pv, e_root = self.injection_incidence()
         injection = (M_res @ cp.sum(x, axis=1) + M_shed @ shed - M_pv @ curtail
                      + e_root * source)
         cost = (lmp * cp.pos(source)  # eq. 12: export earns nothing

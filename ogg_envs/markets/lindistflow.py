@@ -479,22 +479,8 @@ class LinDistFlowMarket(Market):
         return self._result(*args, x, duals, name)
 
     def _inputs(self, offers, context):
-        """The clearing's data, read and checked by the DC market's public methods."""
-        required = ("demand_kw", "capacity_kw", "source_price")
-        missing = [f for f in required if getattr(context, f, None) is None]
-        if missing:
-            raise ValueError(f"LinDistFlowMarket.clear: the context must give "
-                             f"{', '.join(missing)} (a MarketContext with demand_kw per bus, "
-                             "capacity_kw per resource and source_price, the source LMP)")
-        dc = self.dc
-        arr = dc.offers_to_array(offers)
-        demand = dc.bus_vector(context.demand_kw, "demand_kw")
-        pv = dc.bus_vector(context.pv_kw, "pv_kw") if context.pv_kw is not None else \
-            np.zeros(len(self.topology.buses))
-        cap = dc.resource_vector(context.capacity_kw, "capacity_kw")
-        lmp = float(context.source_price)
-        dr_cap = dc.validate(arr, demand, cap, pv, lmp)
-        return arr, demand, cap, pv, lmp, dr_cap
+        """The clearing's data, read and checked by the DC market (``read_inputs``)."""
+        return self.dc.read_inputs(offers, context, "LinDistFlowMarket.clear")
 
     def _row_bounds(self, demand, pv) -> tuple[np.ndarray, np.ndarray]:
         net = demand - pv
@@ -580,14 +566,7 @@ class LinDistFlowMarket(Market):
         factors = cp.Parameter(B, name="loss_factors")  # lf (lossless: 0)
         constant = cp.Parameter(name="loss_constant")  # L0 - lf . p0 (lossless: 0)
         p = cp.Variable(B, name="p")  # net injection of every bus, kW
-        M_res = np.zeros((B, n))
-        M_res[self._res_bus, np.arange(n)] = 1.0
-        M_shed = np.zeros((B, nL))
-        M_shed[self._load_idx, np.arange(nL)] = 1.0
-        M_pv = np.zeros((B, nP))
-        M_pv[self._pv_idx, np.arange(nP)] = 1.0
-        e_root = np.zeros(B)
-        e_root[topo.bus_index[topo.root]] = 1.0
+        M_res, M_shed, M_pv, e_root = self.dc.injection_incidence()
         tan_phi = self.load_tan_phi
         dr_kw = M_res[:, self.is_dr] @ cp.sum(x[self.is_dr], axis=1) if self.is_dr.any() \
             else np.zeros(B)

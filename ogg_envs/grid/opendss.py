@@ -1132,7 +1132,9 @@ class OpenDSSGrid:
     # ------------------------------------------------------------------ reset and solve
     def reset(self) -> None:
         """Back to the base case: base loads, generators at their base output, batteries at
-        their initial charge, regulator taps where the compile left them.
+        their initial charge, regulator taps where the compile left them, and the next solve
+        starting from OpenDSS's own initial guess, not from the last solution's voltages (so
+        an episode's power flows never depend on what the engine solved before).
 
         Elements added with ``add_generator``/``add_storage`` and line ratings set with
         ``scale_line_ratings`` stay (they are configuration); nothing is recompiled.
@@ -1148,6 +1150,7 @@ class OpenDSSGrid:
             dss.Transformers.Name(xf)
             dss.Transformers.Wdg(int(wdg))
             dss.Transformers.Tap(tap)
+        dss.YMatrix.SolutionInitialized(False)
 
     def _write_dispatch(self) -> None:
         """Write the loads and generators, if any of their values changed since the last

@@ -489,11 +489,14 @@ class raw_env(MarketEnv):
             obs[:, 9] = res.participant_prices / cap
             obs[:, 10] = res.energy / cap
             obs[:, 11] = res.congestion[self._bus] / cap
-            obs[:, 12] = float(res.dlmp.mean()) / cap
-            obs[:, 13] = float(res.dlmp.max()) / cap
-            obs[:, 14] = [float(self.congested_on_path(n)) for n in self.names]
+            dlmp = res.dlmp
+            obs[:, 12] = float(np.add.reduce(dlmp)) / len(dlmp) / cap  # dlmp.mean()'s number
+            obs[:, 13] = float(np.maximum.reduce(dlmp)) / cap
+            obs[:, 14] = [self.congested_on_path(n) for n in self.names] if res.congested \
+                else 0.0
             obs[:, 15] = res.participant_quantities / self._q_max
-        return np.clip(obs, -1.0, 1.0).astype(np.float32)
+        np.maximum(obs, -1.0, out=obs)  # np.clip's numbers, without its layer
+        return np.minimum(obs, 1.0, out=obs).astype(np.float32)
 
     def reset_info(self, name: str) -> dict:
         p = self.participant[name]

@@ -301,7 +301,9 @@ class raw_env(MarketEnv):
         for j, p in enumerate(self.consumers):
             q = self.nominal_kw[j] * max(factor[j], 0.0)
             p.limits.q_now = min(q, p.limits.q_max)
-        self.truth = economics.truth_arrays(self.participants)
+        self.truth = t = economics.truth_arrays(self.participants)
+        self._profits = economics.HourProfits(self.is_supply, t["a"], t["b"], t["vmax"],
+                                              t["vmin"], t["q_now"])
         # This hour's upper bounds of every bid (p_max, p_min, q_max, q_min): the price cap and
         # q_now, where a repair clips; a valid bid's (p_max, q_max) may exceed them by (0, 1e-9).
         self._bid_upper = np.empty((len(self.participants), 4))
@@ -357,9 +359,7 @@ class raw_env(MarketEnv):
 
     def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:
         """True profits (¢ per hour) of every participant (eqs. 9-10)."""
-        t = self.truth
-        return economics.profits(self.is_supply, prices, quantities, t["a"], t["b"],
-                                 t["vmax"], t["vmin"], t["q_now"])
+        return self._profits(prices, quantities)
 
     # ------------------------------------------------------------------ observation
     def observe(self, name: str) -> np.ndarray:

@@ -304,12 +304,11 @@ class raw_env(MarketEnv):
         self.truth = t = economics.truth_arrays(self.participants)
         self._profits = economics.HourProfits(self.is_supply, t["a"], t["b"], t["vmax"],
                                               t["vmin"], t["q_now"])
-        # This hour's upper bounds of every bid (p_max, p_min, q_max, q_min): the price cap and
-        # q_now, where a repair clips; a valid bid's (p_max, q_max) may exceed them by (0, 1e-9).
-        self._bid_upper = np.empty((len(self.participants), 4))
-        self._bid_upper[:, :2] = self.price_cap
-        self._bid_upper[:, 2:] = self.truth["q_now"][:, None]
-        self._valid_high = self._bid_upper[:, 0::2] + (0.0, 1e-9)
+        # This hour's upper bounds of a valid bid's (p_max, q_max): the price cap and q_now
+        # (plus ``Bid.check``'s 1e-9 kW); a bid above them is repaired (``_repair_bids``).
+        self._valid_high = np.empty((len(self.participants), 2))
+        self._valid_high[:, 0] = self.price_cap
+        np.add(t["q_now"], 1e-9, out=self._valid_high[:, 1])
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
@@ -338,24 +337,18 @@ class raw_env(MarketEnv):
         return self.per_round(profit), self.clearing_infos(res, profit, arr, repairs)
 
     def _repair_bids(self, arr: np.ndarray, invalid: np.ndarray):
-        """The bids with every ``invalid`` row replaced by its nearest valid bid
-        (``Bid.repair``, vectorised: reversed ranges swapped, prices clipped into [0,
-        price_cap], quantities into [0, q_now]) and what was changed in each of those rows."""
-        high, low = arr[:, 0::2], arr[:, 1::2]  # (p_max, q_max) and (p_min, q_min)
-        swapped = (high < low).tolist()
-        ordered = np.empty_like(arr)
-        ordered[:, 0::2] = np.maximum(high, low)
-        ordered[:, 1::2] = np.minimum(high, low)
-        fixed = np.minimum(np.maximum(ordered, 0.0), self._bid_upper)
-        clipped = (fixed != ordered).any(axis=1).tolist()
+        """The bids with every ``invalid`` row replaced, in place, by ``Bid.repair``'s nearest
+        valid bid (reversed ranges swapped, prices clipped into [0, price_cap], quantities
+        into [0, q_now]) and what was changed in each of those rows. Row by row: a round has
+        a few invalid bids (the agents'), and numpy's per-call cost outweighs them."""
         repairs = {}
+        q_now = self.truth["q_now"]
         for k in np.flatnonzero(invalid).tolist():
-            p_swap, q_swap = swapped[k]
-            repairs[self.names[k]] = (["p_max < p_min: swapped"] * p_swap
-                                      + ["q_max < q_min: swapped"] * q_swap
-                                      + ["clipped into the price band / quantity limit"]
-                                      * clipped[k])
-        return np.where(invalid[:, None], fixed, arr), repairs
+            name = self.names[k]
+            bid, repairs[name] = Bid(*arr[k].tolist()).repair(name, self.price_cap, 0.0,
+                                                               float(q_now[k]))
+            arr[k] = bid.p_max, bid.p_min, bid.q_max, bid.q_min
+        return arr, repairs
 
     def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:
         """True profits (¢ per hour) of every participant (eqs. 9-10)."""

@@ -107,6 +107,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -828,20 +829,20 @@ class MarketEnv(ParallelEnv):
         p = self.grid.net_injection_kw()
         cleared_losses = float(getattr(self._last_clearing, "losses_kw", 0.0))
         cleared = cleared_losses - float(p.sum())
-        if pf.converged and len(idx):
-            s = self.grid.branch_flows(pf, names)
-            linear = self.topology.flows(p)[idx]
-        else:
-            s = np.full(len(idx), complex(math.nan, math.nan))
-            linear = np.full(len(idx), math.nan)
         lim = limits[idx]
-        if len(idx):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                loading = np.where(lim > 0, np.abs(s.real) / lim,
-                                   np.where(np.abs(s.real) > 1e-9, math.inf, 0.0))
-        else:  # a market without limits (P2P): no branch to load
-            loading = np.zeros(0)
-        over = tuple(n for n, x in zip(names, loading.tolist()) if x > 1 + self.ac_tol)
+        if not len(idx):  # a market without limits (P2P): no branch to load
+            s, linear, loading = np.zeros(0, dtype=complex), np.zeros(0), np.zeros(0)
+        else:
+            if pf.converged:
+                s = self.grid.branch_flows(pf, names)
+                linear = self.topology.flows(p)[idx]
+            else:
+                s = np.full(len(idx), complex(math.nan, math.nan))
+                linear = np.full(len(idx), math.nan)
+            flow = np.abs(s.real)
+            loading = np.where(flow > 1e-9, math.inf, 0.0)  # where a branch's limit is 0
+            np.divide(flow, lim, out=loading, where=lim > 0)
+        over = tuple(compress(names, (loading > 1 + self.ac_tol).tolist()))
         return GridReport(
             converged=pf.converged, branches=names, flow_kw=s.real, flow_kvar=s.imag,
             apparent_kva=np.abs(s), limit_kw=lim, market_flow_kw=linear, loading=loading,
@@ -889,19 +890,19 @@ class MarketEnv(ParallelEnv):
             overloads |= {self._element_branch.get(el, el) for el in pf.thermal_overloads} \
                 - set(report.branches)
         loading = report.loading.tolist()
-        excess = [max(x - 1.0, 0.0) for x in loading]  # each branch's share of a cost
+        excess = np.maximum(report.loading - 1.0, 0.0).tolist()  # each branch's share of a cost
         low, high = self.grid.voltage_band
         voltages = pf.bus_voltages() if self.observe_ac else {}
         extra = self.grid_step_infos(pf)
         infos = {}
         for agent in self.agents:
             bus = self.participant[agent].bus
-            on = on_path[agent]
-            worst = max([loading[k] for k in on], default=0.0)
+            on = on_path[agent]  # often empty (P2P): then no list to build
+            worst = max([loading[k] for k in on]) if on else 0.0
             if not pf.converged:
                 cost = 1.0
             else:
-                cost = sum([excess[k] for k in on])
+                cost = sum([excess[k] for k in on]) if on else 0  # sum([]) is the int 0
                 if bus in bus_viol:
                     cost += max(low - bus_viol[bus], bus_viol[bus] - high, 0.0)
             infos[agent] = {

@@ -109,10 +109,16 @@ class PowerFlowResult:
 def _worst_per_bus(node_voltages: dict[str, float]) -> dict[str, float]:
     """``"bus.node" -> pu`` to ``bus -> pu`` of its node furthest from 1 pu (the first such node
     on a tie; NaN stays NaN)."""
+    return _worst_of([node.split(".")[0] for node in node_voltages], node_voltages.values())
+
+
+def _worst_of(buses, voltages) -> dict[str, float]:
+    """``_worst_per_bus`` of voltages whose buses are known: ``buses[i]`` is the bus of
+    ``voltages[i]``."""
     out: dict[str, float] = {}
-    for node, v in node_voltages.items():
-        bus = node.split(".")[0]
-        if bus not in out or abs(v - 1.0) > abs(out[bus] - 1.0):
+    for bus, v in zip(buses, voltages):
+        worst = out.get(bus)
+        if worst is None or abs(v - 1.0) > abs(worst - 1.0):
             out[bus] = v
     return out
 
@@ -301,8 +307,12 @@ class _ResultArrays:
         return call
 
     def _result(self) -> np.ndarray:
-        return np.frombuffer(self._ffi.buffer(self._ptr[0], self._cnt[0] * 8),
-                             dtype=np.float64).copy()
+        """A copy of the result buffer (the next read overwrites it) as a new array."""
+        n = self._cnt[0]
+        out = np.empty(n)
+        if n:
+            self._ffi.memmove(out, self._ptr[0], n * 8)
+        return out
 
     def read(self, func: str, *args) -> np.ndarray:
         """``func`` (e.g. ``"Circuit_Get_Losses_GR"``) called, its result as a new array."""
@@ -315,10 +325,10 @@ class _ResultArrays:
         ``AllBusVmagPu``, ``AllBusVolts`` (re, im pairs), ``PDElements.AllPowers`` (kW, kvar
         per conductor and terminal), ``PDElements.AllPctNorm`` and, with ``totals``,
         ``Losses`` (W, var) and ``TotalPower`` (kW, kvar)."""
-        out, buffer, ptr, cnt = [], self._ffi.buffer, self._ptr, self._cnt
+        out, result = [], self._result
         for call, args in self._solution_reads[:None if totals else 4]:
             call(*args)
-            out.append(np.frombuffer(buffer(ptr[0], cnt[0] * 8), dtype=np.float64).copy())
+            out.append(result())
         self._check()
         return out
 
@@ -348,6 +358,12 @@ class _LazyPowerFlowResult(PowerFlowResult):
         return worst() if worst is not None else super().bus_voltages()
 
     bus_voltages.__doc__ = PowerFlowResult.bus_voltages.__doc__
+
+    def bus_voltage_violations(self) -> dict[str, float]:
+        worst = self.__dict__.get("_lazy", {}).get("bus_voltage_violations")
+        return worst() if worst is not None else super().bus_voltage_violations()
+
+    bus_voltage_violations.__doc__ = PowerFlowResult.bus_voltage_violations.__doc__
 
     def __eq__(self, other):  # equal to a plain result with the same fields, as before
         if not isinstance(other, PowerFlowResult):
@@ -546,6 +562,8 @@ class OpenDSSGrid:
         self._ll_pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
         self._ll_names = ll_names
         self._node_runs, self._ll_runs = _bus_runs(self.nodes), _bus_runs(ll_names)
+        self._node_bus = [n.split(".")[0] for n in self.nodes]  # each node's bus
+        self._ll_bus = [n.split(".")[0] for n in ll_names]
         self._ll_base = np.array(ll_base)
         self.source_buses = {self.buses[0]}
         # Loads.
@@ -614,10 +632,10 @@ class OpenDSSGrid:
         self._is_line_branch = np.array([n.startswith("line.") for n in self.branch_names],
                                         dtype=bool)
         # Whose voltages are judged against the band: every node (or LL pair) but the source's.
-        self._judged_node = np.array([n.split(".")[0] not in self.source_buses
-                                      for n in self.nodes], dtype=bool)
-        self._judged_ll = np.array([n.split(".")[0] not in self.source_buses
-                                    for n in self._ll_names], dtype=bool)
+        self._judged_node = np.array([b not in self.source_buses for b in self._node_bus],
+                                     dtype=bool)
+        self._judged_ll = np.array([b not in self.source_buses for b in self._ll_bus],
+                                   dtype=bool)
         self._branch_pos = {n: i for i, n in enumerate(self.branch_names)}
         self._flow_plan = None  # branch_flows' gather plan, rebuilt for the new index
         self._batch = None
@@ -944,16 +962,9 @@ class OpenDSSGrid:
         rows = vals = None
         if generation_kw is not None:
             if isinstance(generation_kw, dict):
-                rows, vals = [], []
-                for name, kw in generation_kw.items():
-                    row = m["gen_rows"].get(str(name).lower())
-                    if row is None:
-                        valid = ", ".join(self.added_generators + self.generator_names) or "none"
-                        raise ValueError(f"unknown generator {name!r}; valid: {valid}")
-                    rows.append(row)
-                    vals.append(kw)
-                rows, vals = np.array(rows, dtype=np.int64), np.array(vals, dtype=float)
                 labels = list(generation_kw)
+                rows = self._named_rows(labels, m)
+                vals = np.array(list(generation_kw.values()), dtype=float)
             else:
                 vals = np.asarray(generation_kw, dtype=float)
                 rows = m["added_rows"]
@@ -971,6 +982,21 @@ class OpenDSSGrid:
         np.multiply(kw, m["kvar_ratio"], out=self._load_kvar)
         if rows is not None:
             self._gen_kw[rows] = vals
+
+    def _named_rows(self, names: list, maps: dict) -> np.ndarray:
+        """Rows of generators named as ``apply`` takes them (cached for the last names)."""
+        key = tuple(names)
+        cached = maps.get("named_rows")
+        if cached is None or cached[0] != key:
+            rows = []
+            for name in key:
+                row = maps["gen_rows"].get(str(name).lower())
+                if row is None:
+                    valid = ", ".join(self.added_generators + self.generator_names) or "none"
+                    raise ValueError(f"unknown generator {name!r}; valid: {valid}")
+                rows.append(row)
+            cached = maps["named_rows"] = (key, np.array(rows, dtype=np.int64))
+        return cached[1]
 
     def add_generator(self, name: str, bus: str, kw: float = 0.0, kva: float | None = None,
                       pf: float = 1.0, *, _record: bool = True) -> str:
@@ -1139,6 +1165,7 @@ class OpenDSSGrid:
         Elements added with ``add_generator``/``add_storage`` and line ratings set with
         ``scale_line_ratings`` stay (they are configuration); nothing is recompiled.
         """
+        self._settle_last()  # the taps change: the last result reads what it has not yet
         self._load_kw[:] = self.base_load_kw
         self._load_kvar[:] = self.base_load_kvar
         self._gen_kw[:] = self.base_gen_kw
@@ -1295,10 +1322,13 @@ class OpenDSSGrid:
         if self.delta:
             vll = _line_to_line(volts, pairs, ll_base)
             judged, names, judged_bus, runs = vll, ll_names, self._judged_ll, self._ll_runs
+            buses = self._ll_bus
         else:
             vll = None
             judged, names, judged_bus, runs = vmag, nodes, self._judged_node, self._node_runs
+            buses = self._node_bus
         out = (((judged < low - tol) | (judged > high + tol)) & judged_bus).nonzero()[0]
+        at, violations = out.tolist(), judged[out].tolist()
         over = ((pct > 100.0) & self._is_line_branch).nonzero()[0]
         flows = []  # (kW, kvar) per branch, summed over terminal 1's phases when first used
 
@@ -1309,8 +1339,7 @@ class OpenDSSGrid:
 
         def bus_voltages() -> dict[str, float]:  # PowerFlowResult.bus_voltages, on arrays
             if runs is None or not np.isfinite(judged).all():
-                return _worst_per_bus(dict(zip(ll_names if vll is not None else nodes,
-                                               judged.tolist())))
+                return _worst_of(buses, judged.tolist())
             return _worst_per_run(judged, runs)
 
         res = _LazyPowerFlowResult.__new__(_LazyPowerFlowResult)
@@ -1319,8 +1348,7 @@ class OpenDSSGrid:
             losses_kw=float(losses[0]) / 1000.0, losses_kvar=float(losses[1]) / 1000.0,
             substation_kw=-float(total[0]), substation_kvar=-float(total[1]), message="",
             _delta=self.delta,
-            voltage_violations=dict(zip([names[k] for k in out.tolist()],
-                                        judged[out].tolist())),
+            voltage_violations=dict(zip([names[k] for k in at], violations)),
             thermal_overloads=dict(zip([branches[k] for k in over.tolist()], pct[over].tolist())),
             _lazy={"build": {
                 "voltages_pu": lambda: dict(zip(nodes, vmag.tolist())),
@@ -1330,7 +1358,8 @@ class OpenDSSGrid:
                 "line_flows_kvar": lambda: dict(zip(branches, branch_flows()[1].tolist())),
                 "line_loading_pct": lambda: dict(zip(branches, pct.tolist())),
                 "_flows": branch_flows,
-            }, "bus_voltages": bus_voltages})
+            }, "bus_voltages": bus_voltages,
+               "bus_voltage_violations": lambda: _worst_of([buses[k] for k in at], violations)})
         return res
 
     def _read_result_batch(self) -> PowerFlowResult:

@@ -54,6 +54,7 @@ once per grid step), ``update(participant, action, reward, info)`` (online learn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -61,8 +62,8 @@ import numpy as np
 
 from ogg_envs import economics
 
-__all__ = ["Grid", "Market", "MarketContext", "Clearing", "MarketClearingError", "GridReport",
-           "LossModel", "check_participants",
+__all__ = ["Grid", "Market", "MarketContext", "Clearing", "Deferred", "MarketClearingError",
+           "GridReport", "LossModel", "check_participants",
            "InvalidBidError", "Participant", "Truth", "Limits", "Policy", "SUPPLY", "DEMAND",
            "PROSUMER"]
 
@@ -187,6 +188,35 @@ class MarketContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_LATER = object()  # a deferred field's value before it is computed
+
+
+class Deferred:
+    """A ``Clearing`` field computed when first read, as the field's default in a market's
+    result class. The market hands the result ``_accounts``, a function returning the
+    deferred fields' values; the first read of any of them calls it once
+    (``Clearing._settle``). A value given to ``__init__`` is kept. The markets defer the
+    accounts an environment does not read every round (surpluses, payments, price
+    components): results must then be treated as read-only. As a data descriptor,
+    ``__init__`` hands it the value (``_LATER`` when none was given) and every read asks it.
+    """
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return _LATER  # the default the dataclass machinery reads
+        values = obj.__dict__
+        if self.name not in values:
+            obj._settle()
+        return values[self.name]
+
+    def __set__(self, obj, value):
+        if value is not _LATER:
+            obj.__dict__[self.name] = value
+
+
 @dataclass(kw_only=True)
 class Clearing:
     """The fields every clearing has (a market's own result class adds more).
@@ -215,6 +245,16 @@ class Clearing:
     feasible: bool = True
     solver: str = ""
     bids: np.ndarray | None = None  # the bids as cleared (a copy), participant order
+    # what computes the ``Deferred`` fields (a dict of their values), until it has run
+    _accounts: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
+
+    def _settle(self) -> None:
+        """Compute the ``Deferred`` fields (values given to ``__init__`` are kept)."""
+        if self._accounts is None:
+            raise AttributeError(f"this {type(self).__name__} was built without its accounts")
+        for name, value in self._accounts().items():
+            self.__dict__.setdefault(name, value)
+        self._accounts = None
 
     def price_of(self, name: str) -> float:
         return float(self.participant_prices[self.participants.index(name)])

@@ -4,6 +4,7 @@ result exactly what it would be without it."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,10 +16,11 @@ from ogg_envs.markets.solvers.highs_lp import HighsLP
 
 
 def same_result(a, b) -> None:
-    """Two clearings equal bit for bit (every field, every array)."""
-    assert a.__dict__.keys() == b.__dict__.keys()
-    for key, value in a.__dict__.items():
-        other = b.__dict__[key]
+    """Two clearings equal bit for bit (every field, every array; the fields a result
+    computes when first read are read here)."""
+    assert type(a) is type(b)
+    for key in (f.name for f in dataclasses.fields(a) if f.compare):
+        value, other = getattr(a, key), getattr(b, key)
         if key == "price_components":
             assert value.keys() == other.keys()
             for part in value:
@@ -136,3 +138,47 @@ def test_highs_lp_data_held_or_passed_gives_the_same_bits():
         lp.solve(**dict(d, ub=np.full(4, -1.0)))  # infeasible
     check(**d)
     check(**dict(d, lb=np.zeros(4)))  # a new array, the same bytes
+
+
+def test_deferred_accounts_ignore_later_changes_to_the_callers_arrays():
+    """A result computes its money accounts and price components when first read, from its
+    own arrays: a result read at once, one pickled before anything was read, and one whose
+    caller overwrote its offers, demand, capacity and PV arrays in place before the first
+    read all report the same numbers bit for bit (``to_dict`` included)."""
+    import pickle
+
+    rng = np.random.default_rng(21)
+    m = random_tree_market(rng)
+    for _ in range(25):
+        offers, c = random_hour(m, rng)
+        read = m.clear(offers, c)
+        read.to_dict()  # everything computed now
+        unread = pickle.loads(pickle.dumps(m.clear(offers, c)))
+        overwritten = m.clear(offers, c)
+        for array in (offers, c.demand_kw, c.capacity_kw, c.pv_kw):
+            array[...] = 7.0
+        same_result(read, unread)
+        same_result(read, overwritten)
+        assert read.to_dict() == overwritten.to_dict() == unread.to_dict()
+
+
+def test_highs_hot_path_returns_the_plain_solves_numbers():
+    """``HighsLP.solve_primal_rows`` (the market's hot path: no bound duals, no Solution)
+    gives ``solve``'s ``x`` and ``y`` bit for bit, on the market's own LPs."""
+    rng = np.random.default_rng(8)
+    m = random_tree_market(rng)
+    lp, seen = m._lp, []
+
+    def recorded(*data):  # the market's LP data, kept
+        seen.append([np.array(v) for v in data])
+        return HighsLP.solve_primal_rows(lp, *data)
+
+    lp.solve_primal_rows = recorded
+    for _ in range(20):
+        m.clear(*random_hour(m, rng))
+    del lp.solve_primal_rows
+    assert len(seen) == 20
+    for data in seen:
+        x, y = lp.solve_primal_rows(*data)
+        sol = lp.solve(*data)
+        assert x.tobytes() == sol.x.tobytes() and y.tobytes() == sol.y.tobytes()

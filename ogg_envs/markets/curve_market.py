@@ -132,13 +132,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..api import (
     Clearing,
+    Deferred,
     InvalidBidError,
     LossModel,
     Market,
@@ -273,17 +275,29 @@ class ClearingResult(Clearing):
     ``shed_kw`` and ``spilled_kw`` (bus -> kW, where more than 1e-6 kW). ``price_components``:
     ``energy``, ``loss`` and ``congestion`` per bus, summing to ``bus_prices``; ``losses_kw``
     and ``loss_surplus`` (module docstring, "Losses").
+
+    The money accounts, ``loss_surplus``, ``price_components``, ``shed``, ``spilled`` and
+    ``total_curtailed_kw`` are computed when first read (the environments read only prices,
+    quantities, congestion, feasibility and ``losses_kw`` every round), from this clearing's
+    own arrays: treat a result as read-only. Pickling, equality and ``repr`` see every
+    number.
     """
 
     buses: tuple[str, ...]
     branches: tuple[str, ...]
     bus_prices: np.ndarray  # per bus: nodal price
     flows: np.ndarray  # per branch: kW, positive away from the source
-    consumer_payments: float
-    producer_revenue: float
-    price_components: dict[str, np.ndarray] = field(default_factory=dict)  # per bus
-    shed: np.ndarray | None = None  # per bus: firm demand not served (None: nothing shed)
-    spilled: np.ndarray | None = None  # per bus: must-run supply not absorbed (None: none)
+    consumer_payments: float = Deferred()
+    producer_revenue: float = Deferred()
+    consumer_surplus: float = Deferred()
+    producer_surplus: float = Deferred()
+    congestion_rent: float = Deferred()
+    loss_surplus: float = Deferred()
+    welfare: float = Deferred()
+    total_curtailed_kw: float = Deferred()
+    price_components: dict[str, np.ndarray] = Deferred()  # per bus
+    shed: np.ndarray | None = Deferred()  # per bus: firm demand not served (None: none shed)
+    spilled: np.ndarray | None = Deferred()  # per bus: must-run supply not absorbed (None: none)
     solver: str = "daqp"
     _demand_names: frozenset = field(default=frozenset(), repr=False)
 
@@ -319,6 +333,61 @@ def _positive(names, values) -> dict[str, float]:
     if values is None:
         return {}
     return {names[b]: float(values[b]) for b in np.flatnonzero(values > 1e-6)}
+
+
+class _Layout(NamedTuple):
+    """What ``_curve_accounts`` needs of a market's structure (fixed for its life)."""
+
+    demand: np.ndarray  # per participant: 1.0 for demand, else 0.0
+    supply: np.ndarray  # per participant: 1.0 for supply, else 0.0
+    shed_buses: np.ndarray  # the bus of each shed variable
+    spill_buses: np.ndarray  # the bus of each spill variable
+    n_buses: int
+
+
+def _curve_accounts(layout: _Layout, bids, served, price_p, slope, energy, congestion, prices,
+                    unclipped, loss, losses, injections, losses_kw, slack) -> dict:
+    """The deferred fields of a ``ClearingResult`` (``CurveMarket._result`` leaves them to
+    this): the surpluses on the bids, payments, the price components, shed and spilled kW
+    per bus, and the loss surplus. ``slope``: the bids' curve slopes, or None (computed
+    here); ``unclipped``, ``loss``: see ``CurveMarket._nodal_prices``; ``losses``: the loss
+    model or None (``injections``: the bus injections, ``losses_kw``: their losses);
+    ``slack``: shed then spilled kW, or None when nothing was cut."""
+    B = layout.n_buses
+    shed = spill = None
+    total_spilled = 0.0
+    if slack is not None:
+        ns = len(layout.shed_buses)
+        shed, spill = np.zeros(B), np.zeros(B)
+        shed[layout.shed_buses] = slack[:ns]
+        spill[layout.spill_buses] = slack[ns:]
+        total_spilled = float(spill[spill > 1e-6].sum())
+    if unclipped is not None:  # the clip counted in the congestion parts
+        congestion = congestion + (prices - unclipped)
+    energies = np.empty(B)
+    energies.fill(energy)
+    components = {"energy": energies, "loss": np.zeros(B) if loss is None else loss,
+                  "congestion": congestion}
+    p_max, p_min, q_min = bids[:, 0], bids[:, 1], bids[:, 3]
+    if slope is None:
+        dq = bids[:, 2] - q_min
+        slope = np.divide(p_max - p_min, dq, out=np.zeros(len(dq)), where=dq > 1e-12)
+    above = np.maximum(served - q_min, 0.0)
+    half = 0.5 * slope * above * above  # the curve integrals beyond the firm part
+    bought = served * layout.demand
+    sold = served - bought
+    pay = float(price_p @ bought)
+    rev = float(price_p @ sold)
+    loss_surplus = 0.0
+    if losses is not None:  # module docstring, "Losses"
+        loss_surplus = energy * (float(losses.factors @ injections) - losses_kw)
+    cs = float(p_max @ bought - half @ layout.demand) - pay
+    ps = rev - float(p_min @ sold + half @ layout.supply)
+    return dict(welfare=cs + ps + (pay - rev), consumer_surplus=cs, producer_surplus=ps,
+                congestion_rent=pay - rev - loss_surplus, loss_surplus=loss_surplus,
+                price_components=components, consumer_payments=pay,
+                producer_revenue=rev, shed=shed, spilled=spill,
+                total_curtailed_kw=total_spilled)
 
 
 class CurveMarket(Market):
@@ -405,6 +474,8 @@ class CurveMarket(Market):
         self._slack_of = self._firm_of_slack.argmax(axis=0)  # each participant's slack variable
         self._shed_idx = np.array(self._shed_buses, dtype=np.int64)
         self._spill_idx = np.array(self._spill_buses, dtype=np.int64)
+        self._layout = _Layout(self._demand_f, self._supply_f, self._shed_idx, self._spill_idx,
+                               B)
         # rows [P diagonal, q, lb, ub] of the dense QP (daqp_qp.DenseQP.solve_diagonal): the
         # slack's curvature, costs and zero lower bounds; each clearing fills in the rest
         self._dense_template = np.zeros((4, nb))
@@ -581,29 +652,26 @@ class CurveMarket(Market):
         self._cache = (key, self._limits, result)
         return result
 
-    def _components(self, energy: float, congestion: np.ndarray, raw=None):
-        """Nodal prices and their parts (module docstring) from the balance's dual (``energy``)
-        and the branch rows' (``congestion`` per bus); ``raw``: the prices themselves where a
-        solver gave them (the flow formulation; lossless). When all firm demand of a bus is
-        shed, its price is only bounded below by the cap (the shed variable sits at its
-        bound): the price is clipped into the band, the clip counted as congestion."""
+    def _nodal_prices(self, energy: float, congestion: np.ndarray, raw=None):
+        """``(prices, unclipped, loss)``: the nodal prices (module docstring) from the
+        balance's dual (``energy``) and the branch rows' (``congestion`` per bus); ``raw``: the
+        prices themselves where a solver gave them (the flow formulation; lossless). When all
+        firm demand of a bus is shed, its price is only bounded below by the cap (the shed
+        variable sits at its bound): the prices are clipped into the band, and ``unclipped``
+        is what they were (None when the clip moved nothing). ``loss``: the loss parts per
+        bus (None when lossless). ``_curve_accounts`` splits the prices into their parts."""
         given = raw is not None
-        B = len(congestion)
+        loss = None
         if self._losses is None:
             raw = raw if given else energy + congestion
-            loss = np.zeros(B)
         else:
             loss = -self._losses.factors * energy
             raw = energy + loss + congestion
         if np.minimum.reduce(raw) >= self.price_floor and np.maximum.reduce(raw) <= self.price_cap:
-            prices = raw.copy() if given else raw  # in the band: what np.clip would return
-        else:  # (np.clip's numbers; some price was out of the band, so the clip moved it)
-            prices = np.maximum(raw, self.price_floor)
-            np.minimum(prices, self.price_cap, out=prices)
-            congestion = congestion + (prices - raw)
-        energies = np.empty(B)
-        energies.fill(energy)
-        return prices, {"energy": energies, "loss": loss, "congestion": congestion}
+            return (raw.copy() if given else raw), None, loss  # what np.clip would return
+        prices = np.maximum(raw, self.price_floor)  # (np.clip's numbers)
+        np.minimum(prices, self.price_cap, out=prices)
+        return prices, raw, loss
 
     def _curve_coefficients(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-welfare per participant as 0.5*slope*q^2 + lin*q (+ const), from the bids."""
@@ -876,41 +944,30 @@ class CurveMarket(Market):
     # ------------------------------------------------------------------ accounting
     def _result(self, arr: np.ndarray, x: np.ndarray, duals, solver: str,
                 known=None) -> ClearingResult:
-        """The clearing's accounts; ``arr`` becomes the result's ``bids`` (callers pass their
-        own copy); ``known``: see ``_solve``."""
+        """The clearing's result: prices, quantities, flows, congestion and feasibility now,
+        the other accounts (``_curve_accounts``) when first read. ``arr`` becomes the
+        result's ``bids`` (callers pass their own copy); ``known``: see ``_solve``."""
         n, nb = len(self.names), self._nb
-        prices_bus, components = self._components(*duals)
+        prices_bus, raw, loss = self._nodal_prices(*duals)
         q = np.maximum(x[:n], 0.0)
-        served, shed, spill = q, None, None
-        total_shed = total_spilled = 0.0
+        served, slack, total_shed = q, None, 0.0
         if nb > n and np.maximum.reduce(x[n:nb]) > 1e-9:
-            served, shed, spill = self._cut_firm(arr, q, x, None if known is None else known[1])
+            served, slack = self._cut_firm(arr, q, x, None if known is None else known[1])
+            shed = slack[:len(self._shed_buses)]  # (the bus array's entries, in its order)
             total_shed = float(shed[shed > 1e-6].sum())
-            total_spilled = float(spill[spill > 1e-6].sum())
         price_p = prices_bus[self._bus_of]
         flows = self.topology.flows(x[nb:])
         at_limit = (np.abs(flows) >= self._congestion_threshold()).nonzero()[0]
         congested = [self._branch_names_t[e] for e in at_limit]
-        p_max, p_min, q_min = arr[:, 0], arr[:, 1], arr[:, 3]
-        if known is None:
-            dq = arr[:, 2] - q_min
-            slope = np.divide(p_max - p_min, dq, out=np.zeros(n), where=dq > 1e-12)
-        else:
-            slope = known[0]
-        above = np.maximum(served - q_min, 0.0)
-        half = 0.5 * slope * above * above  # the curve integrals beyond the firm part
-        bought = served * self._demand_f
-        sold = served - bought
-        pay = float(price_p @ bought)
-        rev = float(price_p @ sold)
-        losses_kw = loss_surplus = 0.0
-        if self._losses is not None:  # module docstring, "Losses"
+        losses, losses_kw, p = self._losses, 0.0, None
+        if losses is not None:  # module docstring, "Losses"
             p = x[self._sl["p"]]
-            losses_kw = self._losses.losses(p)
-            loss_surplus = float(components["energy"][0]) * (
-                float(self._losses.factors @ p) - losses_kw)
-        cs = float(p_max @ bought - half @ self._demand_f) - pay
-        ps = rev - float(p_min @ sold + half @ self._supply_f)
+            losses_kw = losses.losses(p)
+        accounts = partial(
+            _curve_accounts, self._layout, bids=arr, served=served, price_p=price_p,
+            slope=None if known is None else known[0], energy=duals[0], congestion=duals[1],
+            prices=prices_bus, unclipped=raw, loss=loss, losses=losses, injections=p,
+            losses_kw=losses_kw, slack=slack)
         return ClearingResult(
             participants=self._names_t,
             buses=self._buses_t,
@@ -918,25 +975,15 @@ class CurveMarket(Market):
             bus_prices=prices_bus,
             flows=flows,
             congested=congested,
-            welfare=cs + ps + (pay - rev),
-            consumer_surplus=cs,
-            producer_surplus=ps,
-            congestion_rent=pay - rev - loss_surplus,
-            loss_surplus=loss_surplus,
-            losses_kw=losses_kw,
-            price_components=components,
-            consumer_payments=pay,
-            producer_revenue=rev,
-            shed=shed,
-            spilled=spill,
             total_shed_kw=total_shed,
-            total_curtailed_kw=total_spilled,
+            losses_kw=losses_kw,
             feasible=total_shed == 0.0,
             solver=solver,
             participant_prices=price_p,
             participant_quantities=served,
             bids=arr,
             _demand_names=self._demand_names,
+            _accounts=accounts,
         )
 
     def _congestion_threshold(self) -> np.ndarray:
@@ -949,10 +996,11 @@ class CurveMarket(Market):
         return t[2]
 
     def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray, firm_kw=None):
-        """Served kW per participant and shed and spilled kW per bus, when the clearing shed
-        or spilled: what a bus cuts is taken pro rata from the firm parts of its side there.
-        ``firm_kw``: ``_firm_of_slack @ q_min`` where already known."""
-        n, ns = len(self.names), len(self._shed_buses)
+        """Served kW per participant and the slack variables (shed, then spilled kW, >= 0),
+        when the clearing shed or spilled: what a bus cuts is taken pro rata from the firm
+        parts of its side there. ``firm_kw``: ``_firm_of_slack @ q_min`` where already
+        known."""
+        n = len(self.names)
         slack = np.maximum(x[n:self._nb], 0.0)
         firm = arr[:, 3]
         cut = slack[self._slack_of]  # what its bus cut from its side
@@ -965,8 +1013,4 @@ class CurveMarket(Market):
         share *= firm
         served = q - np.divide(share, total_firm, out=np.zeros(n), where=take)
         np.maximum(served, 0.0, out=served)
-        B = len(self.topology.buses)
-        shed, spill = np.zeros(B), np.zeros(B)
-        shed[self._shed_idx] = slack[:ns]
-        spill[self._spill_idx] = slack[ns:]
-        return served, shed, spill
+        return served, slack

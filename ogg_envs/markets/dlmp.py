@@ -145,6 +145,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
 import highspy
 import numpy as np
@@ -152,6 +154,7 @@ import scipy.sparse as sp
 
 from ..api import (
     Clearing,
+    Deferred,
     InvalidBidError,
     LossModel,
     Market,
@@ -196,6 +199,12 @@ class DLMPResult(Clearing):
     (n, n_blocks) offer prices as cleared). ``price_components``: ``energy``, ``loss`` and
     ``congestion`` per bus (plus ``voltage`` in the LinDistFlow market), summing to ``dlmp``;
     ``losses_kw`` and ``loss_surplus``: see the module docstring, "Losses".
+
+    ``DLMPMarket`` leaves the money accounts (``cost``, ``import_cost``, the surpluses,
+    payments and revenue, ``welfare``, ``loss_surplus``) and ``price_components`` to be
+    computed when first read (the environments read prices, quantities, congestion, shed,
+    curtailment and the source every round), from this clearing's own arrays: treat a result
+    as read-only. Pickling, equality and ``repr`` see every number.
     """
 
     buses: tuple[str, ...]
@@ -206,15 +215,21 @@ class DLMPResult(Clearing):
     flows_kw: np.ndarray  # per branch, positive away from the source
     branch_prices: np.ndarray  # per branch: shadow price of its limit (¢/kWh per kW)
     source_kw: float  # net import at the substation (negative: export)
-    cost: float  # optimal objective: import cost + offered costs + shed/curtail penalties
-    import_cost: float  # lmp * max(0, source_kw)
+    # optimal objective: import cost + offered costs + shed/curtail penalties
+    cost: float = Deferred()
+    import_cost: float = Deferred()  # lmp * max(0, source_kw)
     shed_kw: np.ndarray  # per bus, inflexible demand not served
     curtailed_kw: np.ndarray  # per bus, must-take PV not taken
-    consumer_payments: float = 0.0  # sum_b DLMP_b (demand_b - shed_b)
-    producer_revenue: float = 0.0  # resources, PV and the source, paid at their DLMPs
+    consumer_payments: float = Deferred()  # sum_b DLMP_b (demand_b - shed_b)
+    producer_revenue: float = Deferred()  # resources, PV and the source, at their DLMPs
+    consumer_surplus: float = Deferred()
+    producer_surplus: float = Deferred()
+    congestion_rent: float = Deferred()
+    loss_surplus: float = Deferred()
+    welfare: float = Deferred()
     violated: list[dict] = field(default_factory=list)
     solver: str = "highs"
-    price_components: dict[str, np.ndarray] = field(default_factory=dict)  # per bus
+    price_components: dict[str, np.ndarray] = Deferred()  # per bus
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -373,6 +388,8 @@ class DLMPMarket(Market):
         self._dr_res, self._gen_res = np.flatnonzero(self.is_dr), np.flatnonzero(~self.is_dr)
         self._dr_bus, self._gen_bus = self._res_bus[self._dr_res], self._res_bus[self._gen_res]
         self._root = root
+        self._layout = _Layout(self._dr_bus, self._dr_res, self._gen_bus, self._gen_res, root,
+                               B, self.price_cap, self.curtail_price)
         self._buses_t = tuple(topo.buses)
         self._names_t = tuple(self.names)
         self._branches_t = tuple(br.name for br in topo.branches)
@@ -461,13 +478,6 @@ class DLMPMarket(Market):
         if self._losses is None:
             return float(net.sum())
         return self._losses.constant + float(self._losses.weights @ net)
-
-    def _loss_accounts(self, energy: float, injection_kw: np.ndarray) -> tuple[float, float]:
-        """``(L(p), loss_surplus)`` at the dispatch's net injections (0, 0 when lossless)."""
-        if self._losses is None:
-            return 0.0, 0.0
-        losses = self._losses.losses(injection_kw)
-        return losses, energy * (float(self._losses.factors @ injection_kw) - losses)
 
     # ------------------------------------------------------------------ inputs
     def bus_vector(self, values, what: str) -> np.ndarray:
@@ -655,20 +665,21 @@ class DLMPMarket(Market):
         np.subtract(below, self._row_limits, out=row_lower[1:])
         np.add(below, self._row_limits, out=row_upper[1:])
         try:
-            sol = self._lp.solve(cost, row_lower, row_upper, self._col_lower, upper)
+            x, y = self._lp.solve_primal_rows(cost, row_lower, row_upper, self._col_lower,
+                                              upper)
         except MarketClearingError:
             return None, None, None
         # DLMP_b = energy * (1 - lf_b) + sum of the branch prices above b (see _structure):
         # net demand at b enters the balance's right-hand side with weight 1 - lf_b. The
         # prices are derivatives of the optimal cost, the opposite sign of the solver
         # package's duals.
-        energy, branch = -float(sol.y[0]), -sol.y[1:]
+        energy, branch = -float(y[0]), -y[1:]
         congestion = self._below.T @ branch
         if self._losses is None:
             dlmp = energy + congestion
         else:
             dlmp = energy - self._losses.factors * energy + congestion
-        return sol.x, (energy, branch, dlmp, congestion), "highs"
+        return x, (energy, branch, dlmp, congestion), "highs"
 
     # ------------------------------------------------------------------ the CVXPY statement
     def cvxpy_problem(self) -> dict:
@@ -749,6 +760,8 @@ class DLMPMarket(Market):
 
     # ------------------------------------------------------------------ results
     def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, duals, solver) -> DLMPResult:
+        """The clearing's result: dispatch, prices, flows, congestion and feasibility now, the
+        money accounts (``_dlmp_accounts``) when first read."""
         topo = self.topology
         cols = self._cols
         energy, branch_prices, dlmp, congestion = duals  # congestion: below.T @ branch_prices
@@ -763,41 +776,29 @@ class DLMPMarket(Market):
         injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
         net_injection = injection - demand + pv
         flows = topo.flows(net_injection)
-        loss = np.zeros(B) if self._losses is None else -self._losses.factors * energy
-        losses_kw, loss_surplus = self._loss_accounts(energy, net_injection)
-        import_cost = lmp * max(source, 0.0)
+        losses = self._losses
+        losses_kw = 0.0 if losses is None else losses.losses(net_injection)
         shed_total, curt_total = float(shed.sum()), float(curt.sum())
-        offered = float(offers.ravel() @ blocks)
-        cost = (import_cost + offered
-                + self.price_cap * shed_total + self.curtail_price * curt_total)
         at_limit = np.abs(flows) >= self._congestion_threshold()
         congested = [self._branches_t[e] for e in np.flatnonzero(at_limit).tolist()]
-        # Surpluses on the offers (module docstring, "Surpluses on the offers").
-        price_r = dlmp[self._res_bus]
-        pv_taken = pv - curt
+        bids = offers.copy()
+        # (the accounts keep no array of the caller's: demand and pv enter as these)
         baseline = demand - shed  # what consumers pay for; served = baseline - DR
-        withdrawal = (baseline - np.bincount(self._dr_bus, q[self._dr_res], minlength=B)
-                      - np.bincount(self._gen_bus, q[self._gen_res], minlength=B) - pv_taken)
-        root = self._root
-        payments = float(dlmp @ baseline)
-        revenue = float(price_r @ q + dlmp @ pv_taken + dlmp[root] * source)
-        value = self.price_cap * float(baseline.sum())
-        energy_part = np.empty(B)
-        energy_part.fill(energy)  # = np.full(B, energy), without its Python layer
+        pv_taken = pv - curt
+        price_r = dlmp[self._res_bus]
         res = DLMPResult(
             participants=self._names_t, buses=self._buses_t, branches=self._branches_t,
             dlmp=dlmp, energy=energy, congestion=congestion, participant_quantities=q,
-            flows_kw=flows, branch_prices=branch_prices, source_kw=source, cost=cost,
-            import_cost=import_cost, congested=congested, shed_kw=shed, curtailed_kw=curt,
+            flows_kw=flows, branch_prices=branch_prices, source_kw=source,
+            congested=congested, shed_kw=shed, curtailed_kw=curt,
             total_shed_kw=shed_total, total_curtailed_kw=curt_total, solver=solver,
-            participant_prices=price_r, consumer_surplus=value - payments,
-            producer_surplus=revenue - offered - import_cost,
-            congestion_rent=float(congestion @ withdrawal),
-            welfare=value - offered - import_cost, consumer_payments=payments,
-            producer_revenue=revenue, bids=offers.copy(), losses_kw=losses_kw,
-            loss_surplus=loss_surplus,
-            price_components={"energy": energy_part, "loss": loss,
-                              "congestion": congestion},
+            participant_prices=price_r, bids=bids, losses_kw=losses_kw,
+            _accounts=partial(
+                _dlmp_accounts, self._layout, offers=bids, blocks=blocks, q=q, dlmp=dlmp,
+                price_r=price_r, energy=energy, congestion=congestion, baseline=baseline,
+                pv_taken=pv_taken, source=source, lmp=lmp, shed_total=shed_total,
+                curt_total=curt_total, losses=losses, net_injection=net_injection,
+                losses_kw=losses_kw),
         )
         if shed_total > 1e-7 or curt_total > 1e-7:
             res.violated = self.diagnose(demand, cap, pv)
@@ -857,6 +858,52 @@ class DLMPMarket(Market):
             lo[parent] += lo[i]
             hi[parent] += hi[i]
         return out
+
+
+class _Layout(NamedTuple):
+    """What ``_dlmp_accounts`` needs of a market's structure (fixed for its life)."""
+
+    dr_bus: np.ndarray  # the bus of each DR resource
+    dr_res: np.ndarray  # the DR resources (indices)
+    gen_bus: np.ndarray  # the bus of each generator
+    gen_res: np.ndarray  # the generators (indices)
+    root: int
+    n_buses: int
+    price_cap: float
+    curtail_price: float
+
+
+def _dlmp_accounts(layout: _Layout, offers, blocks, q, dlmp, price_r, energy, congestion,
+                   baseline, pv_taken, source, lmp, shed_total, curt_total, losses,
+                   net_injection, losses_kw) -> dict:
+    """The deferred fields of a ``DLMPResult`` (``DLMPMarket._result`` leaves them to this):
+    cost, surpluses on the offers (module docstring, "Surpluses on the offers"), payments,
+    price components and the loss surplus. ``baseline``: demand less shed per bus;
+    ``pv_taken``: PV less curtailment; ``losses``: the loss model or None
+    (``net_injection``: the bus injections, ``losses_kw``: their losses)."""
+    B = layout.n_buses
+    loss = np.zeros(B) if losses is None else -losses.factors * energy
+    loss_surplus = 0.0
+    if losses is not None:
+        loss_surplus = energy * (float(losses.factors @ net_injection) - losses_kw)
+    import_cost = lmp * max(source, 0.0)
+    offered = float(offers.ravel() @ blocks)
+    cost = (import_cost + offered
+            + layout.price_cap * shed_total + layout.curtail_price * curt_total)
+    withdrawal = (baseline - np.bincount(layout.dr_bus, q[layout.dr_res], minlength=B)
+                  - np.bincount(layout.gen_bus, q[layout.gen_res], minlength=B) - pv_taken)
+    payments = float(dlmp @ baseline)
+    revenue = float(price_r @ q + dlmp @ pv_taken + dlmp[layout.root] * source)
+    value = layout.price_cap * float(baseline.sum())
+    energy_part = np.empty(B)
+    energy_part.fill(energy)  # = np.full(B, energy), without its Python layer
+    return dict(cost=cost, import_cost=import_cost, consumer_surplus=value - payments,
+                producer_surplus=revenue - offered - import_cost,
+                congestion_rent=float(congestion @ withdrawal),
+                welfare=value - offered - import_cost, consumer_payments=payments,
+                producer_revenue=revenue, loss_surplus=loss_surplus,
+                price_components={"energy": energy_part, "loss": loss,
+                                  "congestion": congestion})
 
 
 def _violation(constraint: str, element: str, excess_kw: float, message: str,

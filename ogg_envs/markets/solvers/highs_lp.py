@@ -126,6 +126,22 @@ class HighsLP:
         """Solve cold; ``+-inf`` (or ``+-highspy.kHighsInf``) marks a missing side.
 
         Raises ``MarketClearingError`` unless HiGHS reports the LP optimal."""
+        sol = self._run(c, l, u, lb, ub)
+        # HiGHS's duals are derivatives of the optimal cost (c - A'y = reduced costs); this
+        # package's convention has the opposite sign (c + A'y + z = 0). (getInfoValue: one
+        # number, where getInfo copies every info record, ~10 us.)
+        return Solution(x=np.array(sol.col_value), y=-np.array(sol.row_dual),
+                        z=-np.array(sol.col_dual), status="optimal", solver="highs",
+                        iterations=int(self._highs.getInfoValue("simplex_iteration_count")[1]))
+
+    def solve_primal_rows(self, c, l, u, lb, ub) -> tuple[np.ndarray, np.ndarray]:
+        """``solve``'s ``x`` and ``y`` only (no bound duals, no ``Solution``): a market's hot
+        path, the same numbers."""
+        sol = self._run(c, l, u, lb, ub)
+        return np.array(sol.col_value), -np.array(sol.row_dual)
+
+    def _run(self, c, l, u, lb, ub):
+        """Pass the LP, solve it and return HiGHS's solution (raises unless optimal)."""
         h = self._highs
         m, n = self.shape
         start, index, value = self._passed
@@ -142,10 +158,4 @@ class HighsLP:
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
             raise MarketClearingError(f"HiGHS failed: {h.modelStatusToString(status)}")
-        sol = h.getSolution()
-        # HiGHS's duals are derivatives of the optimal cost (c - A'y = reduced costs); this
-        # package's convention has the opposite sign (c + A'y + z = 0). (getInfoValue: one
-        # number, where getInfo copies every info record, ~10 us.)
-        return Solution(x=np.array(sol.col_value), y=-np.array(sol.row_dual),
-                        z=-np.array(sol.col_dual), status="optimal", solver="highs",
-                        iterations=int(h.getInfoValue("simplex_iteration_count")[1]))
+        return h.getSolution()

@@ -195,7 +195,7 @@ class Deferred:
     """A ``Clearing`` field computed when first read, as the field's default in a market's
     result class. The market hands the result ``_accounts``, a function returning the
     deferred fields' values; the first read of any of them calls it once
-    (``Clearing._settle``). A value given to ``__init__`` is kept. The markets defer the
+    (``Clearing.settle``). A value given to ``__init__`` is kept. The markets defer the
     accounts an environment does not read every round (surpluses, payments, price
     components): results must then be treated as read-only. As a data descriptor,
     ``__init__`` hands it the value (``_LATER`` when none was given) and every read asks it.
@@ -209,7 +209,10 @@ class Deferred:
             return _LATER  # the default the dataclass machinery reads
         values = obj.__dict__
         if self.name not in values:
-            obj._settle()
+            obj.settle()
+            if self.name not in values:
+                raise AttributeError(f"{type(obj).__name__}.{self.name} was not given and "
+                                     "there are no accounts to compute it")
         return values[self.name]
 
     def __set__(self, obj, value):
@@ -248,13 +251,13 @@ class Clearing:
     # what computes the ``Deferred`` fields (a dict of their values), until it has run
     _accounts: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
 
-    def _settle(self) -> None:
-        """Compute the ``Deferred`` fields (values given to ``__init__`` are kept)."""
-        if self._accounts is None:
-            raise AttributeError(f"this {type(self).__name__} was built without its accounts")
-        for name, value in self._accounts().items():
-            self.__dict__.setdefault(name, value)
-        self._accounts = None
+    def settle(self) -> None:
+        """Compute the ``Deferred`` fields now (values given to ``__init__`` are kept; once
+        settled, nothing more happens)."""
+        if self._accounts is not None:
+            for name, value in self._accounts().items():
+                self.__dict__.setdefault(name, value)
+            self._accounts = None
 
     def price_of(self, name: str) -> float:
         return float(self.participant_prices[self.participants.index(name)])

@@ -515,7 +515,7 @@ class MarketEnv(ParallelEnv):
         self.market.reset()
         self.start_episode(self._rng, options)
         self._begin_hour()
-        observations = {a: self.observation(a) for a in self.agents}
+        observations = self.observations()
         infos = {a: self.reset_info(a) for a in self.agents}
         return observations, infos
 
@@ -541,7 +541,7 @@ class MarketEnv(ParallelEnv):
         bids = {a: self.decode(a, actions[a]) for a in self.agents}
         rewards, infos = self.run_round(bids)
         end = self.done
-        observations = {a: self.observation(a) for a in self.agents}
+        observations = self.observations()
         terminations = dict.fromkeys(self.agents, False)
         truncations = dict.fromkeys(self.agents, bool(end))
         if len(self.agents) == len(self._agent_index):  # nobody left early: the usual case
@@ -925,6 +925,22 @@ class MarketEnv(ParallelEnv):
         return infos
 
     # ------------------------------------------------------------------ observation
+    def observations(self) -> dict[str, np.ndarray]:
+        """Every agent's observation (``observation``); from the rows of ``observe_all`` in
+        one go where the environment builds them at once."""
+        rows = None if self.observe_ac else self.observe_all()
+        if rows is None:
+            return {a: self.observation(a) for a in self.agents}
+        if len(self.agents) == len(self._agent_index):  # nobody left early: the usual case
+            return dict(zip(self.agents, rows[self._agent_index]))  # (one new array)
+        return {a: rows[self.index[a]].copy() for a in self.agents}
+
+    def observe_all(self) -> np.ndarray | None:
+        """Every participant's observation as rows in participant order (each row what
+        ``observe`` returns), where the environment builds them at once; None (the default):
+        ``observe`` is asked agent by agent."""
+        return None
+
     def observation(self, name: str) -> np.ndarray:
         """An agent's observation: ``observe(name)``, followed with ``observe_ac`` by the AC
         features of the last grid step (module docstring)."""

@@ -10,6 +10,7 @@ from ogg_envs.grid import Branch, OpenDSSGrid, Topology
 from ogg_envs.markets.curve_market import (
     FLAT_TILT,
     Bid,
+    ClearingResult,
     CurveMarket,
     InvalidBidError,
     MarketClearingError,
@@ -577,3 +578,20 @@ def test_deferred_accounts_are_the_same_numbers_however_they_are_reached():
     given = dataclasses.replace(m.clear(BIDS), welfare=1.5, shed=None)
     assert given.welfare == 1.5 and given.shed is None
     assert f"welfare={res.welfare!r}" in repr(res)
+
+
+def test_settle_computes_the_deferred_accounts_once_and_a_bare_result_says_what_is_missing():
+    m = CurveMarket(line_topology(limit=150.0), PARTS, price_cap=20.0)
+    res = m.clear(BIDS)
+    res.settle()
+    welfare = res.welfare
+    res.settle()  # settled: nothing more happens
+    assert res.welfare == welfare
+    bare = ClearingResult(participants=res.participants, congested=[],
+                          participant_prices=res.participant_prices,
+                          participant_quantities=res.participant_quantities,
+                          buses=res.buses, branches=res.branches, bus_prices=res.bus_prices,
+                          flows=res.flows, consumer_payments=1.0)
+    assert bare.consumer_payments == 1.0  # given values are kept
+    with pytest.raises(AttributeError, match="welfare was not given"):
+        bare.welfare  # noqa: B018 - the read is the test

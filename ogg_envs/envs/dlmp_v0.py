@@ -468,9 +468,12 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ observation
     def observe(self, name: str) -> np.ndarray:
+        return self.observe_all()[self.index[name]].copy()
+
+    def observe_all(self) -> np.ndarray:
         if self._obs is None:
             self._obs = self._observe_all()
-        return self._obs[self.index[name]].copy()
+        return self._obs
 
     def _observe_all(self) -> np.ndarray:
         """Every participant's observation (rows in participant order); see the docstring."""

@@ -509,10 +509,13 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ observation
     def observe(self, name: str) -> np.ndarray:
+        return self.observe_all()[self.index[name]]
+
+    def observe_all(self) -> np.ndarray:
         if self._obs_key != self.cycles:
             self._obs = self._build_obs()
             self._obs_key = self.cycles
-        return self._obs[self.index[name]]
+        return self._obs
 
     def _build_obs(self) -> np.ndarray:
         """All prosumers' observations as one fresh (n, size) array (rows are handed out)."""

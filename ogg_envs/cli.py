@@ -170,7 +170,8 @@ def _cmd_reproduce(args) -> int:
 
 # Benchmarks `opengridgym bench` runs only when --only names them (they need an extra and train)
 _ON_DEMAND = {"vec": "SB3 vector envs with 1 and 2 processes (needs the [train] extra)",
-              "rllib_runners": "RLlib sampling with 0, 1, 2 env runners (needs [rllib])"}
+              "rllib_runners": "RLlib sampling with 0, 1, 2 env runners (needs [rllib])",
+              "instructions": "instructions per env step under valgrind's callgrind (minutes)"}
 
 
 def _cmd_bench(args) -> int:

@@ -258,3 +258,24 @@ def test_env_benchmark_times_solved_clears_apart_from_the_markets_cache(monkeypa
     _, _, _, _, infos = env.step(bids)
     assert not any("bid_repairs" in i for i in infos.values())
     assert ogg_envs.spec(env_id).policies["markup"]().markup == 0.3
+
+
+def test_instruction_counts_are_split_by_where_they_ran(capsys, monkeypatch):
+    """bench_instructions reads callgrind_annotate's function lines (count, share, function,
+    [the file its code is in]) into parts; its driver replays a recorded episode."""
+    monkeypatch.setitem(sys.modules, "_timing", _load_benchmark_module("_timing"))
+    bench = _load_benchmark_module("bench_instructions")
+    annotated = "\n".join([
+        "4,412,136,539 (100.0%)  PROGRAM TOTALS",
+        "343,178,464 ( 7.78%)  Python/ceval.c:_PyEval_EvalFrame [/x/lib/libpython3.11.so.1.0]",
+        " 43,722,489 ( 0.99%)  ???:klu_z_kernel [/x/libklusolvex-39b5efc9.so]",
+        "  2,000,000 ( 0.05%)  ???:DSS_foo [/x/libdss_capi-5280ce98.so]",
+        " 39,849,888 ( 0.90%)  src/factorization.c:daqp_update_LDL [/x/daqp.cpython-311.so]",
+        "  1,000 ( 0.00%)  ???:memcpy [/usr/lib/x86_64-linux-gnu/libc.so.6]",
+        "  7 ( 0.00%)  ???:mystery [/x/libunknown.so]",
+    ])
+    parts = bench.split(annotated)
+    assert parts == {"Python": 343_178_464, "OpenDSS": 45_722_489, "solver": 39_849_888,
+                     "C library": 1_000, "other": 7}
+    bench.drive("p2p", 1)
+    assert int(capsys.readouterr().out.split()[-1]) > 0  # the steps replayed

@@ -7,9 +7,9 @@ The input is the file ``opengridgym bench --json`` writes (every benchmark's num
 benchmark's own ``--json`` file (several may be given). Prints the grid table, the environments'
 table (clear time and env steps/s per action kind, each with its ratio to the floor: one bare
 ``grid.run_power_flow()`` of the same feeder, measured in the same run, and where a step's time
-goes) and, when present, the
-scale table and docs/scale-out.md's tables (``--only vec``, ``--only rllib``); then the machine
-the numbers come from.
+goes) and, when present, the instruction counts (``--only instructions``), the scale table and
+docs/scale-out.md's tables (``--only vec``, ``--only rllib``); then the machine the numbers
+come from.
 """
 
 from __future__ import annotations
@@ -109,6 +109,19 @@ def runners_table(result: dict) -> list[str]:
     return lines
 
 
+def instructions_table(result: dict) -> list[str]:
+    """bench_instructions' counts: thousands of instructions per env step, by where they ran,
+    for this checkout and the one it was compared with (if any)."""
+    parts = ("OpenDSS", "solver", "numpy", "Python", "C library", "other")
+    lines = ["| environment | code | instructions / step | " + " | ".join(parts) + " |",
+             "|---|---|---:|" + "---:|" * len(parts)]
+    for key, rows in result.items():
+        for label, r in rows.items():
+            cells = " | ".join(f"{r['parts'].get(p, 0) / 1e3:,.0f}k" for p in parts)
+            lines.append(f"| {key} | {label} | {r['total'] / 1e3:,.0f}k | {cells} |")
+    return lines
+
+
 def extras_line(records: dict[str, dict]) -> str:
     extras = []
     for key, label in ENVS:
@@ -138,6 +151,8 @@ def tables(records: dict[str, dict]) -> str:
         parts.append("\n".join(grid_table(records["grid"]["result"])))
     if any(key in records for key, _ in ENVS):
         parts += ["\n".join(env_table(records)), extras_line(records)]
+    if "instructions" in records:
+        parts.append("\n".join(instructions_table(records["instructions"]["result"])))
     if "scale" in records:
         parts.append("\n".join(scale_table(records["scale"]["result"])))
     if "vec" in records:  # docs/scale-out.md's tables

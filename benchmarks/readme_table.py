@@ -118,7 +118,8 @@ def instructions_table(result: dict) -> list[str]:
     for key, rows in result.items():
         for label, r in rows.items():
             cells = " | ".join(f"{r['parts'].get(p, 0) / 1e3:,.0f}k" for p in parts)
-            lines.append(f"| {key} | {label} | {r['total'] / 1e3:,.0f}k | {cells} |")
+            name = {"tp": "topology-power"}.get(key, key)
+            lines.append(f"| {name} | {label} | {r['total'] / 1e3:,.0f}k | {cells} |")
     return lines
 
 

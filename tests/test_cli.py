@@ -281,4 +281,4 @@ def test_instruction_counts_are_split_by_where_they_ran(capsys, monkeypatch):
     assert int(capsys.readouterr().out.split()[-1]) > 0  # the steps replayed
     row = {"steps": 10, "total": 3.5e6, "parts": {"OpenDSS": 1.4e6, "Python": 2.1e6}}
     table = _load_benchmark_module("readme_table").instructions_table({"tp": {"new": row}})
-    assert table[-1] == "| tp | new | 3,500k | 1,400k | 0k | 0k | 2,100k | 0k | 0k |"
+    assert table[-1] == "| topology-power | new | 3,500k | 1,400k | 0k | 0k | 2,100k | 0k | 0k |"

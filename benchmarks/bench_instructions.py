@@ -61,16 +61,35 @@ def drive(env_key: str, episodes: int) -> None:
     print(len(actions) * episodes)
 
 
-def split(annotated: str) -> Counter:
-    """Instructions per part (``PARTS``) from ``callgrind_annotate --inclusive=no`` output,
-    whose function lines end with ``[the file the code is in]``."""
-    out = Counter()
-    for line in annotated.splitlines():
-        m = re.match(r"^\s*([\d,]+) \(.*?\)\s+.*\[(.*)\]\s*$", line)
-        if m:
-            where = Path(m.group(2)).name
-            part = next((name for name, pattern in PARTS if re.search(pattern, where)), "other")
-            out[part] += int(m.group(1).replace(",", ""))
+def split(profile: str) -> Counter:
+    """Instructions per part (``PARTS``) from a callgrind output file's text: every cost line
+    counts for the object (``ob=``) whose code it is in (inlined files, ``fi=``/``fe=``,
+    included); the line after a ``calls=`` line is the callee's inclusive cost and is skipped.
+    The parts add up to the file's ``summary``."""
+    objects: dict[str, str] = {}  # compressed id -> file name
+    out, part, after_call, summary = Counter(), "other", False, None
+    for line in profile.splitlines():
+        if after_call:
+            after_call = False
+        elif line.startswith(("ob=", "cob=")):  # a callee's object names its id too
+            m = re.match(r"c?ob=(\(\d+\))?\s*(.*)", line)
+            key, name = m.group(1), m.group(2).strip()
+            if key is not None and name:
+                objects[key] = name
+            if line.startswith("ob="):
+                where = Path(objects.get(key, name) if key is not None else name).name
+                part = next((n for n, pattern in PARTS if re.search(pattern, where)), "other")
+        elif line.startswith("calls="):
+            after_call = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            fields = line.split()
+            if len(fields) > 1:
+                out[part] += int(fields[1])
+        elif line.startswith("summary:"):
+            summary = int(line.split()[1])
+    if summary is not None and sum(out.values()) != summary:
+        raise ValueError(f"callgrind profile: the parts add up to {sum(out.values())}, its "
+                         f"summary says {summary}")
     return out
 
 
@@ -82,11 +101,12 @@ def count(root: Path, env_key: str, episodes: int, tmp: Path) -> tuple[Counter, 
     run = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
          str(Path(__file__).resolve()), "--drive", env_key, str(episodes)],
-        env=environ, cwd=tmp, capture_output=True, text=True, check=True)
+        env=environ, cwd=tmp, capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"the driver failed under valgrind ({root}, {env_key}):\n"
+                           + run.stderr[-2000:])
     steps = int(run.stdout.split()[-1])
-    annotated = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
-                                str(out)], capture_output=True, text=True, check=True).stdout
-    return split(annotated), steps
+    return split(out.read_text()), steps
 
 
 def per_step(root: Path, env_key: str, episodes: int, tmp: Path) -> dict:
@@ -120,7 +140,7 @@ def main(argv=None) -> dict:
     if args.drive:
         drive(args.drive[0], int(args.drive[1]))
         return {}
-    if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
+    if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt install valgrind); nothing counted")
         return {}
     episodes = 1 if args.quick else args.episodes

@@ -197,9 +197,15 @@ class Deferred:
     deferred fields' values; the first read of any of them calls it once
     (``Clearing.settle``). A value given to ``__init__`` is kept. The markets defer the
     accounts an environment does not read every round (surpluses, payments, price
-    components): results must then be treated as read-only. As a data descriptor,
-    ``__init__`` hands it the value (``_LATER`` when none was given) and every read asks it.
+    components): results must then be treated as read-only. ``default`` (a value, or a
+    zero-argument callable making one) is the field's value on a result built without
+    accounts and without it; with none, reading it raises ``AttributeError``. As a data
+    descriptor, ``__init__`` hands it the value (``_LATER`` when none was given) and every
+    read asks it.
     """
+
+    def __init__(self, default=_LATER):
+        self.default = default
 
     def __set_name__(self, owner, name):
         self.name = name
@@ -211,8 +217,11 @@ class Deferred:
         if self.name not in values:
             obj.settle()
             if self.name not in values:
-                raise AttributeError(f"{type(obj).__name__}.{self.name} was not given and "
-                                     "there are no accounts to compute it")
+                if self.default is _LATER:
+                    raise AttributeError(f"{type(obj).__name__}.{self.name} was not given "
+                                         "and there are no accounts to compute it")
+                default = self.default
+                values[self.name] = default() if callable(default) else default
         return values[self.name]
 
     def __set__(self, obj, value):
@@ -258,6 +267,10 @@ class Clearing:
             for name, value in self._accounts().items():
                 self.__dict__.setdefault(name, value)
             self._accounts = None
+
+    def __getstate__(self):  # a pickle holds the numbers, not the function computing them
+        self.settle()
+        return self.__dict__.copy()
 
     def price_of(self, name: str) -> float:
         return float(self.participant_prices[self.participants.index(name)])

@@ -310,14 +310,7 @@ class MarketEnv(ParallelEnv):
                       for p in self.participants}
         self._element_branch = {el: br.name for br in self.topology.branches
                                 for el in br.elements}
-        # What dispatch puts on the feeder: the demand side's quantities at their buses, the
-        # others' at their generators (participant rows and bus indices, fixed from here on).
-        demand = [k for k, p in enumerate(self.participants) if p.side == DEMAND]
-        self._demand_rows = np.array(demand, dtype=int)
-        self._demand_buses = np.array([self.topology.bus_index[self.participants[k].bus]
-                                       for k in demand], dtype=int)
-        self._generators = [(k, p.state["generator"]) for k, p in enumerate(self.participants)
-                            if p.side != DEMAND and "generator" in p.state]
+        self._map_dispatch()
         self.possible_agents = select_learners(
             self.participants, self.default_learners if learners is None else learners)
         self._attach_policies(policies or {})
@@ -625,6 +618,18 @@ class MarketEnv(ParallelEnv):
         """Give a supplying participant an injection point (a generator) on the feeder."""
         self.grid.add_generator(p.name, p.bus, 0.0, kva=kva)
         p.state["generator"] = p.name
+        if hasattr(self, "_generators"):  # after construction: dispatch must know it
+            self._map_dispatch()
+
+    def _map_dispatch(self) -> None:
+        """What ``dispatch`` puts on the feeder: the demand side's quantities at their buses,
+        the others' at their generators (participant rows and bus indices)."""
+        demand = [k for k, p in enumerate(self.participants) if p.side == DEMAND]
+        self._demand_rows = np.array(demand, dtype=int)
+        self._demand_buses = np.array([self.topology.bus_index[self.participants[k].bus]
+                                       for k in demand], dtype=int)
+        self._generators = [(k, p.state["generator"]) for k, p in enumerate(self.participants)
+                            if p.side != DEMAND and "generator" in p.state]
 
     def place(self, given: list | None, count: int, rule: str, where: str) -> list[str]:
         """Buses of ``count`` participants: the scenario's (``given``) or the default rule's
@@ -759,11 +764,11 @@ class MarketEnv(ParallelEnv):
     # ------------------------------------------------------------------ grid step
     def dispatch(self, clearing) -> tuple[np.ndarray, dict[str, float]]:
         """What the final clearing puts on the feeder: kW consumed per topology bus (the
-        demand side's quantities at their buses) and kW per participant generator (sides,
-        buses and generators as the participants were constructed)."""
+        demand side's quantities at their buses) and kW per participant generator."""
         q = clearing.participant_quantities
         consumption = np.bincount(self._demand_buses, q[self._demand_rows],
                                   minlength=len(self.topology.buses))  # summed in row order
+        consumption = consumption.astype(float, copy=False)  # (int when nobody consumes)
         return consumption, {name: float(q[k]) for k, name in self._generators}
 
     def grid_step(self):
@@ -938,7 +943,8 @@ class MarketEnv(ParallelEnv):
     def observe_all(self) -> np.ndarray | None:
         """Every participant's observation as rows in participant order (each row what
         ``observe`` returns), where the environment builds them at once; None (the default):
-        ``observe`` is asked agent by agent."""
+        ``observe`` is asked agent by agent. Parallel steps hand out these rows without
+        asking ``observe``: an environment that changes ``observe`` changes this too."""
         return None
 
     def observation(self, name: str) -> np.ndarray:

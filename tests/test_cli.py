@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import ogg_envs
 from ogg_envs.cli import main
@@ -261,22 +262,29 @@ def test_env_benchmark_times_solved_clears_apart_from_the_markets_cache(monkeypa
 
 
 def test_instruction_counts_are_split_by_where_they_ran(capsys, monkeypatch):
-    """bench_instructions reads callgrind_annotate's function lines (count, share, function,
-    [the file its code is in]) into parts; its driver replays a recorded episode."""
+    """bench_instructions reads a callgrind profile into parts: a cost line counts for the
+    object its code is in, inlined files included (``fi=``), a call's inclusive cost (the line
+    after ``calls=``) is not counted again, and the parts add up to the summary; its driver
+    replays a recorded episode."""
     monkeypatch.setitem(sys.modules, "_timing", _load_benchmark_module("_timing"))
     bench = _load_benchmark_module("bench_instructions")
-    annotated = "\n".join([
-        "4,412,136,539 (100.0%)  PROGRAM TOTALS",
-        "343,178,464 ( 7.78%)  Python/ceval.c:_PyEval_EvalFrame [/x/lib/libpython3.11.so.1.0]",
-        " 43,722,489 ( 0.99%)  ???:klu_z_kernel [/x/libklusolvex-39b5efc9.so]",
-        "  2,000,000 ( 0.05%)  ???:DSS_foo [/x/libdss_capi-5280ce98.so]",
-        " 39,849,888 ( 0.90%)  src/factorization.c:daqp_update_LDL [/x/daqp.cpython-311.so]",
-        "  1,000 ( 0.00%)  ???:memcpy [/usr/lib/x86_64-linux-gnu/libc.so.6]",
-        "  7 ( 0.00%)  ???:mystery [/x/libunknown.so]",
+    profile = "\n".join([
+        "events: Ir", "summary: 1000",
+        "ob=(1) /x/lib/libpython3.11.so.1.0", "fl=(1) ceval.c", "fn=(1) eval",
+        "10 300",
+        "cob=(2) /x/libklusolvex-39b5efc9.so", "cfn=(2) klu", "calls=1 5",
+        "11 250",  # the call's inclusive cost: counted where the callee's own lines are
+        "fi=(2) object.h", "12 100",  # inlined into libpython: still Python
+        "fe=(1)", "+1 50",
+        "ob=(2)", "fl=(3) klu.c", "fn=(2)", "5 250",
+        "ob=(3) /x/daqp.cpython-311.so", "fl=(4) a.c", "fn=(3) solve", "1 200",
+        "ob=(4) /usr/lib/x86_64-linux-gnu/libc.so.6", "fn=(4) memcpy", "* 93",
+        "ob=(5) /x/libunknown.so", "fn=(5) mystery", "-1 7",
     ])
-    parts = bench.split(annotated)
-    assert parts == {"Python": 343_178_464, "OpenDSS": 45_722_489, "solver": 39_849_888,
-                     "C library": 1_000, "other": 7}
+    assert bench.split(profile) == {"Python": 450, "OpenDSS": 250, "solver": 200,
+                                    "C library": 93, "other": 7}
+    with pytest.raises(ValueError, match="add up to"):
+        bench.split(profile.replace("summary: 1000", "summary: 999"))
     bench.drive("p2p", 1)
     assert int(capsys.readouterr().out.split()[-1]) > 0  # the steps replayed
     row = {"steps": 10, "total": 3.5e6, "parts": {"OpenDSS": 1.4e6, "Python": 2.1e6}}

@@ -580,18 +580,33 @@ def test_deferred_accounts_are_the_same_numbers_however_they_are_reached():
     assert f"welfare={res.welfare!r}" in repr(res)
 
 
-def test_settle_computes_the_deferred_accounts_once_and_a_bare_result_says_what_is_missing():
+def test_deferred_accounts_run_once_pickle_as_numbers_and_default_as_before():
+    """The accounts run once, on the first read; a pickle of an unread result holds the
+    numbers, not the function computing them; a result built by hand without accounts reads
+    the defaults a result had before the accounts were deferred (0, None, {}) and raises for
+    a field that had none."""
+    import pickle
+
     m = CurveMarket(line_topology(limit=150.0), PARTS, price_cap=20.0)
     res = m.clear(BIDS)
-    res.settle()
+    accounts, runs = res._accounts, []
+    res._accounts = lambda: runs.append(1) or accounts()
     welfare = res.welfare
-    res.settle()  # settled: nothing more happens
-    assert res.welfare == welfare
+    res.settle()
+    assert res.consumer_surplus is not None and res.welfare == welfare and runs == [1]
+    m.reset()
+    unread = m.clear(BIDS)
+    data = pickle.dumps(unread)
+    assert b"_curve_accounts" not in data
+    again = pickle.loads(data)
+    assert again.welfare == welfare and again.price_components.keys() == {
+        "energy", "loss", "congestion"}
     bare = ClearingResult(participants=res.participants, congested=[],
                           participant_prices=res.participant_prices,
                           participant_quantities=res.participant_quantities,
                           buses=res.buses, branches=res.branches, bus_prices=res.bus_prices,
                           flows=res.flows, consumer_payments=1.0)
     assert bare.consumer_payments == 1.0  # given values are kept
-    with pytest.raises(AttributeError, match="welfare was not given"):
-        bare.welfare  # noqa: B018 - the read is the test
+    assert (bare.welfare, bare.shed, bare.price_components) == (0.0, None, {})
+    with pytest.raises(AttributeError, match="producer_revenue was not given"):
+        bare.producer_revenue  # noqa: B018 - the read is the test

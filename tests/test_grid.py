@@ -420,8 +420,10 @@ def test_solve_seconds_add_up_the_solves(g34):
 
 def test_a_closed_grid_writes_nothing_into_its_engines_next_circuit():
     a = OpenDSSGrid.from_feeder("ieee34")
+    engine = a.dss
     a.close()
-    b = OpenDSSGrid.from_feeder("ieee34")  # most likely on a's engine, handed back
+    b = OpenDSSGrid.from_feeder("ieee34")
+    assert b.dss is engine  # the engine a handed back: what the test is about
     a.scale_loads(0.5)
     with pytest.raises(AttributeError):
         a.solve()
@@ -431,3 +433,23 @@ def test_a_closed_grid_writes_nothing_into_its_engines_next_circuit():
         dss.Loads.Idx(i)
         held.append(dss.Loads.kW())
     assert held == b.base_load_kw.tolist()
+
+
+def test_reset_after_a_failed_solve_solves_as_a_fresh_grid():
+    """A failed power flow does not poison the next episode: after ``reset`` it converges in
+    a fresh grid's iterations to a fresh grid's numbers, to 1e-6 kW. Not bit for bit: what
+    the failed solve left in OpenDSS's system matrix moves them by 7e-9 kW (known)."""
+    def step(grid):
+        grid.scale_loads(1.2)
+        pf = grid.solve()
+        return pf.converged, pf.substation_kw, pf.losses_kw, pf.iterations
+
+    fresh = OpenDSSGrid.from_feeder("ieee34")
+    reference = step(fresh)
+    used = OpenDSSGrid.from_feeder("ieee34")
+    used.scale_loads(60.0)
+    assert not used.solve().converged  # far beyond what the feeder can carry
+    used.reset()
+    converged, kw, losses, iterations = step(used)
+    assert converged and iterations == reference[3]
+    np.testing.assert_allclose([kw, losses], reference[1:3], rtol=0, atol=1e-6)

@@ -316,3 +316,15 @@ def test_real_action_accepts_finite_reals_and_names_the_agent_otherwise():
         real_action("x_0", np.zeros(3), (2,), "two prices")
     with pytest.raises(ValueError, match="x_0: action must be real numbers"):
         real_action("x_0", np.array([True, False]), (2,), "two prices")
+
+
+def test_dispatch_is_kw_as_floats_even_when_nobody_consumes():
+    env = ogg_envs.make("opengridgym/topology-power-v0", parallel=True)
+    env.reset(seed=0)
+    env.step({a: env.action_space(a).sample() for a in env.agents})
+    raw = env.unwrapped
+    consumption, generation = raw.dispatch(raw.last_clearing)
+    assert consumption.dtype == float and consumption.sum() > 0 and generation
+    raw._demand_rows, raw._demand_buses = raw._demand_rows[:0], raw._demand_buses[:0]
+    consumption, _ = raw.dispatch(raw.last_clearing)  # a market of suppliers only
+    assert consumption.dtype == float and not consumption.any()

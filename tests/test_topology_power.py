@@ -162,3 +162,11 @@ def test_repairs_are_bid_repair_row_by_row():
                 cleared = raw.last_clearing.bids[raw.index[a]]
                 assert np.array_equal(cleared, bid.as_array() if fixes else acts[a])
     assert repaired > 100
+
+
+def test_render_rgb_array():
+    env = topology_power_v0.parallel_env(render_mode="rgb_array", **SMALL)
+    env.reset(seed=0)
+    env.step({a: env.action_space(a).sample() for a in env.agents})
+    img = env.render()
+    assert img.ndim == 3 and img.shape[2] == 3

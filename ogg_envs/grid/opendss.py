@@ -1063,6 +1063,14 @@ class OpenDSSGrid:
         self._gen_kw[self._gen_idx[st["element"]]] = kw
 
     def set_generator_kw(self, generator: str, kw: float) -> None:
+        row = self._generator_row(generator)
+        self._gen_kw[row] = _check_finite(f"generator {self.generator_names[row]}", kw,
+                                          nonnegative=True)
+
+    def _generator_row(self, generator: str) -> int:
+        """Where a generator sits in ``generator_names``: its element name, with or without
+        ``generator.``, or the name given to ``add_generator`` when no feeder generator has
+        it."""
         name = str(generator).lower()
         if name.startswith("generator."):
             name = name[10:]
@@ -1071,8 +1079,7 @@ class OpenDSSGrid:
         if name not in self._gen_idx:
             raise ValueError(f"unknown generator {generator!r}; valid: "
                              f"{', '.join(self.generator_names) or 'none'}")
-        self._gen_kw[self._gen_idx[name]] = _check_finite(f"generator {name}", kw,
-                                                          nonnegative=True)
+        return self._gen_idx[name]
 
     def set_generators_kw(self, kw: np.ndarray, names=None) -> None:
         """Set every generator at once, in ``generator_names`` order; or, given ``names`` (a
@@ -1096,16 +1103,7 @@ class OpenDSSGrid:
         key = tuple(names)
         cached = self._gen_rows
         if cached is None or cached[0] != key:
-            rows = []
-            for generator in key:
-                name = str(generator).lower()
-                name = name[10:] if name.startswith("generator.") else name
-                if name not in self._gen_idx and f"ogg_{name}" in self._gen_idx:
-                    name = f"ogg_{name}"
-                if name not in self._gen_idx:
-                    raise ValueError(f"unknown generator {generator!r}; valid: "
-                                     f"{', '.join(self.generator_names) or 'none'}")
-                rows.append(self._gen_idx[name])
+            rows = [self._generator_row(name) for name in key]
             cached = self._gen_rows = (key, np.array(rows, dtype=np.int64))
         return cached[1]
 
@@ -1160,7 +1158,9 @@ class OpenDSSGrid:
         """Back to the base case: base loads, generators at their base output, batteries at
         their initial charge, regulator taps where the compile left them, and the next solve
         starting from OpenDSS's own initial guess, not from the last solution's voltages (so
-        an episode's power flows never depend on what the engine solved before).
+        an episode's power flows do not depend on what the engine solved before; after a solve
+        that failed to converge, to about 1e-8 kW only: it leaves its mark in the system
+        matrix).
 
         Elements added with ``add_generator``/``add_storage`` and line ratings set with
         ``scale_line_ratings`` stay (they are configuration); nothing is recompiled.
@@ -1178,6 +1178,7 @@ class OpenDSSGrid:
             dss.Transformers.Wdg(int(wdg))
             dss.Transformers.Tap(tap)
         dss.YMatrix.SolutionInitialized(False)
+        self._diverged = False  # (a failed solve's restart from a direct solution: not now)
 
     def _write_dispatch(self) -> None:
         """Write the loads and generators, if any of their values changed since the last

@@ -289,15 +289,15 @@ class ClearingResult(Clearing):
     flows: np.ndarray  # per branch: kW, positive away from the source
     consumer_payments: float = Deferred()
     producer_revenue: float = Deferred()
-    consumer_surplus: float = Deferred()
-    producer_surplus: float = Deferred()
-    congestion_rent: float = Deferred()
-    loss_surplus: float = Deferred()
-    welfare: float = Deferred()
-    total_curtailed_kw: float = Deferred()
-    price_components: dict[str, np.ndarray] = Deferred()  # per bus
-    shed: np.ndarray | None = Deferred()  # per bus: firm demand not served (None: none shed)
-    spilled: np.ndarray | None = Deferred()  # per bus: must-run supply not absorbed (None: none)
+    consumer_surplus: float = Deferred(0.0)
+    producer_surplus: float = Deferred(0.0)
+    congestion_rent: float = Deferred(0.0)
+    loss_surplus: float = Deferred(0.0)
+    welfare: float = Deferred(0.0)
+    total_curtailed_kw: float = Deferred(0.0)
+    price_components: dict[str, np.ndarray] = Deferred(dict)  # per bus
+    shed: np.ndarray | None = Deferred(None)  # per bus: firm demand not served (None: none shed)
+    spilled: np.ndarray | None = Deferred(None)  # per bus: must-run supply not absorbed
     solver: str = "daqp"
     _demand_names: frozenset = field(default=frozenset(), repr=False)
 

@@ -8,8 +8,9 @@ Needs the ``[rllib]`` extra (``ray[rllib]==2.60.0``, which pins ``gymnasium==1.2
 in its own virtual environment); this file imports without it (Ray is imported where it is
 used). ``--env``, ``--feeder`` and ``--scenario`` choose what it trains on exactly as in
 ``sb3_ppo`` (``common.training_setup``: the environment's leaderboard task, or that
-configuration of it). The parallel env, with ``normalized_bids_v0`` actions, goes to RLlib
-through ``ParallelPettingZooEnv``; every agent group (the name prefix: ``supplier``,
+configuration of it). The parallel env, with ``normalized_bids_v0`` actions and without the
+infos PPO never reads (``no_infos_v0``: remote runners would ship them to the driver), goes to
+RLlib through ``ParallelPettingZooEnv``; every agent group (the name prefix: ``supplier``,
 ``prosumer``, ``generator``, ``dr``) gets its own RLModule, shared by the agents of the group.
 Env runners are how RLlib scales out (``--env-runners`` processes, on other machines of a Ray
 cluster when ``ray.init`` connects to one, see ``docs/scale-out.md``), each stepping
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ogg_envs.baselines import common
-from ogg_envs.wrappers import codec_for, normalized_bids_v0
+from ogg_envs.wrappers import codec_for, no_infos_v0, normalized_bids_v0
 
 
 @dataclass
@@ -151,7 +152,7 @@ def build(args: Args, task):
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"opengridgym_{task.id}")
     register_env(name, lambda _config=None: ParallelPettingZooEnv(
-        normalized_bids_v0(task.make_env())))
+        normalized_bids_v0(no_infos_v0(task.make_env()))))  # (PPO reads no infos)
     agents = task.make_env().possible_agents
     groups = sorted({group_of(a) for a in agents})
     config = (

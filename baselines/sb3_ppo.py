@@ -7,7 +7,9 @@ Every learning agent of the parallel environment (e.g. the four suppliers of
 topology-power-v0) acts through one shared network: SuperSuit turns the parallel env into a
 vector env with one entry per agent (``pettingzoo_env_to_vec_env_v1``) and concatenates
 ``--n-envs`` copies (``concat_vec_envs_v1``). Actions are normalised by ``normalized_bids_v0``
-(every action is a valid bid, through the codec of the environment's registered spec).
+(every action is a valid bid, through the codec of the environment's registered spec); the
+environment's infos, which PPO never reads, are dropped where they are made (``no_infos_v0``),
+so that no vector env pickles, sends and copies them.
 
 ``--env`` is any registered environment id (``opengridgym/topology-power-v0``, a user's
 ``mylab/pay-as-bid-v0`` with ``--import``), its short name (``topology-power``) or a
@@ -43,7 +45,7 @@ from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
 from ogg_envs.baselines import common
 from ogg_envs.leaderboard.entries import decode_model_action
-from ogg_envs.wrappers import codec_for, normalized_bids_v0
+from ogg_envs.wrappers import codec_for, no_infos_v0, normalized_bids_v0
 
 
 @dataclass
@@ -139,7 +141,7 @@ def make_vec_env(make_env, args: Args):
     With worker processes, SuperSuit seeds worker ``i``'s ``j``-th copy with ``seed + i + j``
     (in one process: copy ``j`` with ``seed + j``), so a run is reproducible for a given
     ``num_cpus`` but differs from the same seed with another."""
-    par = normalized_bids_v0(make_env())
+    par = normalized_bids_v0(no_infos_v0(make_env()))
     venv = ss.pettingzoo_env_to_vec_env_v1(par)
     num_cpus = 0 if args.num_cpus == 1 else args.num_cpus  # 0: SuperSuit's in-process concat
     venv = ss.concat_vec_envs_v1(venv, args.n_envs, num_cpus=num_cpus, base_class="gymnasium")

@@ -692,3 +692,32 @@ def test_the_feeder_holds_the_dispatch_the_grid_step_wrote():
     for i, name in enumerate(grid.generator_names, start=1):
         dss.Generators.Idx(i)
         assert dss.Generators.Name().lower() == name and dss.Generators.kW() == gen[name]
+
+
+@pytest.mark.parametrize("make", [lambda: UCB(4, scale=2.0), lambda: EpsilonGreedy(4, 0.0)])
+def test_bandit_history_is_read_only_and_set_as_if_played(make):
+    """``counts``/``sums`` cannot be written into (UCB keeps its index from them); a history
+    set with ``set_history`` selects exactly as the same rounds played through ``update``."""
+    played, warm = make(), make()
+    for arm, reward in [(0, 1.0), (1, 0.5), (1, 2.0), (2, -1.0), (3, 0.25), (0, 0.5)]:
+        played.update(arm, reward)
+    with pytest.raises(ValueError, match="read-only"):
+        played.counts[0] = 5
+    with pytest.raises(ValueError, match="read-only"):
+        played.sums[:] = 0.0
+    warm.set_history(played.counts, played.sums)
+    assert warm.t == played.t == 6
+    np.testing.assert_array_equal(warm.means, played.means)
+    if isinstance(played, UCB):
+        np.testing.assert_array_equal(warm.index(), played.index())
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    for reward in np.random.default_rng(2).normal(size=50):
+        arm = played.select(rng_a)
+        assert warm.select(rng_b) == arm
+        played.update(arm, reward)
+        warm.update(arm, reward)
+    for counts, sums, match in [([1, 2], [0.0, 1.0], "one entry per arm"),
+                                ([1, -1, 0, 0], [0.0] * 4, "non-negative"),
+                                ([1, 0, 0, 0], [0.0, 3.0, 0.0, 0.0], "never played")]:
+        with pytest.raises(ValueError, match=match):
+            warm.set_history(counts, sums)

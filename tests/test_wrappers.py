@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import gymnasium
@@ -18,6 +19,7 @@ from ogg_envs.wrappers import (
     BlockPriceCodec,
     CurveBidCodec,
     arms_as_box_v0,
+    no_infos_v0,
     normalized_bids_v0,
 )
 
@@ -99,6 +101,33 @@ def test_arm_codec_covers_every_arm_equally():
     assert [codec.decode(codec.encode(k)) for k in range(8)] == list(range(8))
 
 
+def test_decoding_is_the_documented_map_bit_for_bit():
+    """The codecs decode in Python floats; every number equals the module docstring's map
+    computed with numpy arrays, to the bit, out-of-box, float32, list and ±0 inputs too."""
+    rng = np.random.default_rng(7)
+    faces = np.array([-1.0, 1.0, 0.0, -0.0, 1.5, -1.5, 1e-300, np.nextafter(1.0, 2.0),
+                      np.nextafter(-1.0, -2.0), 0.9999999999999999])
+    cap, curve, blocks = 30.0, CurveBidCodec(30.0), BlockPriceCodec(30.0, 5)
+    for i in range(6000):
+        size = 4 if i % 2 else 5
+        a = rng.uniform(-1.3, 1.3, size) if i % 3 else rng.choice(faces, size)
+        a = a.astype(np.float32) if i % 5 == 0 else (list(a) if i % 7 == 0 else a)
+        u = (np.clip(np.asarray(a, dtype=float), -1.0, 1.0) + 1.0) / 2.0
+        if size == 4:
+            q_now = float(rng.choice([0.0, 123.4, rng.uniform(0.0, 500.0)]))
+            p_min = cap * u[0]
+            q_max = q_now * u[2]
+            expected = np.array([min(p_min + (cap - p_min) * u[1], cap), p_min, q_max,
+                                 q_max * u[3]])
+            got = curve.decode(a, q_now)
+        else:
+            expected, prev = np.empty(5), np.float64(0.0)
+            for k in range(5):
+                expected[k] = prev = min(prev + (cap - prev) * u[k], cap)
+            got = blocks.decode(a)
+        assert got.dtype == np.float64 and got.tobytes() == expected.tobytes(), (a, got)
+
+
 def test_non_finite_actions_raise_naming_the_agent():
     with pytest.raises(ValueError, match="supplier_1"):
         CurveBidCodec(20.0).decode([0.0, np.nan, 0.0, 0.0], 10.0, who="supplier_1")
@@ -138,6 +167,39 @@ def test_wrapped_envs_pass_pettingzoo_api_tests(env_id):
         assert space is par.action_space(agent)
         if isinstance(space, gymnasium.spaces.Box):
             assert (space.low == -1).all() and (space.high == 1).all()
+
+
+@pytest.mark.parametrize("env_id", list(ogg_envs.ENVIRONMENTS))
+def test_no_infos_changes_nothing_but_the_infos(env_id):
+    """Observations, rewards, terminations and truncations are the environment's, step for
+    step; every info is a new empty dict; conformance and pickling hold."""
+    plain = normalized_bids_v0(ogg_envs.make(env_id, parallel=True, horizon=3))
+    bare = normalized_bids_v0(no_infos_v0(ogg_envs.make(env_id, parallel=True, horizon=3)))
+    (obs_p, info_p), (obs_b, info_b) = plain.reset(seed=3), bare.reset(seed=3)
+    assert info_b == {a: {} for a in info_p} and any(info_p.values())
+    rng, steps = np.random.default_rng(3), 0
+    while plain.agents:
+        for a in plain.agents:
+            np.testing.assert_array_equal(obs_b[a], obs_p[a])
+        actions = {a: (rng.uniform(-1, 1, plain.action_space(a).shape).astype(np.float32)
+                       if isinstance(plain.action_space(a), gymnasium.spaces.Box)
+                       else int(rng.integers(plain.action_space(a).n))) for a in plain.agents}
+        *out_p, info_p = plain.step(actions)
+        *out_b, info_b = bare.step(actions)
+        obs_p, obs_b = out_p[0], out_b[0]
+        assert out_b[1:] == out_p[1:]  # rewards, terminations, truncations
+        assert set(info_b) == set(info_p) and not any(info_b.values())
+        assert len({id(i) for i in info_b.values()}) == len(info_b)  # one dict per agent
+        steps += 1
+    assert steps > 0 and bare.agents == []
+    parallel_api_test(no_infos_v0(ogg_envs.make(env_id, parallel=True, horizon=2)),
+                      num_cycles=10)
+    api_test(parallel_to_aec(no_infos_v0(ogg_envs.make(env_id, parallel=True, horizon=2))),
+             num_cycles=10)
+    again = pickle.loads(pickle.dumps(bare))
+    assert again.reset(seed=3)[1] == {a: {} for a in again.agents}
+    with pytest.raises(TypeError, match="parallel"):
+        no_infos_v0(ogg_envs.make(env_id, horizon=2))
 
 
 def test_composes_with_supersuit_for_a_common_space():

@@ -47,6 +47,8 @@ order (they find the market through ``env.unwrapped``).
 
 from __future__ import annotations
 
+import math
+
 import gymnasium
 import numpy as np
 from pettingzoo import AECEnv, ParallelEnv
@@ -56,15 +58,21 @@ __all__ = ["CurveBidCodec", "BlockPriceCodec", "ArmCodec", "normalized_bids_v0",
            "arms_as_box_v0", "codec_for", "CODECS"]
 
 
-def _unit(action, size: int, who: str) -> np.ndarray:
-    """A normalised action as ``u = (a + 1) / 2`` in [0, 1], checked and clipped to the box."""
-    a = np.asarray(action, dtype=float).reshape(-1)
-    if a.shape != (size,):
-        raise ValueError(f"{who}: normalised action must have shape ({size},), got "
-                         f"{np.shape(action)}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{who}: action has non-finite numbers {a.tolist()}")
-    return (np.clip(a, -1.0, 1.0) + 1.0) / 2.0
+def _unit(action, size: int, who: str) -> list[float]:
+    """A normalised action as ``u = (a + 1) / 2`` in [0, 1], checked and clipped to the box:
+    Python floats (a training step decodes a few short actions per agent, and numpy's cost per
+    call outweighs the arithmetic; the same IEEE operations, so the same numbers)."""
+    if type(action) is np.ndarray and action.shape == (size,):
+        values = action.tolist()  # (float32 -> the same value as a Python float)
+    else:
+        a = np.asarray(action, dtype=float).reshape(-1)
+        if a.shape != (size,):
+            raise ValueError(f"{who}: normalised action must have shape ({size},), got "
+                             f"{np.shape(action)}")
+        values = a.tolist()
+    if not all(map(math.isfinite, values)):
+        raise ValueError(f"{who}: action has non-finite numbers {values}")
+    return [(min(max(v, -1.0), 1.0) + 1.0) / 2.0 for v in values]
 
 
 def _from_unit(u) -> np.ndarray:
@@ -188,6 +196,7 @@ class _ActionMap:
 
     def _setup(self, codecs: dict) -> None:
         self._codecs = codecs
+        self._market = self.env.unwrapped  # (each wrapper layer's property costs a call)
         self._spaces = {
             a: (gymnasium.spaces.Box(-1.0, 1.0, (c.size,), np.float32) if c is not None
                 else self.env.action_space(a))
@@ -199,14 +208,14 @@ class _ActionMap:
         codec = self._codecs[agent]
         if codec is None:
             return action
-        return codec.decode(action, _q_now(self.env.unwrapped, agent), who=agent)
+        return codec.decode(action, _q_now(self._market, agent), who=agent)
 
     def to_normalized(self, agent: str, raw_action) -> np.ndarray:
         """The inverse of ``to_raw``, with the participant's current limit (for logging)."""
         codec = self._codecs[agent]
         if codec is None:
             return raw_action
-        return codec.encode(raw_action, _q_now(self.env.unwrapped, agent))
+        return codec.encode(raw_action, _q_now(self._market, agent))
 
 
 class _ParallelActions(_ActionMap, BaseParallelWrapper):

@@ -37,6 +37,12 @@ __all__ = ["UCB", "EpsilonGreedy", "FixedPrice", "RolePolicy", "make_policy", "R
 ROLES = ("producer", "consumer")
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _check_arms(n_arms) -> int:
     if isinstance(n_arms, bool) or not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
         raise ValueError(f"n_arms must be a positive integer, got {n_arms!r}")
@@ -44,23 +50,61 @@ def _check_arms(n_arms) -> int:
 
 
 class _Bandit:
-    """Counts and empirical means shared by the bandits below."""
+    """Counts and empirical means shared by the bandits below.
+
+    ``counts`` and ``sums`` (plays and summed rewards per arm) are read-only views: the
+    bandits keep what they derive from them (UCB's index) up to date in ``update``, so history
+    changes through ``update``, or through ``set_history`` (e.g. a bandit warm-started from
+    earlier rounds), never by writing into the arrays.
+    """
 
     def __init__(self, n_arms: int):
         self.n_arms = _check_arms(n_arms)
         self.reset()
 
     def reset(self) -> None:
-        self.counts = np.zeros(self.n_arms, dtype=np.int64)  # T_i(t-1)
-        self.sums = np.zeros(self.n_arms)
+        self._counts = np.zeros(self.n_arms, dtype=np.int64)  # T_i(t-1)
+        self._sums = np.zeros(self.n_arms)
         self.t = 0  # rounds played
         self._next_untried = 0  # arms 0..n-1 are first played in order
+
+    @property
+    def counts(self) -> np.ndarray:
+        """How often each arm was played (read-only)."""
+        return _read_only(self._counts)
+
+    @property
+    def sums(self) -> np.ndarray:
+        """The summed rewards of each arm (read-only)."""
+        return _read_only(self._sums)
+
+    def set_history(self, counts, sums) -> None:
+        """Start from ``counts`` plays and ``sums`` summed rewards per arm (``t`` becomes
+        their total), as if those rounds had been played through ``update``."""
+        counts = np.array(counts, dtype=float).reshape(-1)
+        sums = np.array(sums, dtype=float).reshape(-1)
+        if counts.shape != (self.n_arms,) or sums.shape != (self.n_arms,):
+            raise ValueError(f"counts and sums need one entry per arm ({self.n_arms}), got "
+                             f"{counts.shape} and {sums.shape}")
+        if not ((counts >= 0).all() and (counts == np.round(counts)).all()
+                and np.isfinite(sums).all()):
+            raise ValueError("counts must be non-negative integers and sums finite, got "
+                             f"{counts.tolist()} and {sums.tolist()}")
+        if (sums[counts == 0] != 0).any():
+            raise ValueError("an arm never played has no rewards: sums must be 0 where "
+                             "counts are")
+        self.reset()
+        self._counts[:] = counts.astype(np.int64)
+        self._sums[:] = sums
+        self.t = int(self._counts.sum())
+        for arm in np.flatnonzero(self._counts).tolist():
+            self._played(arm)
 
     @property
     def means(self) -> np.ndarray:
         """Empirical mean reward of every arm (NaN for an arm never played)."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
+            return np.where(self._counts > 0, self._sums / np.maximum(self._counts, 1), np.nan)
 
     def update(self, arm: int, reward: float) -> None:
         arm = int(arm)
@@ -69,19 +113,23 @@ class _Bandit:
         reward = float(reward)
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward!r}")
-        self.counts[arm] += 1
-        self.sums[arm] += reward
+        self._counts[arm] += 1
+        self._sums[arm] += reward
         self.t += 1
+        self._played(arm)
+
+    def _played(self, arm: int) -> None:
+        """``arm``'s counts or sums changed: refresh what is derived from them."""
 
     def _untried(self, rng: np.random.Generator | None) -> int | None:
         """An arm never played (the lowest, or a random one with ``rng``), or None."""
-        while self._next_untried < self.n_arms and self.counts[self._next_untried] > 0:
+        while self._next_untried < self.n_arms and self._counts[self._next_untried] > 0:
             self._next_untried += 1
         if self._next_untried == self.n_arms:
             return None
         if rng is None:
             return self._next_untried
-        untried = np.flatnonzero(self.counts == 0)
+        untried = np.flatnonzero(self._counts == 0)
         return int(untried[rng.integers(len(untried))])
 
     @staticmethod
@@ -127,11 +175,9 @@ class UCB(_Bandit):
         # UCB_i of every arm, kept by ``update``: only the played arm's index changes.
         self._index = [math.inf] * self.n_arms
 
-    def update(self, arm: int, reward: float) -> None:
-        super().update(arm, reward)
-        arm = int(arm)
-        n = int(self.counts[arm])
-        self._index[arm] = float(self.sums[arm]) / n + self._width / math.sqrt(n)
+    def _played(self, arm: int) -> None:
+        n = int(self._counts[arm])
+        self._index[arm] = float(self._sums[arm]) / n + self._width / math.sqrt(n)
 
     def index(self) -> np.ndarray:
         """UCB_i(t-1, δ) of every arm (``inf`` for arms never played)."""
@@ -168,7 +214,7 @@ class EpsilonGreedy(_Bandit):
         arm = self._untried(rng)
         if arm is not None:
             return arm
-        return self._argmax((self.sums / self.counts).tolist(), rng)
+        return self._argmax((self._sums / self._counts).tolist(), rng)
 
 
 class FixedPrice(_Bandit):

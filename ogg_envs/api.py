@@ -63,7 +63,7 @@ import numpy as np
 from ogg_envs import economics
 
 __all__ = ["Grid", "Market", "MarketContext", "Clearing", "Deferred", "MarketClearingError",
-           "GridReport", "LossModel", "check_participants",
+           "congestion_threshold", "GridReport", "LossModel", "check_participants",
            "InvalidBidError", "Participant", "Truth", "Limits", "Policy", "SUPPLY", "DEMAND",
            "PROSUMER"]
 
@@ -227,6 +227,17 @@ class Deferred:
     def __set__(self, obj, value):
         if value is not _LATER:
             obj.__dict__[self.name] = value
+
+
+
+def congestion_threshold(limits_kw: np.ndarray, tol: float) -> np.ndarray:
+    """The |flow| (kW) from which each branch counts as congested (``Clearing.congested``),
+    the one rule of every market: ``limit * (1 - tol) - 1e-6``, and ``inf`` (never) for a
+    branch without a limit.
+
+        congestion_threshold(np.array([100.0, np.inf]), 1e-6)   # [99.999899, inf]
+    """
+    return np.where(np.isfinite(limits_kw), limits_kw * (1 - tol) - 1e-6, math.inf)
 
 
 @dataclass(kw_only=True)

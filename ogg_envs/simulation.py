@@ -133,7 +133,9 @@ class ComposedEnv(MarketEnv):
             if column is not None:
                 p.limits.q_now = min(p.state["nominal_kw"] * float(self.profiles[column][h]),
                                      p.limits.q_max)
-        self.truth = economics.truth_arrays(self.participants)
+        self.truth = t = economics.truth_arrays(self.participants)
+        self._profits = economics.HourProfits(t["is_supply"], t["a"], t["b"], t["vmax"],
+                                              t["vmin"], t["q_now"])
 
     def context(self) -> MarketContext:
         if self._context is not None:
@@ -152,10 +154,9 @@ class ComposedEnv(MarketEnv):
         return self.per_round(profit), self.clearing_infos(clearing, profit, arr, {})
 
     def true_profits(self, prices, quantities) -> np.ndarray:
-        """True profits (¢ per hour) of every participant (``ogg_envs.economics``)."""
-        t = self.truth
-        return economics.profits(t["is_supply"], prices, quantities, t["a"], t["b"],
-                                 t["vmax"], t["vmin"], t["q_now"])
+        """True profits (¢ per hour) of every participant (``ogg_envs.economics``; this
+        hour's ``HourProfits``, the numbers of ``economics.profits``)."""
+        return self._profits(prices, quantities)
 
     def true_welfare(self, quantities) -> float:
         """Total true surplus (¢ per hour) of the participants at these quantities."""

@@ -186,3 +186,52 @@ def test_highs_hot_path_returns_the_plain_solves_numbers():
         x, y = lp.solve_primal_rows(*data)
         sol = lp.solve(*data)
         assert x.tobytes() == sol.x.tobytes() and y.tobytes() == sol.y.tobytes()
+
+
+def test_the_three_markets_share_one_congestion_threshold():
+    """The DC, LinDistFlow and curve markets count a branch as congested by one rule
+    (``congestion_threshold``: ``limit (1 - tol) - 1e-6``, never without a limit): the same
+    limits and ``congestion_tol`` give each the same thresholds, bit for bit, after new limits
+    and a new tolerance too; and each market's results flag exactly the branches whose flow
+    reaches them."""
+    from ogg_envs.api import congestion_threshold
+    from ogg_envs.markets.curve_market import CurveMarket, MarketParticipant
+    from ogg_envs.markets.lindistflow import LinDistFlowMarket
+
+    rng = np.random.default_rng(40)
+    dc = random_tree_market(rng)
+    topo = dc.topology
+    ldf = LinDistFlowMarket(topo, dc.resources, r_pu=1e-3, x_pu=1e-3, n_blocks=3,
+                            price_cap=30.0, pv_buses=dc.pv_buses)
+    sides = [MarketParticipant("supply_0", topo.root, "supply")]
+    sides += [MarketParticipant(f"demand_{b}", bus, "demand")
+              for b, bus in enumerate(topo.buses[1:])]
+    curve = CurveMarket(topo, sides, price_cap=30.0)
+    limits = dc.limits_kw
+    assert np.isinf(limits).any() and np.isfinite(limits).any()
+    congested = 0
+    for step, (scale, tol) in enumerate([(1.0, 1e-5), (0.5, 1e-5), (0.5, 0.3), (0.2, 0.0)]):
+        new = np.where(np.isfinite(limits), limits * scale, math.inf)
+        expected = congestion_threshold(new, tol)
+        assert np.isinf(expected[np.isinf(new)]).all()
+        for m in (dc, ldf, curve):
+            if step % 2:  # the tolerance changed after a clearing, then the limits
+                m.congestion_tol = tol
+                m.set_limits(new)
+            else:
+                m.set_limits(new)
+                m.congestion_tol = tol
+            assert m._congestion_threshold().tobytes() == expected.tobytes(), type(m)
+        for _ in range(5):
+            offers, c = random_hour(dc, rng)
+            bids = np.zeros((len(sides), 4))
+            bids[0] = (30.0, 0.0, 2000.0, 0.0)
+            bids[1:, 0] = rng.uniform(5, 30, len(sides) - 1)
+            bids[1:, 2] = rng.uniform(0, 60, len(sides) - 1)
+            results = [(dc.clear(offers, c), "flows_kw"), (ldf.clear(offers, c), "flows_kw"),
+                       (curve.clear(bids), "flows")]
+            for res, flows in results:
+                at = np.abs(getattr(res, flows)) >= expected
+                assert res.congested == [topo.branches[e].name for e in np.flatnonzero(at)]
+                congested += bool(res.congested)
+    assert congested >= 10

@@ -380,3 +380,116 @@ def test_env_prices_follow_the_voltage_model_and_equal_dc_when_it_does_not_bind(
 
 def test_pettingzoo_conformance():
     run_all(dlmp_v0, horizon=2, formulation="lindistflow")
+
+
+# ---------------------------------------------------------------- deferred accounts
+DEFERRED = ("cost", "import_cost", "consumer_payments", "producer_revenue", "consumer_surplus",
+            "producer_surplus", "congestion_rent", "loss_surplus", "welfare", "price_components")
+
+
+def test_accounts_are_computed_once_when_first_read(env37):
+    """A result leaves its money accounts and price components to the DC market's
+    ``dlmp_accounts``: nothing of them exists until one is read (the fields the env reads every
+    round compute none), then all of them, once."""
+    market = market37(env37)
+    res = clear(market, hour_data(env37, np.random.default_rng(30)))
+    assert not any(name in vars(res) for name in DEFERRED)
+    accounts, runs = res._accounts, []
+    res._accounts = lambda: runs.append(1) or accounts()
+    _ = (res.dlmp, res.energy, res.congestion, res.voltage, res.participant_prices,
+         res.participant_quantities, res.congested, res.total_shed_kw, res.source_kw,
+         res.losses_kw, res.voltage_pu, res.at_voltage_limit)
+    assert runs == [] and not any(name in vars(res) for name in DEFERRED)
+    welfare = res.welfare
+    assert runs == [1] and all(name in vars(res) for name in DEFERRED)
+    res.to_dict()
+    pickle.dumps(res)
+    assert runs == [1] and res.welfare == welfare
+    unread = pickle.dumps(clear(market, hour_data(env37, np.random.default_rng(30))))
+    assert b"dlmp_accounts" not in unread  # the numbers, not the function computing them
+
+
+def test_deferred_accounts_equal_read_before_or_after_pickling(env37):
+    """A result read at once, one pickled before anything was read and one whose caller
+    overwrote its offers, demand, capacity and PV in place before the first read report the
+    same numbers bit for bit: binding voltage limits, shedding and losses included."""
+    from test_dlmp_fast_path import same_result
+
+    market = market37(env37)
+    B = len(env37.topology.buses)
+    rng = np.random.default_rng(31)
+    shed = 0
+    for k in range(12):
+        if k == 6:
+            market.set_losses(rng.uniform(-0.03, 0.06, B), 30.0)
+        d = hour_data(env37, rng)
+        if k % 3 == 2:  # more than the feeder can carry: shedding at the cap
+            d["demand_kw"] *= 2.5
+        read = clear(market, d)
+        read.to_dict()
+        unread = pickle.loads(pickle.dumps(clear(market, d)))
+        overwritten = clear(market, d)
+        for array in (d["offers"], d["demand_kw"], d["capacity_kw"], d["pv_kw"]):
+            array[...] = 7.0
+        same_result(read, unread)
+        same_result(read, overwritten)
+        assert read.to_dict() == overwritten.to_dict() == unread.to_dict()
+        shed += read.total_shed_kw > 0
+    assert shed
+
+
+def test_accounts_keep_the_lindistflow_economics(env37):
+    """The shared accounting keeps this market's economics (module docstring): consumers pay
+    ``load_price`` on their baseline, resources are paid ``participant_prices``, PV and the
+    source the DLMP; the congestion rent is what payments leave after revenue and the loss
+    surplus; the price components (voltage included) sum to the DLMP; and the voltage slack's
+    penalty is part of ``cost``."""
+    market = market37(env37)
+    topo = env37.topology
+    B, root = len(topo.buses), topo.bus_index[topo.root]
+    res_bus = market.dc.resource_bus_index
+    rng = np.random.default_rng(32)
+    voltage_rent = 0
+    for k in range(8):
+        if k == 4:
+            market.set_losses(rng.uniform(-0.03, 0.06, B), 30.0, rng.normal(0, 40, B))
+        d = hour_data(env37, rng)
+        res = clear(market, d)
+        q = res.participant_quantities
+        baseline = d["demand_kw"] - res.shed_kw
+        pv_taken = d["pv_kw"] - res.curtailed_kw
+        payments = float(res.load_price @ baseline)
+        revenue = float(res.participant_prices @ q + res.dlmp @ pv_taken
+                        + res.dlmp[root] * res.source_kw)
+        assert res.consumer_payments == payments and res.producer_revenue == revenue
+        assert res.consumer_surplus == market.price_cap * float(baseline.sum()) - payments
+        assert res.congestion_rent == payments - revenue - res.loss_surplus
+        assert res.welfare == pytest.approx(res.consumer_surplus + res.producer_surplus
+                                            + res.congestion_rent + res.loss_surplus,
+                                            rel=1e-9)
+        withdrawal = (baseline - pv_taken - np.bincount(res_bus, q, minlength=B))
+        injection = -withdrawal
+        injection[root] += res.source_kw
+        if market.losses is None:
+            assert res.loss_surplus == 0.0
+        else:
+            lf = market.losses.factors
+            assert res.loss_surplus == pytest.approx(
+                res.energy * (lf @ injection - res.losses_kw), rel=1e-9)
+        parts = res.price_components
+        assert list(parts) == ["energy", "loss", "congestion", "voltage"]
+        assert parts["voltage"] is res.voltage and parts["congestion"] is res.congestion
+        np.testing.assert_allclose(sum(parts.values()), res.dlmp, rtol=0, atol=1e-9)
+        # the branch prices' rent alone misses the voltage parts' where the band binds
+        branch_rent = float(res.congestion @ withdrawal)
+        voltage_rent += abs(res.congestion_rent - branch_rent) > 1e-3
+    assert voltage_rent
+    # a band no dispatch holds: the slack's penalty is in the cost
+    hopeless = small(source_pu=1.1)
+    res = hopeless.clear([[8.0], [9.0]], MarketContext(
+        demand_kw={"a": 1.0, "b": 1.0}, capacity_kw=[0.0, 0.0], source_price=5.0))
+    high = hopeless.voltage_band[1]
+    slack = np.maximum(res.voltage_pu[1:] ** 2 - high ** 2, 0.0).sum()
+    assert slack > 0
+    assert res.cost == pytest.approx(res.import_cost + hopeless.voltage_penalty * slack,
+                                     rel=1e-9)

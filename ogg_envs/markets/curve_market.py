@@ -147,6 +147,7 @@ from ..api import (
     MarketClearingError,
     MarketContext,
     check_participants,
+    congestion_threshold,
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .radial import Items, RadialClearing
@@ -988,11 +989,11 @@ class CurveMarket(Market):
 
     def _congestion_threshold(self) -> np.ndarray:
         """|flow| (kW) at which each branch counts as congested, for the current limits and
-        ``congestion_tol`` (an infinite limit is never reached: inf * (1 - tol) stays inf)."""
+        ``congestion_tol``: the rule every market shares (``api.congestion_threshold``)."""
         t = self._threshold
         if t is None or t[0] is not self._limits or t[1] != self.congestion_tol:
             t = self._threshold = (self._limits, self.congestion_tol,
-                                   self._limits * (1 - self.congestion_tol) - 1e-6)
+                                   congestion_threshold(self._limits, self.congestion_tol))
         return t[2]
 
     def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray, firm_kw=None):

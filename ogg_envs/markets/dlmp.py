@@ -161,6 +161,7 @@ from ..api import (
     MarketClearingError,
     MarketContext,
     check_participants,
+    congestion_threshold,
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .solvers import cvxpy_ref
@@ -200,11 +201,12 @@ class DLMPResult(Clearing):
     ``congestion`` per bus (plus ``voltage`` in the LinDistFlow market), summing to ``dlmp``;
     ``losses_kw`` and ``loss_surplus``: see the module docstring, "Losses".
 
-    ``DLMPMarket`` leaves the money accounts (``cost``, ``import_cost``, the surpluses,
-    payments and revenue, ``welfare``, ``loss_surplus``) and ``price_components`` to be
-    computed when first read (the environments read prices, quantities, congestion, shed,
-    curtailment and the source every round), from this clearing's own arrays: treat a result
-    as read-only. Pickling, equality and ``repr`` see every number.
+    ``DLMPMarket`` and ``LinDistFlowMarket`` leave the money accounts (``cost``,
+    ``import_cost``, the surpluses, payments and revenue, ``welfare``, ``loss_surplus``) and
+    ``price_components`` to be computed when first read (``dlmp_accounts``; the environments
+    read prices, quantities, congestion, shed, curtailment and the source every round), from
+    this clearing's own arrays: treat a result as read-only. Pickling, equality and ``repr``
+    see every number.
     """
 
     buses: tuple[str, ...]
@@ -388,8 +390,8 @@ class DLMPMarket(Market):
         self._dr_res, self._gen_res = np.flatnonzero(self.is_dr), np.flatnonzero(~self.is_dr)
         self._dr_bus, self._gen_bus = self._res_bus[self._dr_res], self._res_bus[self._gen_res]
         self._root = root
-        self._layout = _Layout(self._dr_bus, self._dr_res, self._gen_bus, self._gen_res, root,
-                               B, self.price_cap, self.curtail_price)
+        self._layout = AccountsLayout(self._dr_bus, self._dr_res, self._gen_bus, self._gen_res,
+                                      root, B, self.price_cap, self.curtail_price)
         self._buses_t = tuple(topo.buses)
         self._names_t = tuple(self.names)
         self._branches_t = tuple(br.name for br in topo.branches)
@@ -412,12 +414,11 @@ class DLMPMarket(Market):
         return np.where(self._finite_limit, self._limits, _INF)
 
     def _congestion_threshold(self) -> np.ndarray:
-        """The |flow| from which a branch counts as congested (inf: no limit, never), kept
-        until the limits or ``congestion_tol`` change."""
+        """``congestion_threshold`` of the limits, kept until the limits or
+        ``congestion_tol`` change."""
         tol = self.congestion_tol
         if self._congested_at is None or self._congested_at[0] != tol:
-            at = np.where(self._finite_limit, self._limits * (1 - tol) - 1e-6, math.inf)
-            self._congested_at = (tol, at)
+            self._congested_at = (tol, congestion_threshold(self._limits, tol))
         return self._congested_at[1]
 
     # ------------------------------------------------------------------ pickling
@@ -761,7 +762,7 @@ class DLMPMarket(Market):
     # ------------------------------------------------------------------ results
     def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, duals, solver) -> DLMPResult:
         """The clearing's result: dispatch, prices, flows, congestion and feasibility now, the
-        money accounts (``_dlmp_accounts``) when first read."""
+        money accounts (``dlmp_accounts``) when first read."""
         topo = self.topology
         cols = self._cols
         energy, branch_prices, dlmp, congestion = duals  # congestion: below.T @ branch_prices
@@ -794,7 +795,7 @@ class DLMPMarket(Market):
             total_shed_kw=shed_total, total_curtailed_kw=curt_total, solver=solver,
             participant_prices=price_r, bids=bids, losses_kw=losses_kw,
             _accounts=partial(
-                _dlmp_accounts, self._layout, offers=bids, blocks=blocks, q=q, dlmp=dlmp,
+                dlmp_accounts, self._layout, offers=bids, blocks=blocks, q=q, dlmp=dlmp,
                 price_r=price_r, energy=energy, congestion=congestion, baseline=baseline,
                 pv_taken=pv_taken, source=source, lmp=lmp, shed_total=shed_total,
                 curt_total=curt_total, losses=losses, net_injection=net_injection,
@@ -860,8 +861,8 @@ class DLMPMarket(Market):
         return out
 
 
-class _Layout(NamedTuple):
-    """What ``_dlmp_accounts`` needs of a market's structure (fixed for its life)."""
+class AccountsLayout(NamedTuple):
+    """What ``dlmp_accounts`` needs of a market's structure (fixed for its life)."""
 
     dr_bus: np.ndarray  # the bus of each DR resource
     dr_res: np.ndarray  # the DR resources (indices)
@@ -871,16 +872,26 @@ class _Layout(NamedTuple):
     n_buses: int
     price_cap: float
     curtail_price: float
+    voltage_penalty: float = 0.0  # ¢/h per pu² of voltage slack (LinDistFlow)
 
 
-def _dlmp_accounts(layout: _Layout, offers, blocks, q, dlmp, price_r, energy, congestion,
-                   baseline, pv_taken, source, lmp, shed_total, curt_total, losses,
-                   net_injection, losses_kw) -> dict:
-    """The deferred fields of a ``DLMPResult`` (``DLMPMarket._result`` leaves them to this):
-    cost, surpluses on the offers (module docstring, "Surpluses on the offers"), payments,
-    price components and the loss surplus. ``baseline``: demand less shed per bus;
-    ``pv_taken``: PV less curtailment; ``losses``: the loss model or None
-    (``net_injection``: the bus injections, ``losses_kw``: their losses)."""
+def dlmp_accounts(layout: AccountsLayout, offers, blocks, q, dlmp, price_r, energy, congestion,
+                  baseline, pv_taken, source, lmp, shed_total, curt_total, losses,
+                  net_injection, losses_kw, load_price=None, voltage=None,
+                  voltage_slack=None) -> dict:
+    """The deferred fields of a ``DLMPResult`` (the DC and the LinDistFlow markets' ``_result``
+    leave them to this): cost, surpluses on the offers (module docstring, "Surpluses on the
+    offers"), payments, price components and the loss surplus. ``baseline``: demand less shed
+    per bus; ``pv_taken``: PV less curtailment; ``losses``: the loss model or None
+    (``net_injection``: the bus injections, ``losses_kw``: their losses); ``price_r``: each
+    resource's price.
+
+    The LinDistFlow market also passes ``load_price`` (what a kW of load pays per bus; default
+    ``dlmp``), ``voltage`` (the voltage component of ``dlmp``, added to ``price_components``)
+    and ``voltage_slack`` (pu² outside the band per band bus, costing
+    ``layout.voltage_penalty``). With a voltage component the congestion rent is what the
+    payments leave after the revenue and the loss surplus (branch and voltage parts, reactive
+    power included); without, it is the branch prices' rent on the net withdrawals."""
     B = layout.n_buses
     loss = np.zeros(B) if losses is None else -losses.factors * energy
     loss_surplus = 0.0
@@ -890,20 +901,29 @@ def _dlmp_accounts(layout: _Layout, offers, blocks, q, dlmp, price_r, energy, co
     offered = float(offers.ravel() @ blocks)
     cost = (import_cost + offered
             + layout.price_cap * shed_total + layout.curtail_price * curt_total)
-    withdrawal = (baseline - np.bincount(layout.dr_bus, q[layout.dr_res], minlength=B)
-                  - np.bincount(layout.gen_bus, q[layout.gen_res], minlength=B) - pv_taken)
-    payments = float(dlmp @ baseline)
+    if voltage_slack is not None:
+        cost += layout.voltage_penalty * float(voltage_slack.sum())
+    payments = float((dlmp if load_price is None else load_price) @ baseline)
     revenue = float(price_r @ q + dlmp @ pv_taken + dlmp[layout.root] * source)
+    if voltage is None:
+        withdrawal = (baseline - np.bincount(layout.dr_bus, q[layout.dr_res], minlength=B)
+                      - np.bincount(layout.gen_bus, q[layout.gen_res], minlength=B)
+                      - pv_taken)
+        congestion_rent = float(congestion @ withdrawal)
+    else:
+        congestion_rent = payments - revenue - loss_surplus
     value = layout.price_cap * float(baseline.sum())
     energy_part = np.empty(B)
     energy_part.fill(energy)  # = np.full(B, energy), without its Python layer
+    components = {"energy": energy_part, "loss": loss, "congestion": congestion}
+    if voltage is not None:
+        components["voltage"] = voltage
     return dict(cost=cost, import_cost=import_cost, consumer_surplus=value - payments,
                 producer_surplus=revenue - offered - import_cost,
-                congestion_rent=float(congestion @ withdrawal),
+                congestion_rent=congestion_rent,
                 welfare=value - offered - import_cost, consumer_payments=payments,
                 producer_revenue=revenue, loss_surplus=loss_surplus,
-                price_components={"energy": energy_part, "loss": loss,
-                                  "congestion": congestion})
+                price_components=components)
 
 
 def _violation(constraint: str, element: str, excess_kw: float, message: str,

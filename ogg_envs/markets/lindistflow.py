@@ -102,14 +102,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from ..api import LossModel, Market, MarketClearingError, MarketContext
+from ..api import LossModel, Market, MarketClearingError, MarketContext, congestion_threshold
 from ..grid.topology import Topology
-from .dlmp import DR, DLMPMarket, DLMPResult, Resource
+from .dlmp import (
+    DR,
+    AccountsLayout,
+    DLMPMarket,
+    DLMPResult,
+    Resource,
+    dlmp_accounts,
+)
 from .solvers import cvxpy_ref
 from .solvers.highs_lp import HighsLP
 
@@ -123,7 +131,10 @@ class LinDistFlowResult(DLMPResult):
     """A ``DLMPResult`` (same fields, same meaning) with the LinDistFlow model's additions.
 
     ``dlmp = energy + congestion + voltage`` per bus (here ``congestion`` is the branch part
-    only); ``participant_prices`` are ``dlmp`` for generators and ``load_price`` for DR.
+    only); ``participant_prices`` are ``dlmp`` for generators and ``load_price`` for DR. The
+    money accounts and ``price_components`` are computed when first read, by the DC market's
+    ``dlmp_accounts`` (consumers paying ``load_price``, the voltage slack's penalty in
+    ``cost``, ``congestion_rent = consumer_payments - producer_revenue - loss_surplus``).
     """
 
     voltage: np.ndarray  # per bus: the voltage component of dlmp, ¢/kWh
@@ -231,6 +242,7 @@ class LinDistFlowMarket(Market):
             raise ValueError(f"voltage_penalty must be finite and > 0, got {voltage_penalty!r}")
         self.voltage_penalty = float(voltage_penalty)
         self._losses = None  # a LossModel (set_losses) or None: lossless
+        self._limits_changed()
         self._structure()
         self._build_highs()
         self._cvx = None
@@ -362,6 +374,16 @@ class LinDistFlowMarket(Market):
         self._idx_curt = np.arange(nb + nL, nb + nL + nP, dtype=i32)
         self._idx_slack = np.arange(c_imp + 2, c_imp + 2 + 2 * nV, dtype=i32)
         self._idx_rows = np.arange(self._nrow, dtype=i32)
+        # what every result needs and never changes (the tuples are shared by every result)
+        self._dr_res, self._gen_res = np.flatnonzero(self.is_dr), np.flatnonzero(~self.is_dr)
+        self._dr_bus, self._gen_bus = res_bus[self._dr_res], res_bus[self._gen_res]
+        self._root = root
+        self._layout = AccountsLayout(self._dr_bus, self._dr_res, self._gen_bus, self._gen_res,
+                                      root, len(topo.buses), self.price_cap,
+                                      self.curtail_price, self.voltage_penalty)
+        self._names_t = tuple(self.names)
+        self._buses_t = tuple(topo.buses)
+        self._branches_t = tuple(br.name for br in topo.branches)
 
     def _voltage_rows(self) -> np.ndarray:
         """The voltage rows' coefficients of the market's columns (band bus x column): the
@@ -417,10 +439,27 @@ class LinDistFlowMarket(Market):
 
     # ------------------------------------------------------------------ limits
     def set_limits(self, limits_kw) -> None:
-        """New branch limits (kW, branch order, or name -> kW; inf = none)."""
+        """New branch limits (kW, branch order, or name -> kW; inf = none), checked and kept by
+        ``dc`` (change them here, not through ``dc``: this market keeps its copy)."""
         self.dc.set_limits(limits_kw)
+        self._limits_changed()
         if self._cvx is not None:
-            self._cvx["limits"].value = self._finite(self.dc.limits_kw)
+            self._cvx["limits"].value = self._finite(self._limits)
+
+    def _limits_changed(self) -> None:
+        """Keep what the limits decide until they change: the LP's row limits and the
+        congestion threshold (``_congestion_threshold``)."""
+        self._limits = self.dc.limits_kw
+        self._row_limits = np.where(np.isfinite(self._limits), self._limits, _INF)
+        self._congested_at = None  # (congestion_tol, |flow| at which a branch is congested)
+
+    def _congestion_threshold(self) -> np.ndarray:
+        """``congestion_threshold`` of the limits, kept until the limits or
+        ``congestion_tol`` change."""
+        tol = self.congestion_tol
+        if self._congested_at is None or self._congested_at[0] != tol:
+            self._congested_at = (tol, congestion_threshold(self._limits, tol))
+        return self._congested_at[1]
 
     @property
     def limits_kw(self) -> np.ndarray:
@@ -486,7 +525,7 @@ class LinDistFlowMarket(Market):
         net = demand - pv
         net_q = self.load_tan_phi * demand - self.shunt_kvar
         below = self._below @ net
-        lim = np.where(np.isfinite(self.dc.limits_kw), self.dc.limits_kw, _INF)
+        lim = self._row_limits
         # Voltages with no market injection; the rows hold the injections' part of v.
         band = self._band_idx
         v_none = (self.v_fixed - self.dv_dp @ net - self.dv_dq @ net_q)[band]
@@ -512,11 +551,11 @@ class LinDistFlowMarket(Market):
 
     def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
         try:
-            sol = self._lp.solve(*self._lp_data(offers, demand, cap, pv, lmp, dr_cap))
+            x, y = self._lp.solve_primal_rows(*self._lp_data(offers, demand, cap, pv, lmp,
+                                                             dr_cap))
         except MarketClearingError:
             return None, None, None
-        x = sol.x
-        y = -sol.y  # derivatives of the optimal cost (the solver package's opposite sign)
+        y = -y  # derivatives of the optimal cost (the solver package's opposite sign)
         E = len(self.topology.branches)
         voltage_prices = np.zeros(len(self.topology.buses))
         voltage_prices[self._band_idx] = y[1 + E:]
@@ -649,80 +688,73 @@ class LinDistFlowMarket(Market):
     # ------------------------------------------------------------------ results
     def _result(self, offers, demand, cap, pv, lmp, dr_cap, x, duals,
                 solver) -> LinDistFlowResult:
+        """The clearing's result: dispatch, prices, flows, voltages, congestion and
+        feasibility now, the money accounts (the DC market's ``dlmp_accounts``) when first
+        read."""
         topo = self.topology
         cols = self._cols
-        n, K, B = len(self.names), self.n_blocks, len(topo.buses)
+        B = len(self._buses_t)
         energy, branch_prices, voltage_prices = duals
         congestion = self._below.T @ branch_prices
         voltage = self.dv_dp.T @ voltage_prices
-        if self._losses is None:
-            loss = np.zeros(B)
+        losses = self._losses
+        if losses is None:
             dlmp = energy + congestion + voltage
         else:
-            loss = -self._losses.factors * energy
+            loss = -losses.factors * energy
             dlmp = energy + loss + congestion + voltage
         dlmp_q = self.dv_dq.T @ voltage_prices
         load_price = dlmp + self.load_tan_phi * dlmp_q
         blocks = x[cols["blocks"]]
-        q = blocks.reshape(n, K).sum(axis=1) if n else np.zeros(0)
+        q = blocks.reshape(-1, self.n_blocks).sum(axis=1)
         shed = np.zeros(B)
         shed[self._load_idx] = x[cols["shed"]]
         curt = np.zeros(B)
         curt[self._pv_idx] = x[cols["curtail"]]
         source = float(x[cols["import"]] - x[cols["export"]])
-        dr_bus = np.bincount(self._res_bus[self.is_dr], q[self.is_dr], minlength=B)
-        gen_bus = np.bincount(self._res_bus[~self.is_dr], q[~self.is_dr], minlength=B)
+        dr_kw = np.bincount(self._dr_bus, q[self._dr_res], minlength=B)
+        gen_kw = np.bincount(self._gen_bus, q[self._gen_res], minlength=B)
+        # (the accounts keep no array of the caller's: demand and pv enter as these)
         baseline = demand - shed  # what consumers pay for; served = baseline - DR
         pv_taken = pv - curt
-        withdrawal = baseline - dr_bus - gen_bus - pv_taken
-        withdrawal_q = self.load_tan_phi * (baseline - dr_bus) - self.shunt_kvar
+        withdrawal = baseline - dr_kw - gen_kw - pv_taken
+        withdrawal_q = self.load_tan_phi * (baseline - dr_kw) - self.shunt_kvar
         flows = self._below @ withdrawal
         # net injections per bus, the source's at the root (for the loss accounts)
         injection = -withdrawal
-        injection[topo.bus_index[topo.root]] += source
-        losses_kw = loss_surplus = 0.0
-        if self._losses is not None:
-            losses_kw = self._losses.losses(injection)
-            loss_surplus = energy * (float(self._losses.factors @ injection) - losses_kw)
+        injection[self._root] += source
+        losses_kw = 0.0 if losses is None else losses.losses(injection)
         flows_q = self._below @ withdrawal_q
         v = self.v_fixed - self.dv_dp @ withdrawal - self.dv_dq @ withdrawal_q
         vm = np.sqrt(np.maximum(v, 0.0))
         low, high = self.voltage_band
         tol = self.voltage_tol
-        at_limit = [topo.buses[b] for b in self._band_idx
-                    if vm[b] <= low + tol or vm[b] >= high - tol]
-        limits = self.dc.limits_kw
-        finite = np.isfinite(limits)
-        congested = [topo.branches[e].name for e in np.flatnonzero(
-            finite & (np.abs(flows) >= limits * (1 - self.congestion_tol) - 1e-6))]
-        import_cost = lmp * max(source, 0.0)
-        offered = float(offers.ravel() @ blocks)
+        band_vm = vm[self._band_idx]
+        edge = (band_vm <= low + tol) | (band_vm >= high - tol)
+        at_limit = [self._buses_t[b] for b in self._band_idx[edge].tolist()]
+        congested = [self._branches_t[e] for e in
+                     np.flatnonzero(np.abs(flows) >= self._congestion_threshold()).tolist()]
         shed_total, curt_total = float(shed.sum()), float(curt.sum())
         slack = x[cols["v_low"]] + x[cols["v_high"]]  # pu² outside the band, per band bus
-        cost = (import_cost + offered + self.price_cap * shed_total
-                + self.curtail_price * curt_total + self.voltage_penalty * float(slack.sum()))
         price_r = np.where(self.is_dr, load_price[self._res_bus], dlmp[self._res_bus])
-        payments = float(load_price @ baseline)
-        root = topo.bus_index[topo.root]
-        revenue = float(price_r @ q + dlmp @ pv_taken + dlmp[root] * source)
-        value = self.price_cap * float(baseline.sum())
+        bids = offers.copy()
         res = LinDistFlowResult(
-            participants=tuple(self.names), buses=tuple(topo.buses),
-            branches=tuple(br.name for br in topo.branches), dlmp=dlmp, energy=energy,
-            congestion=congestion, voltage=voltage, dlmp_q=dlmp_q, load_price=load_price,
-            voltage_pu=vm, voltage_prices=voltage_prices, at_voltage_limit=at_limit,
-            flows_kvar=flows_q, source_kvar=float(withdrawal_q.sum()),
+            participants=self._names_t, buses=self._buses_t, branches=self._branches_t,
+            dlmp=dlmp, energy=energy, congestion=congestion, voltage=voltage, dlmp_q=dlmp_q,
+            load_price=load_price, voltage_pu=vm, voltage_prices=voltage_prices,
+            at_voltage_limit=at_limit, flows_kvar=flows_q, source_kvar=float(withdrawal_q.sum()),
             participant_quantities=q, flows_kw=flows, branch_prices=branch_prices,
-            source_kw=source, cost=cost, import_cost=import_cost, congested=congested,
-            shed_kw=shed, curtailed_kw=curt, total_shed_kw=shed_total,
-            total_curtailed_kw=curt_total, solver=solver, participant_prices=price_r,
-            consumer_surplus=value - payments, producer_surplus=revenue - offered - import_cost,
-            congestion_rent=payments - revenue - loss_surplus,
-            welfare=value - offered - import_cost, consumer_payments=payments,
-            producer_revenue=revenue, bids=offers.copy(), losses_kw=losses_kw,
-            loss_surplus=loss_surplus,
-            price_components={"energy": np.full(B, energy), "loss": loss,
-                              "congestion": congestion, "voltage": voltage})
+            source_kw=source, congested=congested, shed_kw=shed, curtailed_kw=curt,
+            total_shed_kw=shed_total, total_curtailed_kw=curt_total, solver=solver,
+            participant_prices=price_r, bids=bids, losses_kw=losses_kw,
+            _accounts=partial(
+                dlmp_accounts, self._layout, offers=bids, blocks=blocks, q=q, dlmp=dlmp,
+                price_r=price_r, energy=energy, congestion=congestion, baseline=baseline,
+                pv_taken=pv_taken, source=source, lmp=lmp, shed_total=shed_total,
+                curt_total=curt_total, losses=losses, net_injection=injection,
+                losses_kw=losses_kw, load_price=load_price, voltage=voltage,
+                voltage_slack=slack),
+        )
         relaxed = shed_total > 1e-7 or curt_total > 1e-7 or slack.max(initial=0.0) > 1e-9
         if relaxed and self._needs_relief(offers, demand, cap, pv, lmp, dr_cap):
             res.feasible = False

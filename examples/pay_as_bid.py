@@ -45,6 +45,10 @@ class PayAsBidMarket(Market):
     def set_limits(self, limits_kw) -> None:
         self.dispatch.set_limits(limits_kw)
 
+    def repair(self, bids, q_limit=None, **kw):
+        """The curve market's rule (the same bids): an environment repairs or refuses with it."""
+        return self.dispatch.repair(bids, q_limit, **kw)
+
     def clear(self, bids, context=None) -> Clearing:
         c = self.dispatch.clear(bids)
         q, sup = c.participant_quantities, self.is_supply

@@ -75,7 +75,9 @@ class MarketClearingError(RuntimeError):
 
 
 class InvalidBidError(ValueError):
-    """A bid the market cannot accept; the message names the participant."""
+    """A bid the market cannot accept; the message names the participant. Markets raise it
+    from ``clear`` and from ``repair`` (see ``Market``); environments raise it from ``step``
+    with ``invalid_bids="raise"``."""
 
 
 # ---------------------------------------------------------------------- Grid
@@ -366,6 +368,24 @@ class Market:
     market with line limits also implements ``set_limits`` and ``limits_kw``; a market that
     prices losses implements ``set_losses(loss_factors, loss_kw, injections_kw)`` (``None``:
     lossless, the default; see ``LossModel``).
+
+    Invalid bids: ``clear`` raises ``InvalidBidError`` naming the participant for a bid it
+    cannot accept. A market whose bids can be repaired also implements (optional)
+
+        repair(bids, q_limit=None, *, names=None, strict=False) -> (bids, {name: [changes]})
+
+    its validity rule and the nearest valid bids (the curve market: reversed ranges swapped,
+    prices clipped into ``[price_floor, price_cap]``, quantities into ``[0, q_limit]``; the
+    DLMP markets: prices clipped into ``[0, price_cap]``). ``bids`` is an array with one row
+    per participant (market order), or per name of ``names``; ``q_limit`` the largest valid
+    quantity of each row (this hour's ``Limits.q_now``, which an environment knows and the
+    market does not; ``None``: no limit; markets without bid quantities ignore it). Returns
+    the same array when every bid is valid, else a repaired copy, with what was changed per
+    participant (only the repaired ones). NaN or infinite numbers are never repaired: they
+    raise ``InvalidBidError`` naming the participant, and so does, with ``strict=True``, the
+    first invalid bid (what ``clear`` would say of it). ``MarketEnv.checked_bids`` applies
+    it (``invalid_bids="repair"`` or ``"raise"``); an environment whose market has no
+    ``repair`` can only refuse invalid bids (``invalid_bids="raise"``).
     """
 
     names: list[str]

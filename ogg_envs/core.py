@@ -22,11 +22,13 @@ only what makes it itself, in these hooks (PettingZoo's MPE ``SimpleEnv`` is the
     start_episode(rng, options)                            the episode's random draws
     start_hour()                                           this hour's limits and data
     decode(agent, action)        -> bid                    ValueError naming the agent if bad
-    market_step(bids)            -> (rewards, infos)       clear, pay (rewards per participant)
+    market_step(bids)            -> (rewards, infos)       checked_bids, clear, pay (rewards
+                                                            per participant)
     observe(name)                -> np.ndarray             any participant's observation
 
 and optionally ``rounds_of(scenario)`` (market rounds when the scenario decides),
-``dispatch(clearing)`` (what goes to the feeder), ``grid_step()``,
+``bid_limits()`` (this hour's largest valid bid quantity per participant), ``bid_rule()`` (whose
+repair applies), ``dispatch(clearing)`` (what goes to the feeder), ``grid_step()``,
 ``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and ``render_map(ax)``.
 
 Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``
@@ -34,6 +36,26 @@ Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.p
 ``env.last_clearing``, ``env.last_power_flow`` and ``env.last_grid_report``. All agents
 truncate together at the end of the episode (or after ``max_cycles`` rounds); nobody
 terminates early, which keeps SuperSuit and RLlib simple.
+
+Invalid bids
+------------
+The market owns the rule of what a valid bid is and its repair (``ogg_envs.api.Market``'s
+optional ``repair``: the curve market's, the DLMP markets'); the core applies it, one way for
+every environment, with the option ``invalid_bids``:
+
+* ``"repair"`` (default): ``checked_bids`` hands a round's bids to the market's ``repair``,
+  which replaces every finite but invalid bid by the nearest valid one;
+  ``infos[agent]["bid_repairs"]`` lists what was changed (only for repaired agents).
+* ``"raise"``: every bid is checked by the same rule when it is decoded (a parallel ``step``
+  before anything changes, an AEC turn when it is given); an invalid one raises
+  ``InvalidBidError`` (a ``ValueError``) naming the agent and what is wrong, nothing is
+  stored, and a later valid step works.
+
+NaN or inf numbers, a wrong shape or a non-numeric action always raise ``ValueError`` naming
+the agent (``decode``). Quantities are limited by ``bid_limits()`` (topology-power and a
+composed environment: each participant's ``limits.q_now`` this hour). A market without
+``repair`` (P2P's arms are always valid) can only refuse: its first invalid bid raises
+``InvalidBidError`` naming the market's class and the option ``invalid_bids="raise"``.
 
 Market and physics
 ------------------
@@ -117,7 +139,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
-from ogg_envs.api import DEMAND, SUPPLY, GridReport, Participant
+from ogg_envs.api import DEMAND, SUPPLY, GridReport, InvalidBidError, Participant
 from ogg_envs.grid import placement
 from ogg_envs.grid.loss_factors import marginal_loss_factors
 from ogg_envs.scenario import Scenario, grid_from_scenario, load_profiles, load_scenario
@@ -195,14 +217,15 @@ def real_action(agent: str, action, shape: tuple, what: str) -> np.ndarray:
 class MarketAEC(parallel_to_aec_wrapper):
     """The AEC view of a market env: one turn per agent, the round runs after the last turn.
 
-    Each turn's action is checked when it is given (``decode``): a refused action raises
-    ``ValueError`` naming the agent, nothing is stored, and the same agent acts again.
+    Each turn's action is checked when it is given (``decode_checked``: with
+    ``invalid_bids="raise"`` the market's rule too): a refused action raises ``ValueError``
+    naming the agent, nothing is stored, and the same agent acts again.
     """
 
     def step(self, action):
         agent = self.agent_selection
         if not (self.terminations.get(agent) or self.truncations.get(agent)):
-            self.env.unwrapped.decode(agent, action)  # None too: only a done agent passes
+            self.env.unwrapped.decode_checked(agent, action)  # None too: only done agents pass
         super().step(action)
 
     def observe(self, agent):
@@ -315,6 +338,8 @@ class MarketEnv(ParallelEnv):
             self.participants, self.default_learners if learners is None else learners)
         self._attach_policies(policies or {})
         self.market = self.make_market()
+        self._bid_rule = self.bid_rule()
+        self._strict = invalid_bids == "raise"
         for p in self.participants:
             p.rules = self.rules
         self._agent_index = np.array([self.index[a] for a in self.possible_agents], dtype=int)
@@ -531,7 +556,7 @@ class MarketEnv(ParallelEnv):
             raise ValueError(f"a market round needs an action from every agent; missing "
                              f"{missing}")
         # Decode everything before any state changes: a bad action loses nothing.
-        bids = {a: self.decode(a, actions[a]) for a in self.agents}
+        bids = {a: self.decode_checked(a, actions[a]) for a in self.agents}
         rewards, infos = self.run_round(bids)
         end = self.done
         observations = self.observations()
@@ -563,7 +588,16 @@ class MarketEnv(ParallelEnv):
         ``Simulation`` without learning agents."""
         bids = dict(bids)
         bids.update(self.scripted_bids())
-        rewards, infos = self.market_step(bids)
+        try:
+            rewards, infos = self.market_step(bids)
+        except InvalidBidError as exc:
+            if self._bid_rule is not None or self._strict:
+                raise
+            raise InvalidBidError(
+                f"{exc} ({type(self.market).__name__} has no repair(): it cannot repair "
+                f"invalid bids, so invalid_bids='repair' cannot be honoured; pass "
+                f"invalid_bids='raise' to refuse them, or give the market a repair method "
+                f"(ogg_envs.api.Market))") from None
         final = self.round + 1 == self.market_rounds
         pf = iterations = None
         if final and (self.ac_feedback or self.loss_pricing):
@@ -705,7 +739,7 @@ class MarketEnv(ParallelEnv):
 
     def _ask(self, p: Participant, observation, info: dict):
         try:
-            return self.decode(p.name, p.policy(p, observation, info))
+            return self.decode_checked(p.name, p.policy(p, observation, info))
         except ValueError as exc:
             raise ValueError(f"the policy of {p.name} returned an invalid bid: {exc}") from None
 
@@ -716,6 +750,42 @@ class MarketEnv(ParallelEnv):
         for p in self._updating:
             if p.name in bids:
                 p.policy.update(p, bids[p.name], float(rewards[self.index[p.name]]), info)
+
+    # ------------------------------------------------------------------ invalid bids
+    def bid_rule(self):
+        """The rule ``checked_bids`` applies: the market's ``repair`` (``ogg_envs.api.Market``),
+        or None when it has none (module docstring, "Invalid bids"). Asked once, at
+        construction."""
+        return getattr(self.market, "repair", None)
+
+    def bid_limits(self) -> np.ndarray | None:
+        """This hour's largest valid bid quantity per participant (participant order), the
+        ``q_limit`` of the market's repair; None (the default): none beyond the market's."""
+        return None
+
+    def checked_bids(self, bids: np.ndarray, q_limit=None, names=None):
+        """A round's bids (an array, one row per participant, or per name of ``names``) as
+        the market takes them, and what was repaired (``{name: [changes]}``, the agents'
+        ``infos[agent]["bid_repairs"]``): with ``invalid_bids="repair"`` the market's nearest
+        valid bids; with ``"raise"`` the bids themselves, or ``InvalidBidError`` naming the
+        first invalid one. ``q_limit``: each row's largest valid quantity (``bid_limits``).
+        A market without ``repair``: the bids as given (its ``clear`` judges them)."""
+        rule = self._bid_rule
+        if rule is None:
+            return bids, {}
+        return rule(bids, q_limit, names=names, strict=self._strict)
+
+    def decode_checked(self, agent: str, action):
+        """``decode``, then with ``invalid_bids="raise"`` the market's rule on this one bid
+        (``InvalidBidError`` naming the agent): every bid is judged before anything
+        changes."""
+        bid = self.decode(agent, action)
+        if self._strict and self._bid_rule is not None:
+            limits = self.bid_limits()
+            k = self.index[agent]
+            self.checked_bids(np.reshape(bid, (1, -1)),
+                              None if limits is None else limits[k:k + 1], names=(agent,))
+        return bid
 
     def per_round(self, hourly: np.ndarray) -> np.ndarray:
         """An hour's profit as the reward of one round: an hour contributes one hour's profit

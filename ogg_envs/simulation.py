@@ -23,11 +23,21 @@ records with their policies (``participant.policy``). A demand-side participant 
 profile[hour]`` each hour; every supply participant away from the source gets a generator on
 the feeder. ``context(env) -> MarketContext`` gives markets that need more than bids (DLMP:
 demand, capacity, source price) what they need. Pass ``learners=[...]`` and
-``action_space=`` to train agents in it like any PettingZoo environment. The core's AC options
-(``ac_feedback=True`` for AC-feasible clearing of a market with branch limits, ``ac_tol``,
-``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight``, ``loss_pricing`` for a market with
-``set_losses``; ``ogg_envs.core``) are keyword
-arguments of ``ComposedEnv`` too.
+``action_space=`` to train agents in it like any PettingZoo environment.
+
+Invalid bids (``invalid_bids=``, as in every environment: ``ogg_envs.core``, "Invalid bids"):
+with ``"repair"`` (default) the market's ``repair`` replaces a finite but invalid bid by the
+nearest valid one (the curve market: prices into ``[price_floor, price_cap]``, quantities into
+``[0, limits.q_now]`` of the hour; the DLMP markets: prices into ``[0, price_cap]``) and
+``infos[agent]["bid_repairs"]`` lists what changed; with ``"raise"`` an invalid bid raises
+``InvalidBidError`` naming the agent before anything changes. An action space wider than the
+market's rules (``Box(0, 2000, (4,))`` for a curve market capped at 20 ¢/kWh) is thus usable
+as is. A market without ``repair`` can only refuse (its first invalid bid says so).
+
+The core's AC options (``ac_feedback=True`` for AC-feasible clearing of a market with branch
+limits, ``ac_tol``, ``ac_max_iterations``, ``observe_ac``, ``ac_cost_weight``,
+``loss_pricing`` for a market with ``set_losses``; ``ogg_envs.core``) are keyword arguments of
+``ComposedEnv`` too.
 """
 
 from __future__ import annotations
@@ -94,7 +104,8 @@ class ComposedEnv(MarketEnv):
                  context: Callable[[ComposedEnv], MarketContext] | None = None,
                  learners=(), action_space: Callable | None = None, market_rounds: int = 1,
                  horizon: int = 24, scenario: Scenario | None = None,
-                 render_mode: str | None = None, **ac_options):
+                 render_mode: str | None = None, invalid_bids: str = "repair",
+                 **ac_options):
         self._given = list(participants)
         self._market = market
         self._context = context
@@ -106,7 +117,7 @@ class ComposedEnv(MarketEnv):
         super().__init__(scenario=sc, feeder=grid, learners=learners,
                          policies={p.name: p.policy for p in self._given if p.policy},
                          market_rounds=market_rounds, horizon=horizon,
-                         render_mode=render_mode, **ac_options)
+                         render_mode=render_mode, invalid_bids=invalid_bids, **ac_options)
 
     def make_participants(self) -> list[Participant]:
         root = self.topology.root
@@ -145,13 +156,18 @@ class ComposedEnv(MarketEnv):
     def decode(self, agent: str, action):
         return real_action(agent, action, np.shape(action), "the market's bid")
 
+    def bid_limits(self) -> np.ndarray:
+        """This hour's ``limits.q_now`` per participant: a valid bid's largest quantity."""
+        return self.truth["q_now"]
+
     def market_step(self, bids):
-        arr = np.array([bids[n] for n in self.names], dtype=float)
+        arr, repairs = self.checked_bids(np.array([bids[n] for n in self.names], dtype=float),
+                                         self.bid_limits())
         clearing = self.market.clear(arr, self.context())
         self.set_clearing(clearing)
         profit = self.true_profits(clearing.participant_prices,
                                    clearing.participant_quantities) / 100.0
-        return self.per_round(profit), self.clearing_infos(clearing, profit, arr, {})
+        return self.per_round(profit), self.clearing_infos(clearing, profit, arr, repairs)
 
     def true_profits(self, prices, quantities) -> np.ndarray:
         """True profits (¢ per hour) of every participant (``ogg_envs.economics``; this

@@ -610,3 +610,66 @@ def test_deferred_accounts_run_once_pickle_as_numbers_and_default_as_before():
     assert (bare.welfare, bare.shed, bare.price_components) == (0.0, None, {})
     with pytest.raises(AttributeError, match="producer_revenue was not given"):
         bare.producer_revenue  # noqa: B018 - the read is the test
+
+
+def test_market_repair_is_bid_repair_row_by_row_on_random_bids():
+    """``CurveMarket.repair`` gives exactly ``Bid.repair``'s bids and fixes for every invalid
+    row (per-row quantity limits included), leaves valid rows and the input alone, agrees with
+    ``Bid.check`` on which bids are valid, and ``strict`` raises ``Bid.check``'s message."""
+    m = CurveMarket(line_topology(), PARTS, price_cap=20.0, price_floor=-2.0)
+    rng = np.random.default_rng(7)
+    repaired = 0
+    for _ in range(300):
+        bids = rng.uniform(-5, 30, (len(PARTS), 4)) * rng.choice([0.0, 1.0, 20.0], (len(PARTS), 4))
+        limit = rng.uniform(0, 400, len(PARTS))
+        limit[rng.random(len(PARTS)) < 0.2] = np.inf
+        at_limit = rng.random(len(PARTS)) < 0.3  # q_max at the limit and a hair above it
+        bids[at_limit, 2] = limit[at_limit] + rng.choice([0.0, 5e-10, 1e-6], at_limit.sum())
+        bids[~np.isfinite(bids)] = 1.0
+        given = bids.copy()
+        out, fixes = m.repair(bids, limit)
+        np.testing.assert_array_equal(bids, given)  # never in place
+        for k, name in enumerate(m.names):
+            bid, expected = Bid.from_array(given[k]).repair(name, 20.0, -2.0, limit[k])
+            try:
+                Bid.from_array(given[k]).check(name, 20.0, -2.0, limit[k])
+                valid = True
+            except InvalidBidError:
+                valid = False
+            assert valid == (name not in fixes)
+            if valid:
+                assert np.array_equal(out[k], given[k])
+            else:
+                repaired += 1
+                assert fixes[name] == expected
+                assert np.array_equal(out[k], bid.as_array())
+        if fixes:
+            first = m.names[min(m.index[n] for n in fixes)]
+            with pytest.raises(InvalidBidError, match=f"^{first}: bid"):
+                m.repair(bids, limit, strict=True)
+        again, none = m.repair(out, limit, strict=True)  # repaired bids are valid: kept as is
+        assert again is out and none == {}
+        m.clear(out)
+    assert repaired > 300
+    # one row, for a named participant (an environment's check of one agent's bid)
+    one, fixes = m.repair(np.array([[3.0, 5.0, 50.0, 0.0]]), [40.0], names=["d2"])
+    assert one.tolist() == [[5.0, 3.0, 40.0, 0.0]] and list(fixes) == ["d2"]
+    with pytest.raises(InvalidBidError, match="d2: bid quantities need 0 <= q_min <= q_max <= 40"):
+        m.repair(np.array([[5.0, 3.0, 50.0, 0.0]]), [40.0], names=["d2"], strict=True)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_market_repair_never_repairs_non_finite_numbers(bad):
+    m = CurveMarket(line_topology(), PARTS, price_cap=20.0)
+    bids = np.array([b.as_array() for b in BIDS.values()])
+    for column in range(4):
+        broken = bids.copy()
+        broken[3, column] = bad
+        with pytest.raises(InvalidBidError, match="d2: bid .* is"):
+            m.repair(broken)
+        with pytest.raises(InvalidBidError, match="d2"):
+            m.clear(broken)
+        assert m.repair(bids)[1] == {}  # clear skips its check of these very bids only
+        with pytest.raises(InvalidBidError, match="d2"):
+            m.clear(broken)
+    m.clear(bids)

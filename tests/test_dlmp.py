@@ -584,3 +584,54 @@ def test_reproduce_writes_maps_and_dlmps(tmp_path):
     assert len(con["price_levels"]) >= 2
     assert min(con["dlmp"].values()) == pytest.approx(con["source_lmp"], abs=1e-9)
     assert (tmp_path / "dlmp_map.png").stat().st_size > 10_000
+
+
+def test_market_repair_is_the_documented_clip_on_random_offers():
+    """``DLMPMarket.repair`` (and the LinDistFlow market's, which delegates) clips finite
+    prices into [0, price_cap] exactly as ``np.clip``, names every repaired resource, leaves
+    valid offers (and its input) alone, refuses NaN/inf and with ``strict`` any invalid
+    offer, with the message ``clear`` gives."""
+    from ogg_envs.markets.lindistflow import LinDistFlowMarket
+
+    m = small_market()
+    topo = Topology("s", [Branch("s-a", "s", "a", (), math.inf)])
+    ldf = LinDistFlowMarket(topo, [Resource("generator_0", "a", "generator"),
+                                   Resource("dr_0", "a", "dr")], r_pu=[0.05], x_pu=[0.05],
+                            n_blocks=2, price_cap=30.0, load_buses=["a"])
+    rng = np.random.default_rng(3)
+    clipped_rounds = 0
+    for _ in range(200):
+        offers = rng.uniform(-10, 45, (2, 2)) * rng.choice([0.0, 1.0], (2, 2))
+        given = offers.copy()
+        out, fixes = m.repair(offers)
+        np.testing.assert_array_equal(offers, given)
+        np.testing.assert_array_equal(out, np.clip(given, 0.0, 30.0))
+        bad = ~((given >= 0) & (given <= 30.0)).all(axis=1)
+        assert sorted(fixes) == sorted(np.array(m.names)[bad].tolist())
+        assert all(f == ["prices clipped into [0, 30.0] ¢/kWh"] for f in fixes.values())
+        assert ldf.repair(offers)[1] == fixes
+        np.testing.assert_array_equal(ldf.repair(offers)[0], out)
+        if not fixes:
+            assert out is offers
+        else:
+            clipped_rounds += 1
+            first = m.names[int(np.flatnonzero(bad)[0])]
+            with pytest.raises(InvalidOfferError, match=f"^{first}: offer prices must be"):
+                m.repair(offers, strict=True)
+    assert 20 < clipped_rounds < 200
+    for bad_value in (np.nan, np.inf, -np.inf):
+        with pytest.raises(InvalidOfferError, match="dr_0"):
+            m.repair(np.array([[5.0, 5.0], [5.0, bad_value]]))
+    one, fixes = m.repair(np.array([[-1.0, 40.0]]), names=["dr_0"])
+    assert one.tolist() == [[0.0, 30.0]] and list(fixes) == ["dr_0"]
+
+
+def test_raise_mode_refuses_before_anything_changes_and_the_env_stays_usable():
+    env = dlmp_v0.parallel_env(horizon=2, invalid_bids="raise")
+    env.reset(seed=1)
+    good = {a: np.full(3, 5.0) for a in env.agents}
+    with pytest.raises(InvalidBidError, match="generator_2: offer prices must be finite and in"):
+        env.step(dict(good, generator_2=np.array([5.0, 31.0, 5.0])))
+    assert env.cycles == 0 and env.last_clearing is None
+    _, _, _, _, infos = env.step(good)
+    assert env.cycles == 1 and not any("bid_repairs" in i for i in infos.values())

@@ -328,3 +328,74 @@ def test_dispatch_is_kw_as_floats_even_when_nobody_consumes():
     raw._demand_rows, raw._demand_buses = raw._demand_rows[:0], raw._demand_buses[:0]
     consumption, _ = raw.dispatch(raw.last_clearing)  # a market of suppliers only
     assert consumption.dtype == float and not consumption.any()
+
+
+# ---------------------------------------------------------------------- invalid bids
+def _composed(invalid_bids="repair", market=None, horizon=24):
+    import gymnasium
+
+    grid = OpenDSSGrid(FIVE_BUS)
+    market = market or (lambda topo, parts: CurveMarket(topo, parts, price_cap=20.0))
+    return ComposedEnv(grid, market, standard_participants(grid, n_suppliers=2),
+                       learners=["supplier"], horizon=horizon, invalid_bids=invalid_bids,
+                       action_space=lambda p: gymnasium.spaces.Box(0, 2000, (4,), np.float32))
+
+
+def test_composed_env_repairs_random_actions_by_the_markets_rule():
+    """A learner's random actions (prices far above the cap, ranges reversed) are repaired by
+    the curve market's rule, ``Bid.repair`` with the hour's q_now, for a whole episode."""
+    from ogg_envs.markets.curve_market import Bid
+
+    env = _composed()
+    env.reset(seed=0)
+    repaired = 0
+    while env.agents:
+        acts = {a: env.action_space(a).sample() for a in env.agents}
+        q_now = {a: env.participant[a].limits.q_now for a in env.agents}
+        _, _, _, _, infos = env.step(acts)
+        for a, action in acts.items():
+            bid, fixes = Bid.from_array(action).repair(a, 20.0, 0.0, q_now[a])
+            assert infos[a].get("bid_repairs") == (fixes or None)
+            np.testing.assert_array_equal(env.last_clearing.bids[env.index[a]],
+                                          bid.as_array() if fixes else action)
+            repaired += bool(fixes)
+    assert env.t == 24 and repaired > 40
+
+
+def test_composed_env_raise_mode_names_the_agent_and_stays_usable():
+    from ogg_envs.api import InvalidBidError
+
+    env = _composed("raise", horizon=2)
+    env.reset(seed=0)
+    good = {a: np.array([6.0, 4.0, 100.0, 0.0]) for a in env.agents}
+    with pytest.raises(InvalidBidError, match="supplier_1: bid prices need"):
+        env.step(dict(good, supplier_1=np.array([600.0, 4.0, 100.0, 0.0])))
+    assert env.cycles == 0 and env.last_clearing is None  # nothing happened
+    _, _, _, _, infos = env.step(good)
+    assert env.cycles == 1 and not any("bid_repairs" in i for i in infos.values())
+
+
+def test_a_market_without_repair_says_it_cannot_repair():
+    from ogg_envs.api import Market
+
+    class NoRepair(Market):  # a curve market's clearing, without its repair
+        def __init__(self, topo, parts):
+            self.inner = CurveMarket(topo, parts, price_cap=20.0)
+            self.names, self.price_cap = self.inner.names, 20.0
+
+        def clear(self, bids, context=None):
+            return self.inner.clear(bids, context)
+
+    env = _composed(market=NoRepair, horizon=2)
+    env.reset(seed=0)
+    good = {a: np.array([6.0, 4.0, 100.0, 0.0]) for a in env.agents}
+    with pytest.raises(ValueError, match=r"supplier_0: bid prices.*NoRepair has no repair\(\)"
+                                         r".*invalid_bids='raise'"):
+        env.step(dict(good, supplier_0=np.array([4.0, 6.0, 100.0, 0.0])))
+    assert env.cycles == 0
+    env.step(good)  # valid bids clear as before
+    strict = _composed("raise", market=NoRepair, horizon=2)
+    strict.reset(seed=0)
+    with pytest.raises(ValueError, match="supplier_0") as err:
+        strict.step(dict(good, supplier_0=np.array([4.0, 6.0, 100.0, 0.0])))
+    assert "no repair" not in str(err.value)  # refusing is what "raise" asks for

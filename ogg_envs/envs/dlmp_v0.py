@@ -37,8 +37,10 @@ hour: a generator's output, a DR provider's demand reduction (its share of its b
 demand). The DSO dispatches blocks cheapest first, so unsorted prices mean the same as sorted
 ones. Invalid actions: NaN or inf, or a wrong shape, raise ``ValueError`` naming the agent
 before anything changes. With ``invalid_bids="repair"`` (default) finite prices outside
-``[0, price_cap]`` are clipped into it and ``infos[agent]["bid_repairs"]`` says so; with
-``"raise"`` they raise ``ValueError``. An offer at ``price_cap`` ties with shedding load.
+``[0, price_cap]`` are clipped into it (the market's ``repair``) and
+``infos[agent]["bid_repairs"]`` says so; with ``"raise"`` they raise ``InvalidBidError`` (a
+``ValueError``) naming the agent, before anything changes; the core applies either
+(``ogg_envs.core``, "Invalid bids"). An offer at ``price_cap`` ties with shedding load.
 
 ### Arguments
 ``env(scenario="dlmp", feeder=None, learners=("generator", "dr"), market_rounds=3,
@@ -408,22 +410,12 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
-        a = real_action(agent, action, (self.n_blocks,), "block prices, ¢/kWh")
-        if self.invalid_bids == "raise" and not ((a >= 0) & (a <= self.price_cap)).all():
-            raise ValueError(f"{agent}: offer prices must be in [0, {self.price_cap}] ¢/kWh, "
-                             f"got {a.tolist()}")
-        return a
+        return real_action(agent, action, (self.n_blocks,), "block prices, ¢/kWh")
 
     # ------------------------------------------------------------------ market round
     def market_step(self, bids):
-        offers = np.array([bids[name] for name in self.names], dtype=float)
-        cap = self.price_cap
-        repairs = {}
-        ok = (offers >= 0) & (offers <= cap)
-        if not ok.all():
-            for k in np.flatnonzero(~ok.all(axis=1)):  # "raise" refused them in decode
-                repairs[self.names[k]] = [f"prices clipped into [0, {cap}] ¢/kWh"]
-            offers = np.clip(offers, 0.0, cap)
+        offers, repairs = self.checked_bids(np.array([bids[name] for name in self.names],
+                                                     dtype=float))
         res = self.market.clear(offers, self.context())
         self.set_clearing(res)
         self._last_when = (self.t, self.round, self.lmp_now)

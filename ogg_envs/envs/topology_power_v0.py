@@ -49,9 +49,11 @@ render_mode=None, **ac_options)``
   bidding for consumers and suppliers and a flat offer for the substation
   (``ogg_envs.policies.curve``); a policy is ``policy(participant, observation, info)``.
 * ``invalid_bids``: ``"repair"`` (default) replaces a finite but invalid bid by the nearest valid
-  one (``Bid.repair``; ``infos[agent]["bid_repairs"]`` lists what changed) or ``"raise"``
-  (``ValueError``). NaN/inf numbers or a wrong shape always raise ``ValueError`` naming the
-  agent, before anything changes.
+  one (the curve market's ``repair``, ``Bid.repair`` row by row: prices into ``[0, price_cap]``,
+  quantities into ``[0, q_now]``; ``infos[agent]["bid_repairs"]`` lists what changed) or
+  ``"raise"`` (``InvalidBidError``, a ``ValueError``, naming the agent, before anything
+  changes); the core applies either (``ogg_envs.core``, "Invalid bids"). NaN/inf numbers or a
+  wrong shape always raise ``ValueError`` naming the agent, before anything changes.
 
 ### Observation
 Twelve float32 numbers, all in [-1, 1]: ``sin`` and ``cos`` of the hour, episode progress,
@@ -102,7 +104,7 @@ import numpy as np
 from ogg_envs import economics
 from ogg_envs.api import DEMAND, SUPPLY, Limits, Participant, Truth
 from ogg_envs.core import MarketEnv, aec_from_parallel, real_action
-from ogg_envs.markets.curve_market import Bid, CurveMarket, InvalidBidError, MarketParticipant
+from ogg_envs.markets.curve_market import CurveMarket, MarketParticipant
 from ogg_envs.policies.curve import FlatOffer, TruthfulBidder, truthful_bid
 from ogg_envs.scenario import (
     MAX_KW,
@@ -304,51 +306,25 @@ class raw_env(MarketEnv):
         self.truth = t = economics.truth_arrays(self.participants)
         self._profits = economics.HourProfits(self.is_supply, t["a"], t["b"], t["vmax"],
                                               t["vmin"], t["q_now"])
-        # This hour's upper bounds of a valid bid's (p_max, q_max): the price cap and q_now
-        # (plus ``Bid.check``'s 1e-9 kW); a bid above them is repaired (``_repair_bids``).
-        self._valid_high = np.empty((len(self.participants), 2))
-        self._valid_high[:, 0] = self.price_cap
-        np.add(t["q_now"], 1e-9, out=self._valid_high[:, 1])
 
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
-        a = real_action(agent, action, (4,), "p_max, p_min, q_max, q_min")
-        if self.invalid_bids == "raise":
-            try:
-                Bid.from_array(a).check(agent, self.price_cap, 0.0,
-                                        self.participant[agent].limits.q_now)
-            except InvalidBidError as exc:
-                raise ValueError(str(exc)) from None
-        return a
+        return real_action(agent, action, (4,), "p_max, p_min, q_max, q_min")
+
+    def bid_limits(self) -> np.ndarray:
+        """This hour's ``q_now`` per participant: a valid bid's largest ``q_max``."""
+        return self.truth["q_now"]
 
     # ------------------------------------------------------------------ market round
     def market_step(self, bids):
         arr = np.concatenate([bids[name] for name in self.names], dtype=float).reshape(-1, 4)
-        high, low = arr[:, 0::2], arr[:, 1::2]  # (p_max, q_max) and (p_min, q_min)
-        ok = (0.0 <= low) & (low <= high) & (high <= self._valid_high)
-        repairs = {}
-        if not np.logical_and.reduce(ok, axis=None):
-            arr, repairs = self._repair_bids(arr, ~np.logical_and.reduce(ok, axis=1))
+        arr, repairs = self.checked_bids(arr, self.truth["q_now"])
         res = self.market.clear(arr)
         self.set_clearing(res)
         prices = res.participant_prices
         self._avg_price = float(np.add.reduce(prices)) / len(prices)  # over the participants
         profit = self.true_profits(prices, res.participant_quantities) / 100.0
         return self.per_round(profit), self.clearing_infos(res, profit, arr, repairs)
-
-    def _repair_bids(self, arr: np.ndarray, invalid: np.ndarray):
-        """The bids with every ``invalid`` row replaced, in place, by ``Bid.repair``'s nearest
-        valid bid (reversed ranges swapped, prices clipped into [0, price_cap], quantities
-        into [0, q_now]) and what was changed in each of those rows. Row by row: a round has
-        a few invalid bids (the agents'), and numpy's per-call cost outweighs them."""
-        repairs = {}
-        q_now = self.truth["q_now"]
-        for k in np.flatnonzero(invalid).tolist():
-            name = self.names[k]
-            bid, repairs[name] = Bid(*arr[k].tolist()).repair(name, self.price_cap, 0.0,
-                                                               float(q_now[k]))
-            arr[k] = bid.p_max, bid.p_min, bid.q_max, bid.q_min
-        return arr, repairs
 
     def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:
         """True profits (¢ per hour) of every participant (eqs. 9-10)."""

@@ -19,12 +19,16 @@ quantities in kW held over the market interval (one hour: kW = kWh).
   An **inelastic** bid is ``q_min == q_max``: that quantity at any price up to the cap.
 
 A bid is *valid* when all four numbers are finite, ``price_floor <= p_min <= p_max <=
-price_cap`` and ``0 <= q_min <= q_max``. ``Bid.check`` raises ``InvalidBidError`` (a
-``ValueError`` naming the participant) for an invalid bid; ``Bid.repair`` returns the nearest
-valid bid (prices swapped if reversed and clipped into the band, quantities sorted and clipped
-at 0) with the list of fixes, which is what the environments do with non-NaN invalid actions.
-NaN or infinite numbers are never repaired. ``InvalidBidError`` and ``MarketClearingError`` are
-the ones of ``ogg_envs.api`` (re-exported here).
+price_cap`` and ``0 <= q_min <= q_max`` (``<= q_limit + 1e-9`` where a participant's quantity
+is limited this hour). That rule is written once (``CurveBidRule``), for one bid and for
+arrays of them: ``Bid.check`` raises ``InvalidBidError`` (a ``ValueError`` naming the
+participant) for an invalid bid; ``Bid.repair`` returns the nearest valid bid (prices swapped
+if reversed and clipped into the band, quantities sorted and clipped into ``[0, q_limit]``)
+with the list of fixes; ``CurveMarket.validate`` (every clearing) and ``CurveMarket.repair``
+(the ``ogg_envs.api.Market`` method the environments apply with ``invalid_bids="repair"``:
+``Bid.repair`` of every invalid row) check a whole round at once. NaN or infinite numbers are
+never repaired. ``InvalidBidError`` and ``MarketClearingError`` are the ones of
+``ogg_envs.api`` (re-exported here).
 
 The clearing problem (eqs. 1, 6-7)
 ---------------------------------
@@ -153,8 +157,8 @@ from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .radial import Items, RadialClearing
 from .solvers import clarabel_qp, cvxpy_ref, daqp_qp, osqp_qp
 
-__all__ = ["Bid", "CurveMarket", "ClearingResult", "InvalidBidError", "MarketParticipant",
-           "MarketClearingError"]
+__all__ = ["Bid", "CurveBidRule", "CurveMarket", "ClearingResult", "InvalidBidError",
+           "MarketParticipant", "MarketClearingError"]
 
 SUPPLY, DEMAND = "supply", "demand"
 _CVX_SIGN = -1.0
@@ -162,6 +166,16 @@ _CVX_SIGN = -1.0
 FLAT_TILT = 1e-5  # ¢/kWh: the smallest price span of a bid curve as cleared
 SLACK_REGULARISATION = 1e-6  # ¢/kWh per kW: curvature of the cost of shed and spilled kW
 DENSE_SOLVERS = ("daqp", "clarabel", "osqp")
+Q_TOLERANCE = 1e-9  # kW a valid bid's q_max may exceed its limit by (rounding)
+_HUGE = np.finfo(float).max  # a bound that every finite number meets and inf does not
+
+
+def _within(bids: np.ndarray, low, high) -> np.ndarray:
+    """The validity rule of curve bids (module docstring), per row of ``bids`` (n, 4): column
+    0 ``low[0] <= p_min <= p_max <= high[:, 0]``, column 1 ``low[1] <= q_min <= q_max <=
+    high[:, 1]``. NaN fails every comparison; finite bounds make inf fail too."""
+    upper, lower = bids[:, 0::2], bids[:, 1::2]  # (p_max, q_max) and (p_min, q_min)
+    return (low <= lower) & (lower <= upper) & (upper <= high)
 
 
 @dataclass(frozen=True)
@@ -200,14 +214,18 @@ class Bid:
 
     def check(self, who: str, price_cap: float, price_floor: float = 0.0,
               q_limit: float = math.inf) -> Bid:
+        """This bid, if valid (module docstring); else ``InvalidBidError`` naming ``who`` and
+        what is wrong."""
         for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.as_array()):
             if not math.isfinite(v):
                 raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
-        if not price_floor <= self.p_min <= self.p_max <= price_cap:
+        prices_ok, quantities_ok = _within(self.as_array()[None], (price_floor, 0.0),
+                                           (price_cap, q_limit + Q_TOLERANCE))[0].tolist()
+        if not prices_ok:
             raise InvalidBidError(
                 f"{who}: bid prices need {price_floor} <= p_min <= p_max <= {price_cap}, got "
                 f"p_min={self.p_min}, p_max={self.p_max}")
-        if not 0.0 <= self.q_min <= self.q_max <= q_limit + 1e-9:
+        if not quantities_ok:
             raise InvalidBidError(
                 f"{who}: bid quantities need 0 <= q_min <= q_max <= {q_limit}, got "
                 f"q_min={self.q_min}, q_max={self.q_max}")
@@ -258,6 +276,83 @@ class Bid:
         if x <= 0:
             return self.p_max * q
         return self.p_max * q - 0.5 * self.slope() * x * x
+
+
+class CurveBidRule:
+    """The validity rule of curve bids (module docstring) and its repair, for rounds of bids:
+    what ``CurveMarket.validate`` and ``CurveMarket.repair`` apply (and an environment whose
+    market takes curve bids without a repair of its own). ``names``: the participants, in the
+    order of the rows. A round whose bids are all valid costs a few whole-array comparisons;
+    only invalid rows go through ``Bid.check`` / ``Bid.repair`` (a round has few: numpy's
+    per-call cost would outweigh them)."""
+
+    def __init__(self, names, price_cap: float, price_floor: float = 0.0):
+        self.names = list(names)
+        self.price_cap, self.price_floor = price_cap, price_floor
+        self._low = np.array([max(price_floor, -_HUGE), 0.0])
+        self._unlimited = self._high(None, len(self.names))
+        self._limited = (None, None)  # the last q_limit's bytes and its bounds
+
+    def _high(self, q_limit, rows: int) -> np.ndarray:
+        """The (rows, 2) upper bounds of (p_max, q_max): the price cap and ``q_limit +
+        Q_TOLERANCE`` (None or inf: every finite number)."""
+        high = np.empty((rows, 2))
+        high[:, 0] = self.price_cap
+        if q_limit is None:
+            high[:, 1] = _HUGE
+        else:
+            np.add(q_limit, Q_TOLERANCE, out=high[:, 1])
+            np.minimum(high[:, 1], _HUGE, out=high[:, 1])
+        return high
+
+    def _bounds(self, q_limit, rows: int) -> np.ndarray:
+        if q_limit is None:
+            return self._unlimited if rows == len(self.names) else self._unlimited[:rows]
+        if type(q_limit) is not np.ndarray or q_limit.dtype != float or rows != len(self.names):
+            return self._high(q_limit, rows)
+        key = q_limit.tobytes()  # an environment's limits change by the hour, not the round
+        if key != self._limited[0]:
+            self._limited = (key, self._high(q_limit, rows))
+        return self._limited[1]
+
+    def invalid_rows(self, bids: np.ndarray, q_limit=None) -> list[int]:
+        """The rows of ``bids`` (n, 4) that break the rule (``q_limit``: per row, or None)."""
+        ok = _within(bids, self._low, self._bounds(q_limit, len(bids)))
+        if np.logical_and.reduce(ok, axis=None):
+            return []
+        return np.flatnonzero(~np.logical_and.reduce(ok, axis=1)).tolist()
+
+    def check(self, bids: np.ndarray, q_limit=None, names=None) -> None:
+        """``InvalidBidError`` (``Bid.check``'s message) for the first invalid row."""
+        self.repair(bids, q_limit, names=names, strict=True)
+
+    def repair(self, bids: np.ndarray, q_limit=None, *, names=None,
+               strict: bool = False) -> tuple[np.ndarray, dict[str, list[str]]]:
+        """``ogg_envs.api.Market.repair`` for curve bids: ``bids`` (n, 4) floats, one row per
+        participant (or per name of ``names``); ``q_limit`` per row or None. The same array
+        when every bid is valid, else a copy with each invalid row replaced by ``Bid.repair``'s
+        nearest valid bid, and ``Bid.repair``'s fixes per repaired participant. NaN/inf
+        raise ``InvalidBidError``; so does with ``strict`` the first invalid row
+        (``Bid.check``'s message)."""
+        invalid = self.invalid_rows(bids, q_limit)
+        if not invalid:
+            return bids, {}
+        names = self.names if names is None else names
+        limits = [math.inf] * len(bids) if q_limit is None else q_limit
+        if np.shape(limits) != (len(bids),):
+            limits = np.broadcast_to(limits, (len(bids),))
+        if strict:
+            k = invalid[0]
+            Bid(*bids[k].tolist()).check(names[k], self.price_cap, self.price_floor,
+                                         float(limits[k]))
+            raise AssertionError("Bid.check passed a bid the rule refused")  # one rule: never
+        bids = bids.copy()
+        repairs = {}
+        for k in invalid:
+            bid, repairs[names[k]] = Bid(*bids[k].tolist()).repair(
+                names[k], self.price_cap, self.price_floor, float(limits[k]))
+            bids[k] = bid.p_max, bid.p_min, bid.q_max, bid.q_min
+        return bids, repairs
 
 
 @dataclass(kw_only=True)
@@ -412,6 +507,8 @@ class CurveMarket(Market):
             A failing solver falls back to Clarabel, then to the CVXPY statement.
     """
 
+    _passed = None  # the bytes of the last bids ``repair`` found valid
+
     def __init__(self, topology: Topology, participants: list[MarketParticipant], *,
                  price_cap: float = 100.0, price_floor: float = 0.0,
                  congestion_tol: float = 1e-5, formulation: str = "auto",
@@ -445,6 +542,7 @@ class CurveMarket(Market):
         self._buses_t = tuple(topology.buses)
         self._names_t = tuple(names)
         self._losses = None  # a LossModel (set_losses) or None: lossless
+        self.bid_rule = CurveBidRule(names, self.price_cap, self.price_floor)
         self._setup()
         self._cvx = None
 
@@ -483,11 +581,6 @@ class CurveMarket(Market):
         self._dense_template[0] = np.r_[np.ones(n), self._slack_curv]
         self._dense_template[1, n:] = self._f[n:]
         self._threshold = None  # (limits, congestion_tol, kW at which a branch is congested)
-        # validate: arr @ _check + _check_offset >= 0 column by column is the bid's validity
-        # (p_max - p_min, p_min - floor, cap - p_max, q_min, q_max - q_min)
-        self._check = np.array([[1, 0, -1, 0, 0], [-1, 1, 0, 0, 0], [0, 0, 0, 0, 1],
-                                [0, 0, 0, 1, -1]], dtype=float)
-        self._check_offset = np.array([0.0, -self.price_floor, self.price_cap, 0.0, 0.0])
         self._cache = None
         self._dense = None
         if self.formulation == "flow":  # flow conservation per bus: no H
@@ -541,7 +634,7 @@ class CurveMarket(Market):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_cvx", "_dense", "_dense_ul", "_cache", "_threshold"):
+        for key in ("_cvx", "_dense", "_dense_ul", "_cache", "_threshold", "_passed"):
             state.pop(key, None)  # CVXPY objects do not pickle; the rest is rebuilt when used
         return state
 
@@ -615,17 +708,30 @@ class CurveMarket(Market):
         return arr
 
     def validate(self, arr: np.ndarray) -> None:
-        """Raise ``InvalidBidError`` naming the first participant with an invalid bid."""
-        # One product gives every difference the validity conditions compare (their signs are
-        # exact in floating point); the slower check below names the culprit.
-        if np.isfinite(arr).all() and (arr @ self._check + self._check_offset).min() >= 0.0:
-            return
-        p_max, p_min, q_max, q_min = arr.T
-        ok = (np.isfinite(arr).all(axis=1) & (self.price_floor <= p_min) & (p_min <= p_max)
-              & (p_max <= self.price_cap) & (0 <= q_min) & (q_min <= q_max))
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
-            Bid.from_array(arr[i]).check(self.names[i], self.price_cap, self.price_floor)
+        """Raise ``InvalidBidError`` naming the first participant with an invalid bid (the
+        rule of ``bid_rule``, without quantity limits: the market does not know them)."""
+        if self.bid_rule.invalid_rows(arr):
+            self.bid_rule.check(arr)
+
+    def repair(self, bids, q_limit=None, *, names=None,
+               strict: bool = False) -> tuple[np.ndarray, dict[str, list[str]]]:
+        """The nearest valid bids and what was changed (``ogg_envs.api.Market.repair``):
+        every invalid row replaced by ``Bid.repair``'s bid (reversed ranges swapped, prices
+        clipped into ``[price_floor, price_cap]``, quantities into ``[0, q_limit]``);
+        ``q_limit``: each row's largest valid quantity (this hour's ``q_now``), or None.
+        ``bids``: an (n, 4) array (or what ``bids_to_array`` takes), or rows for ``names``.
+        NaN/inf raise ``InvalidBidError``; so does with ``strict`` the first invalid bid."""
+        if names is not None:
+            bids = np.asarray(bids, dtype=float).reshape(-1, 4)
+        elif type(bids) is not np.ndarray or bids.shape != (len(self.names), 4) \
+                or bids.dtype != float:
+            bids = self.bids_to_array(bids)
+        bids, repairs = self.bid_rule.repair(bids, q_limit, names=names, strict=strict)
+        if not repairs and names is None:
+            # valid, so valid for ``validate`` too (the same rule without quantity limits):
+            # ``clear`` skips its check of these very bids, the round's usual next step
+            self._passed = bids.tobytes()
+        return bids, repairs
 
     def reset(self) -> None:
         """Forget the result cache and any loss model (lossless again). No solver keeps a
@@ -644,8 +750,9 @@ class CurveMarket(Market):
         limits as the previous call return the previous result object (treat results as
         read-only)."""
         arr = self.bids_to_array(bids)
-        self.validate(arr)
         key = arr.tobytes()
+        if key != self._passed:  # (bids that just passed ``repair`` need no second check)
+            self.validate(arr)
         cache = self._cache  # (set_limits always installs a new limits array)
         if cache is not None and cache[1] is self._limits and cache[0] == key:
             return cache[2]

@@ -31,6 +31,8 @@ vertex with exact duals. Blocks are dispatched cheapest first, so an offer whose
 sorted means the same as its sorted version (the effective curve is always convex). A valid
 price lies in ``[0, price_cap]``; ``InvalidOfferError`` (an ``ogg_envs.api.InvalidBidError``,
 so a ``ValueError``, naming the resource) is raised for anything else, NaN and inf included.
+``DLMPMarket.repair`` (the ``ogg_envs.api.Market`` method the environments apply with
+``invalid_bids="repair"``) clips finite prices into ``[0, price_cap]`` by the same rule.
 
 The optimisation (eqs. 12-18)
 -----------------------------
@@ -517,6 +519,37 @@ class DLMPMarket(Market):
             raise ValueError(f"expected {n} offers of {K} block prices, got {arr.shape}")
         return arr
 
+    def _valid_prices(self, offers: np.ndarray) -> np.ndarray:
+        """The validity rule of offers, per block price: in ``[0, price_cap]`` (NaN fails)."""
+        return (offers >= 0) & (offers <= self.price_cap)
+
+    def _invalid_offer(self, name: str, prices: np.ndarray) -> InvalidOfferError:
+        return InvalidOfferError(f"{name}: offer prices must be finite and in [0, "
+                                 f"{self.price_cap}] ¢/kWh, got {prices.tolist()}")
+
+    def repair(self, offers, q_limit=None, *, names=None,
+               strict: bool = False) -> tuple[np.ndarray, dict[str, list[str]]]:
+        """The nearest valid offers and what was changed (``ogg_envs.api.Market.repair``):
+        finite prices clipped into ``[0, price_cap]``. ``offers``: an (n, n_blocks) array in
+        resource order (or what ``offers_to_array`` takes), or rows for ``names``;
+        ``q_limit`` is ignored (capacities come with the context). The same array when every
+        price is valid, else a clipped copy, with ``["prices clipped into [0, price_cap]
+        ¢/kWh"]`` per repaired resource. NaN/inf raise ``InvalidOfferError`` naming the
+        resource; so does with ``strict`` the first invalid offer."""
+        if type(offers) is not np.ndarray or offers.dtype != float:
+            offers = self.offers_to_array(offers) if names is None else \
+                np.asarray(offers, dtype=float).reshape(-1, self.n_blocks)
+        ok = self._valid_prices(offers)
+        if ok.all():
+            return offers, {}
+        names = self.names if names is None else names
+        invalid = np.flatnonzero(~ok.all(axis=1)).tolist()
+        for k in invalid:
+            if strict or not np.isfinite(offers[k]).all():
+                raise self._invalid_offer(names[k], offers[k])
+        fix = [f"prices clipped into [0, {self.price_cap}] ¢/kWh"]
+        return np.clip(offers, 0.0, self.price_cap), {names[k]: list(fix) for k in invalid}
+
     def validate(self, offers: np.ndarray, demand: np.ndarray, capacity: np.ndarray,
                  pv: np.ndarray, lmp: float) -> np.ndarray:
         """Raise ``InvalidOfferError`` / ``ValueError`` for inputs the market cannot take.
@@ -528,12 +561,10 @@ class DLMPMarket(Market):
         dr_cap = self._dr_capacity(capacity)
         if self._accepts(offers, demand, capacity, pv, lmp, dr_cap):
             return dr_cap
-        if not ((offers >= 0) & (offers <= self.price_cap)).all():
-            bad = ~((offers >= 0) & (offers <= self.price_cap)).all(axis=1)
-            i = int(np.flatnonzero(bad)[0])
-            raise InvalidOfferError(
-                f"{self.names[i]}: offer prices must be finite and in [0, {self.price_cap}] "
-                f"¢/kWh, got {offers[i].tolist()}")
+        valid = self._valid_prices(offers).all(axis=1)
+        if not valid.all():
+            i = int(np.flatnonzero(~valid)[0])
+            raise self._invalid_offer(self.names[i], offers[i])
         if not (lmp >= 0 and lmp < math.inf):
             raise ValueError(f"source_price (the source LMP) must be finite and >= 0 ¢/kWh "
                              f"(max(0, P_source) is convex only then), got {lmp!r}")

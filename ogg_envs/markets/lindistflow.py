@@ -494,6 +494,10 @@ class LinDistFlowMarket(Market):
         self._lp.set_row(0, row)
 
     # ------------------------------------------------------------------ clearing
+    def repair(self, offers, q_limit=None, *, names=None, strict: bool = False):
+        """The DC market's ``repair`` (the same offers, the same rule)."""
+        return self.dc.repair(offers, q_limit, names=names, strict=strict)
+
     def reset(self) -> None:
         """Back to the lossless balance; otherwise nothing to forget: every clearing solves
         cold, so none depends on the past."""

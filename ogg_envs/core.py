@@ -556,7 +556,8 @@ class MarketEnv(ParallelEnv):
             raise ValueError(f"a market round needs an action from every agent; missing "
                              f"{missing}")
         # Decode everything before any state changes: a bad action loses nothing.
-        bids = {a: self.decode_checked(a, actions[a]) for a in self.agents}
+        decode = self.decode_checked if self._strict else self.decode  # ("raise": judged)
+        bids = {a: decode(a, actions[a]) for a in self.agents}
         rewards, infos = self.run_round(bids)
         end = self.done
         observations = self.observations()
@@ -739,7 +740,8 @@ class MarketEnv(ParallelEnv):
 
     def _ask(self, p: Participant, observation, info: dict):
         try:
-            return self.decode_checked(p.name, p.policy(p, observation, info))
+            decode = self.decode_checked if self._strict else self.decode
+            return decode(p.name, p.policy(p, observation, info))
         except ValueError as exc:
             raise ValueError(f"the policy of {p.name} returned an invalid bid: {exc}") from None
 

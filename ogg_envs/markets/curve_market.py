@@ -727,8 +727,9 @@ class CurveMarket(Market):
                 or bids.dtype != float:
             bids = self.bids_to_array(bids)
         bids, repairs = self.bid_rule.repair(bids, q_limit, names=names, strict=strict)
-        if not repairs and names is None:
-            # valid, so valid for ``validate`` too (the same rule without quantity limits):
+        if names is None:
+            # valid now (repaired rows by Bid.repair, the others by the rule with their
+            # quantity limits), so valid for ``validate`` too (the same rule without them):
             # ``clear`` skips its check of these very bids, the round's usual next step
             self._passed = bids.tobytes()
         return bids, repairs

@@ -63,7 +63,8 @@ import numpy as np
 from ogg_envs import economics
 
 __all__ = ["Grid", "Market", "MarketContext", "Clearing", "Deferred", "MarketClearingError",
-           "congestion_threshold", "GridReport", "LossModel", "check_participants",
+           "congestion_threshold", "CongestionThreshold", "GridReport", "LossModel",
+           "check_participants",
            "InvalidBidError", "Participant", "Truth", "Limits", "Policy", "SUPPLY", "DEMAND",
            "PROSUMER"]
 
@@ -240,6 +241,25 @@ def congestion_threshold(limits_kw: np.ndarray, tol: float) -> np.ndarray:
         congestion_threshold(np.array([100.0, np.inf]), 1e-6)   # [99.999899, inf]
     """
     return np.where(np.isfinite(limits_kw), limits_kw * (1 - tol) - 1e-6, math.inf)
+
+
+class CongestionThreshold:
+    """``congestion_threshold`` kept until the limits array (by identity: a market installs a
+    new one when its limits change) or the tolerance changes: what a market compares its flows
+    with every clearing.
+
+        threshold = CongestionThreshold()
+        threshold(limits_kw, tol)   # computed once per limits array and tolerance
+    """
+
+    def __init__(self):
+        self._key, self._value = None, None
+
+    def __call__(self, limits_kw: np.ndarray, tol: float) -> np.ndarray:
+        key = self._key
+        if key is None or key[0] is not limits_kw or key[1] != tol:
+            self._key, self._value = (limits_kw, tol), congestion_threshold(limits_kw, tol)
+        return self._value
 
 
 @dataclass(kw_only=True)

@@ -194,7 +194,7 @@ def test_the_three_markets_share_one_congestion_threshold():
     limits and ``congestion_tol`` give each the same thresholds, bit for bit, after new limits
     and a new tolerance too; and each market's results flag exactly the branches whose flow
     reaches them."""
-    from ogg_envs.api import congestion_threshold
+    from ogg_envs.api import CongestionThreshold, congestion_threshold
     from ogg_envs.markets.curve_market import CurveMarket, MarketParticipant
     from ogg_envs.markets.lindistflow import LinDistFlowMarket
 
@@ -221,7 +221,6 @@ def test_the_three_markets_share_one_congestion_threshold():
             else:
                 m.set_limits(new)
                 m.congestion_tol = tol
-            assert m._congestion_threshold().tobytes() == expected.tobytes(), type(m)
         for _ in range(5):
             offers, c = random_hour(dc, rng)
             bids = np.zeros((len(sides), 4))
@@ -235,3 +234,10 @@ def test_the_three_markets_share_one_congestion_threshold():
                 assert res.congested == [topo.branches[e].name for e in np.flatnonzero(at)]
                 congested += bool(res.congested)
     assert congested >= 10
+    # the cache: kept for the same limits array and tolerance, recomputed for a new either
+    threshold = CongestionThreshold()
+    first = threshold(limits, 1e-5)
+    assert threshold(limits, 1e-5) is first
+    assert first.tobytes() == congestion_threshold(limits, 1e-5).tobytes()
+    assert threshold(limits, 0.3).tobytes() == congestion_threshold(limits, 0.3).tobytes()
+    assert threshold(limits.copy(), 0.3) is not threshold(limits, 0.3)

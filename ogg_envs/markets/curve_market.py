@@ -144,6 +144,7 @@ import scipy.sparse as sp
 
 from ..api import (
     Clearing,
+    CongestionThreshold,
     Deferred,
     InvalidBidError,
     LossModel,
@@ -151,7 +152,6 @@ from ..api import (
     MarketClearingError,
     MarketContext,
     check_participants,
-    congestion_threshold,
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .radial import Items, RadialClearing
@@ -580,7 +580,7 @@ class CurveMarket(Market):
         self._dense_template = np.zeros((4, nb))
         self._dense_template[0] = np.r_[np.ones(n), self._slack_curv]
         self._dense_template[1, n:] = self._f[n:]
-        self._threshold = None  # (limits, congestion_tol, kW at which a branch is congested)
+        self._threshold = CongestionThreshold()  # |flow| at which a branch is congested
         self._cache = None
         self._dense = None
         if self.formulation == "flow":  # flow conservation per bus: no H
@@ -1066,7 +1066,8 @@ class CurveMarket(Market):
             total_shed = float(shed[shed > 1e-6].sum())
         price_p = prices_bus[self._bus_of]
         flows = self.topology.flows(x[nb:])
-        at_limit = (np.abs(flows) >= self._congestion_threshold()).nonzero()[0]
+        threshold = self._threshold(self._limits, self.congestion_tol)
+        at_limit = (np.abs(flows) >= threshold).nonzero()[0]
         congested = [self._branch_names_t[e] for e in at_limit]
         losses, losses_kw, p = self._losses, 0.0, None
         if losses is not None:  # module docstring, "Losses"
@@ -1094,15 +1095,6 @@ class CurveMarket(Market):
             _demand_names=self._demand_names,
             _accounts=accounts,
         )
-
-    def _congestion_threshold(self) -> np.ndarray:
-        """|flow| (kW) at which each branch counts as congested, for the current limits and
-        ``congestion_tol``: the rule every market shares (``api.congestion_threshold``)."""
-        t = self._threshold
-        if t is None or t[0] is not self._limits or t[1] != self.congestion_tol:
-            t = self._threshold = (self._limits, self.congestion_tol,
-                                   congestion_threshold(self._limits, self.congestion_tol))
-        return t[2]
 
     def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray, firm_kw=None):
         """Served kW per participant and the slack variables (shed, then spilled kW, >= 0),

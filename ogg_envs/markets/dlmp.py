@@ -156,6 +156,7 @@ import scipy.sparse as sp
 
 from ..api import (
     Clearing,
+    CongestionThreshold,
     Deferred,
     InvalidBidError,
     LossModel,
@@ -163,7 +164,6 @@ from ..api import (
     MarketClearingError,
     MarketContext,
     check_participants,
-    congestion_threshold,
 )
 from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .solvers import cvxpy_ref
@@ -399,7 +399,7 @@ class DLMPMarket(Market):
         self._branches_t = tuple(br.name for br in topo.branches)
         self._finite_limit = np.isfinite(self._limits)
         self._row_limits = self._highs_limits()
-        self._congested_at = None  # (congestion_tol, |flow| at which a branch is congested)
+        self._threshold = CongestionThreshold()  # |flow| at which a branch is congested
 
     def _build_highs(self) -> None:
         """The fast path's LP (``solvers.highs_lp``) and the parts of its data that never
@@ -414,14 +414,6 @@ class DLMPMarket(Market):
 
     def _highs_limits(self) -> np.ndarray:
         return np.where(self._finite_limit, self._limits, _INF)
-
-    def _congestion_threshold(self) -> np.ndarray:
-        """``congestion_threshold`` of the limits, kept until the limits or
-        ``congestion_tol`` change."""
-        tol = self.congestion_tol
-        if self._congested_at is None or self._congested_at[0] != tol:
-            self._congested_at = (tol, congestion_threshold(self._limits, tol))
-        return self._congested_at[1]
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -449,7 +441,6 @@ class DLMPMarket(Market):
         self._limits = new
         self._finite_limit = np.isfinite(new)  # row bounds follow at the next clearing
         self._row_limits = self._highs_limits()
-        self._congested_at = None
         if self._cvx is not None:
             self._cvx["limits"].value = np.where(np.isfinite(new), new, 1e9)
 
@@ -811,7 +802,7 @@ class DLMPMarket(Market):
         losses = self._losses
         losses_kw = 0.0 if losses is None else losses.losses(net_injection)
         shed_total, curt_total = float(shed.sum()), float(curt.sum())
-        at_limit = np.abs(flows) >= self._congestion_threshold()
+        at_limit = np.abs(flows) >= self._threshold(self._limits, self.congestion_tol)
         congested = [self._branches_t[e] for e in np.flatnonzero(at_limit).tolist()]
         bids = offers.copy()
         # (the accounts keep no array of the caller's: demand and pv enter as these)

@@ -108,7 +108,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from ..api import LossModel, Market, MarketClearingError, MarketContext, congestion_threshold
+from ..api import CongestionThreshold, LossModel, Market, MarketClearingError, MarketContext
 from ..grid.topology import Topology
 from .dlmp import (
     DR,
@@ -242,6 +242,7 @@ class LinDistFlowMarket(Market):
             raise ValueError(f"voltage_penalty must be finite and > 0, got {voltage_penalty!r}")
         self.voltage_penalty = float(voltage_penalty)
         self._losses = None  # a LossModel (set_losses) or None: lossless
+        self._threshold = CongestionThreshold()  # |flow| at which a branch is congested
         self._limits_changed()
         self._structure()
         self._build_highs()
@@ -447,19 +448,10 @@ class LinDistFlowMarket(Market):
             self._cvx["limits"].value = self._finite(self._limits)
 
     def _limits_changed(self) -> None:
-        """Keep what the limits decide until they change: the LP's row limits and the
-        congestion threshold (``_congestion_threshold``)."""
+        """Keep what the limits decide until they change: the LP's row limits (the
+        congestion threshold follows the new limits array)."""
         self._limits = self.dc.limits_kw
         self._row_limits = np.where(np.isfinite(self._limits), self._limits, _INF)
-        self._congested_at = None  # (congestion_tol, |flow| at which a branch is congested)
-
-    def _congestion_threshold(self) -> np.ndarray:
-        """``congestion_threshold`` of the limits, kept until the limits or
-        ``congestion_tol`` change."""
-        tol = self.congestion_tol
-        if self._congested_at is None or self._congested_at[0] != tol:
-            self._congested_at = (tol, congestion_threshold(self._limits, tol))
-        return self._congested_at[1]
 
     @property
     def limits_kw(self) -> np.ndarray:
@@ -736,8 +728,9 @@ class LinDistFlowMarket(Market):
         band_vm = vm[self._band_idx]
         edge = (band_vm <= low + tol) | (band_vm >= high - tol)
         at_limit = [self._buses_t[b] for b in self._band_idx[edge].tolist()]
+        threshold = self._threshold(self._limits, self.congestion_tol)
         congested = [self._branches_t[e] for e in
-                     np.flatnonzero(np.abs(flows) >= self._congestion_threshold()).tolist()]
+                     np.flatnonzero(np.abs(flows) >= threshold).tolist()]
         shed_total, curt_total = float(shed.sum()), float(curt.sum())
         slack = x[cols["v_low"]] + x[cols["v_high"]]  # pu² outside the band, per band bus
         price_r = np.where(self.is_dr, load_price[self._res_bus], dlmp[self._res_bus])

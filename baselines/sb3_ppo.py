@@ -9,7 +9,8 @@ vector env with one entry per agent (``pettingzoo_env_to_vec_env_v1``) and conca
 ``--n-envs`` copies (``concat_vec_envs_v1``). Actions are normalised by ``normalized_bids_v0``
 (every action is a valid bid, through the codec of the environment's registered spec); the
 environment's infos, which PPO never reads, are dropped where they are made (``no_infos_v0``),
-so that no vector env pickles, sends and copies them.
+so that no vector env pickles, sends and copies them (``--keep-infos`` keeps them, for callbacks
+that read them).
 
 ``--env`` is any registered environment id (``opengridgym/topology-power-v0``, a user's
 ``mylab/pay-as-bid-v0`` with ``--import``), its short name (``topology-power``) or a
@@ -86,6 +87,9 @@ class Args:
     num_cpus: int = 1
     """processes stepping the env copies: 1 steps them in this process (the envs are cheap to
     step); N >= 2 starts N worker processes (SuperSuit), each stepping n_envs / N copies"""
+    keep_infos: bool = False
+    """pass the environment's infos on to the vector env (for callbacks that read them); PPO
+    does not, and shipping them costs sampling speed (no_infos_v0)"""
     n_steps: int = 128
     """rollout length per vector entry: a rollout is n_steps x n_envs x agents agent steps"""
     batch_size: int = 256
@@ -141,7 +145,8 @@ def make_vec_env(make_env, args: Args):
     With worker processes, SuperSuit seeds worker ``i``'s ``j``-th copy with ``seed + i + j``
     (in one process: copy ``j`` with ``seed + j``), so a run is reproducible for a given
     ``num_cpus`` but differs from the same seed with another."""
-    par = normalized_bids_v0(no_infos_v0(make_env()))
+    env = make_env()
+    par = normalized_bids_v0(env if args.keep_infos else no_infos_v0(env))
     venv = ss.pettingzoo_env_to_vec_env_v1(par)
     num_cpus = 0 if args.num_cpus == 1 else args.num_cpus  # 0: SuperSuit's in-process concat
     venv = ss.concat_vec_envs_v1(venv, args.n_envs, num_cpus=num_cpus, base_class="gymnasium")

@@ -658,9 +658,11 @@ def test_market_repair_is_bid_repair_row_by_row_on_random_bids():
         m.repair(np.array([[5.0, 3.0, 50.0, 0.0]]), [40.0], names=["d2"], strict=True)
 
 
+@pytest.mark.parametrize("cap", [20.0, np.inf])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_market_repair_never_repairs_non_finite_numbers(bad):
-    m = CurveMarket(line_topology(), PARTS, price_cap=20.0)
+def test_market_repair_never_repairs_non_finite_numbers(bad, cap):
+    """NaN and inf are refused, also by a market without a finite price cap."""
+    m = CurveMarket(line_topology(), PARTS, price_cap=cap)
     bids = np.array([b.as_array() for b in BIDS.values()])
     for column in range(4):
         broken = bids.copy()

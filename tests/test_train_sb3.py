@@ -188,3 +188,21 @@ def test_worker_processes_step_the_envs_reproducibly_and_end_with_the_run(tmp_pa
         sb3_ppo.Args(n_envs=2, num_cpus=3)
     with pytest.raises(ValueError, match="--num-cpus must be positive"):
         sb3_ppo.Args(num_cpus=0)
+
+
+def test_the_vector_env_drops_the_infos_unless_asked_to_keep_them():
+    """PPO reads no infos: the trainer's vector env hands out none of the environment's
+    (only the vector env's own keys); ``keep_infos`` passes them on."""
+    make = load_task(common.TASKS["opengridgym/topology-power-v0"][0]).make_env
+    seen = {}
+    for keep in (False, True):
+        venv, _ = sb3_ppo.make_vec_env(make, sb3_ppo.Args(n_envs=1, keep_infos=keep))
+        try:
+            venv.reset()
+            actions = np.stack([venv.action_space.sample() for _ in range(venv.num_envs)])
+            _, _, _, infos = venv.step(actions)
+            seen[keep] = [set(info) for info in infos]
+        finally:
+            venv.close()
+    assert all("price" in keys and "profit" in keys for keys in seen[True])
+    assert not any(keys & {"price", "profit", "bid"} for keys in seen[False])

@@ -297,7 +297,7 @@ class CurveBidRule:
         """The (rows, 2) upper bounds of (p_max, q_max): the price cap and ``q_limit +
         Q_TOLERANCE`` (None or inf: every finite number)."""
         high = np.empty((rows, 2))
-        high[:, 0] = self.price_cap
+        high[:, 0] = min(self.price_cap, _HUGE)  # (an infinite cap still refuses inf)
         if q_limit is None:
             high[:, 1] = _HUGE
         else:

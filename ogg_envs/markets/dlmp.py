@@ -397,7 +397,6 @@ class DLMPMarket(Market):
         self._buses_t = tuple(topo.buses)
         self._names_t = tuple(self.names)
         self._branches_t = tuple(br.name for br in topo.branches)
-        self._finite_limit = np.isfinite(self._limits)
         self._row_limits = self._highs_limits()
         self._threshold = CongestionThreshold()  # |flow| at which a branch is congested
 
@@ -413,7 +412,8 @@ class DLMPMarket(Market):
         self._col_upper[self._cols["import"]] = self._col_upper[self._cols["export"]] = _INF
 
     def _highs_limits(self) -> np.ndarray:
-        return np.where(self._finite_limit, self._limits, _INF)
+        """The limits as HiGHS's row bounds (no limit: HiGHS's infinity)."""
+        return np.where(np.isfinite(self._limits), self._limits, _INF)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -439,7 +439,6 @@ class DLMPMarket(Market):
         if np.any(np.isnan(new)) or np.any(new < 0):
             raise ValueError("branch limits must be >= 0 (inf for none)")
         self._limits = new
-        self._finite_limit = np.isfinite(new)  # row bounds follow at the next clearing
         self._row_limits = self._highs_limits()
         if self._cvx is not None:
             self._cvx["limits"].value = np.where(np.isfinite(new), new, 1e9)

@@ -370,11 +370,7 @@ class LinDistFlowMarket(Market):
                       "v_low": slice(c_imp + 2, c_imp + 2 + nV),
                       "v_high": slice(c_imp + 2 + nV, c_imp + 2 + 2 * nV)}
         i32 = np.int32
-        self._idx_blocks = np.arange(nb, dtype=i32)
-        self._idx_shed = np.arange(nb, nb + nL, dtype=i32)
-        self._idx_curt = np.arange(nb + nL, nb + nL + nP, dtype=i32)
         self._idx_slack = np.arange(c_imp + 2, c_imp + 2 + 2 * nV, dtype=i32)
-        self._idx_rows = np.arange(self._nrow, dtype=i32)
         # what every result needs and never changes (the tuples are shared by every result)
         self._dr_res, self._gen_res = np.flatnonzero(self.is_dr), np.flatnonzero(~self.is_dr)
         self._dr_bus, self._gen_bus = res_bus[self._dr_res], res_bus[self._gen_res]
@@ -635,7 +631,7 @@ class LinDistFlowMarket(Market):
                          pv=pv_max, limits=limits, balance=balance, balance_q=balance_q,
                          v_low=v_low, v_high=v_high, upper=upper, lower=lower,
                          factors=factors, constant=constant)
-        limits.value = self._finite(self.dc.limits_kw)
+        limits.value = self._finite(self._limits)
         return self._cvx
 
     def _solve_cvxpy(self, offers, demand, cap, pv, lmp, dr_cap, solver: str = "HIGHS"):

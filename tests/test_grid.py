@@ -453,3 +453,66 @@ def test_reset_after_a_failed_solve_solves_as_a_fresh_grid():
     converged, kw, losses, iterations = step(used)
     assert converged and iterations == reference[3]
     np.testing.assert_allclose([kw, losses], reference[1:3], rtol=0, atol=1e-6)
+
+
+def _volts_and_taps(grid):
+    dss = grid.dss
+    return np.array(dss.Circuit.AllBusVolts()), grid._read_taps()
+
+
+@pytest.mark.parametrize("feeder", ["ieee34", "ieee37"])
+def test_reset_forgets_what_the_engine_solved(feeder):
+    """With the grid's sparse-solver options (``SOLVER_OPTIONS``) OpenDSS updates its system
+    matrix in place and keeps element admittances between solves; ``reset`` rebuilds them, so
+    after wildly different dispatches (regulators moving) the same episode solves bit for bit
+    as on a new grid."""
+    rng = np.random.default_rng(7)
+    fresh, used = OpenDSSGrid.from_feeder(feeder), OpenDSSGrid.from_feeder(feeder)
+    n = len(fresh.load_names)
+    for _ in range(4):
+        used.set_loads_kw(used.base_load_kw * rng.uniform(0.1, 1.7, n))
+        assert used.solve().converged
+    used.reset()
+    fresh.reset()
+    for _ in range(8):
+        factors = rng.uniform(0.2, 1.5, n)
+        states = []
+        for g in (fresh, used):
+            g.set_loads_kw(g.base_load_kw * factors)
+            assert g.run_power_flow()
+            states.append(_volts_and_taps(g))
+        assert np.array_equal(states[0][0], states[1][0]) and states[0][1] == states[1][1]
+
+
+@pytest.mark.parametrize("feeder", ["ieee34", "ieee37"])
+def test_power_flows_are_those_of_a_tight_solve_at_the_same_taps(feeder):
+    """What the solver options trade is iterations, not physics: every power flow of random
+    dispatches with regulators moving is within the solution tolerance (1e-4 relative, per
+    node) of a solve of the same loads and taps iterated to 1e-12. A system matrix updated in
+    place with a stale element (a transformer at an old tap) would be off by far more."""
+    rng = np.random.default_rng(11)
+    grid = OpenDSSGrid.from_feeder(feeder)
+    tight = OpenDSSGrid.from_feeder(feeder)
+    tight.dss.Solution.ControlMode(-1)  # taps where they are set below
+    tight.dss.Solution.Convergence(1e-12)
+    tight.dss.Solution.MaxIterations(200)
+    n, moved, worst = len(grid.load_names), 0, 0.0
+    base_taps = grid._read_taps()
+    for _ in range(12):
+        factors = rng.uniform(0.2, 1.6, n)
+        grid.set_loads_kw(grid.base_load_kw * factors)
+        assert grid.run_power_flow()
+        volts, taps = _volts_and_taps(grid)
+        moved += taps != base_taps
+        tight.set_loads_kw(tight.base_load_kw * factors)
+        for key, tap in taps.items():
+            xf, wdg = key.split("|")
+            tight.dss.Transformers.Name(xf)
+            tight.dss.Transformers.Wdg(int(wdg))
+            tight.dss.Transformers.Tap(tap)
+        assert tight.run_power_flow()
+        exact, _ = _volts_and_taps(tight)
+        v, v0 = volts[0::2] + 1j * volts[1::2], exact[0::2] + 1j * exact[1::2]
+        worst = max(worst, float(np.max(np.abs(v - v0) / np.abs(v0))))
+    assert moved >= 6  # the regulators did move
+    assert worst <= grid.dss.Solution.Convergence()

@@ -187,6 +187,22 @@ BATCH_MIN_LOADS = 300
 _AVOID_FULL_RECALC = 2
 
 
+# DSS C-API sparse-solver options (``dss.SparseSolverOptions``) every grid sets. By default
+# OpenDSS rebuilds the system matrix from scratch whenever an element changes (every
+# regulator tap change, i.e. every control iteration of a random dispatch), recomputing every
+# load's admittance; with these it updates the changed entries in place
+# (ReuseSymbolicFactorization, which implies reusing the compressed matrix and enables the
+# incremental update) and leaves an element's admittance alone until the element changes
+# (AlwaysResetYPrimInvalid). A load's admittance only preconditions OpenDSS's fixed-point
+# iteration (its injection current compensates it exactly), so the power flow converges to
+# the same solution within the solution tolerance, not bit for bit (up to 0.6 V, 4e-5 pu, on
+# IEEE 34 with regulators moving; as close to a tight-tolerance solve as the default's).
+# ``reset`` makes the next solve rebuild everything (``_rebuild_admittances``), so an
+# episode's power flows still do not depend on what the engine solved before.
+# ``benchmarks/bench_grid.py`` measures both settings.
+SOLVER_OPTIONS = 0x10000000 | 2
+
+
 class _BatchIO:
     """Whole-class reads and writes of one engine through the DSS C-API batch functions.
 
@@ -486,6 +502,7 @@ class OpenDSSGrid:
         self.dss.Solution.Convergence(a["tolerance"])
         self.dss.Solution.MaxIterations(a["max_iterations"])
         self.dss.Solution.MaxControlIterations(30)
+        self.dss.YMatrix.SolverOptions(SOLVER_OPTIONS)
         if self.locked_taps:
             self.dss.Solution.ControlMode(-1)  # OFF: taps stay where they are
         self.bus_coords = dict(a["bus_coords"] or self._read_bus_coords())
@@ -1178,7 +1195,22 @@ class OpenDSSGrid:
             dss.Transformers.Wdg(int(wdg))
             dss.Transformers.Tap(tap)
         dss.YMatrix.SolutionInitialized(False)
+        self._rebuild_admittances()
         self._diverged = False  # (a failed solve's restart from a direct solution: not now)
+
+    def _rebuild_admittances(self) -> None:
+        """Make the next solve recompute every element's admittance (Yprim) and build the
+        system matrix from them, as a new engine would: with ``SOLVER_OPTIONS`` the matrix is
+        otherwise updated in place and loads keep the admittance of an earlier solve, so a
+        power flow would depend on what the engine solved before. A change of the solution
+        frequency is what makes OpenDSS recompute them all; the frequency itself ends where
+        it was."""
+        self._write_dispatch()
+        solution = self.dss.Solution
+        f = solution.Frequency()
+        solution.Frequency(f * (1 + 1e-6))
+        solution.Frequency(f)
+        self.dss.YMatrix.BuildYMatrixD(2, False)  # 2: the whole matrix
 
     def _write_dispatch(self) -> None:
         """Write the loads and generators, if any of their values changed since the last

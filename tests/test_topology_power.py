@@ -170,3 +170,48 @@ def test_render_rgb_array():
     env.step({a: env.action_space(a).sample() for a in env.agents})
     img = env.render()
     assert img.ndim == 3 and img.shape[2] == 3
+
+
+def _documented_observation(env, name: str) -> np.ndarray:
+    """The twelve numbers of the module docstring, from the participant's own record."""
+    p, cap = env.participant[name], env.price_cap
+    t, lim = p.truth, p.limits
+    if p.side == "supply":
+        sign, c0, c1 = 1.0, t.cost_a, t.cost_a + t.cost_b * lim.q_now
+    else:
+        sign, c0, c1 = -1.0, t.value_max, t.value_min
+    last, k = env.last_clearing, env.index[name]
+    price = qty = avg = 0.0
+    if last is not None:
+        price, qty = last.participant_prices[k], last.participant_quantities[k]
+        avg = float(np.mean(last.participant_prices))
+    h = env.hour_of(env.t)
+    obs = [np.sin(2 * np.pi * h / 24), np.cos(2 * np.pi * h / 24), min(env.t / env.horizon, 1),
+           env.round / env.market_rounds, sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
+           price / cap, qty / lim.q_max, avg / cap, float(env.congested_on_path(name))]
+    return np.clip(np.array(obs, dtype=np.float32), -1, 1)
+
+
+def test_observations_are_the_documented_numbers():
+    """Every participant's observation (agents' and scripted ones' alike, built for all at
+    once) is the docstring's twelve numbers, round after round, with congestion and across
+    resets (a second reset without a step observes the new episode, not the last one)."""
+    env = topology_power_v0.parallel_env(learners=["supplier", "consumer_0"], horizon=4)
+    raw = env.unwrapped
+    congested = 0
+    for seed in (0, 1):
+        env.reset(seed=seed + 10)
+        obs, _ = env.reset(seed=seed)
+        fresh = topology_power_v0.parallel_env(learners=["supplier", "consumer_0"], horizon=4)
+        first, _ = fresh.reset(seed=seed)
+        assert all(np.array_equal(obs[a], first[a]) for a in obs)
+        while env.agents:
+            for name in raw.names:
+                np.testing.assert_allclose(raw.observe(name), _documented_observation(raw, name),
+                                           rtol=0, atol=1e-6, err_msg=name)
+            for a in env.agents:
+                assert np.array_equal(obs[a], raw.observe(a))
+            actions = {a: env.action_space(a).sample() for a in env.agents}
+            obs = env.step(actions)[0]
+            congested += bool(raw.last_clearing.congested)
+    assert congested  # the path-congestion entry was exercised

@@ -484,35 +484,58 @@ def test_reset_forgets_what_the_engine_solved(feeder):
         assert np.array_equal(states[0][0], states[1][0]) and states[0][1] == states[1][1]
 
 
-@pytest.mark.parametrize("feeder", ["ieee34", "ieee37"])
-def test_power_flows_are_those_of_a_tight_solve_at_the_same_taps(feeder):
-    """What the solver options trade is iterations, not physics: every power flow of random
-    dispatches with regulators moving is within the solution tolerance (1e-4 relative, per
-    node) of a solve of the same loads and taps iterated to 1e-12. A system matrix updated in
-    place with a stale element (a transformer at an old tap) would be off by far more."""
-    rng = np.random.default_rng(11)
-    grid = OpenDSSGrid.from_feeder(feeder)
-    tight = OpenDSSGrid.from_feeder(feeder)
-    tight.dss.Solution.ControlMode(-1)  # taps where they are set below
-    tight.dss.Solution.Convergence(1e-12)
-    tight.dss.Solution.MaxIterations(200)
-    n, moved, worst = len(grid.load_names), 0, 0.0
-    base_taps = grid._read_taps()
-    for _ in range(12):
-        factors = rng.uniform(0.2, 1.6, n)
+def _control_state(grid) -> tuple[dict, list]:
+    """Where the controls left the feeder: regulator taps and capacitor steps."""
+    dss = grid.dss
+    caps = []
+    for i in range(1, dss.Capacitors.Count() + 1):
+        dss.Capacitors.Idx(i)
+        caps.append((dss.Capacitors.Name(), tuple(dss.Capacitors.States())))
+    return grid._read_taps(), caps
+
+
+def _tight_solves_agree(grid, steps: int, low: float, high: float, seed: int,
+                        tolerances: float = 1.0) -> int:
+    """Random dispatches on ``grid`` (controls acting) against a second engine of the same
+    feeder solving the same loads at the same taps and capacitor steps (controls off) to
+    1e-12: every node's voltage within ``tolerances`` times the solution tolerance. Returns
+    how many steps moved a control."""
+    rng = np.random.default_rng(seed)
+    tight = OpenDSSGrid(**grid._init_args)
+    dss = tight.dss
+    dss.Solution.ControlMode(-1)  # controls stay where they are set below
+    dss.Solution.Convergence(1e-12)
+    dss.Solution.MaxIterations(200)
+    n, moved, base = len(grid.load_names), 0, _control_state(grid)
+    for _ in range(steps):
+        factors = rng.uniform(low, high, n)
         grid.set_loads_kw(grid.base_load_kw * factors)
         assert grid.run_power_flow()
-        volts, taps = _volts_and_taps(grid)
-        moved += taps != base_taps
+        volts = np.array(grid.dss.Circuit.AllBusVolts())
+        taps, caps = state = _control_state(grid)
+        moved += state != base
         tight.set_loads_kw(tight.base_load_kw * factors)
         for key, tap in taps.items():
             xf, wdg = key.split("|")
-            tight.dss.Transformers.Name(xf)
-            tight.dss.Transformers.Wdg(int(wdg))
-            tight.dss.Transformers.Tap(tap)
+            dss.Transformers.Name(xf)
+            dss.Transformers.Wdg(int(wdg))
+            dss.Transformers.Tap(tap)
+        for name, states in caps:
+            dss.Capacitors.Name(name)
+            dss.Capacitors.States(list(states))
         assert tight.run_power_flow()
-        exact, _ = _volts_and_taps(tight)
+        exact = np.array(dss.Circuit.AllBusVolts())
         v, v0 = volts[0::2] + 1j * volts[1::2], exact[0::2] + 1j * exact[1::2]
-        worst = max(worst, float(np.max(np.abs(v - v0) / np.abs(v0))))
-    assert moved >= 6  # the regulators did move
-    assert worst <= grid.dss.Solution.Convergence()
+        assert np.max(np.abs(v - v0) / np.abs(v0)) <= tolerances * grid.dss.Solution.Convergence()
+    tight.close()
+    return moved
+
+
+@pytest.mark.parametrize("feeder", ["ieee13", "ieee34", "ieee37", "ieee123"])
+def test_power_flows_are_those_of_a_tight_solve_at_the_same_taps(feeder):
+    """What the solver options (``SOLVER_OPTIONS``: the system matrix updated in place) trade
+    is iterations, not physics: every power flow of random dispatches with regulators moving
+    is within the solution tolerance (1e-4 relative, per node) of a solve of the same loads
+    and taps iterated to 1e-12. A matrix updated with a stale element (a transformer at an
+    old tap) would be off by far more."""
+    assert _tight_solves_agree(OpenDSSGrid.from_feeder(feeder), 12, 0.2, 1.6, seed=11) >= 6

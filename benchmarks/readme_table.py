@@ -47,6 +47,14 @@ def grid_table(result: dict) -> list[str]:
     for r in result["feeders"]:
         lines.append(f"| {r['feeder']} | {r['floor_ms']:.3f} ms | {r['grid_step_ms']:.3f} ms | "
                      f"{r['grid_step_x_floor']:.1f}x | {r['reset_ms']:.3f} ms |")
+    options = result.get("solver_options")
+    if options:
+        lines += ["", "| random dispatch (loads 0.2-1.6x) | OpenDSS, grid's solver options | "
+                  "OpenDSS's default | ratio | control iterations / step |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in options:
+            lines.append(f"| {r['feeder']} | {r['options_ms']:.3f} ms | {r['default_ms']:.3f} ms "
+                         f"| {r['ratio']:.2f}x | {r['control_iterations_per_step']:.1f} |")
     return lines
 
 

@@ -193,9 +193,9 @@ def _documented_observation(env, name: str) -> np.ndarray:
 
 
 def test_observations_are_the_documented_numbers():
-    """Every participant's observation (agents' and scripted ones' alike, built for all at
-    once) is the docstring's twelve numbers, round after round, with congestion and across
-    resets (a second reset without a step observes the new episode, not the last one)."""
+    """Every participant's observation (agents' and scripted ones' alike) is the docstring's
+    twelve numbers, round after round, with congestion and across resets (a second reset
+    without a step observes the new episode, not the last one)."""
     env = topology_power_v0.parallel_env(learners=["supplier", "consumer_0"], horizon=4)
     raw = env.unwrapped
     congested = 0

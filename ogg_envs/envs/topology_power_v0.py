@@ -304,8 +304,6 @@ class raw_env(MarketEnv):
             q = self.nominal_kw[j] * max(factor[j], 0.0)
             p.limits.q_now = min(q, p.limits.q_max)
         self.truth = t = economics.truth_arrays(self.participants)
-        self._q_max = np.array([p.limits.q_max for p in self.participants], dtype=float)
-        self._rows = None  # a new hour (or episode): observations from the new truth
         self._profits = economics.HourProfits(self.is_supply, t["a"], t["b"], t["vmax"],
                                               t["vmin"], t["q_now"])
 
@@ -334,38 +332,26 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ observation
     def observe(self, name: str) -> np.ndarray:
-        return self.observe_all()[self.index[name]].copy()
-
-    _rows = None  # (round, hour, clearing, observation rows) of the last observe_all
-
-    def observe_all(self) -> np.ndarray:
-        """Every participant's observation (rows in participant order; the docstring's twelve
-        numbers), built once per round: the agents' and the scripted policies' alike."""
-        rows, last = self._rows, self.last_clearing
-        if rows is None or rows[0] != self.cycles or rows[1] != self.t or rows[2] is not last:
-            rows = self._rows = (self.cycles, self.t, last, self._observation_rows(last))
-        return rows[3]
-
-    def _observation_rows(self, last) -> np.ndarray:
-        cap, t, q_max = self.price_cap, self.truth, self._q_max
-        supply = self.is_supply
-        obs = np.empty((len(self.names), OBS_SIZE))
-        obs[:, 0:4] = self.hour_features()
-        obs[:, 4] = np.where(supply, 1.0, -1.0)
-        # the private curve: marginal cost at 0 and at q_now, or value at 0 and at q_max
-        obs[:, 5] = np.where(supply, t["a"], t["vmax"]) / cap
-        obs[:, 6] = np.where(supply, t["a"] + t["b"] * t["q_now"], t["vmin"]) / cap
-        obs[:, 7] = t["q_now"] / q_max
-        if last is None:
-            obs[:, 8:] = 0.0
+        p = self.participant[name]
+        k = self.index[name]
+        cap = self.price_cap
+        t, lim = p.truth, p.limits
+        if p.side == SUPPLY:
+            sign, c0, c1 = 1.0, t.cost_a, t.cost_a + t.cost_b * lim.q_now
         else:
-            obs[:, 8] = last.participant_prices / cap
-            obs[:, 9] = last.participant_quantities / q_max
-            obs[:, 10] = self._avg_price / cap
-            obs[:, 11] = [self.congested_on_path(n) for n in self.names] if last.congested \
-                else 0.0
-        np.maximum(obs, -1.0, out=obs)  # np.clip's numbers, without its layer
-        return np.minimum(obs, 1.0, out=obs).astype(np.float32)
+            sign, c0, c1 = -1.0, t.value_max, t.value_min
+        last = self.last_clearing
+        if last is None:
+            price = qty = avg = 0.0
+        else:
+            price = last.participant_prices[k]
+            qty = last.participant_quantities[k]
+            avg = self._avg_price
+        obs = np.array([
+            *self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
+            price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)),
+        ], dtype=np.float32)
+        return np.minimum(np.maximum(obs, -1.0), 1.0)  # np.clip's numbers, without its layer
 
     # ------------------------------------------------------------------ rendering
     def render_text(self) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import opendssdirect as odd
+from dss import SparseSolverOptions, YMatrixModes
 
 from .topology import Topology
 
@@ -197,10 +198,11 @@ _AVOID_FULL_RECALC = 2
 # iteration (its injection current compensates it exactly), so the power flow converges to
 # the same solution within the solution tolerance, not bit for bit (up to 0.6 V, 4e-5 pu, on
 # IEEE 34 with regulators moving; as close to a tight-tolerance solve as the default's).
-# ``reset`` makes the next solve rebuild everything (``_rebuild_admittances``), so an
-# episode's power flows still do not depend on what the engine solved before.
-# ``benchmarks/bench_grid.py`` measures both settings.
-SOLVER_OPTIONS = 0x10000000 | 2
+# ``reset`` rebuilds everything (``_rebuild_admittances``), so an episode's power flows still
+# do not depend on what the engine solved before. ``benchmarks/bench_grid.py`` measures both
+# settings.
+SOLVER_OPTIONS = int(SparseSolverOptions.AlwaysResetYPrimInvalid
+                     | SparseSolverOptions.ReuseSymbolicFactorization)
 
 
 class _BatchIO:
@@ -1173,11 +1175,12 @@ class OpenDSSGrid:
     # ------------------------------------------------------------------ reset and solve
     def reset(self) -> None:
         """Back to the base case: base loads, generators at their base output, batteries at
-        their initial charge, regulator taps where the compile left them, and the next solve
-        starting from OpenDSS's own initial guess, not from the last solution's voltages (so
-        an episode's power flows do not depend on what the engine solved before; after a solve
-        that failed to converge, to about 1e-8 kW only: it leaves its mark in the system
-        matrix).
+        their initial charge, regulator taps where the compile left them, every element's
+        admittance and the system matrix rebuilt (``_rebuild_admittances``), and the next
+        solve starting from OpenDSS's own initial guess, not from the last solution's voltages
+        (so an episode's power flows do not depend on what the engine solved before; after a
+        solve that failed to converge, to about 1e-8 kW only: it leaves its mark in OpenDSS's
+        state).
 
         Elements added with ``add_generator``/``add_storage`` and line ratings set with
         ``scale_line_ratings`` stay (they are configuration); nothing is recompiled.
@@ -1199,18 +1202,18 @@ class OpenDSSGrid:
         self._diverged = False  # (a failed solve's restart from a direct solution: not now)
 
     def _rebuild_admittances(self) -> None:
-        """Make the next solve recompute every element's admittance (Yprim) and build the
-        system matrix from them, as a new engine would: with ``SOLVER_OPTIONS`` the matrix is
-        otherwise updated in place and loads keep the admittance of an earlier solve, so a
-        power flow would depend on what the engine solved before. A change of the solution
-        frequency is what makes OpenDSS recompute them all; the frequency itself ends where
-        it was."""
+        """Write the (base) dispatch, recompute every element's admittance (Yprim) and build
+        the system matrix from them, as a new engine has them: with ``SOLVER_OPTIONS`` the
+        matrix is otherwise updated in place and loads keep the admittance of an earlier
+        solve, so a power flow would depend on what the engine solved before. A change of the
+        solution frequency is what makes OpenDSS recompute them all; the frequency itself
+        ends where it was."""
         self._write_dispatch()
         solution = self.dss.Solution
         f = solution.Frequency()
         solution.Frequency(f * (1 + 1e-6))
         solution.Frequency(f)
-        self.dss.YMatrix.BuildYMatrixD(2, False)  # 2: the whole matrix
+        self.dss.YMatrix.BuildYMatrixD(int(YMatrixModes.WholeMatrix), False)
 
     def _write_dispatch(self) -> None:
         """Write the loads and generators, if any of their values changed since the last

@@ -519,6 +519,7 @@ class OpenDSSGrid:
                 f"{', ...' if len(no_base) > 5 else ''}): per-unit voltages would be "
                 "meaningless; add 'Set VoltageBases=[...]' and 'CalcVoltageBases' to the model")
         self._base_taps = self._read_taps()
+        self._base_capacitors = self._read_capacitors()
         try:
             self.topology = Topology.from_grid(self)
         except ValueError as exc:
@@ -735,6 +736,14 @@ class OpenDSSGrid:
                 dss.Transformers.Wdg(wdg)
                 taps[f"{xf}|{wdg}"] = dss.Transformers.Tap()
         return taps
+
+    def _read_capacitors(self) -> list[tuple[str, list[int]]]:
+        """Every capacitor's steps (in or out), which capacitor controls switch."""
+        dss, out = self.dss, []
+        for i in range(1, dss.Capacitors.Count() + 1):
+            dss.Capacitors.Idx(i)
+            out.append((dss.Capacitors.Name(), list(dss.Capacitors.States())))
+        return out
 
     def branch_elements(self) -> list[tuple[str, str, str, float]]:
         """Every line, transformer and series reactor in service, as ``(element, bus1, bus2,
@@ -1175,8 +1184,10 @@ class OpenDSSGrid:
     # ------------------------------------------------------------------ reset and solve
     def reset(self) -> None:
         """Back to the base case: base loads, generators at their base output, batteries at
-        their initial charge, regulator taps where the compile left them, every element's
-        admittance and the system matrix rebuilt (``_rebuild_admittances``), and the next
+        their initial charge, regulator taps and capacitor steps where the compile's base
+        solve left them, the regulator and capacitor controls without pending actions or
+        timers, every element's admittance and the system matrix rebuilt
+        (``_rebuild_admittances``), and the next
         solve starting from OpenDSS's own initial guess, not from the last solution's voltages
         (so an episode's power flows do not depend on what the engine solved before; after a
         solve that failed to converge, to about 1e-8 kW only: it leaves its mark in OpenDSS's
@@ -1192,11 +1203,18 @@ class OpenDSSGrid:
         for st in getattr(self, "storage", {}).values():
             st["soc"] = st["soc0"]
         dss = self.dss
+        for controls in (dss.RegControls, dss.CapControls):  # pending actions, timers
+            for i in range(1, controls.Count() + 1):
+                controls.Idx(i)
+                controls.Reset()
         for key, tap in self._base_taps.items():
             xf, wdg = key.split("|")
             dss.Transformers.Name(xf)
             dss.Transformers.Wdg(int(wdg))
             dss.Transformers.Tap(tap)
+        for name, states in self._base_capacitors:
+            dss.Capacitors.Name(name)
+            dss.Capacitors.States(states)
         dss.YMatrix.SolutionInitialized(False)
         self._rebuild_admittances()
         self._diverged = False  # (a failed solve's restart from a direct solution: not now)

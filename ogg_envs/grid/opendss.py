@@ -1185,12 +1185,12 @@ class OpenDSSGrid:
     def reset(self) -> None:
         """Back to the base case: base loads, generators at their base output, batteries at
         their initial charge, regulator taps and capacitor steps where the compile's base
-        solve left them, the regulator and capacitor controls without pending actions or
-        timers, every element's admittance and the system matrix rebuilt
-        (``_rebuild_admittances``), and the next
-        solve starting from OpenDSS's own initial guess, not from the last solution's voltages
-        (so an episode's power flows do not depend on what the engine solved before; after a
-        solve that failed to converge, to about 1e-8 kW only: it leaves its mark in OpenDSS's
+        solve left them, every control (regulators, capacitors, switches, inverters) without
+        pending actions or timers (OpenDSS's ``Reset Controls``), every element's admittance
+        and the system matrix rebuilt (``_rebuild_admittances``), and the next solve starting
+        from OpenDSS's own initial guess, not from the last solution's voltages (so an
+        episode's power flows do not depend on what the engine solved before; after a solve
+        that failed to converge, to about 1e-8 kW only: it leaves its mark in OpenDSS's
         state).
 
         Elements added with ``add_generator``/``add_storage`` and line ratings set with
@@ -1203,10 +1203,7 @@ class OpenDSSGrid:
         for st in getattr(self, "storage", {}).values():
             st["soc"] = st["soc0"]
         dss = self.dss
-        for controls in (dss.RegControls, dss.CapControls):  # pending actions, timers
-            for i in range(1, controls.Count() + 1):
-                controls.Idx(i)
-                controls.Reset()
+        dss.Text.Command("reset controls")  # every control: no pending action or timer
         for key, tap in self._base_taps.items():
             xf, wdg = key.split("|")
             dss.Transformers.Name(xf)

@@ -539,3 +539,30 @@ def test_power_flows_are_those_of_a_tight_solve_at_the_same_taps(feeder):
     and taps iterated to 1e-12. A matrix updated with a stale element (a transformer at an
     old tap) would be off by far more."""
     assert _tight_solves_agree(OpenDSSGrid.from_feeder(feeder), 12, 0.2, 1.6, seed=11) >= 6
+
+
+def test_a_grid_collected_in_another_thread_leaves_its_engine_alone(monkeypatch):
+    """Python may collect a grid in any thread (a trainer's logging thread did, and OpenDSS
+    crashed the process with a segmentation fault): collection only queues the engine's
+    release; the next grid built releases it (clears it for reuse) in its own thread."""
+    import gc
+    import threading
+
+    from ogg_envs.grid import opendss
+
+    calls = []
+    real = opendss._release
+    monkeypatch.setattr(opendss, "_release",
+                        lambda dss: (calls.append(threading.get_ident()), real(dss)))
+    grid = OpenDSSGrid.from_feeder("ieee13")
+    engine = grid.dss
+    grid.cycle = grid  # only the cycle collector frees it
+    del grid
+    worker = threading.Thread(target=gc.collect)
+    worker.start()
+    worker.join()
+    assert calls == []  # nothing ran in the collecting thread
+    again = OpenDSSGrid.from_feeder("ieee13")
+    assert calls == [threading.get_ident()]
+    assert again.dss is engine  # released, cleared and reused
+    assert again.solve().converged

@@ -30,10 +30,23 @@ from .topology import Topology
 # 0.9 never frees an engine context (its registries hold each one for good: about 2 MB per
 # grid), so a process that builds many grids (tests, sweeps, vectorised trainers) reuses them.
 _IDLE_ENGINES: list = []
+# What garbage-collected grids left to free: (function, arguments) calls into their engines.
+# Python collects garbage in whichever thread allocates (a trainer's logging thread, say), and
+# a call into OpenDSS's engine from a thread that is not the engine's user crashed the process
+# (a segmentation fault in a test run); so collection only queues them, and the next grid
+# built, or closed, runs them in its own thread.
+_TO_FREE: list = []
+
+
+def _free_collected() -> None:
+    while _TO_FREE:
+        fn, args = _TO_FREE.pop(0)
+        fn(*args)
 
 
 def _engine():
     """A DSS engine of this process's own (never the global ``opendssdirect`` one)."""
+    _free_collected()
     return _IDLE_ENGINES.pop() if _IDLE_ENGINES else odd.NewContext()
 
 
@@ -289,16 +302,27 @@ class _BatchIO:
         ``TotalPower``): the same numbers as ``dss.Circuit.<what>()``, without a list."""
         return self._floats(getattr(self._circuit, f"Circuit_Get_{what}"))
 
-    def close(self) -> None:
-        for ptrptr in self._batches:
-            self._lib.Batch_Dispose(ptrptr[0])
+    def handover(self) -> list:
+        """The calls that free the batches (to run in the engine's user's thread); this
+        object frees nothing more."""
+        calls = [(_dispose_batches, (self._lib, self._batches))] if self._batches else []
         self._batches = []
+        return calls
 
-    def __del__(self):
+    def close(self) -> None:
+        for fn, args in self.handover():
+            fn(*args)
+
+    def __del__(self):  # possibly in another thread: only queue the calls (_TO_FREE)
         try:
-            self.close()
+            _TO_FREE.extend(self.handover())
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+
+
+def _dispose_batches(lib, batches) -> None:
+    for ptrptr in batches:
+        lib.Batch_Dispose(ptrptr[0])
 
 
 class _ResultArrays:
@@ -783,22 +807,34 @@ class OpenDSSGrid:
 
     # ------------------------------------------------------------------ pickling
     def close(self) -> None:
-        """Hand the OpenDSS engine back for reuse (the grid is unusable afterwards). Called
-        when the grid is garbage-collected; calling it earlier frees the engine sooner."""
+        """Hand the OpenDSS engine back for reuse (the grid is unusable afterwards). When the
+        grid is garbage-collected instead, the next grid built hands it back (``_TO_FREE``);
+        calling this frees it sooner."""
         if "dss" in self.__dict__:
             self._settle_last()
-        dss = self.__dict__.pop("dss", None)
-        if dss is not None:
-            # Batches point at the circuit's elements: none outlives the circuit (the engine
-            # may hold another grid's circuit next).
-            self._writer = self._batch = None
-            _release(dss)
+        for fn, args in self._engine_release():
+            fn(*args)
+        _free_collected()
 
-    def __del__(self):
+    def __del__(self):  # possibly in another thread: only queue the engine calls
         try:
-            self.close()
+            _TO_FREE.extend(self._engine_release())
         except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to release
             pass
+
+    def _engine_release(self) -> list:
+        """The calls that free this grid's engine, once: its batches' pointers (they point at
+        the circuit's elements: none outlives the circuit, the engine may hold another grid's
+        next), then the engine itself, cleared for the next grid."""
+        dss = self.__dict__.pop("dss", None)
+        if dss is None:
+            return []
+        calls = []
+        for io in (self.__dict__.get("_writer"), self.__dict__.get("_batch")):
+            if io is not None:
+                calls += io.handover()
+        self._writer = self._batch = None
+        return calls + [(_release, (dss,))]
 
     def __getstate__(self):
         return {

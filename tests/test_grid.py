@@ -566,3 +566,16 @@ def test_a_grid_collected_in_another_thread_leaves_its_engine_alone(monkeypatch)
     assert calls == [threading.get_ident()]
     assert again.dss is engine  # released, cleared and reused
     assert again.solve().converged
+
+
+def test_a_release_that_fails_does_not_stop_the_next_grid(monkeypatch):
+    """A queued release whose engine call fails drops that engine; the grid being built does
+    not inherit the error."""
+    from ogg_envs.grid import opendss
+
+    def broken():
+        raise RuntimeError("engine gone")
+
+    monkeypatch.setattr(opendss, "_TO_FREE", [(broken, ())])
+    assert OpenDSSGrid.from_feeder("ieee13").solve().converged
+    assert opendss._TO_FREE == []

@@ -41,7 +41,10 @@ _TO_FREE: list = []
 def _free_collected() -> None:
     while _TO_FREE:
         fn, args = _TO_FREE.pop(0)
-        fn(*args)
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - an engine that cannot be cleared is not reused
+            pass
 
 
 def _engine():

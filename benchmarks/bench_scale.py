@@ -17,6 +17,10 @@ are the branches' thermal ratings. Per feeder, median times of:
 * **grid step, new hour**: the same for the next hour's loads (profile x 5 % noise), whose
   OpenDSS solve needs more iterations (and regulator moves): the *solve* column is that solve
   alone, the rest is the grid layer's;
+* **reset**: ``grid.reset()``, once an episode: the base case, every control's pending actions,
+  and every element's admittance recomputed and the system matrix built anew (what keeps an
+  episode independent of the last with the grid's in-place solver options; on a large feeder
+  the dearest part of it);
 * **clearing**: ``CurveMarket.clear`` with every participant bidding truthfully, each hour of
   a day (formulation ``auto``: the dense statement up to 100 buses, flow conservation per
   bus solved by zones above: IEEE 123 and 8500);
@@ -87,6 +91,8 @@ def bench_feeder(feeder: str, n: int, hours: int) -> dict:
         del pf  # a large feeder's result kept alive reads its branch currents at the next solve
     row["grid_step_new_hour_ms"] = 1e3 * float(np.median(step_t))
     row["new_hour_solve_ms"] = 1e3 * float(np.median(solve_t))
+    # Reset (once an episode): base case, controls, every element's admittance rebuilt.
+    row["reset_ms"] = median_ms(grid.reset, max(n // 20, 3))
     # Clearing: truthful bids, every hour of a day (no result cache hits: the bids change).
     clear_t = []
     env.reset(seed=0)
@@ -116,7 +122,8 @@ COLUMNS = [("feeder", "feeder", "s"), ("nodes", "nodes", "d"), ("participants", 
            ("bare_resolve_ms", "re-solve", ".3f"), ("grid_step_ms", "grid step", ".3f"),
            ("grid_step_branches_ms", "+ branches", ".3f"),
            ("new_hour_solve_ms", "new-hour solve", ".2f"),
-           ("grid_step_new_hour_ms", "new-hour step", ".2f"), ("clear_ms", "clearing", ".2f"),
+           ("grid_step_new_hour_ms", "new-hour step", ".2f"), ("reset_ms", "reset", ".2f"),
+           ("clear_ms", "clearing", ".2f"),
            ("env_step_ms", "env step", ".2f")]
 
 
@@ -147,6 +154,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for key, label, style in (("bare_resolve_ms", "OpenDSS re-solve (floor)", "k--"),
                               ("grid_step_ms", "grid step (same dispatch)", "o-"),
                               ("grid_step_new_hour_ms", "grid step (new hour)", "s-"),
+                              ("reset_ms", "grid reset (once an episode)", "x:"),
                               ("clear_ms", "market clearing", "^-"),
                               ("env_step_ms", "parallel env step", "d-")):
         ax.loglog(x, [r[key] for r in rows], style, label=label)

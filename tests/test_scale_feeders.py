@@ -416,28 +416,21 @@ def test_ieee8500_reset_forgets_switched_capacitors():
     controls without pending actions or timers): after load levels that switched them, the
     same dispatches solve bit for bit as on a new grid, capacitor steps included (before the
     reset restored them, 70 V apart)."""
-    def steps(grid):
-        dss, out = grid.dss, []
-        for i in range(1, dss.Capacitors.Count() + 1):
-            dss.Capacitors.Idx(i)
-            out.append(tuple(dss.Capacitors.States()))
-        return out
-
     fresh, used = OpenDSSGrid(IEEE8500), OpenDSSGrid(IEEE8500)
-    base = steps(used)
+    base = used._read_capacitors()
     for factor in (0.5, 1.2, 0.4):
         used.scale_loads(factor)
         assert used.solve().converged
-    assert steps(used) != base  # the controls switched some
+    assert used._read_capacitors() != base  # the controls switched some
     for grid in (fresh, used):
         grid.reset()
-    assert steps(used) == base
+    assert used._read_capacitors() == base
     for factor in (0.9, 0.5, 1.1):
         volts = []
         for grid in (fresh, used):
             grid.scale_loads(factor)
             assert grid.solve().converged
-            volts.append((grid.dss.Circuit.AllBusVolts(), steps(grid)))
+            volts.append((grid.dss.Circuit.AllBusVolts(), grid._read_capacitors()))
         assert volts[0] == volts[1], factor
 
 

@@ -612,9 +612,29 @@ def test_deferred_accounts_run_once_pickle_as_numbers_and_default_as_before():
         bare.producer_revenue  # noqa: B018 - the read is the test
 
 
+def _nearest_valid(bid, cap, floor, q_limit):
+    """The documented repair, written out for one bid in plain Python (the tests' oracle):
+    reversed ranges swapped, then prices clipped into [floor, cap], quantities into
+    [0, q_limit]; the fixes in the documented words."""
+    p_hi, p_lo, q_hi, q_lo = bid
+    fixes = []
+    if p_hi < p_lo:
+        p_hi, p_lo = p_lo, p_hi
+        fixes.append("p_max < p_min: swapped")
+    if q_hi < q_lo:
+        q_hi, q_lo = q_lo, q_hi
+        fixes.append("q_max < q_min: swapped")
+    out = [min(max(p_hi, floor), cap), min(max(p_lo, floor), cap),
+           min(max(q_hi, 0.0), q_limit), min(max(q_lo, 0.0), q_limit)]
+    if out != [p_hi, p_lo, q_hi, q_lo]:
+        fixes.append("clipped into the price band / quantity limit")
+    return out, fixes
+
+
 def test_market_repair_is_bid_repair_row_by_row_on_random_bids():
     """``CurveMarket.repair`` gives exactly ``Bid.repair``'s bids and fixes for every invalid
-    row (per-row quantity limits included), leaves valid rows and the input alone, agrees with
+    row (per-row quantity limits included), both equal to the documented repair written out
+    for one bid (``_nearest_valid``), leaves valid rows and the input alone, agrees with
     ``Bid.check`` on which bids are valid, and ``strict`` raises ``Bid.check``'s message."""
     m = CurveMarket(line_topology(), PARTS, price_cap=20.0, price_floor=-2.0)
     rng = np.random.default_rng(7)
@@ -641,8 +661,10 @@ def test_market_repair_is_bid_repair_row_by_row_on_random_bids():
                 assert np.array_equal(out[k], given[k])
             else:
                 repaired += 1
-                assert fixes[name] == expected
+                oracle, oracle_fixes = _nearest_valid(given[k].tolist(), 20.0, -2.0, limit[k])
+                assert fixes[name] == expected == oracle_fixes
                 assert np.array_equal(out[k], bid.as_array())
+                assert out[k].tolist() == oracle
         if fixes:
             first = m.names[min(m.index[n] for n in fixes)]
             with pytest.raises(InvalidBidError, match=f"^{first}: bid"):

@@ -359,7 +359,7 @@ class raw_env(MarketEnv):
         self.forecast_export = pv_fc - load  # kWh per hour; the load forecast is exact
         self.realised_export = pv_real - load
         self._bg_kw = np.outer(self._bg_profile[hours] * self._bg_scale, self.grid.base_load_kw)
-        self.feasibility.reset()
+        # (the core has just reset the grid: TradeFeasibility.reset would only do it again)
         self._arms = np.zeros(n, dtype=np.int64)
         self.last_report = None
         self.last_settlement = None

@@ -49,11 +49,12 @@ render_mode=None, **ac_options)``
   bidding for consumers and suppliers and a flat offer for the substation
   (``ogg_envs.policies.curve``); a policy is ``policy(participant, observation, info)``.
 * ``invalid_bids``: ``"repair"`` (default) replaces a finite but invalid bid by the nearest valid
-  one (the curve market's ``repair``, ``Bid.repair`` row by row: prices into ``[0, price_cap]``,
-  quantities into ``[0, q_now]``; ``infos[agent]["bid_repairs"]`` lists what changed) or
-  ``"raise"`` (``InvalidBidError``, a ``ValueError``, naming the agent, before anything
-  changes); the core applies either (``ogg_envs.core``, "Invalid bids"). NaN/inf numbers or a
-  wrong shape always raise ``ValueError`` naming the agent, before anything changes.
+  one (the curve market's ``repair``, ``Bid.repair``'s rule on every invalid row: prices into
+  ``[0, price_cap]``, quantities into ``[0, q_now]``; ``infos[agent]["bid_repairs"]`` lists
+  what changed) or ``"raise"`` (``InvalidBidError``, a ``ValueError``, naming the agent,
+  before anything changes); the core applies either (``ogg_envs.core``, "Invalid bids").
+  NaN/inf numbers or a wrong shape always raise ``ValueError`` naming the agent, before
+  anything changes.
 
 ### Observation
 Twelve float32 numbers, all in [-1, 1]: ``sin`` and ``cos`` of the hour, episode progress,

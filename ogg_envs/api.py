@@ -47,8 +47,12 @@ One signature for scripted participants inside an environment and for leaderboar
 ``info`` always holds ``rng`` (a seeded ``numpy.random.Generator``: use it for randomness)
 and, where there is one, the environment's last ``infos[agent]``. Optional: ``adaptive =
 False`` (the action depends only on the participant's record, so the environment computes it
-once per grid step), ``update(participant, action, reward, info)`` (online learners) and
-``reset()`` (start afresh).
+once per grid step), ``batch(participants)`` (with ``adaptive = False``: the actions of several
+participants at once, row k what the policy returns for ``participants[k]``; the environment
+asks a policy object shared by several scripted participants once for all of them, and shares
+one object of a group's default policy when it is not adaptive; ``ogg_envs.policies.curve``
+has examples), ``update(participant, action, reward, info)`` (online learners) and ``reset()``
+(start afresh).
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ only what makes it itself, in these hooks (PettingZoo's MPE ``SimpleEnv`` is the
 
 and optionally ``rounds_of(scenario)`` (market rounds when the scenario decides),
 ``bid_limits()`` (this hour's largest valid bid quantity per participant), ``bid_rule()`` (whose
-repair applies), ``dispatch(clearing)`` (what goes to the feeder), ``grid_step()``,
-``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and ``render_map(ax)``.
+repair applies), ``decode_rows(names, actions)`` (``decode`` of a scripted policy's ``batch``:
+several participants' bids at once), ``dispatch(clearing)`` (what goes to the feeder),
+``grid_step()``, ``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and
+``render_map(ax)``.
 
 Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``
 (and ``env.participant[name]``), ``env.scenario``, ``env.profiles``, and the read-only
@@ -630,14 +632,22 @@ class MarketEnv(ParallelEnv):
                 raise ValueError(f"policies: unknown group or participant {key!r}; groups: "
                                  f"{', '.join(sorted(groups))}; participants: "
                                  f"{', '.join(self.names)}")
+        shared = {}  # a group's default policy when it is not adaptive: one object for all
         for p in self.participants:  # learners get one too: it is their baseline
             spec = overrides.get(p.name, overrides.get(p.group))
-            p.policy = self.make_policy(p, spec)
+            policy = self.make_policy(p, spec)
+            if spec is None and policy is not None and not getattr(policy, "adaptive", True):
+                policy = shared.setdefault((p.group, type(policy)), policy)
+            p.policy = policy
         learners = set(self.possible_agents)
         self._scripted = [p for p in self.participants if p.name not in learners]
         self._static = [p for p in self._scripted if not getattr(p.policy, "adaptive", True)]
         self._adaptive = [p for p in self._scripted if getattr(p.policy, "adaptive", True)]
         self._updating = [p for p in self._scripted if hasattr(p.policy, "update")]
+        by_policy: dict[int, tuple] = {}  # the static participants that share a policy object
+        for p in self._static:
+            by_policy.setdefault(id(p.policy), (p.policy, []))[1].append(p)
+        self._static_groups = list(by_policy.values())
 
     def make_policy(self, participant: Participant, spec):
         """The policy object for a participant from a ``policies`` entry (None: default)."""
@@ -723,20 +733,47 @@ class MarketEnv(ParallelEnv):
         """Bids of the participants that are not learning agents, through their policies.
 
         A policy with ``adaptive = False`` depends only on its participant's record, so it is
-        asked once per grid step (without an observation); others are asked every round with
-        their observation. Every bid goes through ``decode`` like an agent's action.
+        asked once per grid step (without an observation; several participants that share it
+        at once, ``_ask_static``); others are asked every round with their observation. Every
+        bid goes through ``decode`` like an agent's action (``decode_rows`` for a batch).
         """
         if not self._scripted:
             return {}
         info = {"rng": self._rng}
         if self._static_bids is None:
-            self._static_bids = {p.name: self._ask(p, None, info) for p in self._static
-                                 if self.is_bidding(p)}
+            self._static_bids = self._ask_static(info)
         out = dict(self._static_bids)
         for p in self._adaptive:
             if self.is_bidding(p):
                 out[p.name] = self._ask(p, self.observe(p.name), info)
         return out
+
+    def _ask_static(self, info: dict) -> dict[str, Any]:
+        """The bids of the bidding participants whose policies are not adaptive, once per
+        grid step: a policy object that several of them share and that has ``batch``
+        (``ogg_envs.api``, "Policy") is asked once for all of them and its rows decoded at
+        once (``decode_rows``); anything else, and anything those refuse, one participant at a
+        time through ``decode`` (whose errors name the participant). The same bids either
+        way."""
+        asked = {}
+        for policy, members in self._static_groups:
+            bidding = [p for p in members if self.is_bidding(p)]
+            batch = getattr(policy, "batch", None)
+            rows = None
+            if batch is not None and len(bidding) > 1 and not self._strict:
+                rows = self.decode_rows([p.name for p in bidding], batch(bidding))
+            if rows is not None:
+                asked.update(zip([p.name for p in bidding], rows))
+            else:
+                for p in bidding:
+                    asked[p.name] = self._ask(p, None, info)
+        return {p.name: asked[p.name] for p in self._static if p.name in asked}
+
+    def decode_rows(self, names: list[str], actions) -> list | None:
+        """Several participants' actions at once (row k for ``names[k]``), each exactly what
+        ``decode`` makes of it, or None where this environment cannot or will not decode them
+        at once (the default): the caller then decodes row by row."""
+        return None
 
     def _ask(self, p: Participant, observation, info: dict):
         try:

@@ -107,9 +107,8 @@ def truth_arrays(participants) -> dict[str, np.ndarray]:
     ``a``, ``b``, ``vmax``, ``vmin``, ``q_now`` (the arguments of ``profits`` and
     ``welfare``)."""
     parts = list(participants)
-    return {"is_supply": np.array([p.side != "demand" for p in parts]),
-            "a": np.array([p.truth.cost_a for p in parts], dtype=float),
-            "b": np.array([p.truth.cost_b for p in parts], dtype=float),
-            "vmax": np.array([p.truth.value_max for p in parts], dtype=float),
-            "vmin": np.array([p.truth.value_min for p in parts], dtype=float),
-            "q_now": np.array([p.limits.q_now for p in parts], dtype=float)}
+    rows = np.array([(p.truth.cost_a, p.truth.cost_b, p.truth.value_max, p.truth.value_min,
+                      p.limits.q_now) for p in parts], dtype=float).reshape(-1, 5)
+    a, b, vmax, vmin, q_now = rows.T.copy()  # (one pass over the participants)
+    return {"is_supply": np.array([p.side != "demand" for p in parts], dtype=bool),
+            "a": a, "b": b, "vmax": vmax, "vmin": vmin, "q_now": q_now}

@@ -9,7 +9,7 @@ from pz_conformance import run_all
 
 import ogg_envs
 from ogg_envs.envs import topology_power_v0
-from ogg_envs.policies.curve import MarkupBidder, TruthfulBidder
+from ogg_envs.policies.curve import FlatOffer, MarkupBidder, TruthfulBidder
 
 SMALL = dict(horizon=3, market_rounds=2)
 
@@ -215,3 +215,88 @@ def test_observations_are_the_documented_numbers():
             obs = env.step(actions)[0]
             congested += bool(raw.last_clearing.congested)
     assert congested  # the path-congestion entry was exercised
+
+
+def test_curve_policies_batch_bids_are_their_one_by_one_bids():
+    """Every curve policy's ``batch`` returns, row for row, what it returns for each
+    participant alone, bit for bit (suppliers, the substation, flexible and inflexible
+    consumers), and the environment's ``decode_rows`` what ``decode`` makes of each row."""
+    raw = topology_power_v0.raw_env(flexible_share=0.5)
+    raw.reset(seed=3)
+    parts = raw.participants
+    for policy in (TruthfulBidder(), FlatOffer(), FlatOffer(7), MarkupBidder(0.6, 0.25)):
+        rows = policy.batch(parts)
+        one_by_one = np.array([policy(p) for p in parts])
+        assert rows.shape == (len(parts), 4) and np.array_equal(rows, one_by_one), policy
+        decoded = raw.decode_rows([p.name for p in parts], rows)
+        assert all(np.array_equal(d, raw.decode(p.name, r)) and d.dtype == float
+                   for p, d, r in zip(parts, decoded, rows))
+    assert raw.decode_rows(["a", "b"], [[1.0, 1.0, 1.0, np.nan], [1.0] * 4]) is None
+    assert raw.decode_rows(["a", "b"], np.ones((2, 3))) is None
+    assert raw.decode_rows(["a"], np.ones((1, 4), dtype=bool)) is None
+
+
+def _plain(x):
+    """Observations, rewards and infos as plain Python values (arrays as lists)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x.tolist() if isinstance(x, (np.ndarray, np.generic)) else x
+
+
+def test_a_shared_static_policy_is_asked_once_an_hour_for_everyone_with_the_same_bids():
+    """The consumers' default policy is one object (not adaptive: shared by the group), asked
+    through ``batch`` once per grid step for all of them; the episode equals one whose
+    consumers are asked one by one (a policy without ``batch``), reward for reward. A batch the
+    environment cannot decode falls back to asking one by one, whose error names the
+    participant."""
+
+    class Counted(TruthfulBidder):
+        calls = batches = 0
+
+        def __call__(self, participant, observation=None, info=None):
+            Counted.calls += 1
+            return super().__call__(participant, observation, info)
+
+        def batch(self, participants):
+            Counted.batches += 1
+            return super().batch(participants)
+
+    class OneByOne:  # the same bids, no batch
+        adaptive = False
+
+        def __call__(self, participant, observation=None, info=None):
+            return TruthfulBidder()(participant)
+
+    env = topology_power_v0.parallel_env()
+    policies = {p.policy for p in env.unwrapped.participants if p.group == "consumer"}
+    assert len(policies) == 1  # one shared default object
+    runs = []
+    for policy in (Counted(), OneByOne()):
+        env = topology_power_v0.parallel_env(policies={"consumer": policy})
+        env.reset(seed=4)
+        out = []
+        while env.agents:
+            out.append(_plain(env.step({a: np.full(4, 5.0, dtype=np.float32)
+                                        for a in env.agents})))
+        runs.append(out)
+    assert runs[0] == runs[1]
+    assert Counted.batches == env.unwrapped.horizon and Counted.calls == 0
+
+    class Broken(TruthfulBidder):
+        def batch(self, participants):
+            rows = super().batch(participants)
+            rows[3, 0] = np.nan
+            return rows
+
+        def __call__(self, participant, observation=None, info=None):
+            bid = super().__call__(participant)
+            if participant.name == "consumer_3":
+                bid[0] = np.nan
+            return bid
+
+    env = topology_power_v0.parallel_env(policies={"consumer": Broken()})
+    with pytest.raises(ValueError, match="policy of consumer_3 returned an invalid bid"):
+        env.reset(seed=0)
+        env.step({a: np.full(4, 5.0, dtype=np.float32) for a in env.agents})

@@ -49,12 +49,11 @@ render_mode=None, **ac_options)``
   bidding for consumers and suppliers and a flat offer for the substation
   (``ogg_envs.policies.curve``); a policy is ``policy(participant, observation, info)``.
 * ``invalid_bids``: ``"repair"`` (default) replaces a finite but invalid bid by the nearest valid
-  one (the curve market's ``repair``, ``Bid.repair``'s rule on every invalid row: prices into
-  ``[0, price_cap]``, quantities into ``[0, q_now]``; ``infos[agent]["bid_repairs"]`` lists
-  what changed) or ``"raise"`` (``InvalidBidError``, a ``ValueError``, naming the agent,
-  before anything changes); the core applies either (``ogg_envs.core``, "Invalid bids").
-  NaN/inf numbers or a wrong shape always raise ``ValueError`` naming the agent, before
-  anything changes.
+  one (the curve market's ``repair``, ``Bid.repair`` row by row: prices into ``[0, price_cap]``,
+  quantities into ``[0, q_now]``; ``infos[agent]["bid_repairs"]`` lists what changed) or
+  ``"raise"`` (``InvalidBidError``, a ``ValueError``, naming the agent, before anything
+  changes); the core applies either (``ogg_envs.core``, "Invalid bids"). NaN/inf numbers or a
+  wrong shape always raise ``ValueError`` naming the agent, before anything changes.
 
 ### Observation
 Twelve float32 numbers, all in [-1, 1]: ``sin`` and ``cos`` of the hour, episode progress,
@@ -260,6 +259,7 @@ class raw_env(MarketEnv):
             parts.append(Participant(f"consumer_{j}", "consumer", bus, DEMAND,
                                      limits=Limits(nominal, nominal * peak * (1.0 + 3 * noise))))
         self.consumers = [p for p in parts if p.group == "consumer"]
+        self._consumer_q_max = np.array([p.limits.q_max for p in self.consumers])
         return parts
 
     def make_market(self) -> CurveMarket:
@@ -300,10 +300,10 @@ class raw_env(MarketEnv):
             p.truth.cost_a = self.cost_a0[i] * (1 + noise * rng.standard_normal())
 
     def start_hour(self) -> None:
-        factor = self.load_factor[self.row_of(self.t)].tolist()
-        for j, p in enumerate(self.consumers):
-            q = self.nominal_kw[j] * max(factor[j], 0.0)
-            p.limits.q_now = min(q, p.limits.q_max)
+        factor = self.load_factor[self.row_of(self.t)]
+        q_now = np.minimum(self.nominal_kw * np.maximum(factor, 0.0), self._consumer_q_max)
+        for p, q in zip(self.consumers, q_now.tolist()):
+            p.limits.q_now = q
         self.truth = t = economics.truth_arrays(self.participants)
         self._profits = economics.HourProfits(self.is_supply, t["a"], t["b"], t["vmax"],
                                               t["vmin"], t["q_now"])
@@ -311,6 +311,17 @@ class raw_env(MarketEnv):
     # ------------------------------------------------------------------ actions
     def decode(self, agent: str, action) -> np.ndarray:
         return real_action(agent, action, (4,), "p_max, p_min, q_max, q_min")
+
+    def decode_rows(self, names: list[str], actions) -> list | None:
+        """``decode`` of several bids at once: real finite numbers, four a row, as float rows
+        (views of one new array); None for anything else (``decode`` then names the bid)."""
+        a = np.asarray(actions)
+        if a.dtype.kind not in "iuf" or a.shape != (len(names), 4):
+            return None
+        a = a.astype(float)
+        if not np.isfinite(a).all():
+            return None
+        return list(a)
 
     def bid_limits(self) -> np.ndarray:
         """This hour's ``q_now`` per participant: a valid bid's largest ``q_max``."""

@@ -384,11 +384,12 @@ class _LazyPowerFlowResult(PowerFlowResult):
     feeder's line-to-line magnitudes and the branch flows' sums over phases (``_flows``) are
     computed from those arrays when first used. Of a large feeder: voltages, voltage
     violations and totals are read at solve time; the name-keyed dicts (``voltages_pu``,
-    ``voltages_ll_pu``) are built when first used, and the branch currents
-    (``line_flows_kw``, ``line_flows_kvar``, ``line_loading_pct``, ``thermal_overloads``,
-    ``losses_kw``, ``losses_kvar``) are read from the engine when one of them is first used.
-    The grid makes its last such result read them before the engine changes (the next solve,
-    an added element, ``close``)."""
+    ``voltages_ll_pu``) are built when first used, and the branch currents (behind
+    ``line_flows_kw``, ``line_flows_kvar``, ``line_loading_pct``, ``thermal_overloads``,
+    ``losses_kw``, ``losses_kvar`` and the arrays ``_flows``) are read from the engine when one
+    of them is first used, their dicts built when each is. The grid makes its last such
+    result read the currents (``settle``) before the engine changes (the next solve, an added
+    element, ``close``)."""
 
     def __getattr__(self, name: str):
         lazy = self.__dict__.get("_lazy")
@@ -419,12 +420,16 @@ class _LazyPowerFlowResult(PowerFlowResult):
     __hash__ = None  # mutable, like a dataclass with eq
 
     def settle(self) -> None:
-        """Build every lazy field now (before the engine solves again)."""
-        for name in _LAZY_FIELDS:
-            getattr(self, name)
+        """Read from the engine now what is still to be read (a large feeder's branch
+        currents), before it solves again; the name-keyed dicts are built from what was read
+        when first used."""
+        read = self.__dict__.get("_lazy", {}).get("read")
+        if read is not None:
+            read()
 
     def __getstate__(self):  # a pickle holds the dicts, not the builders
-        self.settle()
+        for name in _LAZY_FIELDS:
+            getattr(self, name)
         state = dict(self.__dict__)
         state.pop("_lazy", None)
         state.pop("_flows", None)  # arrays of the grid that solved it: not its to carry
@@ -1482,6 +1487,7 @@ class OpenDSSGrid:
         if self._is_line is None:
             self._is_line = np.array([n.startswith("line.") for n in self.branch_names])
         branch = self._branch_reader(v0, self._branch_normamps.copy(), self._is_line)
+        branches = self.branch_names
         res = _LazyPowerFlowResult.__new__(_LazyPowerFlowResult)
         res.__dict__.update(
             converged=True, iterations=int(dss.Solution.Iterations()),
@@ -1494,21 +1500,24 @@ class OpenDSSGrid:
                 "voltages_ll_pu": lambda: dict(zip(self._ll_names, line_to_line().tolist())),
                 "losses_kw": lambda: branch()["losses_kw"],
                 "losses_kvar": lambda: branch()["losses_kvar"],
-                "line_flows_kw": lambda: branch()["line_flows_kw"],
-                "line_flows_kvar": lambda: branch()["line_flows_kvar"],
-                "line_loading_pct": lambda: branch()["line_loading_pct"],
+                "line_flows_kw": lambda: dict(zip(branches, branch()["flows"][0].tolist())),
+                "line_flows_kvar": lambda: dict(zip(branches, branch()["flows"][1].tolist())),
+                "line_loading_pct": lambda: dict(zip(branches, branch()["pct"].tolist())),
                 "thermal_overloads": lambda: branch()["thermal_overloads"],
-            }})
+                "_flows": lambda: branch()["flows"],
+            }, "read": branch})
         self._last_lazy = weakref.ref(res)
         return res
 
     def _branch_reader(self, v0: np.ndarray, normamps: np.ndarray, is_line: np.ndarray):
         """A function that reads the branch currents of the engine's solution once and
-        returns the branch fields of a result: terminal-1 kW and kvar = V conj(I) over the
-        phase conductors, loading = the largest of their currents over the normal rating
-        (what OpenDSS's Powers and pctNorm give, from one computation of the currents), and
-        the losses: what flows into the series elements through all their terminals (what
-        ``Circuit.Losses`` sums)."""
+        returns what a result's branch fields are made of: terminal-1 kW and kvar = V conj(I)
+        over the phase conductors (``flows``, arrays in ``branch_names`` order), loading = the
+        largest of their currents over the normal rating (``pct``; what OpenDSS's Powers and
+        pctNorm give, from one computation of the currents), the overloaded lines and the
+        losses: what flows into the series elements through all their terminals (what
+        ``Circuit.Losses`` sums). The name-keyed dicts are built from these arrays when first
+        used (thousands of branches on a large feeder; most steps use none)."""
         done: dict = {}
 
         def read() -> dict:
@@ -1528,9 +1537,7 @@ class OpenDSSGrid:
             names = self.branch_names
             done.update(
                 losses_kw=losses.real / 1000.0, losses_kvar=losses.imag / 1000.0,
-                line_flows_kw=dict(zip(names, s1.real.tolist())),
-                line_flows_kvar=dict(zip(names, s1.imag.tolist())),
-                line_loading_pct=dict(zip(names, pct.tolist())),
+                flows=(s1.real.copy(), s1.imag.copy()), pct=pct,
                 thermal_overloads={names[k]: float(pct[k])
                                    for k in np.flatnonzero((pct > 100.0) & is_line)})
             return done

@@ -20,16 +20,15 @@ quantities in kW held over the market interval (one hour: kW = kWh).
 
 A bid is *valid* when all four numbers are finite, ``price_floor <= p_min <= p_max <=
 price_cap`` and ``0 <= q_min <= q_max`` (``<= q_limit + 1e-9`` where a participant's quantity
-is limited this hour). That rule is written once (``CurveBidRule``, and its repair
-``repair_rows``), for one bid and for arrays of them: ``Bid.check`` raises ``InvalidBidError``
-(a ``ValueError`` naming the participant) for an invalid bid; ``Bid.repair`` returns the
-nearest valid bid (prices swapped if reversed and clipped into the band, quantities sorted and
-clipped into ``[0, q_limit]``) with the list of fixes; ``CurveMarket.validate`` (every
-clearing) and ``CurveMarket.repair`` (the ``ogg_envs.api.Market`` method the environments
-apply with ``invalid_bids="repair"``: ``Bid.repair``'s bid for every invalid row, all repaired
-at once) check a whole round at once. NaN or infinite numbers are never repaired.
-``InvalidBidError`` and ``MarketClearingError`` are the ones of ``ogg_envs.api`` (re-exported
-here).
+is limited this hour). That rule is written once (``CurveBidRule``), for one bid and for
+arrays of them: ``Bid.check`` raises ``InvalidBidError`` (a ``ValueError`` naming the
+participant) for an invalid bid; ``Bid.repair`` returns the nearest valid bid (prices swapped
+if reversed and clipped into the band, quantities sorted and clipped into ``[0, q_limit]``)
+with the list of fixes; ``CurveMarket.validate`` (every clearing) and ``CurveMarket.repair``
+(the ``ogg_envs.api.Market`` method the environments apply with ``invalid_bids="repair"``:
+``Bid.repair`` of every invalid row) check a whole round at once. NaN or infinite numbers are
+never repaired. ``InvalidBidError`` and ``MarketClearingError`` are the ones of
+``ogg_envs.api`` (re-exported here).
 
 The clearing problem (eqs. 1, 6-7)
 ---------------------------------
@@ -158,7 +157,7 @@ from ..grid.topology import LARGE_FEEDER_BUSES, Topology
 from .radial import Items, RadialClearing
 from .solvers import clarabel_qp, cvxpy_ref, daqp_qp, osqp_qp
 
-__all__ = ["Bid", "CurveBidRule", "repair_rows", "CurveMarket", "ClearingResult", "InvalidBidError",
+__all__ = ["Bid", "CurveBidRule", "CurveMarket", "ClearingResult", "InvalidBidError",
            "MarketParticipant", "MarketClearingError"]
 
 SUPPLY, DEMAND = "supply", "demand"
@@ -177,30 +176,6 @@ def _within(bids: np.ndarray, low, high) -> np.ndarray:
     high[:, 1]``. NaN fails every comparison; finite bounds make inf fail too."""
     upper, lower = bids[:, 0::2], bids[:, 1::2]  # (p_max, q_max) and (p_min, q_min)
     return (low <= lower) & (lower <= upper) & (upper <= high)
-
-
-_FIXES = ("p_max < p_min: swapped", "q_max < q_min: swapped",
-          "clipped into the price band / quantity limit")
-
-
-def repair_rows(bids: np.ndarray, price_cap: float, price_floor: float, q_limit):
-    """The repair of the validity rule, for finite rows of ``bids`` (k, 4) with their quantity
-    limits ``q_limit`` (k,): each row's nearest valid bid (a reversed price or quantity range
-    swapped, then prices clipped into ``[price_floor, price_cap]`` and quantities into
-    ``[0, q_limit]``) and, per row, the list of what was changed. ``Bid.repair`` (one bid) and
-    ``CurveBidRule.repair`` (a round's invalid rows at once) both apply it."""
-    upper, lower = bids[:, 0::2], bids[:, 1::2]  # (p_max, q_max) and (p_min, q_min)
-    swapped = upper < lower
-    high, low = np.where(swapped, lower, upper), np.where(swapped, upper, lower)
-    floor = np.array([price_floor, 0.0])
-    ceiling = np.empty((len(bids), 2))
-    ceiling[:, 0], ceiling[:, 1] = price_cap, q_limit
-    out = np.empty((len(bids), 4))
-    out[:, 0::2] = np.minimum(np.maximum(high, floor), ceiling)
-    out[:, 1::2] = np.minimum(np.maximum(low, floor), ceiling)
-    clipped = ((out[:, 0::2] != high) | (out[:, 1::2] != low)).any(axis=1)
-    flags = np.column_stack([swapped, clipped]).tolist()
-    return out, [[f for f, on in zip(_FIXES, row) if on] for row in flags]
 
 
 @dataclass(frozen=True)
@@ -258,13 +233,24 @@ class Bid:
 
     def repair(self, who: str, price_cap: float, price_floor: float = 0.0,
                q_limit: float = math.inf) -> tuple[Bid, list[str]]:
-        """The nearest valid bid and what was changed (``repair_rows``, the rule's repair).
-        NaN/inf still raise."""
+        """The nearest valid bid and what was changed. NaN/inf still raise."""
         for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.as_array()):
             if not math.isfinite(v):
                 raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
-        rows, fixes = repair_rows(self.as_array()[None], price_cap, price_floor, [q_limit])
-        return Bid(*rows[0].tolist()), fixes[0]
+        fixes = []
+        p_hi, p_lo = self.p_max, self.p_min
+        if p_hi < p_lo:
+            p_hi, p_lo = p_lo, p_hi
+            fixes.append("p_max < p_min: swapped")
+        q_hi, q_lo = self.q_max, self.q_min
+        if q_hi < q_lo:
+            q_hi, q_lo = q_lo, q_hi
+            fixes.append("q_max < q_min: swapped")
+        clipped = (min(max(p_hi, price_floor), price_cap), min(max(p_lo, price_floor), price_cap),
+                   min(max(q_hi, 0.0), q_limit), min(max(q_lo, 0.0), q_limit))
+        if clipped != (p_hi, p_lo, q_hi, q_lo):
+            fixes.append("clipped into the price band / quantity limit")
+        return Bid(*clipped), fixes
 
     # Curve evaluations (used for surplus accounting and plots).
     def slope(self) -> float:
@@ -297,8 +283,8 @@ class CurveBidRule:
     what ``CurveMarket.validate`` and ``CurveMarket.repair`` apply (and an environment whose
     market takes curve bids without a repair of its own). ``names``: the participants, in the
     order of the rows. A round whose bids are all valid costs a few whole-array comparisons;
-    its invalid rows are repaired together (``repair_rows``, the rule's repair that
-    ``Bid.repair`` applies to one bid)."""
+    only invalid rows go through ``Bid.check`` / ``Bid.repair`` (a round has few: numpy's
+    per-call cost would outweigh them)."""
 
     def __init__(self, names, price_cap: float, price_floor: float = 0.0):
         self.names = list(names)
@@ -344,8 +330,8 @@ class CurveBidRule:
                strict: bool = False) -> tuple[np.ndarray, dict[str, list[str]]]:
         """``ogg_envs.api.Market.repair`` for curve bids: ``bids`` (n, 4) floats, one row per
         participant (or per name of ``names``); ``q_limit`` per row or None. The same array
-        when every bid is valid, else a copy with each invalid row replaced by its nearest valid
-        bid, and the fixes per repaired participant (``repair_rows``, as ``Bid.repair``). NaN/inf
+        when every bid is valid, else a copy with each invalid row replaced by ``Bid.repair``'s
+        nearest valid bid, and ``Bid.repair``'s fixes per repaired participant. NaN/inf
         raise ``InvalidBidError``; so does with ``strict`` the first invalid row
         (``Bid.check``'s message)."""
         invalid = self.invalid_rows(bids, q_limit)
@@ -360,16 +346,13 @@ class CurveBidRule:
             Bid(*bids[k].tolist()).check(names[k], self.price_cap, self.price_floor,
                                          float(limits[k]))
             raise AssertionError("Bid.check passed a bid the rule refused")  # one rule: never
-        rows = bids[invalid]
-        finite = np.isfinite(rows).all(axis=1)
-        if not finite.all():  # NaN/inf: Bid.repair raises, naming the first such row
-            k = invalid[int(np.flatnonzero(~finite)[0])]
-            Bid(*bids[k].tolist()).repair(names[k], self.price_cap, self.price_floor)
-        repaired, fixes = repair_rows(rows, self.price_cap, self.price_floor,
-                                      np.asarray(limits, dtype=float)[invalid])
         bids = bids.copy()
-        bids[invalid] = repaired
-        return bids, {names[k]: f for k, f in zip(invalid, fixes)}
+        repairs = {}
+        for k in invalid:
+            bid, repairs[names[k]] = Bid(*bids[k].tolist()).repair(
+                names[k], self.price_cap, self.price_floor, float(limits[k]))
+            bids[k] = bid.p_max, bid.p_min, bid.q_max, bid.q_min
+        return bids, repairs
 
 
 @dataclass(kw_only=True)
@@ -585,9 +568,9 @@ class CurveMarket(Market):
         # firm (q_min) kW of each shed/spill variable's side at its bus: the slack's upper bound
         slack_bus = np.array(self._shed_buses + self._spill_buses, dtype=np.int64)
         slack_side = np.r_[np.zeros(ns, dtype=bool), np.ones(nsp, dtype=bool)]
-        self._firm_of_slack = ((slack_bus[:, None] == self._bus_of[None, :])
-                               & (slack_side[:, None] == self.is_supply[None, :])).astype(float)
-        self._slack_of = self._firm_of_slack.argmax(axis=0)  # each participant's slack variable
+        slack_at = {key: k for k, key in enumerate(zip(slack_bus.tolist(), slack_side.tolist()))}
+        self._slack_of = np.array([slack_at[key] for key in zip(  # each one's slack variable
+            self._bus_of.tolist(), self.is_supply.tolist())], dtype=np.int64)
         self._shed_idx = np.array(self._shed_buses, dtype=np.int64)
         self._spill_idx = np.array(self._spill_buses, dtype=np.int64)
         self._layout = _Layout(self._demand_f, self._supply_f, self._shed_idx, self._spill_idx,
@@ -733,9 +716,8 @@ class CurveMarket(Market):
     def repair(self, bids, q_limit=None, *, names=None,
                strict: bool = False) -> tuple[np.ndarray, dict[str, list[str]]]:
         """The nearest valid bids and what was changed (``ogg_envs.api.Market.repair``):
-        every invalid row replaced by ``Bid.repair``'s bid (``repair_rows``: reversed ranges
-        swapped, prices clipped into ``[price_floor, price_cap]``, quantities into
-        ``[0, q_limit]``);
+        every invalid row replaced by ``Bid.repair``'s bid (reversed ranges swapped, prices
+        clipped into ``[price_floor, price_cap]``, quantities into ``[0, q_limit]``);
         ``q_limit``: each row's largest valid quantity (this hour's ``q_now``), or None.
         ``bids``: an (n, 4) array (or what ``bids_to_array`` takes), or rows for ``names``.
         NaN/inf raise ``InvalidBidError``; so does with ``strict`` the first invalid bid."""
@@ -843,7 +825,7 @@ class CurveMarket(Market):
         np.divide(np.maximum(span, FLAT_TILT), dq, out=curv, where=ramp)
         np.subtract(np.where(self.is_supply, p_min, -p_max), curv * q_min, out=data[1, :n])
         data[2:, :n] = arr[:, 3:1:-1].T  # q_min, q_max
-        data[3, n:] = self._firm_of_slack @ q_min  # the slack's upper bounds (_bounds)
+        data[3, n:] = self._firm_of_slack(q_min)  # the slack's upper bounds (_bounds)
         return data, np.divide(span, dq, out=np.zeros(n), where=ramp)
 
     def _solve(self, arr: np.ndarray):
@@ -1114,17 +1096,22 @@ class CurveMarket(Market):
             _accounts=accounts,
         )
 
+    def _firm_of_slack(self, q_min: np.ndarray) -> np.ndarray:
+        """The firm kW (``q_min``) of each shed and spill variable's side at its bus (summed
+        in participant order; a large feeder has thousands of both, so no dense map)."""
+        return np.bincount(self._slack_of, q_min, minlength=self._nb - len(self.names))
+
     def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray, firm_kw=None):
         """Served kW per participant and the slack variables (shed, then spilled kW, >= 0),
         when the clearing shed or spilled: what a bus cuts is taken pro rata from the firm
-        parts of its side there. ``firm_kw``: ``_firm_of_slack @ q_min`` where already
+        parts of its side there. ``firm_kw``: ``_firm_of_slack(q_min)`` where already
         known."""
         n = len(self.names)
         slack = np.maximum(x[n:self._nb], 0.0)
         firm = arr[:, 3]
         cut = slack[self._slack_of]  # what its bus cut from its side
         if firm_kw is None:
-            firm_kw = self._firm_of_slack @ firm
+            firm_kw = self._firm_of_slack(firm)
         total_firm = firm_kw[self._slack_of]  # its side's firm kW there
         take = cut > 1e-9
         take &= total_firm > 0

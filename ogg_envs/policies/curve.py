@@ -17,19 +17,29 @@ import numpy as np
 
 from ogg_envs.api import SUPPLY
 
-__all__ = ["TruthfulBidder", "FlatOffer", "MarkupBidder", "RandomBidder", "truthful_bid"]
+__all__ = ["TruthfulBidder", "FlatOffer", "MarkupBidder", "RandomBidder", "truthful_bid",
+           "truthful_bids"]
 
 
 def truthful_bid(participant) -> np.ndarray:
     """The true curve as a bid: a supplier its marginal cost ``a + b q`` on ``[0, q_now]``; a
     consumer its marginal value from ``value_max`` to ``value_min`` on ``[0, q_now]``, or
     ``q_now`` inelastically at its value when the two are equal (an inflexible consumer)."""
-    q, t = participant.limits.q_now, participant.truth
-    if participant.side == SUPPLY:
-        return np.array([t.cost_a + t.cost_b * q, t.cost_a, q, 0.0])
-    if t.value_max > t.value_min:
-        return np.array([t.value_max, t.value_min, q, 0.0])
-    return np.array([t.value_max, t.value_max, q, q])
+    return truthful_bids([participant])[0]
+
+
+def truthful_bids(participants) -> np.ndarray:
+    """``truthful_bid`` of several participants, one row each (an (n, 4) array)."""
+    rows = []
+    for p in participants:
+        q, t = p.limits.q_now, p.truth
+        if p.side == SUPPLY:
+            rows.append((t.cost_a + t.cost_b * q, t.cost_a, q, 0.0))
+        elif t.value_max > t.value_min:
+            rows.append((t.value_max, t.value_min, q, 0.0))
+        else:
+            rows.append((t.value_max, t.value_max, q, q))
+    return np.array(rows, dtype=float).reshape(-1, 4)
 
 
 class TruthfulBidder:
@@ -39,6 +49,9 @@ class TruthfulBidder:
 
     def __call__(self, participant, observation=None, info=None) -> np.ndarray:
         return truthful_bid(participant)
+
+    def batch(self, participants) -> np.ndarray:
+        return truthful_bids(participants)
 
 
 class FlatOffer:
@@ -51,8 +64,12 @@ class FlatOffer:
         self.price = price
 
     def __call__(self, participant, observation=None, info=None) -> np.ndarray:
-        price = participant.truth.cost_a if self.price is None else self.price
-        return np.array([price, price, participant.limits.q_now, 0.0])
+        return self.batch([participant])[0]
+
+    def batch(self, participants) -> np.ndarray:
+        return np.array([(p.truth.cost_a if self.price is None else self.price,) * 2
+                         + (p.limits.q_now, 0.0) for p in participants],
+                        dtype=float).reshape(-1, 4)
 
 
 class MarkupBidder:
@@ -68,12 +85,15 @@ class MarkupBidder:
         self.markup, self.withhold = markup, withhold
 
     def __call__(self, participant, observation=None, info=None) -> np.ndarray:
-        bid = truthful_bid(participant)
-        if participant.side != SUPPLY:
-            return bid
-        bid[:2] = np.minimum(bid[:2] * (1 + self.markup), participant.rules["price_cap"])
-        bid[2] *= 1 - self.withhold
-        return bid
+        return self.batch([participant])[0]
+
+    def batch(self, participants) -> np.ndarray:
+        bids = truthful_bids(participants)
+        supply = np.array([p.side == SUPPLY for p in participants], dtype=bool)
+        cap = np.array([p.rules["price_cap"] for p in participants], dtype=float)[supply]
+        bids[supply, :2] = np.minimum(bids[supply, :2] * (1 + self.markup), cap[:, None])
+        bids[supply, 2] *= 1 - self.withhold
+        return bids
 
 
 class RandomBidder:

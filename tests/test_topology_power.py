@@ -234,6 +234,8 @@ def test_curve_policies_batch_bids_are_their_one_by_one_bids():
     assert raw.decode_rows(["a", "b"], [[1.0, 1.0, 1.0, np.nan], [1.0] * 4]) is None
     assert raw.decode_rows(["a", "b"], np.ones((2, 3))) is None
     assert raw.decode_rows(["a"], np.ones((1, 4), dtype=bool)) is None
+    assert raw.decode_rows(["a", "b"], [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]) is None
+    assert raw.decode_rows(["a", "b", "c"], np.ones((2, 4))) is None
 
 
 def _plain(x):

@@ -103,7 +103,7 @@ import numpy as np
 
 from ogg_envs import economics
 from ogg_envs.api import DEMAND, SUPPLY, Limits, Participant, Truth
-from ogg_envs.core import MarketEnv, aec_from_parallel, real_action
+from ogg_envs.core import MarketEnv, aec_from_parallel, real_action, real_rows
 from ogg_envs.markets.curve_market import CurveMarket, MarketParticipant
 from ogg_envs.policies.curve import FlatOffer, TruthfulBidder, truthful_bid
 from ogg_envs.scenario import (
@@ -313,15 +313,7 @@ class raw_env(MarketEnv):
         return real_action(agent, action, (4,), "p_max, p_min, q_max, q_min")
 
     def decode_rows(self, names: list[str], actions) -> list | None:
-        """``decode`` of several bids at once: real finite numbers, four a row, as float rows
-        (views of one new array); None for anything else (``decode`` then names the bid)."""
-        a = np.asarray(actions)
-        if a.dtype.kind not in "iuf" or a.shape != (len(names), 4):
-            return None
-        a = a.astype(float)
-        if not np.isfinite(a).all():
-            return None
-        return list(a)
+        return real_rows(actions, len(names), (4,))  # (None: decode names the culprit)
 
     def bid_limits(self) -> np.ndarray:
         """This hour's ``q_now`` per participant: a valid bid's largest ``q_max``."""

@@ -838,6 +838,8 @@ class DLMPMarket(Market):
                     f"curtailed"))
         return res
 
+    _bottom_up = None  # diagnose's walk up the tree, built at its first use
+
     def diagnose(self, demand_kw, capacity_kw, pv_kw=None) -> list[dict]:
         """The branch limits that no dispatch can meet (empty list: eqs. 12-18 are feasible).
 
@@ -852,15 +854,20 @@ class DLMPMarket(Market):
         pv = self.bus_vector(pv_kw, "pv_kw") if pv_kw is not None else np.zeros_like(demand)
         cap = np.asarray(capacity_kw, dtype=float)
         flex = self._bus_sum(cap, np.ones(len(cap), dtype=bool))
-        lo = pv - demand  # everything flexible off
-        hi = lo + flex  # all generation and demand response on
+        lo = (pv - demand).tolist()  # everything flexible off (Python floats: one per bus)
+        hi = (pv - demand + flex).tolist()  # all generation and demand response on
+        limits = self._limits.tolist()
+        if self._bottom_up is None:  # (bus, its branch, the branch's source-side bus)
+            walk = []
+            for b in reversed(topo.buses[1:]):  # children before parents (BFS order reversed)
+                e = topo.branch_index[topo.parent_branch[b]]
+                walk.append((topo.bus_index[b], e, topo.bus_index[topo.branches[e].parent]))
+            self._bottom_up = walk
         out = []
-        for b in reversed(topo.buses[1:]):  # children before parents (BFS order reversed)
-            i = topo.bus_index[b]
-            e = topo.branch_index[topo.parent_branch[b]]
-            br = topo.branches[e]
-            L = self._limits[e]
+        for i, e, parent in self._bottom_up:
+            L = limits[e]
             if hi[i] < -L:
+                br = topo.branches[e]
                 out.append(_violation(
                     "flow_limit", br.name, -hi[i] - L,
                     f"flow limit of branch {br.name} ({L:.1f} kW): the demand downstream "
@@ -868,6 +875,7 @@ class DLMPMarket(Market):
                     f"{-hi[i] - L:.1f} kW more than the limit", limit_kw=L))
                 lo[i] = hi[i] = -L
             elif lo[i] > L:
+                br = topo.branches[e]
                 out.append(_violation(
                     "flow_limit", br.name, lo[i] - L,
                     f"reverse-flow limit of branch {br.name} ({L:.1f} kW): the must-take PV "
@@ -876,7 +884,6 @@ class DLMPMarket(Market):
                 lo[i] = hi[i] = L
             else:
                 lo[i], hi[i] = max(lo[i], -L), min(hi[i], L)
-            parent = topo.bus_index[br.parent]
             lo[parent] += lo[i]
             hi[parent] += hi[i]
         return out

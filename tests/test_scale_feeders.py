@@ -217,6 +217,57 @@ def test_dlmp_sparse_statement_matches_the_dense_one(monkeypatch):
     np.testing.assert_allclose(b.flows_kw, a.flows_kw, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["ieee37", "ieee123"])
+def test_dlmp_merged_rows_clear_like_one_row_per_branch(name, monkeypatch):
+    """The large-feeder LP merges the rows of branches in series that carry the same market
+    columns (fewer rows than branches): with random limits on every branch (below the demand
+    downstream where a generator there can make up for it: many bind, no ties), random offers
+    and demand, it clears like the LP with one row per branch:
+    dispatch, DLMPs, flows, branch prices (the smallest limit of a group carries its price),
+    congestion and what is infeasible (where nothing is shed: shedding at the cap ties across
+    buses, and the two LPs may split a tie differently)."""
+    g = OpenDSSGrid.from_feeder(name)
+    topo = g.topology
+    rng = np.random.default_rng(5)
+    load_buses = [b for b in topo.buses if g.bus_load_kw[topo.bus_index[b]] > 0]
+    res = [Resource(f"g{i}", b, "generator")
+           for i, b in enumerate(rng.choice(topo.buses[1:], 4, replace=False))]
+    res += [Resource(f"d{i}", b, "dr") for i, b in enumerate(load_buses[:3])]
+    markets = {}
+    for label, threshold in (("per branch", 10**9), ("merged", 0)):
+        monkeypatch.setattr(dlmp_mod, "LARGE_FEEDER_BUSES", threshold)
+        markets[label] = DLMPMarket(topo, res, load_buses=load_buses)
+    merged, full = markets["merged"], markets["per branch"]
+    assert merged._nrow < full._nrow == 1 + len(topo.branches)
+    below = -topo.H
+    generator_below = below[:, [topo.bus_index[r.bus] for r in res[:4]]].sum(axis=1) > 0
+    congested = shed = 0
+    for _ in range(40):
+        demand = g.bus_load_kw * rng.uniform(0.5, 1.5)
+        share = np.where(generator_below, rng.uniform(0.7, 1.3, len(topo.branches)),
+                         rng.uniform(1.0, 1.5, len(topo.branches)))
+        limits = below @ demand * share + 1.0
+        cap = rng.uniform(200.0, 800.0, len(res))
+        cap[4:] = np.minimum(cap[4:], demand[[topo.bus_index[b] for b in load_buses[:3]]])
+        ctx = MarketContext(demand_kw=demand, capacity_kw=cap, source_price=4.0)
+        offers = np.sort(rng.uniform(0.0, 25.0, (len(res), 3)), axis=1)
+        a, b = (m.set_limits(limits) or m.clear(offers, ctx) for m in (full, merged))
+        limits_violated = [[v for v in r.violated if v["constraint"] == "flow_limit"]
+                           for r in (a, b)]
+        assert b.feasible == a.feasible and limits_violated[0] == limits_violated[1]
+        np.testing.assert_allclose(b.dlmp, a.dlmp, atol=1e-7)
+        if a.total_shed_kw > 1e-7 or b.total_shed_kw > 1e-7:
+            shed += 1
+            continue
+        congested += bool(a.congested)
+        np.testing.assert_allclose(b.participant_quantities, a.participant_quantities,
+                                   atol=1e-6)
+        np.testing.assert_allclose(b.flows_kw, a.flows_kw, atol=1e-6)
+        np.testing.assert_allclose(b.branch_prices, a.branch_prices, atol=1e-7)
+        assert set(b.congested) == set(a.congested)
+    assert congested >= 25 and shed < 5
+
+
 # --------------------------------------------------------------------------------------------
 # The grid's batch path (large feeders) gives the per-element path's numbers
 # --------------------------------------------------------------------------------------------

@@ -263,6 +263,24 @@ def test_reset_forgets_the_past():
         assert used.clear(fixed) is not after
 
 
+def test_the_result_cache_follows_the_congestion_tolerance():
+    """The same bids return the last result object, unless ``congestion_tol`` changed: a
+    flow under its limit is congested or not by the tolerance of the clearing."""
+    m = CurveMarket(line_topology(np.inf), PARTS, price_cap=20.0)
+    res = m.clear(BIDS)
+    e = int(np.argmax(np.abs(res.flows)))
+    assert abs(res.flows[e]) > 1.0
+    limits = m.limits_kw
+    limits[e] = 1.25 * abs(res.flows[e])  # not binding: the same clearing, 20 % under
+    m.set_limits(limits)
+    res = m.clear(BIDS)
+    assert m.clear(BIDS) is res and res.branches[e] not in res.congested
+    m.congestion_tol = 0.5
+    assert res.branches[e] in m.clear(BIDS).congested
+    m.congestion_tol = 1e-5
+    assert res.branches[e] not in m.clear(BIDS).congested
+
+
 # ---------------------------------------------------------------------- ties and degeneracy
 TIE_PARTS = PARTS[:4] + [MarketParticipant("s1b", "a", "supply"),
                          MarketParticipant("s3", "c", "supply")]

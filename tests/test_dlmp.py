@@ -257,6 +257,7 @@ def test_cvxpy_fallback_when_highs_fails(monkeypatch):
     hour = ctx(demand, [40.0, 20.0], 5.0)
     expected = m.clear([[4.0, 4.5], [8.0, 9.0]], hour)
     monkeypatch.setattr(m, "_solve_highs", lambda *a: (None, None, None))
+    m.reset()  # (the same inputs again would be the last result)
     res = m.clear([[4.0, 4.5], [8.0, 9.0]], hour)
     assert res.solver == "cvxpy-clarabel"
     np.testing.assert_allclose(res.dlmp, expected.dlmp, atol=1e-5)

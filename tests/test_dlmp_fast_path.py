@@ -241,3 +241,43 @@ def test_the_three_markets_share_one_congestion_threshold():
     assert first.tobytes() == congestion_threshold(limits, 1e-5).tobytes()
     assert threshold(limits, 0.3).tobytes() == congestion_threshold(limits, 0.3).tobytes()
     assert threshold(limits.copy(), 0.3) is not threshold(limits, 0.3)
+
+
+def test_the_same_inputs_return_the_last_result_and_anything_new_clears_again():
+    """The last clearing is kept: the same offers, context, limits, loss model and
+    congestion tolerance return the same result object (an env's rounds that repeat their
+    offers); new offers, a new hour, new limits, losses or tolerance, and ``reset``, clear
+    again, each equal to a fresh market's clearing of its inputs."""
+    rng = np.random.default_rng(3)
+    m = random_tree_market(rng)
+    offers, ctx = random_hour(m, rng)
+    first = m.clear(offers, ctx)
+    again = m.clear(offers.copy(), dataclasses.replace(ctx, demand_kw=ctx.demand_kw.copy()))
+    assert again is first
+
+    def fresh():
+        market = random_tree_market(np.random.default_rng(3))
+        market.set_limits(m.limits_kw)
+        return market
+
+    other, ctx2 = random_hour(m, rng)
+    for o, c in ((other, ctx), (offers, ctx2)):
+        res = m.clear(o, c)
+        assert res is not first
+        same_result(res, fresh().clear(o, c))
+    m.clear(offers, ctx)
+    m.set_limits(m.limits_kw * 0.5)
+    halved = m.clear(offers, ctx)
+    assert halved is not first
+    same_result(halved, fresh().clear(offers, ctx))
+    m.congestion_tol = 0.5
+    assert m.clear(offers, ctx) is not halved
+    m.congestion_tol = 1e-6
+    lossless = m.clear(offers, ctx)
+    m.set_losses(np.full(len(m.topology.buses), 0.02), 3.0)
+    lossy = m.clear(offers, ctx)
+    assert lossy is not lossless and lossy.losses_kw != lossless.losses_kw
+    m.reset()
+    after = m.clear(offers, ctx)
+    assert after is not lossless
+    same_result(after, lossless)

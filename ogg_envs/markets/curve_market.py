@@ -747,18 +747,19 @@ class CurveMarket(Market):
         """Clear the market for ``bids`` (dict name -> Bid/array, or a list/array in order).
 
         ``context`` is accepted for the ``Market`` interface and ignored: everything this
-        market needs is in the bids and its branch limits (``set_limits``). The same bids and
-        limits as the previous call return the previous result object (treat results as
-        read-only)."""
+        market needs is in the bids and its branch limits (``set_limits``). The same bids,
+        limits and ``congestion_tol`` as the previous call return the previous result object
+        (treat results as read-only)."""
         arr = self.bids_to_array(bids)
         key = arr.tobytes()
         if key != self._passed:  # (bids that just passed ``repair`` need no second check)
             self.validate(arr)
         cache = self._cache  # (set_limits always installs a new limits array)
-        if cache is not None and cache[1] is self._limits and cache[0] == key:
+        if cache is not None and cache[1] is self._limits and cache[0] == key \
+                and cache[3] == self.congestion_tol:
             return cache[2]
         result = self._result(arr, *self._solve(arr))
-        self._cache = (key, self._limits, result)
+        self._cache = (key, self._limits, result, self.congestion_tol)
         return result
 
     def _nodal_prices(self, energy: float, congestion: np.ndarray, raw=None):

@@ -467,6 +467,7 @@ class DLMPMarket(Market):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cvx"] = None
+        state.pop("_cache", None)
         return state
 
     # ------------------------------------------------------------------ limits
@@ -647,15 +648,21 @@ class DLMPMarket(Market):
         return np.bincount(self._res_bus[mask], values[mask], minlength=len(self.topology.buses))
 
     # ------------------------------------------------------------------ clearing
+    _cache = None  # (limits, loss model, inputs, result) of the last clearing
+
     def reset(self) -> None:
-        """Back to the lossless balance; otherwise nothing to forget: every clearing solves
-        cold, so none depends on the past."""
+        """Back to the lossless balance, and forget the last result; otherwise nothing to
+        forget: every clearing solves cold, so none depends on the past."""
+        self._cache = None
         if self._losses is not None:
             self.set_losses(None)
 
     def clear(self, offers, context: MarketContext | None = None) -> DLMPResult:
         """Clear the market (fast path: HiGHS's simplex, cold; the same inputs always give the
-        same vertex, whatever was cleared before).
+        same vertex, whatever was cleared before). The same offers, context, limits, loss
+        model and ``congestion_tol`` as the previous call return the previous result object
+        (an environment's rounds often repeat their offers within an hour; treat results as
+        read-only).
 
         Args:
             offers: block prices, (n, n_blocks) array in resource order or ``{name: prices}``.
@@ -667,10 +674,18 @@ class DLMPMarket(Market):
                 none). A missing required field raises ``ValueError`` naming it.
         """
         args = self._inputs(offers, context)
+        inputs = (*(a.tobytes() for a in args[:4]), args[4],  # (dr_cap follows capacity)
+                  self.congestion_tol)
+        cache = self._cache  # (set_limits installs a new array, set_losses a new model)
+        if cache is not None and cache[0] is self._limits and cache[1] is self._losses \
+                and cache[2] == inputs:
+            return cache[3]
         x, y, solver = self._solve_highs(*args)
         if x is None:
             x, y, solver = self._solve_cvxpy(*args, solver="CLARABEL")
-        return self._result(*args, x, y, solver)
+        result = self._result(*args, x, y, solver)
+        self._cache = (self._limits, self._losses, inputs, result)
+        return result
 
     def clear_cvxpy(self, offers, context: MarketContext | None = None, *,
                     solver: str = "HIGHS") -> DLMPResult:

@@ -216,16 +216,17 @@ def real_action(agent: str, action, shape: tuple, what: str) -> np.ndarray:
     return a
 
 
-def real_rows(actions, count: int, shape: tuple) -> list[np.ndarray] | None:
+def real_rows(actions, count: int, shape: tuple | None) -> list[np.ndarray] | None:
     """``real_action`` of ``count`` actions at once (``actions``: an array or nested lists of
-    shape ``(count, *shape)``): float rows, views of one new array, each equal to what
-    ``real_action`` returns for it; None where any row would fail ``real_action`` (ask it row
-    by row then: its error names the agent)."""
+    shape ``(count, *shape)``; ``shape=None``: rows of any one shape): float rows, views of one
+    new array, each equal to what ``real_action`` returns for it; None where any row would
+    fail ``real_action`` (ask it row by row then: its error names the agent)."""
     try:
         a = np.asarray(actions)
     except (TypeError, ValueError):  # ragged rows
         return None
-    if a.dtype.kind not in "iuf" or a.shape != (count, *shape):
+    if a.dtype.kind not in "iuf" or a.ndim < 1 or a.shape[0] != count or \
+            (shape is not None and a.shape[1:] != tuple(shape)):
         return None
     a = a.astype(float)
     if not np.isfinite(a).all():

@@ -51,7 +51,7 @@ import numpy as np
 
 from ogg_envs import economics
 from ogg_envs.api import DEMAND, SUPPLY, Limits, Market, MarketContext, Participant, Truth
-from ogg_envs.core import MarketEnv, real_action
+from ogg_envs.core import MarketEnv, real_action, real_rows
 from ogg_envs.grid import placement
 from ogg_envs.policies.curve import FlatOffer, TruthfulBidder
 from ogg_envs.scenario import Scenario
@@ -155,6 +155,9 @@ class ComposedEnv(MarketEnv):
 
     def decode(self, agent: str, action):
         return real_action(agent, action, np.shape(action), "the market's bid")
+
+    def decode_rows(self, names: list[str], actions) -> list | None:
+        return real_rows(actions, len(names), None)  # (None: decode names the culprit)
 
     def bid_limits(self) -> np.ndarray:
         """This hour's ``limits.q_now`` per participant: a valid bid's largest quantity."""

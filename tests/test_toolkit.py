@@ -318,6 +318,28 @@ def test_real_action_accepts_finite_reals_and_names_the_agent_otherwise():
         real_action("x_0", np.array([True, False]), (2,), "two prices")
 
 
+def test_real_rows_are_real_action_row_by_row_or_nothing():
+    """``real_rows`` (a scripted batch's decode) gives each row exactly what ``real_action``
+    returns for it, and None whenever ``real_action`` would refuse a row (or the rows do not
+    make one array of the expected count and shape)."""
+    from ogg_envs.core import real_action, real_rows
+
+    good = [np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32), [[1, 2], [3, 4]],
+            np.array([[1.7e308, -1.7e308], [0.0, -0.0]])]
+    for given in good:
+        for shape in ((2,), None):
+            rows = real_rows(given, 2, shape)
+            assert [r.dtype for r in rows] == [np.float64, np.float64]
+            for row, one in zip(rows, given):
+                assert row.tobytes() == real_action("x_0", np.asarray(one), (2,), "p").tobytes()
+    bad = [np.array([[1.0, np.nan], [1.0, 2.0]]), np.array([[1.0, 2.0], [np.inf, 2.0]]),
+           np.array([[True, False], [True, True]]), [[1.0, 2.0], [1.0]], [["a", "b"], ["c", "d"]],
+           np.zeros((3, 2)), np.zeros((2, 3))]
+    for given in bad:
+        assert real_rows(given, 2, (2,)) is None, given
+    assert real_rows(np.zeros((2, 3)), 2, None) is not None  # any one shape, when not given
+
+
 def test_dispatch_is_kw_as_floats_even_when_nobody_consumes():
     env = ogg_envs.make("opengridgym/topology-power-v0", parallel=True)
     env.reset(seed=0)

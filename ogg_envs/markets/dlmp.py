@@ -141,8 +141,8 @@ Ties. An LP can have many optimal dispatches (equal offer prices, an offer at th
 shedding) and, at a degenerate vertex, many DLMPs. The market returns the vertex that HiGHS's
 dual simplex reaches from a cold start on these data, a function of the data alone: the same
 offers, context and limits give the same dispatch and prices whatever was cleared before (a
-warm start from the previous basis would pick among ties by history). ``reset()`` has nothing
-to forget.
+warm start from the previous basis would pick among ties by history). The last result is
+kept for the same inputs (``clear``); ``reset()`` forgets it and has nothing else to forget.
 """
 
 from __future__ import annotations

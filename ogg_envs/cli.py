@@ -171,7 +171,9 @@ def _cmd_reproduce(args) -> int:
 # Benchmarks `opengridgym bench` runs only when --only names them (they need an extra and train)
 _ON_DEMAND = {"vec": "SB3 vector envs with 1 and 2 processes (needs the [train] extra)",
               "rllib_runners": "RLlib sampling with 0, 1, 2 env runners (needs [rllib])",
-              "instructions": "instructions per env step under valgrind's callgrind (minutes)"}
+              "instructions": "instructions per env step under valgrind's callgrind (minutes)",
+              "pairs": "this checkout's env steps against another's in turns (bench_pairs.py "
+                       "--against ROOT; alone: against itself, the pairs' noise)"}
 
 
 def _cmd_bench(args) -> int:

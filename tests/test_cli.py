@@ -290,3 +290,19 @@ def test_instruction_counts_are_split_by_where_they_ran(capsys, monkeypatch):
     row = {"steps": 10, "total": 3.5e6, "parts": {"OpenDSS": 1.4e6, "Python": 2.1e6}}
     table = _load_benchmark_module("readme_table").instructions_table({"tp": {"new": row}})
     assert table[-1] == "| topology-power | new | 3,500k | 1,400k | 0k | 0k | 2,100k | 0k | 0k |"
+
+
+def test_bench_pairs_steps_two_checkouts_in_turns(tmp_path, capsys, monkeypatch):
+    """bench_pairs against this very checkout: both sides step the same recorded actions in
+    turns and report steps/s and pair-by-pair ratios (here the pairs' own noise, around 1)."""
+    monkeypatch.setitem(sys.modules, "_timing", _load_benchmark_module("_timing"))
+    rows = _load_benchmark_module("bench_pairs").main(
+        ["--env", "p2p", "--actions", "random", "tied", "--pairs", "2", "--steps", "30",
+         "--json", str(tmp_path / "pairs.json")])
+    assert [r["actions"] for r in rows] == ["random", "tied"]
+    for r in rows:
+        assert r["base_steps_per_s"] > 0 and r["this_steps_per_s"] > 0 and r["pairs"] == 2
+        assert 0.2 < r["speed_ratio"]["median"] < 5.0
+        assert r["speed_ratio"]["min"] <= r["speed_ratio"]["median"] <= r["speed_ratio"]["max"]
+    assert "this / base per pair" in capsys.readouterr().out
+    assert json.loads((tmp_path / "pairs.json").read_text())["benchmark"] == "pairs"

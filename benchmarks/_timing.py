@@ -17,7 +17,11 @@ bare ``grid.run_power_flow()`` of the env's own feeder (the converged case re-so
 in the same run, interleaved with the env runs so that a busy machine shifts both alike. It
 also splits a step's time into the market's clearings (cache hits included), OpenDSS's own
 solves (``grid.solve_seconds``) and the rest (the environment's Python: bids, rewards,
-observations, infos, dispatch and reading the power flow).
+observations, infos, dispatch and reading the power flow), and times the optimisation
+solver's own calls inside the clearings (``SolverClock``: DAQP's ``daqp.solve``, HiGHS's
+``Highs.run``). Where a benchmark names its throughput goal (``goal_steps_per_s``), it prints
+the goal's time budget per step beside what OpenDSS and the solver alone already take of it:
+the part no change to the environment's Python could remove.
 
 ``--quick`` (a few seconds per benchmark, what CI runs) and ``--json PATH`` (write the numbers;
 ``benchmarks/readme_table.py`` turns the files into the README's table) are every benchmark's
@@ -121,14 +125,55 @@ def random_actions(env, agent, observation):
 
 
 # ---------------------------------------------------------------------- env runs
-class _TimedClear:
-    """Wraps a market's ``clear``: the time of each call that solved (not a cache hit)."""
+class SolverClock:
+    """Times the optimisation solvers' own calls while in a ``with`` block: ``daqp.solve``
+    (the curve market's QP) and the ``run`` of HiGHS's class (``highs_lp.HIGHS``; the DLMP
+    market's LP), wrapped for the block and restored after it. ``seconds``: their total so
+    far."""
 
-    def __init__(self, clear):
+    def __init__(self):
+        self.seconds = 0.0
+        self._saved = []
+
+    def _wrap(self, owner, name: str) -> None:
+        call = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        self._saved.append((owner, name, call))
+        setattr(owner, name, timed)
+
+    def __enter__(self):
+        import daqp
+
+        from ogg_envs.markets.solvers import highs_lp
+
+        self._wrap(daqp, "solve")
+        self._wrap(highs_lp.HIGHS, "run")
+        return self
+
+    def __exit__(self, *exc):
+        while self._saved:
+            owner, name, call = self._saved.pop()
+            setattr(owner, name, call)
+
+
+class _TimedClear:
+    """Wraps a market's ``clear``: the time of each call that solved (not a cache hit), and
+    the solver's share of it (``clock``)."""
+
+    def __init__(self, clear, clock: SolverClock):
         self.clear, self.times, self.cached, self.last = clear, [], 0, None
+        self.clock, self.solver_times = clock, []
         self.total = 0.0  # seconds in every call, cache hits included
 
     def __call__(self, *args, **kwargs):
+        s0 = self.clock.seconds
         t0 = time.perf_counter()
         result = self.clear(*args, **kwargs)
         dt = time.perf_counter() - t0
@@ -137,6 +182,7 @@ class _TimedClear:
             self.cached += 1
         else:
             self.times.append(dt)
+            self.solver_times.append(self.clock.seconds - s0)
         self.last = result
         return result
 
@@ -146,7 +192,8 @@ def run_env(env, act, seconds: float, warmup_steps: int = 30, seed: int = 0) -> 
     a new seed each) for about ``seconds`` of env time. Returns steps/s over the time spent in
     ``reset`` and ``step``, agent steps/s, and the clear times of the run."""
     market = env.market
-    timed = _TimedClear(market.clear)
+    clock = SolverClock()
+    timed = _TimedClear(market.clear, clock)
     market.clear = timed  # an instance attribute shadows the method; removed below
     try:
         obs, _ = env.reset(seed=seed)
@@ -155,40 +202,45 @@ def run_env(env, act, seconds: float, warmup_steps: int = 30, seed: int = 0) -> 
                 obs, _ = env.reset()
             obs = env.step({a: act(env, a, obs[a]) for a in env.agents})[0]
         timed.times.clear()
+        timed.solver_times.clear()
         timed.cached, timed.total = 0, 0.0
         solve_s0 = env.grid.solve_seconds
         steps, agent_steps, env_time, episode = 0, 0, 0.0, seed
-        while env_time < seconds:
-            episode += 1
-            t0 = time.perf_counter()
-            obs, _ = env.reset(seed=episode)
-            env_time += time.perf_counter() - t0
-            while env.agents and env_time < seconds:
-                actions = {a: act(env, a, obs[a]) for a in env.agents}
+        with clock:
+            while env_time < seconds:
+                episode += 1
                 t0 = time.perf_counter()
-                obs = env.step(actions)[0]
+                obs, _ = env.reset(seed=episode)
                 env_time += time.perf_counter() - t0
-                steps += 1
-                agent_steps += len(actions)
+                while env.agents and env_time < seconds:
+                    actions = {a: act(env, a, obs[a]) for a in env.agents}
+                    t0 = time.perf_counter()
+                    obs = env.step(actions)[0]
+                    env_time += time.perf_counter() - t0
+                    steps += 1
+                    agent_steps += len(actions)
         solve_s = env.grid.solve_seconds - solve_s0  # OpenDSS, resets' solves included
     finally:
         del market.clear
     clear = percentiles_ms(timed.times)
+    solver = percentiles_ms(timed.solver_times)
     solved = len(timed.times)
-    per_step = {"clear": 1e3 * timed.total / steps, "opendss": 1e3 * solve_s / steps}
+    per_step = {"clear": 1e3 * timed.total / steps, "opendss": 1e3 * solve_s / steps,
+                "solver": 1e3 * clock.seconds / steps}  # (solver: part of the clearings)
     per_step["rest"] = 1e3 * env_time / steps - per_step["clear"] - per_step["opendss"]
     return {"steps_per_s": steps / env_time, "agent_steps_per_s": agent_steps / env_time,
             "steps": steps, "clear_ms_p50": clear["p50"], "clear_ms_p99": clear["p99"],
-            "clears": solved, "cached_share": timed.cached / max(solved + timed.cached, 1),
-            "step_ms": per_step}
+            "solver_ms_p50": solver["p50"], "clears": solved,
+            "cached_share": timed.cached / max(solved + timed.cached, 1), "step_ms": per_step}
 
 
 def env_benchmark(env_id: str, tied, quick: bool, make_kwargs: dict | None = None,
-                  kinds=ACTION_KINDS) -> dict:
+                  kinds=ACTION_KINDS, goal_steps_per_s: float | None = None) -> dict:
     """The three action kinds on ``ogg_envs.make(env_id, parallel=True, **make_kwargs)`` (the
     default scenario), each run interleaved with floor measurements on the env's grid; every
     figure with its ratio to the floor (``x_floor``). ``tied(env, agent, observation)`` makes
-    the tied bid."""
+    the tied bid; ``goal_steps_per_s``: the random-action throughput the environment aims at
+    (recorded with the result; ``print_env_table`` sets the step's parts against it)."""
     seconds, floor_n = (0.6, 300) if quick else (4.0, 2000)
     acts = {"random": random_actions, "structured": structured_actions(env_id), "tied": tied}
     absorb_solver_banner()  # HiGHS's banner would land in the table
@@ -207,7 +259,7 @@ def env_benchmark(env_id: str, tied, quick: bool, make_kwargs: dict | None = Non
                           "step": 1e3 / row["steps_per_s"] / floor_ms}
     return {"env": env_id, "feeder": env.scenario.feeder, "scenario": env.default_scenario,
             "agents": len(env.possible_agents), "market_rounds": env.market_rounds,
-            "floor_ms": floor_ms, "actions": rows}
+            "floor_ms": floor_ms, "actions": rows, "goal_steps_per_s": goal_steps_per_s}
 
 
 def print_env_table(result: dict) -> None:
@@ -226,6 +278,40 @@ def print_env_table(result: dict) -> None:
               f"{x['clear_p99']:6.1f} {x['step']:6.1f}  {100 * r['cached_share']:5.0f} %")
     print("(clear: market.clear inside the env's steps, cache hits excluded; step: 1 / "
           "steps/s; x floor: that time / the floor)")
+    rows = result["actions"].items()
+    solver = any(r["step_ms"]["solver"] > 0 for _, r in rows)  # (P2P's market has none)
     print("where a step's time goes, ms per env step: " + "; ".join(
-        f"{kind} {r['step_ms']['clear']:.3f} clearing + {r['step_ms']['opendss']:.3f} OpenDSS "
-        f"solve + {r['step_ms']['rest']:.3f} the rest" for kind, r in result["actions"].items()))
+        f"{kind} {r['step_ms']['clear']:.3f} clearing"
+        + (f" (the solver's own calls {r['step_ms']['solver']:.3f})" if solver else "")
+        + f" + {r['step_ms']['opendss']:.3f} OpenDSS solve + {r['step_ms']['rest']:.3f} the rest"
+        for kind, r in rows))
+    r = result["actions"].get("random")
+    if solver and r is not None and r["clears"]:
+        print(f"random clear p50 {r['clear_ms_p50']:.3f} ms, of which the solver's own call "
+              f"{r['solver_ms_p50']:.3f} ms (p50 of its share per clearing)")
+    budget = goal_budget(result)
+    if budget is not None:
+        engines = "OpenDSS's solves and the solver's calls" if solver else "OpenDSS's solves"
+        print(f"goal {budget['goal_steps_per_s']:,.0f} random-action steps/s = "
+              f"{budget['goal_step_ms']:.3f} ms a step: {engines} take "
+              f"{budget['engines_ms']:.3f} ms of it ({budget['engines_share']:.0%}); the rest of "
+              f"the step took {budget['python_ms']:.3f} ms against the "
+              f"{budget['python_budget_ms']:.3f} ms left ({budget['python_over']:.1f}x)")
+
+
+def goal_budget(result: dict) -> dict | None:
+    """The random-action step against its goal (``goal_steps_per_s``): the goal's time per
+    step, what OpenDSS's solves and the solver's calls took of a step (``engines_ms``: no
+    change to the environment's Python removes it), and the rest of the step (the Python and
+    numpy around them) against the time the goal leaves it. None without a goal."""
+    goal, r = result.get("goal_steps_per_s"), result["actions"].get("random")
+    if not goal or r is None:
+        return None
+    ms = r["step_ms"]
+    step_ms, goal_ms = 1e3 / r["steps_per_s"], 1e3 / goal
+    engines = ms["opendss"] + ms["solver"]
+    left = goal_ms - engines
+    return {"goal_steps_per_s": goal, "goal_step_ms": goal_ms, "step_ms": step_ms,
+            "engines_ms": engines, "engines_share": engines / goal_ms,
+            "python_ms": step_ms - engines, "python_budget_ms": left,
+            "python_over": (step_ms - engines) / left if left > 0 else float("inf")}

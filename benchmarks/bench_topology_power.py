@@ -21,6 +21,7 @@ from ogg_envs.envs import topology_power_v0
 from ogg_envs.policies.curve import MarkupBidder
 
 ENV_ID = "opengridgym/topology-power-v0"
+GOAL_STEPS_PER_S = 1_500  # random-action parallel steps/s the project aims at (issue #12)
 
 
 def tied(env, agent, observation):
@@ -76,7 +77,7 @@ def dense_solver_ms(n: int) -> dict[str, dict]:
 
 def main(argv=None) -> dict:
     args = benchmark_parser(__doc__.splitlines()[0]).parse_args(argv)
-    result = env_benchmark(ENV_ID, tied, args.quick)
+    result = env_benchmark(ENV_ID, tied, args.quick, goal_steps_per_s=GOAL_STEPS_PER_S)
     print_env_table(result)
     result["aec_agent_turns_per_s"] = aec_turns_per_s(0.5 if args.quick else 3.0)
     print(f"AEC agent turns/s (markup bids): {result['aec_agent_turns_per_s']:,.0f}")

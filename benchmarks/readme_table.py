@@ -7,7 +7,8 @@ The input is the file ``opengridgym bench --json`` writes (every benchmark's num
 benchmark's own ``--json`` file (several may be given). Prints the grid table, the environments'
 table (clear time and env steps/s per action kind, each with its ratio to the floor: one bare
 ``grid.run_power_flow()`` of the same feeder, measured in the same run, and where a step's time
-goes) and, when present, the instruction counts (``--only instructions``), the scale table and
+goes), each environment's random-action step against its throughput goal and, when
+present, the instruction counts (``--only instructions``), the scale table and
 docs/scale-out.md's tables (``--only vec``, ``--only rllib``); then the machine the numbers
 come from.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from _timing import goal_budget
 
 ENVS = (("topology_power", "topology-power"), ("p2p", "p2p"), ("dlmp", "dlmp"))
 
@@ -79,11 +82,30 @@ def env_table(records: dict[str, dict]) -> list[str]:
 
 
 def split(row: dict) -> str:
-    """Where an env step's time goes (ms): the clearings, OpenDSS's solves, the rest."""
+    """Where an env step's time goes (ms): the clearings (the solver's own calls in brackets,
+    where the market has a solver), OpenDSS's solves, the rest."""
     ms = row.get("step_ms")
     if ms is None:  # a file from before the split was measured
         return "-"
-    return f"{ms['clear']:.2f} + {ms['opendss']:.2f} + {ms['rest']:.2f} ms"
+    solver = f" ({ms['solver']:.2f})" if ms.get("solver") else ""
+    return f"{ms['clear']:.2f}{solver} + {ms['opendss']:.2f} + {ms['rest']:.2f} ms"
+
+
+def budget_table(records: dict[str, dict]) -> list[str]:
+    """Each environment's random-action step against its throughput goal (``goal_budget``):
+    the goal's time per step, what OpenDSS and the solver took of a step, and the rest."""
+    lines = ["| environment | goal (random actions) | goal's step | OpenDSS + solver a step "
+             "(share of the goal's step) | the rest of a step | time the goal leaves it |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for key, label in ENVS:
+        b = goal_budget(records[key]["result"]) if key in records else None
+        if b is None:
+            continue
+        left = f"{b['python_budget_ms']:.2f} ms" if b["python_budget_ms"] > 0 else "none"
+        lines.append(f"| {label} | {b['goal_steps_per_s']:,.0f} steps/s | "
+                     f"{b['goal_step_ms']:.3f} ms | {b['engines_ms']:.3f} ms "
+                     f"({b['engines_share']:.0%}) | {b['python_ms']:.3f} ms | {left} |")
+    return lines if len(lines) > 2 else []
 
 
 def scale_table(rows: list[dict]) -> list[str]:
@@ -159,7 +181,8 @@ def tables(records: dict[str, dict]) -> str:
     if "grid" in records:
         parts.append("\n".join(grid_table(records["grid"]["result"])))
     if any(key in records for key, _ in ENVS):
-        parts += ["\n".join(env_table(records)), extras_line(records)]
+        parts += ["\n".join(env_table(records)), extras_line(records),
+                  "\n".join(budget_table(records))]
     if "instructions" in records:
         parts.append("\n".join(instructions_table(records["instructions"]["result"])))
     if "scale" in records:

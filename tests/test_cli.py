@@ -8,11 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import daqp
 import numpy as np
 import pytest
 
 import ogg_envs
 from ogg_envs.cli import main
+
+_DAQP_SOLVE = daqp.solve  # the library's own function (benchmarks wrap it for a while)
 
 
 def test_list_names_every_environment_with_its_full_summary(capsys):
@@ -206,7 +209,8 @@ def _load_benchmark_module(name: str):
     return module
 
 
-def test_bench_quick_writes_the_numbers_and_the_readme_table_reads_them(tmp_path, capfd):
+def test_bench_quick_writes_the_numbers_and_the_readme_table_reads_them(tmp_path, capfd,
+                                                                       monkeypatch):
     path = tmp_path / "bench.json"
     assert main(["bench", "--only", "grid", "--quick", "--json", str(path)]) == 0
     out = capfd.readouterr().out
@@ -219,6 +223,7 @@ def test_bench_quick_writes_the_numbers_and_the_readme_table_reads_them(tmp_path
     for r in rows:  # a grid step is the floor's solve plus writing loads and reading results
         assert 0 < r["floor_ms"] < r["grid_step_ms"]
         assert r["grid_step_x_floor"] == r["grid_step_ms"] / r["floor_ms"]
+    monkeypatch.setitem(sys.modules, "_timing", _load_benchmark_module("_timing"))
     table = _load_benchmark_module("readme_table").main([str(path)])
     assert table.startswith("| feeder | bare solve (floor) |")
     assert f"| ieee34 (taps held) | {rows[0]['floor_ms']:.3f} ms |" in table
@@ -249,6 +254,10 @@ def test_env_benchmark_times_solved_clears_apart_from_the_markets_cache(monkeypa
     assert split["clear"] < 1e3 / rand["steps_per_s"]
     assert split["opendss"] >= rand["steps"] // 3 * 1e-3 / rand["steps"]  # > 1 us a solve
     assert split["rest"] > 0
+    # the solver's own calls (DAQP) are part of the clearings, and the library is unwrapped
+    assert 0 < split["solver"] < split["clear"]
+    assert 0 < rand["solver_ms_p50"] < rand["clear_ms_p50"]
+    assert daqp.solve is _DAQP_SOLVE
     # tied bids: every learner the same offer (bench_topology_power.tied), a valid bid
     env.reset(seed=0)
     monkeypatch.setitem(sys.modules, "_timing", timing)  # what `import _timing` finds
@@ -259,6 +268,43 @@ def test_env_benchmark_times_solved_clears_apart_from_the_markets_cache(monkeypa
     _, _, _, _, infos = env.step(bids)
     assert not any("bid_repairs" in i for i in infos.values())
     assert ogg_envs.spec(env_id).policies["markup"]().markup == 0.3
+
+
+def test_solver_clock_times_the_solvers_calls_and_restores_them():
+    """SolverClock wraps DAQP's and HiGHS's calls for its block only; the DLMP market's
+    clearings run HiGHS inside it."""
+    from ogg_envs.markets.solvers import highs_lp
+
+    timing = _load_benchmark_module("_timing")
+    run = highs_lp.HIGHS.run
+    env = ogg_envs.make("opengridgym/dlmp-v0", parallel=True, horizon=2)
+    env.reset(seed=0)
+    with timing.SolverClock() as clock:
+        assert highs_lp.HIGHS.run is not run and daqp.solve is not _DAQP_SOLVE
+        env.step({a: env.action_space(a).sample() for a in env.agents})
+    assert clock.seconds > 0
+    assert highs_lp.HIGHS.run is run and daqp.solve is _DAQP_SOLVE
+    seconds = clock.seconds
+    env.step({a: env.action_space(a).sample() for a in env.agents})  # outside: not timed
+    assert clock.seconds == seconds
+
+
+def test_goal_budget_sets_the_engines_against_the_goals_step(monkeypatch):
+    """A random step of 1 ms (1,000 steps/s) against a goal of 2,000 steps/s (0.5 ms):
+    OpenDSS 0.1 ms and the solver 0.2 ms take 60 % of the goal's step, and the other 0.7 ms
+    of the step are 3.5x the 0.2 ms left; the README's table shows it."""
+    timing = _load_benchmark_module("_timing")
+    monkeypatch.setitem(sys.modules, "_timing", timing)  # what `import _timing` finds
+    row = {"steps_per_s": 1000.0, "step_ms": {"clear": 0.5, "solver": 0.2, "opendss": 0.1,
+                                              "rest": 0.4}}
+    result = {"goal_steps_per_s": 2000, "actions": {"random": row}}
+    b = timing.goal_budget(result)
+    assert b["goal_step_ms"] == 0.5 and abs(b["engines_ms"] - 0.3) < 1e-12
+    assert abs(b["engines_share"] - 0.6) < 1e-12 and abs(b["python_ms"] - 0.7) < 1e-12
+    assert abs(b["python_budget_ms"] - 0.2) < 1e-12 and abs(b["python_over"] - 3.5) < 1e-9
+    assert timing.goal_budget({"goal_steps_per_s": None, "actions": {"random": row}}) is None
+    table = _load_benchmark_module("readme_table").budget_table({"dlmp": {"result": result}})
+    assert table[-1] == "| dlmp | 2,000 steps/s | 0.500 ms | 0.300 ms (60%) | 0.700 ms | 0.20 ms |"
 
 
 def test_instruction_counts_are_split_by_where_they_ran(capsys, monkeypatch):

@@ -103,7 +103,7 @@ import numpy as np
 
 from ogg_envs import economics
 from ogg_envs.api import DEMAND, SUPPLY, Limits, Participant, Truth
-from ogg_envs.core import MarketEnv, aec_from_parallel, real_action, real_rows
+from ogg_envs.core import MarketEnv, aec_from_parallel, clip_unit, real_action, real_rows
 from ogg_envs.markets.curve_market import CurveMarket, MarketParticipant
 from ogg_envs.policies.curve import FlatOffer, TruthfulBidder, truthful_bid
 from ogg_envs.scenario import (
@@ -351,11 +351,12 @@ class raw_env(MarketEnv):
             price = last.participant_prices[k]
             qty = last.participant_quantities[k]
             avg = self._avg_price
-        obs = np.array([
-            *self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
-            price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)),
-        ], dtype=np.float32)
-        return np.minimum(np.maximum(obs, -1.0), 1.0)  # np.clip's numbers, without its layer
+        values = (*self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
+                  price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)))
+        # Clipped to [-1, 1] in Python, before the float32 rounding (the same numbers as
+        # np.clip after it: rounding is monotone); most values need no clip.
+        return np.array([v if -1.0 <= v <= 1.0 else clip_unit(v) for v in values],
+                        dtype=np.float32)
 
     # ------------------------------------------------------------------ rendering
     def render_text(self) -> str:

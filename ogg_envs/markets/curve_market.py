@@ -210,13 +210,17 @@ class Bid:
         return cls(price, price, q_max, q_min)
 
     def as_array(self) -> np.ndarray:
-        return np.array([self.p_max, self.p_min, self.q_max, self.q_min])
+        return np.array(self.numbers())
+
+    def numbers(self) -> tuple[float, float, float, float]:
+        """``(p_max, p_min, q_max, q_min)``."""
+        return self.p_max, self.p_min, self.q_max, self.q_min
 
     def check(self, who: str, price_cap: float, price_floor: float = 0.0,
               q_limit: float = math.inf) -> Bid:
         """This bid, if valid (module docstring); else ``InvalidBidError`` naming ``who`` and
         what is wrong."""
-        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.as_array()):
+        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.numbers()):
             if not math.isfinite(v):
                 raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
         prices_ok, quantities_ok = _within(self.as_array()[None], (price_floor, 0.0),
@@ -234,7 +238,7 @@ class Bid:
     def repair(self, who: str, price_cap: float, price_floor: float = 0.0,
                q_limit: float = math.inf) -> tuple[Bid, list[str]]:
         """The nearest valid bid and what was changed. NaN/inf still raise."""
-        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.as_array()):
+        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.numbers()):
             if not math.isfinite(v):
                 raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
         fixes = []

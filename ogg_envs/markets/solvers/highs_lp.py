@@ -34,14 +34,17 @@ _COLWISE = int(highspy.MatrixFormat.kColwise)
 _MINIMIZE = int(highspy.ObjSense.kMinimize)
 
 
+# The HiGHS class this module runs. ``highspy.Highs()`` registers its Python callbacks in its
+# constructor, before any option can be set, and that prints HiGHS's banner to stdout (once per
+# process, from C++: no Python stream can catch it). The binding's own class underneath does
+# not, and this module needs no callbacks; a highspy without it gets ``highspy.Highs``, banner
+# and all. (Benchmarks time ``HIGHS.run``: the solver's own call.)
+HIGHS = getattr(getattr(highspy, "_core", None), "_Highs", None) or highspy.Highs
+
+
 def _quiet_highs():
-    """A HiGHS object that prints nothing, not even HiGHS's banner. ``highspy.Highs()``
-    registers its Python callbacks in its constructor, before any option can be set, and that
-    prints the banner to stdout (once per process, from C++: no Python stream can catch it).
-    The binding's own class underneath does not, and this module needs no callbacks; a highspy
-    without it gets ``highspy.Highs()``, banner and all."""
-    binding = getattr(getattr(highspy, "_core", None), "_Highs", None)
-    h = binding() if binding is not None else highspy.Highs()
+    """A HiGHS object that prints nothing, not even HiGHS's banner (``HIGHS``)."""
+    h = HIGHS()
     h.setOptionValue("output_flag", False)
     return h
 

@@ -292,11 +292,13 @@ def print_env_table(result: dict) -> None:
     budget = goal_budget(result)
     if budget is not None:
         engines = "OpenDSS's solves and the solver's calls" if solver else "OpenDSS's solves"
+        left = (f"against the {budget['python_budget_ms']:.3f} ms left "
+                f"({budget['python_over']:.1f}x)" if budget["python_budget_ms"] > 0 else
+                "with no time left: the goal is out of reach of any change to it")
         print(f"goal {budget['goal_steps_per_s']:,.0f} random-action steps/s = "
               f"{budget['goal_step_ms']:.3f} ms a step: {engines} take "
               f"{budget['engines_ms']:.3f} ms of it ({budget['engines_share']:.0%}); the rest of "
-              f"the step took {budget['python_ms']:.3f} ms against the "
-              f"{budget['python_budget_ms']:.3f} ms left ({budget['python_over']:.1f}x)")
+              f"the step took {budget['python_ms']:.3f} ms {left}")
 
 
 def goal_budget(result: dict) -> dict | None:

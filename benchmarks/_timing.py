@@ -18,10 +18,10 @@ in the same run, interleaved with the env runs so that a busy machine shifts bot
 also splits a step's time into the market's clearings (cache hits included), OpenDSS's own
 solves (``grid.solve_seconds``) and the rest (the environment's Python: bids, rewards,
 observations, infos, dispatch and reading the power flow), and times the optimisation
-solver's own calls inside the clearings (``SolverClock``: DAQP's ``daqp.solve``, HiGHS's
-``Highs.run``). Where a benchmark names its throughput goal (``goal_steps_per_s``), it prints
-the goal's time budget per step beside what OpenDSS and the solver alone already take of it:
-the part no change to the environment's Python could remove.
+solver's own calls inside the clearings (``SolverClock``: DAQP's ``daqp.solve``, the ``run``
+of HiGHS's class ``highs_lp.HIGHS``). Where a benchmark names its throughput goal
+(``goal_steps_per_s``), it prints the goal's time budget per step beside what OpenDSS and the
+solver alone already take of it: the part no change to the environment's Python could remove.
 
 ``--quick`` (a few seconds per benchmark, what CI runs) and ``--json PATH`` (write the numbers;
 ``benchmarks/readme_table.py`` turns the files into the README's table) are every benchmark's

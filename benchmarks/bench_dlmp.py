@@ -4,10 +4,11 @@ On the default scenario (IEEE 37; 4 generators and 4 DR providers learning, 3 bl
 line limits, 3 market rounds per grid step), for random offers, structured ones (the registered
 ``markup`` baseline: true block costs + 30 %) and tied ones (every block of every learner at
 the price cap, tying with shed load), as ``_timing.env_benchmark`` describes: clear p50/p99
-(HiGHS called directly, cold), env steps/s and their ratio to one bare
-``grid.run_power_flow()``. Also the CVXPY statement of the same clearing (with Parameters,
-HiGHS and Clarabel), the readable reference the fast path is tested against, on the same
-random offers.
+(the exact merit order), env steps/s and their ratio to one bare ``grid.run_power_flow()``.
+Also, on the same random offers, the same market clearing with HiGHS (called directly, cold:
+``solver="highs"``, the path of lossy and large feeders) and the CVXPY statement of the
+clearing (with Parameters, HiGHS and Clarabel), the readable reference the fast paths are
+tested against.
 Run: ``python benchmarks/bench_dlmp.py [--quick] [--json PATH]`` (or ``opengridgym bench --only
 dlmp``).
 """
@@ -20,6 +21,7 @@ import numpy as np
 from _timing import benchmark_parser, env_benchmark, percentiles_ms, print_env_table, write_json
 
 from ogg_envs.envs import dlmp_v0
+from ogg_envs.markets.dlmp import DLMPMarket
 
 ENV_ID = "opengridgym/dlmp-v0"
 GOAL_STEPS_PER_S = 2_000  # random-action parallel steps/s the project aims at (issue #12)
@@ -43,12 +45,23 @@ def clear_inputs(env, n: int, rng: np.random.Generator) -> list[tuple]:
     return out
 
 
+def highs_market(market: DLMPMarket) -> DLMPMarket:
+    """The same market clearing with HiGHS."""
+    m = DLMPMarket(market.topology, market.resources, n_blocks=market.n_blocks,
+                   price_cap=market.price_cap, curtail_price=market.curtail_price,
+                   load_buses=market.load_buses, pv_buses=market.pv_buses, solver="highs")
+    m.set_limits(market.limits_kw)
+    return m
+
+
 def reference_clear_ms(n: int) -> dict[str, dict]:
-    """Clear times (ms) of the fast path and of the CVXPY statement, on the same inputs."""
+    """Clear times (ms) of the fast path, of HiGHS and of the CVXPY statement, on the same
+    inputs."""
     env = dlmp_v0.parallel_env()
     inputs = clear_inputs(env, n, np.random.default_rng(0))
     out = {}
-    for name, clear in (("highs_direct", env.market.clear),
+    for name, clear in (("merit_order", env.market.clear),
+                        ("highs_direct", highs_market(env.market).clear),
                         ("cvxpy_highs", lambda o, c: env.market.clear_cvxpy(o, c, solver="HIGHS")),
                         ("cvxpy_clarabel",
                          lambda o, c: env.market.clear_cvxpy(o, c, solver="CLARABEL"))):

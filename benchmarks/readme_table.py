@@ -161,7 +161,8 @@ def extras_line(records: dict[str, dict]) -> str:
             extras.append(f"{label} AEC agent turns/s {result['aec_agent_turns_per_s']:,.0f}")
     if "dlmp" in records:
         ref = records["dlmp"]["result"]["reference_clear_ms"]
-        extras.append("dlmp clear on random offers, HiGHS direct / CVXPY reference (HiGHS): "
+        extras.append("dlmp clear on random offers, merit order / HiGHS direct / CVXPY "
+                      f"reference (HiGHS): {ref['merit_order']['p50']:.2f} / "
                       f"{ref['highs_direct']['p50']:.2f} / {ref['cvxpy_highs']['p50']:.2f} ms")
     return "; ".join(extras) + "." if extras else ""
 

@@ -271,21 +271,25 @@ def test_env_benchmark_times_solved_clears_apart_from_the_markets_cache(monkeypa
 
 
 def test_solver_clock_times_the_solvers_calls_and_restores_them():
-    """SolverClock wraps DAQP's and HiGHS's calls for its block only; the DLMP market's
-    clearings run HiGHS inside it."""
+    """SolverClock wraps DAQP's and HiGHS's calls for its block only; a DLMP market clearing
+    with HiGHS runs it inside it."""
+    from ogg_envs.api import MarketContext
+    from ogg_envs.grid.topology import Branch, Topology
+    from ogg_envs.markets.dlmp import DLMPMarket, Resource
     from ogg_envs.markets.solvers import highs_lp
 
     timing = _load_benchmark_module("_timing")
     run = highs_lp.HIGHS.run
-    env = ogg_envs.make("opengridgym/dlmp-v0", parallel=True, horizon=2)
-    env.reset(seed=0)
+    market = DLMPMarket(Topology("s", [Branch("s-a", "s", "a", (), 20.0)]),
+                        [Resource("g", "a", "generator")], solver="highs")
+    hour = MarketContext(demand_kw=[0.0, 30.0], capacity_kw=[40.0], source_price=5.0)
     with timing.SolverClock() as clock:
         assert highs_lp.HIGHS.run is not run and daqp.solve is not _DAQP_SOLVE
-        env.step({a: env.action_space(a).sample() for a in env.agents})
+        market.clear([[1.0, 2.0, 3.0]], hour)
     assert clock.seconds > 0
     assert highs_lp.HIGHS.run is run and daqp.solve is _DAQP_SOLVE
     seconds = clock.seconds
-    env.step({a: env.action_space(a).sample() for a in env.agents})  # outside: not timed
+    market.clear([[1.0, 2.0, 4.0]], hour)  # outside: not timed
     assert clock.seconds == seconds
 
 

@@ -227,7 +227,7 @@ def test_fast_path_equals_cvxpy_statement(env37, solver):
         d = inputs(env37, rng)
         fast = clear(market, d)
         ref = market.clear_cvxpy(d["offers"], context(d), solver=solver)
-        assert fast.solver == "highs" and ref.solver == f"cvxpy-{solver.lower()}"
+        assert fast.solver == "merit-order" and ref.solver == f"cvxpy-{solver.lower()}"
         assert fast.congested
         assert ref.cost == pytest.approx(fast.cost, rel=tol)
         np.testing.assert_allclose(ref.dlmp, fast.dlmp, atol=1e3 * tol)
@@ -251,13 +251,19 @@ def test_market_survives_pickling_and_warm_start_is_exact(env37):
         assert again.cost == pytest.approx(res.cost, rel=1e-12)
 
 
-def test_cvxpy_fallback_when_highs_fails(monkeypatch):
+def test_highs_then_cvxpy_fallback_when_the_fast_paths_fail(monkeypatch):
     m = small_market(limits=(math.inf, 10.0, math.inf))
     demand = vec(m, {"a": 50.0, "b": 100.0, "c": 40.0})
     hour = ctx(demand, [40.0, 20.0], 5.0)
     expected = m.clear([[4.0, 4.5], [8.0, 9.0]], hour)
-    monkeypatch.setattr(m, "_solve_highs", lambda *a: (None, None, None))
+    assert expected.solver == "merit-order"
+    monkeypatch.setattr(m, "_solve_merit", lambda *a: (None, None, None))
     m.reset()  # (the same inputs again would be the last result)
+    highs = m.clear([[4.0, 4.5], [8.0, 9.0]], hour)
+    assert highs.solver == "highs"
+    np.testing.assert_allclose(highs.dlmp, expected.dlmp, atol=1e-9)
+    monkeypatch.setattr(m, "_solve_highs", lambda *a: (None, None, None))
+    m.reset()
     res = m.clear([[4.0, 4.5], [8.0, 9.0]], hour)
     assert res.solver == "cvxpy-clarabel"
     np.testing.assert_allclose(res.dlmp, expected.dlmp, atol=1e-5)
@@ -267,7 +273,7 @@ def test_cvxpy_fallback_when_highs_fails(monkeypatch):
 
 
 # ---------------------------------------------------------------- the Clearing interface
-def random_tree_market(rng, n_buses: int = 14) -> DLMPMarket:
+def random_tree_market(rng, n_buses: int = 14, **kwargs) -> DLMPMarket:
     """A random radial feeder, some branches limited, 4 generators, 3 DR providers, PV."""
     buses = ["s"] + [f"b{i}" for i in range(1, n_buses)]
     branches = []
@@ -279,7 +285,7 @@ def random_tree_market(rng, n_buses: int = 14) -> DLMPMarket:
            for k, b in enumerate(rng.integers(1, n_buses, 4))]
     res += [Resource(f"dr_{k}", buses[b], "dr") for k, b in enumerate(rng.integers(1, n_buses, 3))]
     return DLMPMarket(Topology("s", branches), res, n_blocks=3, price_cap=30.0,
-                      pv_buses=buses[1:6])
+                      pv_buses=buses[1:6], **kwargs)
 
 
 def random_hour(m: DLMPMarket, rng) -> tuple[np.ndarray, MarketContext]:
@@ -311,7 +317,7 @@ def test_result_is_a_clearing_with_the_core_fields():
     with pytest.raises(AttributeError):
         res.quantities = np.zeros(2)
     assert res.total_shed_kw == pytest.approx(50.0) == res.shed_kw.sum()
-    assert res.total_curtailed_kw == 0.0 and not res.feasible and res.solver == "highs"
+    assert res.total_curtailed_kw == 0.0 and not res.feasible and res.solver == "merit-order"
     assert res.congested == ["a-b"] and res.price_of("generator_0") == pytest.approx(30.0)
     np.testing.assert_array_equal(res.bids, offers)
     offers[0, 0] = 7.0

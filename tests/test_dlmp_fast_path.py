@@ -35,12 +35,14 @@ def same_result(a, b) -> None:
         assert _bits(getattr(a, key)) == _bits(getattr(b, key)), key
 
 
-def test_rounds_sharing_an_hour_equal_fresh_markets():
-    """Like the env: several clearings per hour on one HighsLP (the whole LP passed each
-    time), random, rounded (tied) and all-at-the-cap offers, limits changed on the way;
-    every result equals a fresh market's on the same inputs, whatever came before."""
+@pytest.mark.parametrize("solver", ["auto", "highs"])
+def test_rounds_sharing_an_hour_equal_fresh_markets(solver):
+    """Like the env: several clearings per hour on one market (the merit order, or one
+    HighsLP passed the whole LP each time), random, rounded (tied) and all-at-the-cap offers,
+    limits changed on the way; every result equals a fresh market's on the same inputs,
+    whatever came before."""
     rng = np.random.default_rng(12)
-    m = random_tree_market(rng)
+    m = random_tree_market(rng, solver=solver)
     limits = m.limits_kw
     for hour in range(30):
         if hour == 15:  # new limits must reach the row bounds and the congestion threshold
@@ -49,7 +51,7 @@ def test_rounds_sharing_an_hour_equal_fresh_markets():
         offers, ctx = random_hour(m, rng)
         rounds = [offers, np.round(offers), np.full_like(offers, m.price_cap), offers]
         for o in rounds:
-            fresh = random_tree_market(np.random.default_rng(12))
+            fresh = random_tree_market(np.random.default_rng(12), solver=solver)
             fresh.set_limits(limits)
             same_result(m.clear(o, ctx), fresh.clear(o, ctx))
 
@@ -170,7 +172,7 @@ def test_highs_hot_path_returns_the_plain_solves_numbers():
     """``HighsLP.solve_primal_rows`` (the market's hot path: no bound duals, no Solution)
     gives ``solve``'s ``x`` and ``y`` bit for bit, on the market's own LPs."""
     rng = np.random.default_rng(8)
-    m = random_tree_market(rng)
+    m = random_tree_market(rng, solver="highs")
     lp, seen = m._lp, []
 
     def recorded(*data):  # the market's LP data, kept

@@ -220,16 +220,16 @@ def test_highs_lp_runs_after_cvxpy_highs_sized_the_thread_scheduler():
 
 def test_the_markets_print_nothing():
     """HiGHS prints its banner to stdout (from C++, once per process) when ``highspy.Highs()``
-    is made; a library user stepping the HiGHS markets must see nothing (a new process: the
-    banner comes only once)."""
+    is made; a library user stepping the DLMP markets (both build a HiGHS LP) must see nothing
+    (a new process: the banner comes only once)."""
     code = (
         "from ogg_envs.envs import dlmp_v0\n"
-        "for kw in ({}, {'formulation': 'lindistflow'}):\n"
+        "for kw, solver in (({}, 'merit-order'), ({'formulation': 'lindistflow'}, 'highs')):\n"
         "    env = dlmp_v0.parallel_env(**kw)\n"
         "    env.reset(seed=0)\n"
         "    for _ in range(6):\n"
         "        env.step({a: env.action_space(a).sample() for a in env.agents})\n"
-        "    assert env.unwrapped.last_clearing.solver == 'highs'\n")
+        "    assert env.unwrapped.last_clearing.solver == solver\n")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                           text=True, timeout=120)
     assert done.stdout == "" and "HiGHS" not in done.stderr

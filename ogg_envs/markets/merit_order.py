@@ -1,0 +1,240 @@
+"""Exact merit-order clearing of priced blocks on a radial feeder with branch limits.
+
+The linear program of a DC market on a tree (the DLMP market's, ``ogg_envs.markets.dlmp``)::
+
+    minimise    sum_i price_i x_i + import_price * import - export_price * export
+    subject to  0 <= x_i <= length_i                    (block i injects x_i kW at its bus)
+                -limit_e <= s_e <= limit_e              (s_e: net injection of the subtree
+                                                         below branch e)
+                s_root + import - export = 0            (the source balances the feeder)
+
+with ``s`` the blocks' injections less the fixed demand per bus (``net_demand``; negative
+where a bus injects), ``import, export >= 0`` and ``export_price <= import_price``. Example::
+
+    >>> mo = MeritOrder(topology, item_buses=[3, 5])
+    >>> out = mo.solve(price, length, net_demand, limits, import_price=4.0)
+    >>> out.x, out.prices        # dispatch per block, the price at every bus
+
+How it solves it, exactly
+-------------------------
+The cheapest way to make a subtree inject ``s`` kW is to run its blocks cheapest first: its
+cost is convex and piecewise linear in ``s``, its segments the subtree's blocks in price order.
+A branch limit only narrows the range of ``s``: it *forces* the subtree's cheapest blocks on
+(up to what the subtree must inject to import no more than the limit) and *cuts* its dearest
+ones (beyond what it may export). Walking the buses from the leaves up (``MeritOrder.solve``:
+one pass, each subtree's forced and cut blocks fixed before its parent's), what remains is one
+merit order in which any dispatch meets every limit: the source's, run at the root against
+the import and export prices. This is the LP's optimum, with no tolerance but rounding.
+
+Prices (the duals of the nodal balances; the DLMPs of the DLMP market): the root's is the
+marginal block's price, or ``import_price`` while importing, ``export_price`` while
+exporting. A subtree held at a limit has its own price: the dearest forced block's (import
+limit) or the cheapest cut block's (export limit), and never on the wrong side of its
+parent's price; elsewhere a bus has its parent's price. ``MeritOrder.certificate`` checks
+every optimality condition of a solution (the tests run it on each).
+
+Ties, by a documented rule: blocks of equal price run in index order (the lower index first,
+and is cut last); a block priced exactly at ``import_price`` does not run while the source
+imports, nor one at ``export_price`` while it exports. Where the prices are not unique (a
+dispatch exactly at a block's edge or a limit met exactly), the root takes the last accepted
+block's price (between the export and import prices) and a subtree its parent's wherever
+that is optimal: congestion is priced only when it has to be. The same data always give the
+same dispatch and prices.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["MeritOrder", "MeritOrderResult"]
+
+_ROUNDING = 1e-9  # a subtree within this share of its limit is at it (sums of kW round)
+
+
+class MeritOrderResult(NamedTuple):
+    """``x`` per block (kW), ``source_import`` and ``source_export`` (kW, >= 0), ``prices``
+    per bus (the nodal balances' duals) and ``energy`` (the root's price)."""
+
+    x: np.ndarray
+    source_import: float
+    source_export: float
+    prices: np.ndarray
+    energy: float
+
+
+class MeritOrder:
+    """The tree of one ``ogg_envs.grid.Topology`` and the buses of its blocks (fixed).
+
+    Args:
+        topology: the radial feeder (buses in breadth-first order, the root first).
+        item_buses: the bus (topology index) of every block, in block order.
+    """
+
+    def __init__(self, topology, item_buses):
+        B = len(topology.buses)
+        parent = topology.parent_index.tolist()
+        branch_of = [-1] * B
+        for e, child in enumerate(topology.branch_child.tolist()):
+            branch_of[child] = e
+        # Depth-first entry order: bus b's subtree is the range [first[b], end[b]).
+        children: list[list[int]] = [[] for _ in range(B)]
+        for b in range(1, B):
+            children[parent[b]].append(b)
+        first, end, clock, stack = [0] * B, [0] * B, 0, [(0, False)]
+        while stack:
+            b, done = stack.pop()
+            if done:
+                end[b] = clock
+                continue
+            first[b] = clock
+            clock += 1
+            stack.append((b, True))
+            stack.extend((c, False) for c in reversed(children[b]))
+        self.n_buses = B
+        self._parent = parent
+        self._branch_of = branch_of
+        self._first, self._end = first, end
+        self._bus = np.asarray(item_buses, dtype=np.int64)
+        self._pos = [first[b] for b in self._bus.tolist()]  # each block's place in that order
+
+    def solve(self, price, length, net_demand, limits, import_price: float,
+              export_price: float = 0.0) -> MeritOrderResult | None:
+        """Clear (module docstring). ``price``, ``length`` per block; ``net_demand`` per
+        bus; ``limits`` per branch (``inf``: none). Returns
+        ``None`` when no dispatch meets the limits (the caller decides what then)."""
+        n, B = len(self._pos), self.n_buses
+        s = np.asarray(price, dtype=float)
+        order = np.argsort(s, kind="stable").tolist()  # the merit order, ties by index
+        s = s.tolist()
+        rem = np.asarray(length, dtype=float).tolist()  # what each block has left
+        on = [0.0] * n  # forced on by a limit
+        lo = (-np.asarray(net_demand, dtype=float)).tolist()  # subtree injection, all off
+        tot = np.bincount(self._bus, rem, minlength=B).tolist()  # what its blocks can add
+        limits = np.asarray(limits, dtype=float).tolist()
+        parent, branch_of, first, end, pos = (self._parent, self._branch_of, self._first,
+                                              self._end, self._pos)
+        held = {}  # bus -> (forced: dearest forced price | None, cut: cheapest cut | None)
+        for b in range(B - 1, 0, -1):  # children before parents
+            L = limits[branch_of[b]]
+            low, total = lo[b], tot[b]
+            if low < -L or low + total > L:
+                a, z = first[b], end[b]
+                forced = cut = None
+                if low < -L:  # import limit: its cheapest blocks must run
+                    need = -L - low
+                    for j in order:
+                        r = rem[j]
+                        if r > 0.0 and a <= pos[j] < z:
+                            t = r if r < need else need
+                            rem[j] = r - t
+                            on[j] += t
+                            need -= t
+                            forced = s[j]
+                            if need <= 0.0:
+                                break
+                    if need > 0.0:
+                        return None
+                    total -= -L - low
+                    low = -L
+                if low > L:  # exports more than its limit with every block off
+                    return None
+                if low + total > L:  # export limit: its dearest blocks cannot run
+                    need = low + total - L
+                    for j in reversed(order):
+                        r = rem[j]
+                        if r > 0.0 and a <= pos[j] < z:
+                            t = r if r < need else need
+                            rem[j] = r - t
+                            need -= t
+                            cut = s[j]
+                            if need <= 0.0:
+                                break
+                    total = L - low
+                held[b] = (forced, cut)
+            p = parent[b]
+            lo[p] += low
+            tot[p] += total
+        # The root: the rest in merit order against the source.
+        cur, used = lo[0], [0.0] * n
+        for j in order:
+            r = rem[j]
+            if r <= 0.0:
+                continue
+            sj = s[j]
+            if sj < export_price:  # worth running even to export
+                used[j] = r
+                cur += r
+            elif cur >= 0.0 or sj >= import_price:
+                break
+            elif r <= -cur:
+                used[j] = r
+                cur += r
+            else:
+                used[j] = -cur
+                cur = 0.0
+                break
+        imp, exp = max(-cur, 0.0), max(cur, 0.0)
+        # Prices: the cost of one more kW of demand at each bus.
+        if imp > 0.0:
+            energy = import_price
+        elif exp > 0.0:
+            energy = export_price
+        else:  # the next block to run, or the source
+            energy = next((s[j] for j in order if rem[j] > used[j]), import_price)
+            energy = min(energy, import_price)
+        x = np.add(on, used)
+        # the subtrees' net injections: which limits hold
+        sub = (np.bincount(self._bus, x, minlength=B) - net_demand).tolist()
+        for b in range(B - 1, 0, -1):
+            sub[parent[b]] += sub[b]
+        prices = [energy] * B
+        for b in range(1, B):
+            price_b = prices[parent[b]]
+            h = held.get(b)
+            if h is not None:
+                forced, cut = h
+                L = limits[branch_of[b]]
+                slack = _ROUNDING * max(L, 1.0)
+                if cut is not None and sub[b] >= L - slack:
+                    price_b = min(price_b, cut)  # at its export limit
+                elif forced is not None and sub[b] <= -L + slack:
+                    price_b = max(price_b, forced)  # at its import limit
+            prices[b] = price_b
+        return MeritOrderResult(x, imp, exp, np.array(prices), energy)
+
+    def certificate(self, result: MeritOrderResult, price, length, net_demand, limits,
+                    import_price: float, export_price: float = 0.0, tol: float = 1e-7) -> list:
+        """The optimality conditions ``result`` violates (empty: it is optimal, its prices
+        are duals): bounds, limits and balance (primal), each block's price against its bus's
+        (running blocks cost at most, idle ones at least, the bus price), each branch's price
+        difference against its flow (a subtree dearer than its parent imports at its limit, a
+        cheaper one exports at it), and the source against the root's price."""
+        x, lam = result.x, result.prices
+        price, length = np.asarray(price, dtype=float), np.asarray(length, dtype=float)
+        out = []
+        if (x < -tol).any() or (x > length + tol).any():
+            out.append("a block outside [0, length]")
+        inj = np.bincount(self._bus, x, minlength=self.n_buses) - net_demand
+        sub = inj.copy()
+        for b in range(self.n_buses - 1, 0, -1):
+            sub[self._parent[b]] += sub[b]
+        if abs(sub[0] + result.source_import - result.source_export) > tol:
+            out.append("the source does not balance the feeder")
+        at = lam[self._bus]
+        running, idle = x > tol, x < length - tol
+        if (running & (price > at + tol)).any() or (idle & (price < at - tol)).any():
+            out.append("a block on the wrong side of its bus's price")
+        for b in range(1, self.n_buses):
+            L, diff = limits[self._branch_of[b]], lam[b] - lam[self._parent[b]]
+            if abs(sub[b]) > L + tol:
+                out.append(f"bus {b}'s branch over its limit")
+            if (diff > tol and sub[b] > -L + tol) or (diff < -tol and sub[b] < L - tol):
+                out.append(f"bus {b}'s branch priced without being at its limit")
+        e = result.energy
+        if e != lam[0] or e > import_price + tol or e < export_price - tol or \
+                (result.source_import > tol and e < import_price - tol) or \
+                (result.source_export > tol and e > export_price + tol):
+            out.append("the root's price against the source")
+        return out

@@ -206,15 +206,19 @@ def test_dlmp_sparse_statement_matches_the_dense_one(monkeypatch):
                         source_price=4.0)
     offers = np.array([[5.0, 6, 7], [4.5, 5, 9], [4.1, 4.4, 6], [6, 7, 8]])
     dense = DLMPMarket(topo, res, load_buses=[b for b in topo.buses if demand[
-        topo.bus_index[b]] > 0])
+        topo.bus_index[b]] > 0], solver="highs")
     dense.set_limits({"730-709": 380.0, "734-737": 180.0})
     monkeypatch.setattr(dlmp_mod, "LARGE_FEEDER_BUSES", 0)  # the large-feeder path
-    sparse = DLMPMarket(topo, res, load_buses=dense.load_buses)
+    sparse = DLMPMarket(topo, res, load_buses=dense.load_buses, solver="highs")
+    merit = DLMPMarket(topo, res, load_buses=dense.load_buses)  # the merit order
     sparse.set_limits({"730-709": 380.0, "734-737": 180.0})
-    a, b = dense.clear(offers, ctx), sparse.clear(offers, ctx)
-    assert a.congested and set(a.congested) == set(b.congested)
-    np.testing.assert_allclose(b.dlmp, a.dlmp, atol=1e-9)
-    np.testing.assert_allclose(b.flows_kw, a.flows_kw, atol=1e-9)
+    merit.set_limits({"730-709": 380.0, "734-737": 180.0})
+    a, b, c = dense.clear(offers, ctx), sparse.clear(offers, ctx), merit.clear(offers, ctx)
+    assert a.congested and set(a.congested) == set(b.congested) == set(c.congested)
+    for other in (b, c):
+        np.testing.assert_allclose(other.dlmp, a.dlmp, atol=1e-9)
+        np.testing.assert_allclose(other.flows_kw, a.flows_kw, atol=1e-9)
+    assert (a.solver, b.solver, c.solver) == ("highs", "highs", "merit-order")
 
 
 @pytest.mark.parametrize("name", ["ieee37", "ieee123"])
@@ -236,7 +240,7 @@ def test_dlmp_merged_rows_clear_like_one_row_per_branch(name, monkeypatch):
     markets = {}
     for label, threshold in (("per branch", 10**9), ("merged", 0)):
         monkeypatch.setattr(dlmp_mod, "LARGE_FEEDER_BUSES", threshold)
-        markets[label] = DLMPMarket(topo, res, load_buses=load_buses)
+        markets[label] = DLMPMarket(topo, res, load_buses=load_buses, solver="highs")
     merged, full = markets["merged"], markets["per branch"]
     assert merged._nrow < full._nrow == 1 + len(topo.branches)
     below = -topo.H
@@ -517,6 +521,29 @@ def test_ieee8500_clearing_with_1200_participants(grid8500):
     x_zones, x_ref = market._solve(arr)[0], market._solve_flow_clarabel(arr)[0]
     best = _objective(market, arr, x_ref)
     assert _objective(market, arr, x_zones) <= best + 1e-9 * abs(best)
+
+
+@pytest.mark.ieee8500
+@needs_8500
+def test_ieee8500_dlmp_merit_order_equals_highs():
+    """The DLMP market's merit order on the large feeder (1,205 blocks, 4,875 branches at
+    their ratings) reaches HiGHS's optimum on its merged-row LP, random offers and hours."""
+    env = ogg_envs.make("opengridgym/dlmp-v0", parallel=True, feeder=str(IEEE8500))
+    env.reset(seed=0)
+    m = env.market
+    highs = DLMPMarket(m.topology, m.resources, n_blocks=m.n_blocks, price_cap=m.price_cap,
+                       curtail_price=m.curtail_price, load_buses=m.load_buses,
+                       pv_buses=m.pv_buses, solver="highs")
+    highs.set_limits(m.limits_kw)
+    rng = np.random.default_rng(3)
+    for hour in range(6):
+        env.t = hour * 3
+        env.start_hour()
+        offers = rng.uniform(0.0, m.price_cap, (len(m.names), m.n_blocks))
+        a, b = m.clear(offers, env.context()), highs.clear(offers, env.context())
+        assert (a.solver, b.solver) == ("merit-order", "highs")
+        assert a.cost == pytest.approx(b.cost, rel=1e-9)
+        np.testing.assert_allclose(a.dlmp, b.dlmp, atol=1e-7)
 
 
 @pytest.mark.ieee8500

@@ -122,16 +122,16 @@ use either; "Solving").
 
 Solving
 -------
-The problem is stated three times. On a lossless feeder of up to ``LARGE_FEEDER_BUSES`` buses
-(the bundled ones) ``clear`` runs the **exact merit order** of ``ogg_envs.markets.merit_order``:
+The problem is stated three times. On a lossless feeder (the default) ``clear`` runs the
+**exact merit order** of ``ogg_envs.markets.merit_order``:
 every block, shed and taken PV (curtailment's complement, at ``-curtail_price``) is a block
 of the tree LP, each branch limit forces a subtree's cheapest blocks on or cuts its dearest
 ones, from the leaves up, and the source runs what remains in price order against ``lmp``.
 It is the LP's optimum up to rounding (no solver tolerance), its DLMPs the balances' duals,
-and it takes about a fifth of a HiGHS run (measured on the IEEE 37 feeder: ~0.09 ms a
-clearing against ~0.45 ms).
+and it is several times faster than a HiGHS run of the same LP on every bundled feeder and
+on IEEE 8500 (``benchmarks/bench_dlmp.py`` prints both on the same offers).
 
-With losses (``set_losses``), on larger feeders, or with ``solver="highs"``, ``DLMPMarket``
+With losses (``set_losses``) or with ``solver="highs"``, ``DLMPMarket``
 builds the LP once for HiGHS (``ogg_envs.markets.solvers.highs_lp``) with a structure that
 never changes (topology and resources are fixed), with the bus injections ``p`` eliminated
 (see ``DLMPMarket._structure``: the same optimum and the same duals, fewer rows; on feeders
@@ -154,7 +154,7 @@ documented rule (``ogg_envs.markets.merit_order``): blocks of equal price run in
 runs before load is shed; an offer at exactly the source LMP does not run while the feeder
 imports. Where the DLMPs are not unique, the source bus's is the cost of one more kW there
 (the next block's price or ``lmp``) and a subtree at its limit keeps its parent's price
-wherever that is optimal. HiGHS (``solver="highs"``, losses, large feeders) returns the vertex
+wherever that is optimal. HiGHS (``solver="highs"``, losses) returns the vertex
 its dual simplex reaches from a cold start on these data. Either way the result is a function
 of the data alone: the same offers, context and limits give the same dispatch and prices
 whatever was cleared before. The last result is kept for the same inputs (``clear``);
@@ -309,9 +309,9 @@ class DLMPMarket(Market):
         load_buses: buses that may carry demand (default: every bus but the root).
         pv_buses: buses that may carry must-take PV (default: none).
         congestion_tol: relative slack under which a branch counts as congested.
-        solver: ``"auto"`` (the exact merit order on a lossless feeder of up to
-            ``LARGE_FEEDER_BUSES`` buses, else HiGHS) or ``"highs"`` (HiGHS always; its ties
-            are the vertex its dual simplex reaches). See "Solving" in the module docstring.
+        solver: ``"auto"`` (the exact merit order while the feeder is lossless, HiGHS with
+            losses) or ``"highs"`` (HiGHS always; its ties are the vertex its dual simplex
+            reaches). See "Solving" in the module docstring.
     """
 
     def __init__(self, topology: Topology, resources: list[Resource], *, n_blocks: int = 3,
@@ -428,10 +428,9 @@ class DLMPMarket(Market):
         self._branches_t = tuple(br.name for br in topo.branches)
         self._row_limits = self._highs_limits()
         self._threshold = CongestionThreshold()  # |flow| at which a branch is congested
-        # the exact merit order (lossless, up to LARGE_FEEDER_BUSES buses): blocks, shed and
-        # the PV taken (curtailment's complement) are its blocks
-        self._merit = None if B > LARGE_FEEDER_BUSES or self.solver == "highs" else \
-            MeritOrder(topo, self._col_bus[:c_imp])
+        # the exact merit order (lossless clearings): blocks, shed and the PV taken
+        # (curtailment's complement) are its blocks
+        self._merit = None if self.solver == "highs" else MeritOrder(topo, self._col_bus[:c_imp])
         self._item_price = np.zeros(c_imp)
         self._item_price[self._cols["shed"]] = self.price_cap
         self._item_price[self._cols["curtail"]] = -self.curtail_price

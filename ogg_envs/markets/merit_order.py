@@ -55,13 +55,14 @@ _ROUNDING = 1e-9  # a subtree within this share of its limit is at it (sums of k
 
 class MeritOrderResult(NamedTuple):
     """``x`` per block (kW), ``source_import`` and ``source_export`` (kW, >= 0), ``prices``
-    per bus (the nodal balances' duals) and ``energy`` (the root's price)."""
+    per bus (the nodal balances' duals), ``energy`` (the root's price) and ``subtree_kw``."""
 
     x: np.ndarray
     source_import: float
     source_export: float
     prices: np.ndarray
     energy: float
+    subtree_kw: np.ndarray  # per bus: its subtree's net injection (the flow up its branch)
 
 
 class MeritOrder:
@@ -93,6 +94,11 @@ class MeritOrder:
             stack.append((b, True))
             stack.extend((c, False) for c in reversed(children[b]))
         self.n_buses = B
+        self._first_a, self._end_a = np.array(first), np.array(end)
+        # the upward pass: (bus, its parent), children before parents, and their branches
+        self._up = [(b, parent[b]) for b in range(B - 1, 0, -1)]
+        self._up_branch = np.array([branch_of[b] for b, _ in self._up], dtype=np.int64)
+        self._dfs = np.argsort(self._first_a)  # depth-first position -> bus
         self._parent = parent
         self._branch_of = branch_of
         self._first, self._end = first, end
@@ -112,12 +118,13 @@ class MeritOrder:
         on = [0.0] * n  # forced on by a limit
         lo = (-np.asarray(net_demand, dtype=float)).tolist()  # subtree injection, all off
         tot = np.bincount(self._bus, rem, minlength=B).tolist()  # what its blocks can add
-        limits = np.asarray(limits, dtype=float).tolist()
+        limits = np.asarray(limits, dtype=float)
+        limits_up = limits[self._up_branch].tolist()
+        limits = limits.tolist()
         parent, branch_of, first, end, pos = (self._parent, self._branch_of, self._first,
                                               self._end, self._pos)
         held = {}  # bus -> (forced: dearest forced price | None, cut: cheapest cut | None)
-        for b in range(B - 1, 0, -1):  # children before parents
-            L = limits[branch_of[b]]
+        for (b, p), L in zip(self._up, limits_up):  # children before parents
             low, total = lo[b], tot[b]
             if low < -L or low + total > L:
                 a, z = first[b], end[b]
@@ -153,7 +160,6 @@ class MeritOrder:
                                 break
                     total = L - low
                 held[b] = (forced, cut)
-            p = parent[b]
             lo[p] += low
             tot[p] += total
         # The root: the rest in merit order against the source.
@@ -185,24 +191,27 @@ class MeritOrder:
             energy = next((s[j] for j in order if rem[j] > used[j]), import_price)
             energy = min(energy, import_price)
         x = np.add(on, used)
-        # the subtrees' net injections: which limits hold
-        sub = (np.bincount(self._bus, x, minlength=B) - net_demand).tolist()
-        for b in range(B - 1, 0, -1):
-            sub[parent[b]] += sub[b]
-        prices = [energy] * B
-        for b in range(1, B):
-            price_b = prices[parent[b]]
-            h = held.get(b)
-            if h is not None:
-                forced, cut = h
-                L = limits[branch_of[b]]
-                slack = _ROUNDING * max(L, 1.0)
-                if cut is not None and sub[b] >= L - slack:
-                    price_b = min(price_b, cut)  # at its export limit
-                elif forced is not None and sub[b] <= -L + slack:
-                    price_b = max(price_b, forced)  # at its import limit
-            prices[b] = price_b
-        return MeritOrderResult(x, imp, exp, np.array(prices), energy)
+        sub = self.subtree_sums(np.bincount(self._bus, x, minlength=B) - net_demand)
+        if not held:
+            return MeritOrderResult(x, imp, exp, np.full(B, energy), energy, sub)
+        # A subtree at a limit it holds has its own price, and so has everything below it
+        # unless it holds a limit itself: one price per depth-first range, parents first.
+        at_dfs = np.full(B, energy)
+        for b in sorted(held):
+            forced, cut = held[b]
+            L = limits[branch_of[b]]
+            slack = _ROUNDING * max(L, 1.0)
+            if cut is not None and sub[b] >= L - slack:  # at its export limit
+                at_dfs[first[b]:end[b]] = min(at_dfs[first[parent[b]]], cut)
+            elif forced is not None and sub[b] <= -L + slack:  # at its import limit
+                at_dfs[first[b]:end[b]] = max(at_dfs[first[parent[b]]], forced)
+        return MeritOrderResult(x, imp, exp, at_dfs[self._first_a], energy, sub)
+
+    def subtree_sums(self, per_bus: np.ndarray) -> np.ndarray:
+        """Per bus, the sum of ``per_bus`` over its subtree (``per_bus`` in topology order)."""
+        cs = np.zeros(len(per_bus) + 1)
+        np.cumsum(per_bus[self._dfs], out=cs[1:])
+        return cs[self._end_a] - cs[self._first_a]
 
     def certificate(self, result: MeritOrderResult, price, length, net_demand, limits,
                     import_price: float, export_price: float = 0.0, tol: float = 1e-7) -> list:

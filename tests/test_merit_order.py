@@ -85,6 +85,21 @@ def test_no_dispatch_meeting_the_limits_returns_none():
     assert out.prices.tolist() == [4.0, 4.0, 4.0] and out.source_import == 5.0
 
 
+def test_bad_input_names_what_is_wrong():
+    topo = Topology("s", [Branch("s-a", "s", "a", (), 10.0)])
+    mo = MeritOrder(topo, [1, 1])
+    demand, limits = np.array([0.0, 5.0]), topo.limits_kw
+    with pytest.raises(ValueError, match="expected 2 prices and lengths"):
+        mo.solve([1.0], [1.0, 1.0], demand, limits, 4.0)
+    with pytest.raises(ValueError, match="2 net demands"):
+        mo.solve([1.0, 2.0], [1.0, 1.0], [5.0], limits, 4.0)
+    with pytest.raises(ValueError, match="must not exceed import_price"):
+        mo.solve([1.0, 2.0], [1.0, 1.0], demand, limits, 4.0, export_price=5.0)
+    with pytest.raises(ValueError, match="lengths must be >= 0"):
+        mo.solve([1.0, 2.0], [1.0, -1.0], demand, limits, 4.0)
+    assert mo.solve([1.0, 2.0], [1.0, 1.0], demand, limits, 4.0).x.tolist() == [1.0, 1.0]
+
+
 def test_the_certificate_catches_a_wrong_price_and_a_wrong_dispatch():
     rng = np.random.default_rng(3)
     topo, bus, price, length, demand, limits, imp = random_case(rng, 8)

@@ -27,19 +27,20 @@ merit order in which any dispatch meets every limit: the source's, run at the ro
 the import and export prices. This is the LP's optimum, with no tolerance but rounding.
 
 Prices (the duals of the nodal balances; the DLMPs of the DLMP market): the root's is the
-marginal block's price, or ``import_price`` while importing, ``export_price`` while
-exporting. A subtree held at a limit has its own price: the dearest forced block's (import
-limit) or the cheapest cut block's (export limit), and never on the wrong side of its
-parent's price; elsewhere a bus has its parent's price. ``MeritOrder.certificate`` checks
-every optimality condition of a solution (the tests run it on each).
+cost of one more kW there: ``import_price`` while importing, ``export_price`` while
+exporting, else the marginal block's price (or, with none part-run, the next block's or
+``import_price``, whichever is lower). A subtree held at a limit has its own price: the
+dearest forced block's (import limit) or the cheapest cut block's (export limit), and never
+on the wrong side of its parent's price; elsewhere a bus has its parent's price.
+``MeritOrder.certificate`` checks every optimality condition of a solution (the tests run it
+on each).
 
 Ties, by a documented rule: blocks of equal price run in index order (the lower index first,
 and is cut last); a block priced exactly at ``import_price`` does not run while the source
 imports, nor one at ``export_price`` while it exports. Where the prices are not unique (a
-dispatch exactly at a block's edge or a limit met exactly), the root takes the last accepted
-block's price (between the export and import prices) and a subtree its parent's wherever
-that is optimal: congestion is priced only when it has to be. The same data always give the
-same dispatch and prices.
+dispatch exactly at a block's edge or a limit met exactly), the root's is the cost of one more
+kW (above) and a subtree's its parent's wherever that is optimal: congestion is priced only
+when it has to be. The same data always give the same dispatch and prices.
 """
 
 from __future__ import annotations
@@ -108,13 +109,21 @@ class MeritOrder:
     def solve(self, price, length, net_demand, limits, import_price: float,
               export_price: float = 0.0) -> MeritOrderResult | None:
         """Clear (module docstring). ``price``, ``length`` per block; ``net_demand`` per
-        bus; ``limits`` per branch (``inf``: none). Returns
-        ``None`` when no dispatch meets the limits (the caller decides what then)."""
+        bus; ``limits`` per branch (``inf``: none). Returns ``None`` when no dispatch meets
+        the limits (the caller decides what then); raises ``ValueError`` on inputs of the
+        wrong size, a negative length or an export price above the import price."""
         n, B = len(self._pos), self.n_buses
-        s = np.asarray(price, dtype=float)
+        s, length = np.asarray(price, dtype=float), np.asarray(length, dtype=float)
+        if s.shape != (n,) or length.shape != (n,) or np.shape(net_demand) != (B,):
+            raise ValueError(f"MeritOrder.solve: expected {n} prices and lengths (one per "
+                             f"block) and {B} net demands (one per bus), got {s.shape}, "
+                             f"{length.shape} and {np.shape(net_demand)}")
+        if not (export_price <= import_price and length.min(initial=0.0) >= 0.0):
+            raise ValueError(f"MeritOrder.solve: export_price ({export_price}) must not exceed "
+                             f"import_price ({import_price}) and lengths must be >= 0")
         order = np.argsort(s, kind="stable").tolist()  # the merit order, ties by index
         s = s.tolist()
-        rem = np.asarray(length, dtype=float).tolist()  # what each block has left
+        rem = length.tolist()  # what each block has left
         on = [0.0] * n  # forced on by a limit
         lo = (-np.asarray(net_demand, dtype=float)).tolist()  # subtree injection, all off
         tot = np.bincount(self._bus, rem, minlength=B).tolist()  # what its blocks can add

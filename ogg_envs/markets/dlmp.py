@@ -27,9 +27,9 @@ Every resource offers a cost curve as ``n_blocks`` prices (¢/kWh), one per bloc
 ``capacity / n_blocks``: block ``k`` covers ``[k, k+1] * capacity / n_blocks`` kW of production
 (generators) or of demand reduction (DR). The curve is piecewise linear (the cost is the
 integral of this step marginal cost), so the OPF stays a linear program, solved exactly with
-its duals ("Solving" below). Blocks are dispatched cheapest first, so an offer whose prices are not
-sorted means the same as its sorted version (the effective curve is always convex). A valid
-price lies in ``[0, price_cap]``; ``InvalidOfferError`` (an ``ogg_envs.api.InvalidBidError``,
+its duals ("Solving" below). Blocks are dispatched cheapest first, so an offer whose prices
+are not sorted means the same as its sorted version (the effective curve is always convex). A
+valid price lies in ``[0, price_cap]``; ``InvalidOfferError`` (an ``ogg_envs.api.InvalidBidError``,
 so a ``ValueError``, naming the resource) is raised for anything else, NaN and inf included.
 ``DLMPMarket.repair`` (the ``ogg_envs.api.Market`` method the environments apply with
 ``invalid_bids="repair"``) clips finite prices into ``[0, price_cap]`` by the same rule.
@@ -123,10 +123,10 @@ use either; "Solving").
 Solving
 -------
 The problem is stated three times. On a lossless feeder (the default) ``clear`` runs the
-**exact merit order** of ``ogg_envs.markets.merit_order``:
-every block, shed and taken PV (curtailment's complement, at ``-curtail_price``) is a block
-of the tree LP, each branch limit forces a subtree's cheapest blocks on or cuts its dearest
-ones, from the leaves up, and the source runs what remains in price order against ``lmp``.
+**exact merit order** of ``ogg_envs.markets.merit_order``: every block, shed and taken PV
+(curtailment's complement, at ``-curtail_price``) is a block of the tree LP, each branch limit
+forces a subtree's cheapest blocks on or cuts its dearest ones, from the leaves up, and the
+source runs what remains in price order against ``lmp``.
 It is the LP's optimum up to rounding (no solver tolerance), its DLMPs the balances' duals,
 and it is several times faster than a HiGHS run of the same LP on every bundled feeder and
 on IEEE 8500 (``benchmarks/bench_dlmp.py`` prints both on the same offers).
@@ -690,10 +690,9 @@ class DLMPMarket(Market):
     def clear(self, offers, context: MarketContext | None = None) -> DLMPResult:
         """Clear the market (the exact merit order or HiGHS's simplex, cold: module docstring,
         "Solving"; the same inputs always give the same result, whatever was cleared before).
-        The same offers, context, limits, loss
-        model and ``congestion_tol`` as the previous call return the previous result object
-        (an environment's rounds often repeat their offers within an hour; treat results as
-        read-only).
+        The same offers, context, limits, loss model and ``congestion_tol`` as the previous
+        call return the previous result object (an environment's rounds often repeat their
+        offers within an hour; treat results as read-only).
 
         Args:
             offers: block prices, (n, n_blocks) array in resource order or ``{name: prices}``.

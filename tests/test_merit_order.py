@@ -13,6 +13,7 @@ from scipy.optimize import linprog
 from test_dlmp import random_hour, random_tree_market
 
 from ogg_envs.api import MarketContext
+from ogg_envs.envs import dlmp_v0
 from ogg_envs.grid.topology import Branch, Topology
 from ogg_envs.markets.dlmp import DLMPMarket, Resource
 from ogg_envs.markets.merit_order import MeritOrder
@@ -186,3 +187,26 @@ def test_with_losses_the_dlmp_market_clears_with_highs():
     assert m.clear(offers, hour).solver == "merit-order"
     with pytest.raises(ValueError, match="solver must be 'auto' or 'highs'"):
         random_tree_market(np.random.default_rng(4), solver="daqp")
+
+
+def test_tied_and_degenerate_offers_reach_the_cvxpy_statements_optimum():
+    """Offers all equal, all at the cap (tying with shedding), all zero, all at the source's
+    price, and rounded (ties across resources): the merit order's cost is the CVXPY
+    statement's (HiGHS) on the IEEE 37 market, whose two limits bind."""
+    env37 = dlmp_v0.parallel_env(market_rounds=1)
+    env37.reset(seed=0)
+    env37.t = 12
+    env37.start_hour()
+    market = env37.market
+    ctx = MarketContext(demand_kw=env37.demand_kw.copy(), capacity_kw=env37.capacity_kw.copy(),
+                        source_price=env37.lmp_now, pv_kw=env37.pv_kw.copy())
+    shape = (len(market.names), market.n_blocks)
+    rng = np.random.default_rng(11)
+    cases = [np.full(shape, 6.0), np.full(shape, market.price_cap), np.zeros(shape),
+             np.full(shape, env37.lmp_now), np.round(rng.uniform(0, 12, shape) / 3) * 3]
+    for offers in cases:
+        fast = market.clear(offers, ctx)
+        ref = market.clear_cvxpy(offers, ctx, solver="HIGHS")
+        assert fast.solver == "merit-order"
+        assert fast.cost == pytest.approx(ref.cost, rel=1e-8)
+        assert fast.feasible == ref.feasible

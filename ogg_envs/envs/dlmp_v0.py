@@ -40,7 +40,8 @@ before anything changes. With ``invalid_bids="repair"`` (default) finite prices 
 ``[0, price_cap]`` are clipped into it (the market's ``repair``) and
 ``infos[agent]["bid_repairs"]`` says so; with ``"raise"`` they raise ``InvalidBidError`` (a
 ``ValueError``) naming the agent, before anything changes; the core applies either
-(``ogg_envs.core``, "Invalid bids"). An offer at ``price_cap`` ties with shedding load.
+(``ogg_envs.core``, "Invalid bids"). An offer at ``price_cap`` ties with shedding load; the
+market runs the offer first (its tie rule: ``ogg_envs.markets.dlmp``, "Solving").
 
 ### Arguments
 ``env(scenario="dlmp", feeder=None, learners=("generator", "dr"), market_rounds=3,

@@ -12,8 +12,10 @@
 All raise ``ogg_envs.api.InvalidBidError`` for a bid they cannot accept and
 ``ogg_envs.api.MarketClearingError`` when no solver clears an instance. The optimisation
 markets state their problem once and call the solvers through ``ogg_envs.markets.solvers``
-(one thin module per solver, one standard form and dual convention); every clearing is solved
-cold or from a start derived from its own data, and ties are broken by documented rules, so
+(one thin module per solver, one standard form and dual convention), except the DLMP market's
+lossless clearing, which is exact by construction (``merit_order.MeritOrder``: the merit order
+on a radial feeder with branch limits); every clearing is solved cold or from a start derived
+from its own data, and ties are broken by documented rules, so
 the same bids give the same clearing whatever the market cleared before. The classes are loaded
 on first use (``from ogg_envs.markets import CurveMarket``), so importing one market does not
 import the others' solvers.
@@ -28,7 +30,8 @@ from ..api import Clearing, InvalidBidError, Market, MarketClearingError, Market
 _LAZY = {"CurveMarket": "curve_market", "ClearingResult": "curve_market",
          "DLMPMarket": "dlmp", "DLMPResult": "dlmp",
          "LinDistFlowMarket": "lindistflow", "LinDistFlowResult": "lindistflow",
-         "P2PMarket": "p2p", "P2PClearing": "p2p"}
+         "P2PMarket": "p2p", "P2PClearing": "p2p",
+         "MeritOrder": "merit_order", "MeritOrderResult": "merit_order"}
 
 __all__ = ["Market", "MarketContext", "Clearing", "InvalidBidError", "MarketClearingError",
            *_LAZY]

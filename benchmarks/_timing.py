@@ -127,9 +127,10 @@ def random_actions(env, agent, observation):
 # ---------------------------------------------------------------------- env runs
 class SolverClock:
     """Times the optimisation solvers' own calls while in a ``with`` block: ``daqp.solve``
-    (the curve market's QP) and the ``run`` of HiGHS's class (``highs_lp.HIGHS``; the DLMP
-    market's LP), wrapped for the block and restored after it. ``seconds``: their total so
-    far."""
+    (the curve market's QP) and the ``run`` of HiGHS's class (``highs_lp.HIGHS``: the
+    LinDistFlow market's LP, and the DLMP market's with losses or ``solver="highs"``; its
+    lossless clearing is the merit order, Python, which this does not count), wrapped for the
+    block and restored after it. ``seconds``: their total so far."""
 
     def __init__(self):
         self.seconds = 0.0

@@ -21,7 +21,6 @@ import numpy as np
 from _timing import benchmark_parser, env_benchmark, percentiles_ms, print_env_table, write_json
 
 from ogg_envs.envs import dlmp_v0
-from ogg_envs.markets.dlmp import DLMPMarket
 
 ENV_ID = "opengridgym/dlmp-v0"
 GOAL_STEPS_PER_S = 2_000  # random-action parallel steps/s the project aims at (issue #12)
@@ -45,26 +44,18 @@ def clear_inputs(env, n: int, rng: np.random.Generator) -> list[tuple]:
     return out
 
 
-def highs_market(market: DLMPMarket) -> DLMPMarket:
-    """The same market clearing with HiGHS."""
-    m = DLMPMarket(market.topology, market.resources, n_blocks=market.n_blocks,
-                   price_cap=market.price_cap, curtail_price=market.curtail_price,
-                   load_buses=market.load_buses, pv_buses=market.pv_buses, solver="highs")
-    m.set_limits(market.limits_kw)
-    return m
-
-
 def reference_clear_ms(n: int) -> dict[str, dict]:
     """Clear times (ms) of the fast path, of HiGHS and of the CVXPY statement, on the same
     inputs."""
     env = dlmp_v0.parallel_env()
     inputs = clear_inputs(env, n, np.random.default_rng(0))
-    out = {}
-    for name, clear in (("merit_order", env.market.clear),
-                        ("highs_direct", highs_market(env.market).clear),
-                        ("cvxpy_highs", lambda o, c: env.market.clear_cvxpy(o, c, solver="HIGHS")),
-                        ("cvxpy_clarabel",
-                         lambda o, c: env.market.clear_cvxpy(o, c, solver="CLARABEL"))):
+    market, out = env.market, {}
+    for name, solver, clear in (
+            ("merit_order", "auto", market.clear), ("highs_direct", "highs", market.clear),
+            ("cvxpy_highs", "auto", lambda o, c: market.clear_cvxpy(o, c, solver="HIGHS")),
+            ("cvxpy_clarabel", "auto",
+             lambda o, c: market.clear_cvxpy(o, c, solver="CLARABEL"))):
+        market.solver = solver  # (the same market: merit order or HiGHS)
         clear(*inputs[0])  # the first call builds the problem
         times = []
         for offers, context in inputs[1:]:

@@ -129,6 +129,8 @@ def main(argv=None) -> list[dict]:
     n_pairs = args.pairs or (4 if args.quick else 12)
     steps = args.steps or (100 if args.quick else 500)
     roots = {"base": args.against.resolve(), "this": REPO}
+    if args.feeder is not None and Path(args.feeder).is_file():  # (the workers run elsewhere)
+        args.feeder = str(Path(args.feeder).resolve())
     print(f"this checkout ({REPO}) against {roots['base']}: {n_pairs} pairs of {steps} steps, "
           f"in turns; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     out = []

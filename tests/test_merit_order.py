@@ -147,7 +147,6 @@ def test_ties_follow_the_documented_rule():
     r = m.clear([[30.0], [30.0]], hour)  # at the cap: offers run, nothing is shed
     np.testing.assert_array_equal(r.quantities, [30.0, 0.0])
     assert r.total_shed_kw == 0.0
-    hour = MarketContext(demand_kw=demand, capacity_kw=[40.0, 40.0], source_price=7.0)
     r = m.clear([[7.0], [9.0]], MarketContext(demand_kw=m.bus_vector({"a": 15.0}, "d"),
                                               capacity_kw=[40.0, 40.0], source_price=7.0))
     np.testing.assert_array_equal(r.quantities, [0.0, 0.0])  # the source first at a tie
@@ -187,6 +186,19 @@ def test_with_losses_the_dlmp_market_clears_with_highs():
     assert m.clear(offers, hour).solver == "merit-order"
     with pytest.raises(ValueError, match="solver must be 'auto' or 'highs'"):
         random_tree_market(np.random.default_rng(4), solver="daqp")
+
+
+def test_the_solver_can_be_switched_on_one_market():
+    m = random_tree_market(np.random.default_rng(6))
+    offers, hour = random_hour(m, np.random.default_rng(7))
+    first = m.clear(offers, hour)
+    m.solver = "highs"  # the same inputs clear again, with HiGHS (the last result forgotten)
+    again = m.clear(offers, hour)
+    assert (first.solver, again.solver) == ("merit-order", "highs")
+    assert again.cost == pytest.approx(first.cost, rel=1e-9)
+    with pytest.raises(ValueError, match="solver must be 'auto' or 'highs', got 'daqp'"):
+        m.solver = "daqp"
+    assert m.solver == "highs" and m.clear(offers, hour) is again
 
 
 def test_tied_and_degenerate_offers_reach_the_cvxpy_statements_optimum():

@@ -128,8 +128,9 @@ The problem is stated three times. On a lossless feeder (the default) ``clear`` 
 forces a subtree's cheapest blocks on or cuts its dearest ones, from the leaves up, and the
 source runs what remains in price order against ``lmp``.
 It is the LP's optimum up to rounding (no solver tolerance), its DLMPs the balances' duals,
-and it is several times faster than a HiGHS run of the same LP on every bundled feeder and
-on IEEE 8500 (``benchmarks/bench_dlmp.py`` prints both on the same offers).
+and it is faster than a HiGHS run of the same LP (``benchmarks/bench_dlmp.py`` prints both
+on the same offers on IEEE 37; scratch timings of the two paths on random offers measured
+2.5-4x on IEEE 13, 34, 123 and 8500).
 
 With losses (``set_losses``) or with ``solver="highs"``, ``DLMPMarket``
 builds the LP once for HiGHS (``ogg_envs.markets.solvers.highs_lp``) with a structure that
@@ -311,15 +312,15 @@ class DLMPMarket(Market):
         congestion_tol: relative slack under which a branch counts as congested.
         solver: ``"auto"`` (the exact merit order while the feeder is lossless, HiGHS with
             losses) or ``"highs"`` (HiGHS always; its ties are the vertex its dual simplex
-            reaches). See "Solving" in the module docstring.
+            reaches); ``market.solver`` changes it later. See "Solving" in the module
+            docstring.
     """
 
     def __init__(self, topology: Topology, resources: list[Resource], *, n_blocks: int = 3,
                  price_cap: float = 30.0, curtail_price: float = 1.0,
                  load_buses: list[str] | None = None, pv_buses: list[str] | tuple = (),
                  congestion_tol: float = 1e-6, solver: str = "auto"):
-        if solver not in ("auto", "highs"):
-            raise ValueError(f"solver must be 'auto' or 'highs', got {solver!r}")
+        self.solver = solver  # (checked first: the property names what is valid)
         if int(n_blocks) < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
         if not (math.isfinite(price_cap) and price_cap > 0):
@@ -335,7 +336,6 @@ class DLMPMarket(Market):
         self.price_cap = float(price_cap)
         self.curtail_price = float(curtail_price)
         self.congestion_tol = float(congestion_tol)
-        self.solver = solver
         bi = topology.bus_index
         if load_buses is None:
             load_buses = [b for b in topology.buses if b != topology.root]
@@ -350,6 +350,19 @@ class DLMPMarket(Market):
         self._structure()
         self._build_highs()
         self._cvx = None
+
+    @property
+    def solver(self) -> str:
+        """``"auto"`` (the merit order while lossless, else HiGHS) or ``"highs"``; settable,
+        e.g. to compare the two paths on one market (the last result is forgotten)."""
+        return self._solver
+
+    @solver.setter
+    def solver(self, solver: str) -> None:
+        if solver not in ("auto", "highs"):
+            raise ValueError(f"solver must be 'auto' or 'highs', got {solver!r}")
+        self._solver = solver
+        self._cache = None
 
     @property
     def resource_bus_index(self) -> np.ndarray:
@@ -430,7 +443,7 @@ class DLMPMarket(Market):
         self._threshold = CongestionThreshold()  # |flow| at which a branch is congested
         # the exact merit order (lossless clearings): blocks, shed and the PV taken
         # (curtailment's complement) are its blocks
-        self._merit = None if self.solver == "highs" else MeritOrder(topo, self._col_bus[:c_imp])
+        self._merit = MeritOrder(topo, self._col_bus[:c_imp])
         self._item_price = np.zeros(c_imp)
         self._item_price[self._cols["shed"]] = self.price_cap
         self._item_price[self._cols["curtail"]] = -self.curtail_price
@@ -711,7 +724,7 @@ class DLMPMarket(Market):
                 and cache[2] == inputs:
             return cache[3]
         x = None
-        if self._merit is not None and self._losses is None:
+        if self._solver == "auto" and self._losses is None:
             x, y, solver = self._solve_merit(*args)
         if x is None:
             x, y, solver = self._solve_highs(*args)

@@ -717,8 +717,8 @@ class DLMPMarket(Market):
                 none). A missing required field raises ``ValueError`` naming it.
         """
         args = self._inputs(offers, context)
-        inputs = (*(a.tobytes() for a in args[:4]), args[4],  # (dr_cap follows capacity)
-                  self.congestion_tol)
+        inputs = (args[0].tobytes(), args[1].tobytes(), args[2].tobytes(), args[3].tobytes(),
+                  args[4], self.congestion_tol)  # (dr_cap follows capacity)
         cache = self._cache  # (set_limits installs a new array, set_losses a new model)
         if cache is not None and cache[0] is self._limits and cache[1] is self._losses \
                 and cache[2] == inputs:
@@ -924,7 +924,7 @@ class DLMPMarket(Market):
         cols = self._cols
         energy, branch_prices, dlmp, congestion = duals  # congestion: below.T @ branch_prices
         blocks = x[cols["blocks"]]
-        q = blocks.reshape(-1, self.n_blocks).sum(axis=1)
+        q = np.add.reduce(blocks.reshape(-1, self.n_blocks), axis=1)  # (.sum's numbers)
         B = len(self._buses_t)
         shed = np.zeros(B)
         shed[self._load_idx] = x[cols["shed"]]
@@ -936,7 +936,7 @@ class DLMPMarket(Market):
         flows = topo.flows(net_injection)
         losses = self._losses
         losses_kw = 0.0 if losses is None else losses.losses(net_injection)
-        shed_total, curt_total = float(shed.sum()), float(curt.sum())
+        shed_total, curt_total = float(np.add.reduce(shed)), float(np.add.reduce(curt))
         at_limit = np.abs(flows) >= self._threshold(self._limits, self.congestion_tol)
         congested = [self._branches_t[e] for e in np.flatnonzero(at_limit).tolist()]
         bids = offers.copy()

@@ -118,7 +118,7 @@ class MeritOrder:
             raise ValueError(f"MeritOrder.solve: expected {n} prices and lengths (one per "
                              f"block) and {B} net demands (one per bus), got {s.shape}, "
                              f"{length.shape} and {np.shape(net_demand)}")
-        if not (export_price <= import_price and length.min(initial=0.0) >= 0.0):
+        if not (export_price <= import_price and np.minimum.reduce(length, initial=0.0) >= 0.0):
             raise ValueError(f"MeritOrder.solve: export_price ({export_price}) must not exceed "
                              f"import_price ({import_price}) and lengths must be >= 0")
         order = np.argsort(s, kind="stable").tolist()  # the merit order, ties by index
@@ -126,7 +126,7 @@ class MeritOrder:
         rem = length.tolist()  # what each block has left
         on = [0.0] * n  # forced on by a limit
         lo = (-np.asarray(net_demand, dtype=float)).tolist()  # subtree injection, all off
-        tot = np.bincount(self._bus, rem, minlength=B).tolist()  # what its blocks can add
+        tot = np.bincount(self._bus, length, minlength=B).tolist()  # what its blocks can add
         limits = np.asarray(limits, dtype=float)
         limits_up = limits[self._up_branch].tolist()
         limits = limits.tolist()

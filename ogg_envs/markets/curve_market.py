@@ -117,7 +117,7 @@ from the previous clearing. The nodal price of bus b is ``-(y_balance + sum_e H[
 from the duals. Fixed variables (inelastic bids, slack at buses without firm parts) are
 substituted out before DAQP sees the problem. The clearing's hot path fills the QP's vectors
 into one array from a template built with the participants, calls ``DenseQP.solve_diagonal``
-(no bound duals) and re-uses the curve slopes and the slack bounds in the accounts: every
+(no bound duals) and re-uses the slack bounds in the accounts: every
 number is the one the statement gives, bit for bit (tested). On IEEE 34 (33 bids, 66
 variables of which about 37 free, 28 branch rows) DAQP needs about 15 active-set iterations
 on uniformly random bids; the sparse solvers on the same statement (``solver="clarabel"`` or
@@ -445,12 +445,12 @@ class _Layout(NamedTuple):
     n_buses: int
 
 
-def _curve_accounts(layout: _Layout, bids, served, price_p, slope, energy, congestion, prices,
+def _curve_accounts(layout: _Layout, bids, served, price_p, energy, congestion, prices,
                     unclipped, loss, losses, injections, losses_kw, slack) -> dict:
     """The deferred fields of a ``ClearingResult`` (``CurveMarket._result`` leaves them to
     this): the surpluses on the bids, payments, the price components, shed and spilled kW
-    per bus, and the loss surplus. ``slope``: the bids' curve slopes, or None (computed
-    here); ``unclipped``, ``loss``: see ``CurveMarket._nodal_prices``; ``losses``: the loss
+    per bus, and the loss surplus. ``unclipped``, ``loss``: see
+    ``CurveMarket._nodal_prices``; ``losses``: the loss
     model or None (``injections``: the bus injections, ``losses_kw``: their losses);
     ``slack``: shed then spilled kW, or None when nothing was cut."""
     B = layout.n_buses
@@ -469,9 +469,8 @@ def _curve_accounts(layout: _Layout, bids, served, price_p, slope, energy, conge
     components = {"energy": energies, "loss": np.zeros(B) if loss is None else loss,
                   "congestion": congestion}
     p_max, p_min, q_min = bids[:, 0], bids[:, 1], bids[:, 3]
-    if slope is None:
-        dq = bids[:, 2] - q_min
-        slope = np.divide(p_max - p_min, dq, out=np.zeros(len(dq)), where=dq > 1e-12)
+    dq = bids[:, 2] - q_min  # the bids' curve slopes (``_curve_coefficients``)
+    slope = np.divide(p_max - p_min, dq, out=np.zeros(len(dq)), where=dq > 1e-12)
     above = np.maximum(served - q_min, 0.0)
     half = 0.5 * slope * above * above  # the curve integrals beyond the firm part
     bought = served * layout.demand
@@ -816,11 +815,11 @@ class CurveMarket(Market):
         hi[self._sl["spill"]] = np.bincount(self._bus_of[sup], q_min[sup], B)[self._spill_buses]
         return lo, hi
 
-    def _dense_data(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _dense_data(self, arr: np.ndarray) -> np.ndarray:
         """The dense statement's vectors for a checked bid array, stacked as
         ``daqp_qp.DenseQP.solve_diagonal`` takes them: rows ``[P diagonal, q, lb, ub]`` over
         ``z = [q, shed, spill]`` (the curves as cleared: ``_regularised_coefficients``, the
-        same numbers), and the bids' own curve slopes (``_result``)."""
+        same numbers)."""
         n = len(self.names)
         p_max, p_min, q_max, q_min = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
         data = self._dense_template.copy()  # the slack's entries; 1 where a curve is fixed
@@ -831,24 +830,24 @@ class CurveMarket(Market):
         np.subtract(np.where(self.is_supply, p_min, -p_max), curv * q_min, out=data[1, :n])
         data[2:, :n] = arr[:, 3:1:-1].T  # q_min, q_max
         data[3, n:] = self._firm_of_slack(q_min)  # the slack's upper bounds (_bounds)
-        return data, np.divide(span, dq, out=np.zeros(n), where=ramp)
+        return data
 
     def _solve(self, arr: np.ndarray):
-        """``(x, nodal prices, solver name, known)``, ``x = [q, shed, spill, p]``; ``known``:
-        ``(curve slopes, firm kW of each slack variable's side)`` where the solve computed
-        them, else None (``_result``)."""
+        """``(x, nodal prices, solver name, firm)``, ``x = [q, shed, spill, p]``; ``firm``: the
+        firm kW of each slack variable's side where the solve computed them, else None
+        (``_result``)."""
         if self.formulation == "flow":
             return self._solve_flow(arr) + (None,)
         for name in dict.fromkeys((self.solver, "clarabel")):
             try:
                 if name == "daqp":  # the hot path: no bound duals, no Solution
                     _, qp, _, _, _, _ = self._dense_rows()
-                    data, slope = self._dense_data(arr)
+                    data = self._dense_data(arr)
                     z, y = qp.solve_diagonal(data, self._dense_ul)
-                    known = (slope, data[3, len(self.names):])
+                    firm = data[3, len(self.names):]
                 else:
                     sol = self.solve_dense(arr, name)
-                    z, y, name, known = sol.x, sol.y, sol.solver, None
+                    z, y, name, firm = sol.x, sol.y, sol.solver, None
             except MarketClearingError:
                 continue
             Ht = self._dense_rows()[4]
@@ -856,7 +855,7 @@ class CurveMarket(Market):
             # row (by its weight, 1 - lf_b) and every kept branch row above the bus
             # (H[e, b] = -1): price = energy * (1 - lf_b) + congestion_b.
             return np.concatenate([z, self._M @ z]), (-float(y[0]), -(Ht @ y[1:])), name, \
-                known
+                firm
         return self._solve_cvxpy(arr, regularised=True) + (None,)
 
     def solve_dense(self, arr: np.ndarray, solver: str = "daqp"):
@@ -865,7 +864,7 @@ class CurveMarket(Market):
         over ``z = [q, shed, spill]``, rows ``[balance, kept branches]``. Raises
         ``MarketClearingError`` when the solver fails."""
         _, qp, l, u, _, _ = self._dense_rows()
-        P, f, lo, hi = self._dense_data(arr)[0]
+        P, f, lo, hi = self._dense_data(arr)
         if solver == "daqp":
             return qp.solve(P, f, l, u, lo, hi)
         module = {"clarabel": clarabel_qp, "osqp": osqp_qp}[solver]
@@ -1057,16 +1056,16 @@ class CurveMarket(Market):
 
     # ------------------------------------------------------------------ accounting
     def _result(self, arr: np.ndarray, x: np.ndarray, duals, solver: str,
-                known=None) -> ClearingResult:
+                firm=None) -> ClearingResult:
         """The clearing's result: prices, quantities, flows, congestion and feasibility now,
         the other accounts (``_curve_accounts``) when first read. ``arr`` becomes the
-        result's ``bids`` (callers pass their own copy); ``known``: see ``_solve``."""
+        result's ``bids`` (callers pass their own copy); ``firm``: see ``_solve``."""
         n, nb = len(self.names), self._nb
         prices_bus, raw, loss = self._nodal_prices(*duals)
         q = np.maximum(x[:n], 0.0)
         served, slack, total_shed = q, None, 0.0
         if nb > n and np.maximum.reduce(x[n:nb]) > 1e-9:
-            served, slack = self._cut_firm(arr, q, x, None if known is None else known[1])
+            served, slack = self._cut_firm(arr, q, x, firm)
             shed = slack[:len(self._shed_buses)]  # (the bus array's entries, in its order)
             total_shed = float(shed[shed > 1e-6].sum())
         price_p = prices_bus[self._bus_of]
@@ -1080,7 +1079,7 @@ class CurveMarket(Market):
             losses_kw = losses.losses(p)
         accounts = partial(
             _curve_accounts, self._layout, bids=arr, served=served, price_p=price_p,
-            slope=None if known is None else known[0], energy=duals[0], congestion=duals[1],
+            energy=duals[0], congestion=duals[1],
             prices=prices_bus, unclipped=raw, loss=loss, losses=losses, injections=p,
             losses_kw=losses_kw, slack=slack)
         return ClearingResult(

@@ -9,6 +9,8 @@ default): nothing carries over from one call to the next that could change an an
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import daqp
 import numpy as np
 
@@ -19,6 +21,20 @@ __all__ = ["solve", "DenseQP"]
 _EQUALITY, _ACTIVE, _AT_LOWER = np.int32(5), 1, 2  # DAQP's constraint sense flags
 _EXIT = {-1: "infeasible", -2: "cycling", -3: "unbounded", -4: "iteration limit",
          -5: "nonconvex", -6: "overdetermined starting active set"}
+
+
+class _Split(NamedTuple):
+    """A ``DenseQP``'s reduced problem for one set of fixed variables: a pure function of
+    ``A``, the starting active set and that set, plus the arrays each solve fills in."""
+
+    free: np.ndarray  # indices of the free variables
+    fixed: np.ndarray  # indices of the fixed ones
+    A_free: np.ndarray  # A[:, free], C-contiguous
+    A_fixed: np.ndarray  # A[:, fixed], C-contiguous
+    sense: np.ndarray  # DAQP's starting flags: the free variables' bounds, then the rows
+    H: np.ndarray  # (k, k) diagonal Hessian: zero off the diagonal, the diagonal per solve
+    H_diagonal: np.ndarray  # a view of H's diagonal
+    bounds: np.ndarray  # (2, k + m) rows upper, lower (free variables, then rows), per solve
 
 
 def solve(P, q, A, l, u, lb, ub, *, start=None, iter_limit: int = 2000) -> Solution:
@@ -56,9 +72,8 @@ class DenseQP:
             self._sense[self.start < 0] = _ACTIVE | _AT_LOWER
         self._splits = {}
 
-    def _split(self, fixed: np.ndarray):
-        """``(free, fixed indices, A[:, free], A[:, fixed], sense flags of the reduced
-        problem)`` for the fixed-variable mask ``fixed``."""
+    def _split(self, fixed: np.ndarray) -> _Split:
+        """The reduced problem's structure (``_Split``) for the fixed-variable mask ``fixed``."""
         key = fixed.tobytes()
         split = self._splits.get(key)
         if split is None:
@@ -66,9 +81,12 @@ class DenseQP:
                 self._splits.clear()
             free_idx, fixed_idx = (~fixed).nonzero()[0], fixed.nonzero()[0]
             sense = np.concatenate([self._sense[free_idx], self._sense[len(fixed):]])
+            k = len(free_idx)
+            H = np.zeros((k, k))
             # (np.take gives C-contiguous columns; A[:, idx] does not)
-            split = (free_idx, fixed_idx, np.take(self.A, free_idx, axis=1),
-                     np.take(self.A, fixed_idx, axis=1), sense)
+            split = _Split(free_idx, fixed_idx, np.take(self.A, free_idx, axis=1),
+                           np.take(self.A, fixed_idx, axis=1), sense, H,
+                           H.reshape(-1)[::k + 1], np.empty((2, k + self.A.shape[0])))
             self._splits[key] = split
         return split
 
@@ -88,7 +106,7 @@ class DenseQP:
             if split is None:
                 y, z = lam[len(x):], lam[:len(x)]
             else:
-                free, fixed_idx, _, A_fixed, _ = split
+                free, fixed_idx, A_fixed = split.free, split.fixed, split.A_fixed
                 y = lam[len(free):]
                 z = np.zeros(len(x))
                 z[free] = lam[:len(free)]
@@ -99,7 +117,7 @@ class DenseQP:
         fixed = lb == ub
         if not fixed.any():
             return _solve(P, q, self.A, l, u, lb, ub, self._sense, iter_limit)
-        free, fixed_idx, A_free, A_fixed, sense = self._split(fixed)
+        free, fixed_idx, A_free, A_fixed, sense = self._split(fixed)[:5]
         x_fixed = lb[fixed_idx]
         shift = A_fixed @ x_fixed
         q_free = q[free] + P[np.ix_(free, fixed_idx)] @ x_fixed
@@ -125,20 +143,23 @@ class DenseQP:
 
     def _solve_diagonal(self, data, ul, iter_limit):
         """``(x, DAQP's duals (bounds of the free variables, then rows), iterations, split or
-        None)``."""
+        None when no variable is fixed)``. The reduced problem's ``H`` and bounds are written
+        into the split's own arrays (DAQP only reads them; each solve overwrites every entry
+        it reads)."""
         lb = data[2]
         split = self._split(lb == data[3])  # (cached: cheaper than asking fixed.any())
-        free, fixed_idx, A_free, A_fixed, sense = split
+        free, fixed_idx, bounds = split.free, split.fixed, split.bounds
+        k = len(free)
+        np.take(data[0], free, out=split.H_diagonal)
+        np.take(data[3:1:-1], free, axis=1, out=bounds[:, :k])  # rows ub, lb; u, l
+        if len(fixed_idx):
+            np.subtract(ul, split.A_fixed @ lb[fixed_idx], out=bounds[:, k:])
+        else:
+            bounds[:, k:] = ul
+        x_free, lam, iterations = _daqp(split.H, np.take(data[1], free), split.A_free, bounds,
+                                        split.sense, iter_limit)
         if not len(fixed_idx):
-            bounds = np.concatenate([data[3:1:-1], ul], axis=1)  # rows ub, lb; u, l
-            x, lam, iterations = _daqp(np.diag(data[0]), data[1], self.A, bounds, self._sense,
-                                       iter_limit)
-            return x, lam, iterations, None
-        shift = A_fixed @ lb[fixed_idx]
-        sub = np.take(data, free, axis=1)  # C-contiguous rows (data[:, free] is not)
-        x_free, lam, iterations = _daqp(np.diag(sub[0]), sub[1], A_free,
-                                        np.concatenate([sub[3:1:-1], ul - shift], axis=1),
-                                        sense, iter_limit)
+            return x_free, lam, iterations, None
         x = lb.copy()
         x[free] = x_free
         return x, lam, iterations, split

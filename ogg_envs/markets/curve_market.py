@@ -238,23 +238,8 @@ class Bid:
     def repair(self, who: str, price_cap: float, price_floor: float = 0.0,
                q_limit: float = math.inf) -> tuple[Bid, list[str]]:
         """The nearest valid bid and what was changed. NaN/inf still raise."""
-        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.numbers()):
-            if not math.isfinite(v):
-                raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
-        fixes = []
-        p_hi, p_lo = self.p_max, self.p_min
-        if p_hi < p_lo:
-            p_hi, p_lo = p_lo, p_hi
-            fixes.append("p_max < p_min: swapped")
-        q_hi, q_lo = self.q_max, self.q_min
-        if q_hi < q_lo:
-            q_hi, q_lo = q_lo, q_hi
-            fixes.append("q_max < q_min: swapped")
-        clipped = (min(max(p_hi, price_floor), price_cap), min(max(p_lo, price_floor), price_cap),
-                   min(max(q_hi, 0.0), q_limit), min(max(q_lo, 0.0), q_limit))
-        if clipped != (p_hi, p_lo, q_hi, q_lo):
-            fixes.append("clipped into the price band / quantity limit")
-        return Bid(*clipped), fixes
+        numbers, fixes = _repaired(who, self.numbers(), price_cap, price_floor, q_limit)
+        return Bid(*numbers), fixes
 
     # Curve evaluations (used for surplus accounting and plots).
     def slope(self) -> float:
@@ -282,13 +267,35 @@ class Bid:
         return self.p_max * q - 0.5 * self.slope() * x * x
 
 
+def _repaired(who: str, numbers, price_cap: float, price_floor: float,
+              q_limit: float) -> tuple[tuple[float, float, float, float], list[str]]:
+    """``Bid.repair`` on the four numbers ``(p_max, p_min, q_max, q_min)`` (no ``Bid``
+    objects: ``CurveBidRule.repair`` runs it for every invalid row of a round)."""
+    for label, v in zip(("p_max", "p_min", "q_max", "q_min"), numbers):
+        if not math.isfinite(v):
+            raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
+    fixes = []
+    p_hi, p_lo, q_hi, q_lo = numbers
+    if p_hi < p_lo:
+        p_hi, p_lo = p_lo, p_hi
+        fixes.append("p_max < p_min: swapped")
+    if q_hi < q_lo:
+        q_hi, q_lo = q_lo, q_hi
+        fixes.append("q_max < q_min: swapped")
+    clipped = (min(max(p_hi, price_floor), price_cap), min(max(p_lo, price_floor), price_cap),
+               min(max(q_hi, 0.0), q_limit), min(max(q_lo, 0.0), q_limit))
+    if clipped != (p_hi, p_lo, q_hi, q_lo):
+        fixes.append("clipped into the price band / quantity limit")
+    return clipped, fixes
+
+
 class CurveBidRule:
     """The validity rule of curve bids (module docstring) and its repair, for rounds of bids:
     what ``CurveMarket.validate`` and ``CurveMarket.repair`` apply (and an environment whose
     market takes curve bids without a repair of its own). ``names``: the participants, in the
     order of the rows. A round whose bids are all valid costs a few whole-array comparisons;
-    only invalid rows go through ``Bid.check`` / ``Bid.repair`` (a round has few: numpy's
-    per-call cost would outweigh them)."""
+    only invalid rows go through ``Bid.check`` / ``Bid.repair``'s rule (a round has few:
+    numpy's per-call cost would outweigh them)."""
 
     def __init__(self, names, price_cap: float, price_floor: float = 0.0):
         self.names = list(names)
@@ -324,7 +331,7 @@ class CurveBidRule:
         ok = _within(bids, self._low, self._bounds(q_limit, len(bids)))
         if np.logical_and.reduce(ok, axis=None):
             return []
-        return np.flatnonzero(~np.logical_and.reduce(ok, axis=1)).tolist()
+        return (~np.logical_and.reduce(ok, axis=1)).nonzero()[0].tolist()
 
     def check(self, bids: np.ndarray, q_limit=None, names=None) -> None:
         """``InvalidBidError`` (``Bid.check``'s message) for the first invalid row."""
@@ -353,9 +360,8 @@ class CurveBidRule:
         bids = bids.copy()
         repairs = {}
         for k in invalid:
-            bid, repairs[names[k]] = Bid(*bids[k].tolist()).repair(
-                names[k], self.price_cap, self.price_floor, float(limits[k]))
-            bids[k] = bid.p_max, bid.p_min, bid.q_max, bid.q_min
+            bids[k], repairs[names[k]] = _repaired(names[k], bids[k].tolist(), self.price_cap,
+                                                   self.price_floor, float(limits[k]))
         return bids, repairs
 
 

@@ -844,10 +844,10 @@ class CurveMarket(Market):
         (``_result``)."""
         if self.formulation == "flow":
             return self._solve_flow(arr) + (None,)
+        _, qp, _, _, Ht, _ = self._dense_rows()
         for name in dict.fromkeys((self.solver, "clarabel")):
             try:
                 if name == "daqp":  # the hot path: no bound duals, no Solution
-                    _, qp, _, _, _, _ = self._dense_rows()
                     data = self._dense_data(arr)
                     z, y = qp.solve_diagonal(data, self._dense_ul)
                     firm = data[3, len(self.names):]
@@ -856,7 +856,6 @@ class CurveMarket(Market):
                     z, y, name, firm = sol.x, sol.y, sol.solver, None
             except MarketClearingError:
                 continue
-            Ht = self._dense_rows()[4]
             # The price is the cost of one more kW of demand at the bus: it moves the balance
             # row (by its weight, 1 - lf_b) and every kept branch row above the bus
             # (H[e, b] = -1): price = energy * (1 - lf_b) + congestion_b.
@@ -1073,12 +1072,12 @@ class CurveMarket(Market):
         if nb > n and np.maximum.reduce(x[n:nb]) > 1e-9:
             served, slack = self._cut_firm(arr, q, x, firm)
             shed = slack[:len(self._shed_buses)]  # (the bus array's entries, in its order)
-            total_shed = float(shed[shed > 1e-6].sum())
-        price_p = prices_bus[self._bus_of]
+            total_shed = float(np.add.reduce(shed[shed > 1e-6]))
+        price_p = prices_bus.take(self._bus_of)
         flows = self.topology.flows(x[nb:])
         threshold = self._threshold(self._limits, self.congestion_tol)
         at_limit = (np.abs(flows) >= threshold).nonzero()[0]
-        congested = [self._branch_names_t[e] for e in at_limit]
+        congested = [self._branch_names_t[e] for e in at_limit.tolist()]
         losses, losses_kw, p = self._losses, 0.0, None
         if losses is not None:  # module docstring, "Losses"
             p = x[self._sl["p"]]
@@ -1119,10 +1118,10 @@ class CurveMarket(Market):
         n = len(self.names)
         slack = np.maximum(x[n:self._nb], 0.0)
         firm = arr[:, 3]
-        cut = slack[self._slack_of]  # what its bus cut from its side
+        cut = slack.take(self._slack_of)  # what its bus cut from its side
         if firm_kw is None:
             firm_kw = self._firm_of_slack(firm)
-        total_firm = firm_kw[self._slack_of]  # its side's firm kW there
+        total_firm = firm_kw.take(self._slack_of)  # its side's firm kW there
         take = cut > 1e-9
         take &= total_firm > 0
         share = np.minimum(cut, total_firm)

@@ -150,13 +150,13 @@ class DenseQP:
         split = self._split(lb == data[3])  # (cached: cheaper than asking fixed.any())
         free, fixed_idx, bounds = split.free, split.fixed, split.bounds
         k = len(free)
-        np.take(data[0], free, out=split.H_diagonal)
-        np.take(data[3:1:-1], free, axis=1, out=bounds[:, :k])  # rows ub, lb; u, l
+        data[0].take(free, out=split.H_diagonal)
+        data[3:1:-1].take(free, axis=1, out=bounds[:, :k])  # rows ub, lb; u, l
         if len(fixed_idx):
             np.subtract(ul, split.A_fixed @ lb[fixed_idx], out=bounds[:, k:])
         else:
             bounds[:, k:] = ul
-        x_free, lam, iterations = _daqp(split.H, np.take(data[1], free), split.A_free, bounds,
+        x_free, lam, iterations = _daqp(split.H, data[1].take(free), split.A_free, bounds,
                                         split.sense, iter_limit)
         if not len(fixed_idx):
             return x_free, lam, iterations, None

@@ -348,8 +348,8 @@ class raw_env(MarketEnv):
         if last is None:
             price = qty = avg = 0.0
         else:
-            price = last.participant_prices[k]
-            qty = last.participant_quantities[k]
+            price = last.participant_prices.item(k)  # (Python floats: cheaper to clip below)
+            qty = last.participant_quantities.item(k)
             avg = self._avg_price
         values = (*self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
                   price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)))

@@ -54,7 +54,9 @@ class DenseQP:
 
     Fixed variables (``lb == ub``) are substituted out before DAQP sees the problem (on the
     curve market this more than halves DAQP's time); the column split of ``A`` for each set of
-    fixed variables is kept (a pure function of ``A`` and that set: it cannot change an answer).
+    fixed variables is kept (a pure function of ``A`` and that set: it cannot change an answer),
+    with the arrays that ``solve_diagonal`` fills in for DAQP (so one ``DenseQP`` solves one
+    problem at a time: give each thread its own).
 
     ``solve`` takes any data; ``solve_diagonal`` is the hot path of a market that clears many
     problems: a diagonal ``P`` and the vectors stacked in one array, no bound duals.

@@ -589,6 +589,10 @@ class CurveMarket(Market):
         self._dense_template = np.zeros((4, nb))
         self._dense_template[0] = np.r_[np.ones(n), self._slack_curv]
         self._dense_template[1, n:] = self._f[n:]
+        # a curve's price at its firm quantity, signed as a cost (supply: p_min, demand:
+        # -p_max), as entries of the flattened (n, 4) bid array and their signs
+        self._own_price = np.arange(n) * 4 + self.is_supply
+        self._cost_sign = np.where(self.is_supply, 1.0, -1.0)
         self._threshold = CongestionThreshold()  # |flow| at which a branch is congested
         self._cache = None
         self._dense = None
@@ -833,7 +837,9 @@ class CurveMarket(Market):
         ramp = dq > 1e-12
         curv = data[0, :n]
         np.divide(np.maximum(span, FLAT_TILT), dq, out=curv, where=ramp)
-        np.subtract(np.where(self.is_supply, p_min, -p_max), curv * q_min, out=data[1, :n])
+        price = arr.take(self._own_price)
+        price *= self._cost_sign  # (exact: the same numbers as np.where(supply, p_min, -p_max))
+        np.subtract(price, curv * q_min, out=data[1, :n])
         data[2:, :n] = arr[:, 3:1:-1].T  # q_min, q_max
         data[3, n:] = self._firm_of_slack(q_min)  # the slack's upper bounds (_bounds)
         return data

@@ -74,6 +74,9 @@ class DenseQP:
             self._sense[self.start < 0] = _ACTIVE | _AT_LOWER
         self._splits = {}
 
+    def __getstate__(self):  # (a copy rebuilds the splits: a copied view would not be one)
+        return {**self.__dict__, "_splits": {}}
+
     def _split(self, fixed: np.ndarray) -> _Split:
         """The reduced problem's structure (``_Split``) for the fixed-variable mask ``fixed``."""
         key = fixed.tobytes()

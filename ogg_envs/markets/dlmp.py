@@ -974,7 +974,8 @@ class DLMPMarket(Market):
         shed[self._load_idx] = x[cols["shed"]]
         curt = np.zeros(B)
         curt[self._pv_idx] = x[cols["curtail"]]
-        source = float(x[cols["import"]] - x[cols["export"]])
+        imported, exported = x[cols["import"]:cols["export"] + 1].tolist()
+        source = imported - exported
         injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
         net_injection = injection - demand + pv
         flows = topo.flows(net_injection)
@@ -982,7 +983,7 @@ class DLMPMarket(Market):
         losses_kw = 0.0 if losses is None else losses.losses(net_injection)
         shed_total, curt_total = float(np.add.reduce(shed)), float(np.add.reduce(curt))
         at_limit = np.abs(flows) >= self._threshold(self._limits, self.congestion_tol)
-        congested = [self._branches_t[e] for e in np.flatnonzero(at_limit).tolist()]
+        congested = [self._branches_t[e] for e in at_limit.nonzero()[0].tolist()]
         bids = offers.copy()
         # (the accounts keep no array of the caller's: demand and pv enter as these)
         baseline = demand - shed  # what consumers pay for; served = baseline - DR

@@ -688,11 +688,11 @@ class DLMPMarket(Market):
         # every value >= 0 and every offer <= the cap (NaN fails a min), then all finite
         values = np.concatenate((offers.ravel(), self.price_cap - offers.ravel(), demand, pv,
                                  capacity))
-        if not (values.min() >= 0 and values.max() < math.inf):
+        if not (np.minimum.reduce(values) >= 0 and np.maximum.reduce(values) < math.inf):
             return False
         # nonnegative, so a zero weighted sum means zero at every weighted bus
         return (demand @ self._not_load_w == 0 and pv @ self._not_pv_w == 0
-                and not (dr_cap > demand * (1 + 1e-12) + 1e-9).any())
+                and not np.logical_or.reduce(dr_cap > demand * (1 + 1e-12) + 1e-9))
 
     def _dr_capacity(self, capacity: np.ndarray) -> np.ndarray:
         """Demand-response capacity per bus (= ``_bus_sum(capacity, is_dr)``)."""

@@ -322,6 +322,7 @@ class raw_env(MarketEnv):
         for k, bus in enumerate(self.pv_buses):
             grid.add_generator(f"pv_{k}", bus, 0.0, kva=max(self.pv_capacity_kw[k], 1.0) * 1.2)
         self.is_generator = np.array([p.group == GENERATOR for p in parts])
+        self._kind_sign = np.where(self.is_generator, 1.0, -1.0)  # observation entry 4
         self._generator_names = [p.name for p in parts if p.group == GENERATOR]
         self._pv_names = [f"pv_{k}" for k in range(n_pv)]
         self._bus = np.array([topo.bus_index[p.bus] for p in parts], dtype=np.int64)
@@ -473,7 +474,7 @@ class raw_env(MarketEnv):
         cap = self.price_cap
         obs = np.empty((len(self.names), OBS_SIZE))
         obs[:, 0:4] = self.hour_features()
-        obs[:, 4] = np.where(self.is_generator, 1.0, -1.0)
+        obs[:, 4] = self._kind_sign
         obs[:, 5] = self._cost_a / cap
         obs[:, 6] = (self._cost_a + self._cost_b * self.capacity_kw) / cap
         obs[:, 7] = self.capacity_kw / self._q_max

@@ -510,7 +510,8 @@ class DLMPMarket(Market):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cvx"] = None
-        state.pop("_cache", None)
+        for key in ("_cache", "_passed", "_context", "_lengths"):
+            state.pop(key, None)
         return state
 
     # ------------------------------------------------------------------ limits
@@ -605,6 +606,11 @@ class DLMPMarket(Market):
         """The validity rule of offers, per block price: in ``[0, price_cap]`` (NaN fails)."""
         return (offers >= 0) & (offers <= self.price_cap)
 
+    def _all_valid(self, offers: np.ndarray) -> bool:
+        """``_valid_prices(offers).all()`` in two reductions (a NaN makes both NaN)."""
+        return (np.minimum.reduce(offers, axis=None, initial=0.0) >= 0
+                and np.maximum.reduce(offers, axis=None, initial=0.0) <= self.price_cap)
+
     def _invalid_offer(self, name: str, prices: np.ndarray) -> InvalidOfferError:
         return InvalidOfferError(f"{name}: offer prices must be finite and in [0, "
                                  f"{self.price_cap}] ¢/kWh, got {prices.tolist()}")
@@ -621,16 +627,21 @@ class DLMPMarket(Market):
         if type(offers) is not np.ndarray or offers.dtype != float:
             offers = self.offers_to_array(offers) if names is None else \
                 np.asarray(offers, dtype=float).reshape(-1, self.n_blocks)
-        ok = self._valid_prices(offers)
-        if ok.all():
-            return offers, {}
-        names = self.names if names is None else names
-        invalid = np.flatnonzero(~ok.all(axis=1)).tolist()
-        for k in invalid:
-            if strict or not np.isfinite(offers[k]).all():
-                raise self._invalid_offer(names[k], offers[k])
-        fix = [f"prices clipped into [0, {self.price_cap}] ¢/kWh"]
-        return np.clip(offers, 0.0, self.price_cap), {names[k]: list(fix) for k in invalid}
+        if self._all_valid(offers):
+            repaired, changes = offers, {}
+        else:
+            ok = self._valid_prices(offers)
+            rows = self.names if names is None else names
+            invalid = np.flatnonzero(~ok.all(axis=1)).tolist()
+            for k in invalid:
+                if strict or not np.isfinite(offers[k]).all():
+                    raise self._invalid_offer(rows[k], offers[k])
+            fix = [f"prices clipped into [0, {self.price_cap}] ¢/kWh"]
+            repaired = np.clip(offers, 0.0, self.price_cap)
+            changes = {rows[k]: list(fix) for k in invalid}
+        if names is None:  # valid now: ``clear`` skips its check of these very offers
+            self._passed = (repaired.tobytes(), self.price_cap)
+        return repaired, changes
 
     def validate(self, offers: np.ndarray, demand: np.ndarray, capacity: np.ndarray,
                  pv: np.ndarray, lmp: float) -> np.ndarray:
@@ -677,11 +688,11 @@ class DLMPMarket(Market):
         # every value >= 0 and every offer <= the cap (NaN fails a min), then all finite
         values = np.concatenate((offers.ravel(), self.price_cap - offers.ravel(), demand, pv,
                                  capacity))
-        if not (values.min() >= 0 and values.max() < math.inf):
+        if not (np.minimum.reduce(values) >= 0 and np.maximum.reduce(values) < math.inf):
             return False
         # nonnegative, so a zero weighted sum means zero at every weighted bus
         return (demand @ self._not_load_w == 0 and pv @ self._not_pv_w == 0
-                and not (dr_cap > demand * (1 + 1e-12) + 1e-9).any())
+                and not np.logical_or.reduce(dr_cap > demand * (1 + 1e-12) + 1e-9))
 
     def _dr_capacity(self, capacity: np.ndarray) -> np.ndarray:
         """Demand-response capacity per bus (= ``_bus_sum(capacity, is_dr)``)."""
@@ -716,9 +727,8 @@ class DLMPMarket(Market):
                 source LMP (¢/kWh, >= 0) and optionally ``pv_kw`` must-take PV per bus (default
                 none). A missing required field raises ``ValueError`` naming it.
         """
-        args = self._inputs(offers, context)
-        inputs = (args[0].tobytes(), args[1].tobytes(), args[2].tobytes(), args[3].tobytes(),
-                  args[4], self.congestion_tol)  # (dr_cap follows capacity)
+        args, key = self._read(offers, context, "DLMPMarket.clear")
+        inputs = (*key, self.congestion_tol)  # (dr_cap follows capacity)
         cache = self._cache  # (set_limits installs a new array, set_losses a new model)
         if cache is not None and cache[0] is self._limits and cache[1] is self._losses \
                 and cache[2] == inputs:
@@ -748,7 +758,17 @@ class DLMPMarket(Market):
         """A clearing's data, read and checked: ``(offers (n, n_blocks), demand per bus,
         capacity per resource, pv per bus, source price, DR capacity per bus)``. A missing
         context field or invalid input raises ``ValueError`` naming it (and ``who``, the
-        method the data came to). The LinDistFlow market reads its data through this too."""
+        method the data came to). The LinDistFlow market reads its data through this too.
+        The DR capacity is read-only: the clearings of one context share it."""
+        return self._read(offers, context, who)[0]
+
+    _passed = None  # (bytes, price cap) of the last offers ``repair`` returned (valid)
+    _context = None  # (bytes, DR capacity per bus) of the last context ``validate`` passed
+
+    def _read(self, offers, context: MarketContext | None, who: str) -> tuple:
+        """``read_inputs``'s data and their bytes, ``(offers, (demand, capacity, pv, source
+        price))``. A context byte for byte the last one validated (an hour's rounds share
+        theirs) is not checked again, nor are offers that just passed ``repair``."""
         required = ("demand_kw", "capacity_kw", "source_price")
         missing = [f for f in required if getattr(context, f, None) is None]
         if missing:
@@ -761,8 +781,17 @@ class DLMPMarket(Market):
             np.zeros(len(self.topology.buses))
         cap = self.resource_vector(context.capacity_kw, "capacity_kw")
         lmp = float(context.source_price)
-        dr_cap = self.validate(arr, demand, cap, pv, lmp)
-        return arr, demand, cap, pv, lmp, dr_cap
+        offer_key, context_key = arr.tobytes(), (demand.tobytes(), cap.tobytes(), pv.tobytes(),
+                                                 lmp)
+        known = self._context
+        if known is not None and known[0] == context_key and (
+                self._passed == (offer_key, self.price_cap) or self._all_valid(arr)):
+            dr_cap = known[1]
+        else:
+            dr_cap = self.validate(arr, demand, cap, pv, lmp)
+            dr_cap.flags.writeable = False
+            self._context = (context_key, dr_cap)
+        return (arr, demand, cap, pv, lmp, dr_cap), (offer_key, context_key)
 
     def injection_incidence(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Bus incidence of each kind of injection, as the CVXPY statements use it:
@@ -786,10 +815,7 @@ class DLMPMarket(Market):
         cols = self._cols
         price = self._item_price.copy()
         price[cols["blocks"]] = offers.ravel()
-        length = np.empty(len(price))
-        length[cols["blocks"]] = (cap / self.n_blocks)[self._block_owner]
-        length[cols["shed"]] = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
-        length[cols["curtail"]] = pv[self._pv_idx]  # the PV taken, at -curtail_price
+        length = self._item_lengths(demand, cap, pv, dr_cap)
         out = self._merit.solve(price, length, demand, self._limits, lmp)
         if out is None:
             return None, None, None
@@ -801,6 +827,24 @@ class DLMPMarket(Market):
         child, parent = self._branch_ends
         return x, (out.energy, dlmp[child] - dlmp[parent], dlmp, dlmp - out.energy), \
             "merit-order"
+
+    _lengths = None  # (the DR capacity array, the item lengths) of the last merit order
+
+    def _item_lengths(self, demand, cap, pv, dr_cap) -> np.ndarray:
+        """The merit order's item lengths (kW): every offer block, the shed and the PV taken.
+        They depend on the context alone: kept while ``dr_cap`` is the very (read-only) array
+        ``_read`` hands out for one context, so for the clearings of an hour."""
+        kept = self._lengths
+        if kept is not None and kept[0] is dr_cap:
+            return kept[1]
+        cols = self._cols
+        length = np.empty(len(self._item_price))
+        length[cols["blocks"]] = (cap / self.n_blocks)[self._block_owner]
+        length[cols["shed"]] = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
+        length[cols["curtail"]] = pv[self._pv_idx]  # the PV taken, at -curtail_price
+        length.flags.writeable = False
+        self._lengths = (dr_cap, length)
+        return length
 
     def _solve_highs(self, offers, demand, cap, pv, lmp, dr_cap):
         """HiGHS on the LP of ``_structure``, cold: ``(x, (energy, branch prices, DLMPs,
@@ -930,7 +974,8 @@ class DLMPMarket(Market):
         shed[self._load_idx] = x[cols["shed"]]
         curt = np.zeros(B)
         curt[self._pv_idx] = x[cols["curtail"]]
-        source = float(x[cols["import"]] - x[cols["export"]])
+        imported, exported = x[cols["import"]:cols["export"] + 1].tolist()
+        source = imported - exported
         injection = np.bincount(self._col_bus, self._col_sign * x, minlength=B)
         net_injection = injection - demand + pv
         flows = topo.flows(net_injection)
@@ -938,7 +983,7 @@ class DLMPMarket(Market):
         losses_kw = 0.0 if losses is None else losses.losses(net_injection)
         shed_total, curt_total = float(np.add.reduce(shed)), float(np.add.reduce(curt))
         at_limit = np.abs(flows) >= self._threshold(self._limits, self.congestion_tol)
-        congested = [self._branches_t[e] for e in np.flatnonzero(at_limit).tolist()]
+        congested = [self._branches_t[e] for e in at_limit.nonzero()[0].tolist()]
         bids = offers.copy()
         # (the accounts keep no array of the caller's: demand and pv enter as these)
         baseline = demand - shed  # what consumers pay for; served = baseline - DR

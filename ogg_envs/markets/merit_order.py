@@ -114,81 +114,73 @@ class MeritOrder:
         wrong size, a negative length or an export price above the import price."""
         n, B = len(self._pos), self.n_buses
         s, length = np.asarray(price, dtype=float), np.asarray(length, dtype=float)
-        if s.shape != (n,) or length.shape != (n,) or np.shape(net_demand) != (B,):
+        net_demand = np.asarray(net_demand)
+        if s.shape != (n,) or length.shape != (n,) or net_demand.shape != (B,):
             raise ValueError(f"MeritOrder.solve: expected {n} prices and lengths (one per "
                              f"block) and {B} net demands (one per bus), got {s.shape}, "
-                             f"{length.shape} and {np.shape(net_demand)}")
-        if not (export_price <= import_price and np.minimum.reduce(length, initial=0.0) >= 0.0):
-            raise ValueError(f"MeritOrder.solve: export_price ({export_price}) must not exceed "
-                             f"import_price ({import_price}) and lengths must be >= 0")
-        order = np.argsort(s, kind="stable").tolist()  # the merit order, ties by index
+                             f"{length.shape} and {net_demand.shape}")
+        if not export_price <= import_price:
+            self._bad_input(export_price, import_price)
+        net_demand = np.asarray(net_demand, dtype=float)
+        plan = self._upward_plan(length, net_demand, np.asarray(limits, dtype=float),
+                                 export_price, import_price)
+        if plan is None:  # a subtree exports more than its limit with every block off
+            return None
+        steps, cur, rem, limits = plan
+        order = s.argsort(kind="stable").tolist()  # the merit order, ties by index
         s = s.tolist()
-        rem = length.tolist()  # what each block has left
-        on = [0.0] * n  # forced on by a limit
-        lo = (-np.asarray(net_demand, dtype=float)).tolist()  # subtree injection, all off
-        tot = np.bincount(self._bus, length, minlength=B).tolist()  # what its blocks can add
-        limits = np.asarray(limits, dtype=float)
-        limits_up = limits[self._up_branch].tolist()
-        limits = limits.tolist()
-        parent, branch_of, first, end, pos = (self._parent, self._branch_of, self._first,
-                                              self._end, self._pos)
+        rem = rem.copy()  # what each block has left
+        on = [0.0] * n  # what runs: forced on by a limit, then the source's merit order
+        pos = self._pos
         held = {}  # bus -> (forced: dearest forced price | None, cut: cheapest cut | None)
-        for (b, p), L in zip(self._up, limits_up):  # children before parents
-            low, total = lo[b], tot[b]
-            if low < -L or low + total > L:
-                a, z = first[b], end[b]
-                forced = cut = None
-                if low < -L:  # import limit: its cheapest blocks must run
-                    need = -L - low
-                    for j in order:
-                        r = rem[j]
-                        if r > 0.0 and a <= pos[j] < z:
-                            t = r if r < need else need
-                            rem[j] = r - t
-                            on[j] += t
-                            need -= t
-                            forced = s[j]
-                            if need <= 0.0:
-                                break
-                    if need > 0.0:
-                        return None
-                    total -= -L - low
-                    low = -L
-                if low > L:  # exports more than its limit with every block off
+        for b, a, z, force_kw, cut_kw in steps:  # the subtrees at a limit, children first
+            forced = cut = None
+            if force_kw is not None:  # import limit: its cheapest blocks must run
+                need = force_kw
+                for j in order:
+                    r = rem[j]
+                    if r > 0.0 and a <= pos[j] < z:
+                        t = r if r < need else need
+                        rem[j] = r - t
+                        on[j] += t
+                        need -= t
+                        forced = s[j]
+                        if need <= 0.0:
+                            break
+                if need > 0.0:
                     return None
-                if low + total > L:  # export limit: its dearest blocks cannot run
-                    need = low + total - L
-                    for j in reversed(order):
-                        r = rem[j]
-                        if r > 0.0 and a <= pos[j] < z:
-                            t = r if r < need else need
-                            rem[j] = r - t
-                            need -= t
-                            cut = s[j]
-                            if need <= 0.0:
-                                break
-                    total = L - low
-                held[b] = (forced, cut)
-            lo[p] += low
-            tot[p] += total
+            if cut_kw is not None:  # export limit: its dearest blocks cannot run
+                need = cut_kw
+                for j in reversed(order):
+                    r = rem[j]
+                    if r > 0.0 and a <= pos[j] < z:
+                        t = r if r < need else need
+                        rem[j] = r - t
+                        need -= t
+                        cut = s[j]
+                        if need <= 0.0:
+                            break
+            held[b] = (forced, cut)
         # The root: the rest in merit order against the source.
-        cur, used = lo[0], [0.0] * n
+        marginal = import_price  # the price of the first block left (partly) idle
         for j in order:
             r = rem[j]
             if r <= 0.0:
                 continue
             sj = s[j]
             if sj < export_price:  # worth running even to export
-                used[j] = r
+                on[j] += r
                 cur += r
             elif cur >= 0.0 or sj >= import_price:
+                marginal = sj
                 break
             elif r <= -cur:
-                used[j] = r
+                on[j] += r
                 cur += r
             else:
-                used[j] = -cur
+                on[j] += -cur
                 cur = 0.0
+                marginal = sj
                 break
         imp, exp = max(-cur, 0.0), max(cur, 0.0)
         # Prices: the cost of one more kW of demand at each bus.
@@ -197,15 +189,16 @@ class MeritOrder:
         elif exp > 0.0:
             energy = export_price
         else:  # the next block to run, or the source
-            energy = next((s[j] for j in order if rem[j] > used[j]), import_price)
-            energy = min(energy, import_price)
-        x = np.add(on, used)
+            energy = min(marginal, import_price)
+        x = np.array(on)
         sub = self.subtree_sums(np.bincount(self._bus, x, minlength=B) - net_demand)
+        at_dfs = np.empty(B)
+        at_dfs.fill(energy)  # (np.full's numbers, without its Python layer)
         if not held:
-            return MeritOrderResult(x, imp, exp, np.full(B, energy), energy, sub)
+            return MeritOrderResult(x, imp, exp, at_dfs, energy, sub)
         # A subtree at a limit it holds has its own price, and so has everything below it
         # unless it holds a limit itself: one price per depth-first range, parents first.
-        at_dfs = np.full(B, energy)
+        parent, branch_of, first, end = self._parent, self._branch_of, self._first, self._end
         for b in sorted(held):
             forced, cut = held[b]
             L = limits[branch_of[b]]
@@ -216,10 +209,56 @@ class MeritOrder:
                 at_dfs[first[b]:end[b]] = max(at_dfs[first[parent[b]]], forced)
         return MeritOrderResult(x, imp, exp, at_dfs[self._first_a], energy, sub)
 
+    _plan = None  # (lengths, net demand and limits as bytes, their upward plan)
+
+    def _upward_plan(self, length, net_demand, limits, export_price, import_price):
+        """What the upward pass does regardless of the prices, kept for the same lengths, net
+        demand and limits (a market's rounds in one hour share them): ``(steps, the root's
+        injection with every free block off, the lengths as a list, the limits as a
+        list)``, or ``None`` if a subtree exports more than its limit with every block off.
+        ``steps``: per subtree outside its limits, children first, ``(bus, its depth-first
+        range, kW its cheapest blocks must run or None, kW its dearest blocks must not run
+        or None)``. Which blocks those are is the prices' part (``solve``)."""
+        key = (length.tobytes(), net_demand.tobytes(), limits.tobytes())
+        kept = self._plan
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        if not np.minimum.reduce(length, initial=0.0) >= 0.0:
+            self._bad_input(export_price, import_price)
+        lo = (-net_demand).tolist()  # subtree injection, all off
+        tot = np.bincount(self._bus, length, minlength=self.n_buses).tolist()  # what it can add
+        first, end = self._first, self._end
+        steps, plan = [], None
+        for (b, p), L in zip(self._up, limits[self._up_branch].tolist()):  # children first
+            low, total = lo[b], tot[b]
+            if low < -L or low + total > L:
+                force_kw = cut_kw = None
+                if low < -L:  # import limit: its cheapest blocks must run
+                    force_kw = -L - low
+                    total -= force_kw
+                    low = -L
+                if low > L:  # exports more than its limit with every block off
+                    break
+                if low + total > L:  # export limit: its dearest blocks cannot run
+                    cut_kw = low + total - L
+                    total = L - low
+                steps.append((b, first[b], end[b], force_kw, cut_kw))
+            lo[p] += low
+            tot[p] += total
+        else:
+            plan = (steps, lo[0], length.tolist(), limits.tolist())
+        self._plan = (key, plan)
+        return plan
+
+    @staticmethod
+    def _bad_input(export_price, import_price):
+        raise ValueError(f"MeritOrder.solve: export_price ({export_price}) must not exceed "
+                         f"import_price ({import_price}) and lengths must be >= 0")
+
     def subtree_sums(self, per_bus: np.ndarray) -> np.ndarray:
         """Per bus, the sum of ``per_bus`` over its subtree (``per_bus`` in topology order)."""
         cs = np.zeros(len(per_bus) + 1)
-        np.cumsum(per_bus[self._dfs], out=cs[1:])
+        np.add.accumulate(per_bus[self._dfs], out=cs[1:])  # (np.cumsum's numbers)
         return cs[self._end_a] - cs[self._first_a]
 
     def certificate(self, result: MeritOrderResult, price, length, net_demand, limits,

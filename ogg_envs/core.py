@@ -619,8 +619,8 @@ class MarketEnv(ParallelEnv):
         theirs), then a grid step if it was the hour's last round. Returns every participant's
         reward (participant order) and the agents' infos. ``step`` calls it; so does a
         ``Simulation`` without learning agents."""
-        bids = dict(bids)
-        bids.update(self.scripted_bids())
+        if self._scripted:  # (the caller's dict stays as it is)
+            bids = {**bids, **self.scripted_bids()}
         try:
             rewards, infos = self.market_step(bids)
         except InvalidBidError as exc:
@@ -1075,8 +1075,9 @@ class MarketEnv(ParallelEnv):
         """Every agent's observation (``observation``); from the rows of ``observe_all`` in
         one go where the environment builds them at once."""
         rows = None if self.observe_ac else self.observe_all()
-        if rows is None:
-            return {a: self.observation(a) for a in self.agents}
+        if rows is None:  # (without AC features an observation is observe's)
+            observe = self.observation if self.observe_ac else self.observe
+            return dict(zip(self.agents, map(observe, self.agents)))
         if len(self.agents) == len(self._agent_index):  # nobody left early: the usual case
             rows = rows.copy() if self._agents_are_participants else rows[self._agent_index]
             return dict(zip(self.agents, rows))  # (rows of one new array)

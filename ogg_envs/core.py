@@ -364,6 +364,8 @@ class MarketEnv(ParallelEnv):
         for p in self.participants:
             p.rules = self.rules
         self._agent_index = np.array([self.index[a] for a in self.possible_agents], dtype=int)
+        # every participant learns, in participant order: rows need no reordering
+        self._agents_are_participants = self.possible_agents == self.names
         self._obs_spaces = {a: self._with_ac_features(self.observation_space_of(
             self.participant[a]), a) for a in self.possible_agents}
         if self.ac_feedback and not (hasattr(self.market, "set_limits")
@@ -569,6 +571,33 @@ class MarketEnv(ParallelEnv):
                 raise RuntimeError("the episode is over: call reset()")
             # SuperSuit 3.11 steps once with {} after the episode ended; nothing happens.
             return {}, {}, {}, {}, {}
+        agents = self.agents
+        everyone = len(agents) == len(self._agent_index)  # nobody left early: the usual case
+        if not (everyone and actions.keys() == self._obs_spaces.keys()):
+            self._check_agents(actions)
+        # Decode everything before any state changes: a bad action loses nothing.
+        decode = self.decode_checked if self._strict else self.decode  # ("raise": judged)
+        bids = dict(zip(agents, map(decode, agents, map(actions.__getitem__, agents))))
+        rewards, infos = self.run_round(bids)
+        end = self.done
+        observations = self.observations()
+        terminations = dict.fromkeys(agents, False)
+        truncations = dict.fromkeys(agents, bool(end))
+        if everyone:
+            if not self._agents_are_participants:
+                rewards = rewards[self._agent_index]
+            rewards = dict(zip(agents, rewards.tolist()))
+        else:
+            rewards = {a: float(rewards[self.index[a]]) for a in agents}
+        infos = dict(zip(agents, map(infos.__getitem__, agents)))
+        if end:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    def _check_agents(self, actions: dict) -> None:
+        """``ValueError`` for an action of an unknown agent or an agent without one."""
         unknown = [a for a in actions if a not in self._obs_spaces]
         if unknown:
             raise ValueError(f"unknown agent id(s) {unknown}; agents are {self.agents}")
@@ -576,24 +605,6 @@ class MarketEnv(ParallelEnv):
         if missing:
             raise ValueError(f"a market round needs an action from every agent; missing "
                              f"{missing}")
-        # Decode everything before any state changes: a bad action loses nothing.
-        decode = self.decode_checked if self._strict else self.decode  # ("raise": judged)
-        bids = {a: decode(a, actions[a]) for a in self.agents}
-        rewards, infos = self.run_round(bids)
-        end = self.done
-        observations = self.observations()
-        terminations = dict.fromkeys(self.agents, False)
-        truncations = dict.fromkeys(self.agents, bool(end))
-        if len(self.agents) == len(self._agent_index):  # nobody left early: the usual case
-            rewards = dict(zip(self.agents, rewards[self._agent_index].tolist()))
-        else:
-            rewards = {a: float(rewards[self.index[a]]) for a in self.agents}
-        infos = {a: infos[a] for a in self.agents}
-        if end:
-            self.agents = []
-        if self.render_mode == "human":
-            self.render()
-        return observations, rewards, terminations, truncations, infos
 
     def close(self) -> None:
         pass
@@ -608,8 +619,8 @@ class MarketEnv(ParallelEnv):
         theirs), then a grid step if it was the hour's last round. Returns every participant's
         reward (participant order) and the agents' infos. ``step`` calls it; so does a
         ``Simulation`` without learning agents."""
-        bids = dict(bids)
-        bids.update(self.scripted_bids())
+        if self._scripted:  # (the caller's dict stays as it is)
+            bids = {**bids, **self.scripted_bids()}
         try:
             rewards, infos = self.market_step(bids)
         except InvalidBidError as exc:
@@ -862,13 +873,15 @@ class MarketEnv(ParallelEnv):
         qty = clearing.participant_quantities.tolist()
         profit = profit_usd.tolist()
         congested = set(clearing.congested)
+        own = np.array(bids, dtype=float)  # one copy for the round: the agents get its rows
+        bid_of = own.__getitem__ if own.ndim > 1 else lambda k: np.array(own[k])
         infos = {}
         for agent in self.agents:
             k = self.index[agent]
             infos[agent] = {
                 "price": price[k], "quantity": qty[k], "profit": profit[k],
                 "congested": sorted(self.paths[agent] & congested) if congested else [],
-                "feasible": clearing.feasible, "bid": np.array(bids[k], dtype=float),
+                "feasible": clearing.feasible, "bid": bid_of(k),
             }
             if agent in repairs:
                 infos[agent]["bid_repairs"] = repairs[agent]
@@ -1031,11 +1044,11 @@ class MarketEnv(ParallelEnv):
         for agent in self.agents:
             bus = self.participant[agent].bus
             on = on_path[agent]  # often empty (P2P): then no list to build
-            worst = max([loading[k] for k in on]) if on else 0.0
+            worst = max(map(loading.__getitem__, on)) if on else 0.0
             if not pf.converged:
                 cost = 1.0
             else:
-                cost = sum([excess[k] for k in on]) if on else 0  # sum([]) is the int 0
+                cost = sum(map(excess.__getitem__, on)) if on else 0  # sum of none: the int 0
                 if bus in bus_viol:
                     cost += max(low - bus_viol[bus], bus_viol[bus] - high, 0.0)
             infos[agent] = {
@@ -1062,10 +1075,12 @@ class MarketEnv(ParallelEnv):
         """Every agent's observation (``observation``); from the rows of ``observe_all`` in
         one go where the environment builds them at once."""
         rows = None if self.observe_ac else self.observe_all()
-        if rows is None:
-            return {a: self.observation(a) for a in self.agents}
+        if rows is None:  # (without AC features an observation is observe's)
+            observe = self.observation if self.observe_ac else self.observe
+            return dict(zip(self.agents, map(observe, self.agents)))
         if len(self.agents) == len(self._agent_index):  # nobody left early: the usual case
-            return dict(zip(self.agents, rows[self._agent_index]))  # (one new array)
+            rows = rows.copy() if self._agents_are_participants else rows[self._agent_index]
+            return dict(zip(self.agents, rows))  # (rows of one new array)
         return {a: rows[self.index[a]].copy() for a in self.agents}
 
     def observe_all(self) -> np.ndarray | None:

@@ -412,6 +412,7 @@ class raw_env(MarketEnv):
         self._partner_name = [self.names[j] if j >= 0 else None for j in mk.partner.tolist()]
         self._matched_list = mk.matched.tolist()
         self._matched_f = mk.matched.astype(float)
+        self._failed_f = -self._matched_f  # a failed trade's outcome (-1; -0 unmatched)
         fallback = mk.fallback_price.tolist()
         # Agents do not change during an episode (nobody terminates early).
         self._agent_k = [(a, self.index[a]) for a in self.agents]
@@ -444,9 +445,13 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ negotiation step
     def market_step(self, bids: dict[str, int]):
-        arms, idx = self._arms, self.index
-        for name, a in bids.items():
-            arms[idx[name]] = a
+        arms = self._arms
+        if len(bids) == len(arms) and list(bids) == self.names:  # everyone, in order
+            arms[:] = list(bids.values())  # (one assignment: a dozen cost twice as much)
+        else:
+            idx = self.index
+            for name, a in bids.items():
+                arms[idx[name]] = a
         clearing = self.market.clear(arms)
         self.set_clearing(clearing)
         mk = self.market
@@ -525,7 +530,7 @@ class raw_env(MarketEnv):
         if mk.steps_done:
             matched = self._matched_f
             obs[:, 8] = mk.bids * matched / top
-            obs[:, 9] = (2.0 * mk.traded - 1.0) * matched
+            obs[:, 9] = np.where(mk.traded, matched, self._failed_f)  # +-1 (matched), -0
             obs[:, 10] = mk.traded * mk.producer_bid / top
             obs[:, 11] = mk.success_rate()
             if self.reveal:

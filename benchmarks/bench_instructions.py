@@ -97,7 +97,10 @@ def count(root: Path, env_key: str, episodes: int, tmp: Path) -> tuple[Counter, 
     """Instructions by part of one callgrind run of ``drive`` with the code of ``root``, and
     the steps it replayed."""
     out = tmp / f"{root.name}-{env_key}-{episodes}.callgrind"
-    environ = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(root))
+    # One BLAS thread: OpenBLAS's idle workers spin, and callgrind would count their spinning
+    # (by tens of thousands of instructions a step, differently from run to run).
+    environ = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(root),
+                   OPENBLAS_NUM_THREADS="1")
     run = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
          str(Path(__file__).resolve()), "--drive", env_key, str(episodes)],

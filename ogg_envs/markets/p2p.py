@@ -381,7 +381,7 @@ class P2PMarket(Market):
         if isinstance(arms, dict):
             arms = self.in_order(arms, "bids")
         if type(arms) is np.ndarray and arms.dtype == np.int64 and arms.shape == (self.n,) \
-                and max(arms.view(np.uint64).tolist()) < self._n_arms:
+                and max(arms.view(np.uint64).tolist(), default=0) < self._n_arms:
             # The environments' hot path (as unsigned, a negative arm is huge; a list's max
             # costs a fraction of numpy's reduction machinery on a dozen numbers).
             return arms

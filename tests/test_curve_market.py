@@ -717,3 +717,33 @@ def test_market_repair_never_repairs_non_finite_numbers(bad, cap):
         with pytest.raises(InvalidBidError, match="d2"):
             m.clear(broken)
     m.clear(bids)
+
+
+def test_dense_qp_reused_or_copied_solves_like_a_fresh_one():
+    """``DenseQP.solve_diagonal`` writes each problem into arrays it keeps per set of fixed
+    variables: a used instance, and a copy or pickle of one, must still give a fresh
+    instance's answer bit for bit, whatever was solved before and whichever set is fixed."""
+    import copy
+    import pickle
+
+    from ogg_envs.markets.solvers import daqp_qp
+
+    P, q, A, l, u, lb, ub = _small_problem()
+    d = np.diag(P).copy()
+    l[0] = u[0] = 1.0  # (a balance every choice of fixed variable below can meet)
+    rng = np.random.default_rng(3)
+    problems = []
+    for k in range(12):
+        lo, hi = lb.copy(), np.minimum(ub, 5.0)
+        fixed = k % 4  # each variable fixed in turn (a different split each time)
+        lo[fixed] = hi[fixed] = 0.1 * (k % 3)
+        problems.append((np.stack([d * rng.uniform(0.5, 2.0, 4), q + rng.normal(0, 0.5, 4),
+                                   lo, hi]), np.stack([u, l])))
+    used = daqp_qp.DenseQP(A)
+    for data, ul in problems:  # fills every split's arrays
+        used.solve_diagonal(data.copy(), ul)
+    for other in (used, copy.deepcopy(used), pickle.loads(pickle.dumps(used))):
+        for data, ul in problems[::-1]:
+            x, y = other.solve_diagonal(data.copy(), ul)
+            fx, fy = daqp_qp.DenseQP(A).solve_diagonal(data.copy(), ul)
+            assert x.tobytes() == fx.tobytes() and y.tobytes() == fy.tobytes()

@@ -642,3 +642,37 @@ def test_raise_mode_refuses_before_anything_changes_and_the_env_stays_usable():
     assert env.cycles == 0 and env.last_clearing is None
     _, _, _, _, infos = env.step(good)
     assert env.cycles == 1 and not any("bid_repairs" in i for i in infos.values())
+
+
+def test_inputs_found_valid_are_checked_again_when_they_change():
+    """The market skips re-checking an hour's context (and offers that just passed
+    ``repair``) only while they are byte for byte what it checked: the same arrays changed in
+    place, or offers other than the repaired ones, are checked again before anything is
+    cleared, and the market still clears like a fresh one afterwards."""
+    rng = np.random.default_rng(8)
+    seed = int(rng.integers(1 << 30))
+    m = random_tree_market(np.random.default_rng(seed))
+    offers, hour = random_hour(m, rng)
+    repaired, _ = m.repair(offers)
+    m.clear(repaired, hour)
+    load_bus = int(np.flatnonzero(hour.demand_kw)[0])
+    kw = hour.demand_kw[load_bus]
+    hour.demand_kw[load_bus] = -1.0  # the validated context, changed in place
+    with pytest.raises(ValueError, match="demand_kw must be finite and >= 0"):
+        m.clear(repaired, hour)
+    hour.demand_kw[load_bus] = math.nan
+    with pytest.raises(ValueError, match="demand_kw must be finite and >= 0"):
+        m.clear(repaired, hour)
+    hour.demand_kw[load_bus] = kw  # valid again
+    repaired[0, 0] = math.nan  # the offers that passed repair, changed in place
+    with pytest.raises(InvalidOfferError, match=m.names[0]):
+        m.clear(repaired, hour)
+    above = repaired.copy()
+    above[0, 0] = m.price_cap + 1.0  # other offers, after a context found valid
+    with pytest.raises(InvalidOfferError, match=m.names[0]):
+        m.clear(above, hour)
+    above[0, 0] = 1.0
+    fresh = random_tree_market(np.random.default_rng(seed)).clear(above, hour)
+    used = m.clear(above, hour)
+    for key in ("participant_quantities", "dlmp", "shed_kw", "curtailed_kw", "flows_kw"):
+        assert getattr(used, key).tobytes() == getattr(fresh, key).tobytes(), key

@@ -705,9 +705,10 @@ class DLMPMarket(Market):
     _cache = None  # (limits, loss model, inputs, result) of the last clearing
 
     def reset(self) -> None:
-        """Back to the lossless balance, and forget the last result; otherwise nothing to
-        forget: every clearing solves cold, so none depends on the past."""
-        self._cache = None
+        """Back to the lossless balance, and forget the last result and the last inputs found
+        valid. Nothing else to forget: every clearing solves cold, so none depends on the
+        past (what is kept between clearings is keyed on the exact bytes of its inputs)."""
+        self._cache = self._passed = self._context = self._lengths = None
         if self._losses is not None:
             self.set_losses(None)
 

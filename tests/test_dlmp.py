@@ -655,6 +655,7 @@ def test_inputs_found_valid_are_checked_again_when_they_change():
     offers, hour = random_hour(m, rng)
     repaired, _ = m.repair(offers)
     m.clear(repaired, hour)
+    assert not m.read_inputs(repaired, hour, "test")[5].flags.writeable  # (shared by the hour)
     load_bus = int(np.flatnonzero(hour.demand_kw)[0])
     kw = hour.demand_kw[load_bus]
     hour.demand_kw[load_bus] = -1.0  # the validated context, changed in place

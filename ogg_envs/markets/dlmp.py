@@ -829,12 +829,14 @@ class DLMPMarket(Market):
         return x, (out.energy, dlmp[child] - dlmp[parent], dlmp, dlmp - out.energy), \
             "merit-order"
 
-    _lengths = None  # (the DR capacity array, the item lengths) of the last merit order
+    _lengths = None  # (the DR capacity array, the item lengths) of the last clearing
 
     def _item_lengths(self, demand, cap, pv, dr_cap) -> np.ndarray:
-        """The merit order's item lengths (kW): every offer block, the shed and the PV taken.
-        They depend on the context alone: kept while ``dr_cap`` is the very (read-only) array
-        ``_read`` hands out for one context, so for the clearings of an hour."""
+        """The upper bounds (kW) of the columns before the source's, in ``_cols`` order:
+        every offer block, the shed and the PV (curtailed in the LP, taken in the merit order:
+        either up to the PV there), the merit order's item lengths. They depend on the context
+        alone: kept while ``dr_cap`` is the very (read-only) array ``_read`` hands out for one
+        context, so for the clearings of an hour."""
         kept = self._lengths
         if kept is not None and kept[0] is dr_cap:
             return kept[1]
@@ -855,9 +857,7 @@ class DLMPMarket(Market):
         cost[cols["blocks"]] = offers.ravel()
         cost[cols["import"]] = lmp
         upper = self._col_upper.copy()
-        upper[cols["blocks"]] = (cap / self.n_blocks)[self._block_owner]
-        upper[cols["shed"]] = np.maximum(demand - dr_cap, 0.0)[self._load_idx]
-        upper[cols["curtail"]] = pv[self._pv_idx]
+        upper[:len(self._item_price)] = self._item_lengths(demand, cap, pv, dr_cap)
         net = demand - pv
         below = self._below_rows @ net
         row_lower, row_upper = np.empty(self._nrow), np.empty(self._nrow)

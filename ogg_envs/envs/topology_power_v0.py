@@ -95,7 +95,9 @@ No agent terminates early. All agents are truncated together after ``horizon`` g
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import gymnasium
@@ -320,8 +322,17 @@ class raw_env(MarketEnv):
         return self.truth["q_now"]
 
     # ------------------------------------------------------------------ market round
+    @cached_property
+    def _rows_in_order(self):
+        """``bids (name -> row) -> the rows in participant order`` (a tuple), in one call."""
+        get = operator.itemgetter(*self.names)
+        return get if len(self.names) > 1 else lambda bids: (get(bids),)
+
     def market_step(self, bids):
-        arr = np.concatenate([bids[name] for name in self.names], dtype=float).reshape(-1, 4)
+        # Every row is decode's (4,) float64 array: their bytes, joined in participant order,
+        # are the (n, 4) array (read-only; repair and clear copy what they change or keep).
+        rows = b"".join(self._rows_in_order(bids))
+        arr = np.frombuffer(rows, dtype=float).reshape(len(self.names), 4)
         arr, repairs = self.checked_bids(arr, self.truth["q_now"])
         res = self.market.clear(arr)
         self.set_clearing(res)

@@ -458,11 +458,13 @@ def _curve_accounts(layout: _Layout, bids, served, price_p, energy, congestion, 
     per bus, and the loss surplus. ``unclipped``, ``loss``: see
     ``CurveMarket._nodal_prices``; ``losses``: the loss
     model or None (``injections``: the bus injections, ``losses_kw``: their losses);
-    ``slack``: shed then spilled kW, or None when nothing was cut."""
+    ``slack``: the solver's shed then spilled kW (negative rounding counts as 0), or None when
+    nothing was cut."""
     B = layout.n_buses
     shed = spill = None
     total_spilled = 0.0
     if slack is not None:
+        slack = np.maximum(slack, 0.0)
         ns = len(layout.shed_buses)
         shed, spill = np.zeros(B), np.zeros(B)
         shed[layout.shed_buses] = slack[:ns]
@@ -580,6 +582,10 @@ class CurveMarket(Market):
         slack_at = {key: k for k, key in enumerate(zip(slack_bus.tolist(), slack_side.tolist()))}
         self._slack_of = np.array([slack_at[key] for key in zip(  # each one's slack variable
             self._bus_of.tolist(), self.is_supply.tolist())], dtype=np.int64)
+        members = [[] for _ in range(ns + nsp)]  # each slack variable's participants, in order
+        for i, j in enumerate(self._slack_of.tolist()):
+            members[j].append(i)
+        self._slack_members = tuple(map(tuple, members))
         self._shed_idx = np.array(self._shed_buses, dtype=np.int64)
         self._spill_idx = np.array(self._spill_buses, dtype=np.int64)
         self._layout = _Layout(self._demand_f, self._supply_f, self._shed_idx, self._spill_idx,
@@ -865,7 +871,8 @@ class CurveMarket(Market):
             # The price is the cost of one more kW of demand at the bus: it moves the balance
             # row (by its weight, 1 - lf_b) and every kept branch row above the bus
             # (H[e, b] = -1): price = energy * (1 - lf_b) + congestion_b.
-            return np.concatenate([z, self._M @ z]), (-float(y[0]), -(Ht @ y[1:])), name, \
+            # (ndarray.dot: the BLAS call of ``@`` on these contiguous arrays, called faster)
+            return np.concatenate([z, self._M.dot(z)]), (-float(y[0]), -Ht.dot(y[1:])), name, \
                 firm
         return self._solve_cvxpy(arr, regularised=True) + (None,)
 
@@ -1074,11 +1081,12 @@ class CurveMarket(Market):
         n, nb = len(self.names), self._nb
         prices_bus, raw, loss = self._nodal_prices(*duals)
         q = np.maximum(x[:n], 0.0)
-        served, slack, total_shed = q, None, 0.0
-        if nb > n and np.maximum.reduce(x[n:nb]) > 1e-9:
-            served, slack = self._cut_firm(arr, q, x, firm)
-            shed = slack[:len(self._shed_buses)]  # (the bus array's entries, in its order)
-            total_shed = float(np.add.reduce(shed[shed > 1e-6]))
+        served, total_shed = q, 0.0
+        slack = x[n:nb]  # shed, then spilled kW (>= 0 up to the solver's rounding)
+        cut = (slack > 1e-9).nonzero()[0].tolist()  # the slack variables that shed or spill
+        if cut:
+            served = self._cut_firm(arr, q, slack, cut, firm)
+            total_shed = self._total_shed(slack, cut)
         price_p = prices_bus.take(self._bus_of)
         flows = self.topology.flows(x[nb:])
         threshold = self._threshold(self._limits, self.congestion_tol)
@@ -1092,7 +1100,7 @@ class CurveMarket(Market):
             _curve_accounts, self._layout, bids=arr, served=served, price_p=price_p,
             energy=duals[0], congestion=duals[1],
             prices=prices_bus, unclipped=raw, loss=loss, losses=losses, injections=p,
-            losses_kw=losses_kw, slack=slack)
+            losses_kw=losses_kw, slack=slack if cut else None)
         return ClearingResult(
             participants=self._names_t,
             buses=self._buses_t,
@@ -1116,22 +1124,30 @@ class CurveMarket(Market):
         in participant order; a large feeder has thousands of both, so no dense map)."""
         return np.bincount(self._slack_of, q_min, minlength=self._nb - len(self.names))
 
-    def _cut_firm(self, arr: np.ndarray, q: np.ndarray, x: np.ndarray, firm_kw=None):
-        """Served kW per participant and the slack variables (shed, then spilled kW, >= 0),
-        when the clearing shed or spilled: what a bus cuts is taken pro rata from the firm
-        parts of its side there. ``firm_kw``: ``_firm_of_slack(q_min)`` where already
-        known."""
-        n = len(self.names)
-        slack = np.maximum(x[n:self._nb], 0.0)
-        firm = arr[:, 3]
-        cut = slack.take(self._slack_of)  # what its bus cut from its side
+    def _cut_firm(self, arr: np.ndarray, q: np.ndarray, slack: np.ndarray, cut: list[int],
+                  firm_kw=None) -> np.ndarray:
+        """Served kW per participant when the clearing shed or spilled (``slack``: the shed,
+        then spilled kW; ``cut``: the slack variables above 1e-9 kW, a few): what a bus cuts
+        is taken pro rata from the firm parts of its side there. ``firm_kw``:
+        ``_firm_of_slack(q_min)`` where already known."""
         if firm_kw is None:
-            firm_kw = self._firm_of_slack(firm)
-        total_firm = firm_kw.take(self._slack_of)  # its side's firm kW there
-        take = cut > 1e-9
-        take &= total_firm > 0
-        share = np.minimum(cut, total_firm)
-        share *= firm
-        served = q - np.divide(share, total_firm, out=np.zeros(n), where=take)
+            firm_kw = self._firm_of_slack(arr[:, 3])
+        served = q.copy()
+        for j in cut:
+            total_firm = firm_kw.item(j)  # its side's firm kW at its bus
+            if total_firm > 0:
+                kw = slack.item(j)
+                share = kw if kw < total_firm else total_firm
+                for i in self._slack_members[j]:
+                    served[i] = q.item(i) - share * arr.item(i, 3) / total_firm
         np.maximum(served, 0.0, out=served)
-        return served, slack
+        return served
+
+    def _total_shed(self, slack: np.ndarray, cut: list[int]) -> float:
+        """The firm demand shed (kW, counting buses above 1e-6 kW) from the slack variables
+        (see ``_cut_firm``)."""
+        ns = len(self._shed_buses)  # (the shed variables come first, and ``cut`` is sorted)
+        if cut[0] >= ns:
+            return 0.0
+        shed = np.maximum(slack[:ns], 0.0)
+        return float(np.add.reduce(shed[shed > 1e-6]))

@@ -155,14 +155,16 @@ class DenseQP:
         split = self._split(lb == data[3])  # (cached: cheaper than asking fixed.any())
         free, fixed_idx, bounds = split.free, split.fixed, split.bounds
         k = len(free)
-        data[0].take(free, out=split.H_diagonal)
-        data[3:1:-1].take(free, axis=1, out=bounds[:, :k])  # rows ub, lb; u, l
+        reduced = data.take(free, axis=1)  # the free variables' [P diagonal, q, lb, ub]
+        split.H_diagonal[:] = reduced[0]
+        bounds[:, :k] = reduced[3:1:-1]  # rows ub, lb; u, l
         if len(fixed_idx):
-            np.subtract(ul, split.A_fixed @ lb[fixed_idx], out=bounds[:, k:])
+            # (ndarray.dot: the BLAS call of ``@`` on these contiguous arrays, called faster)
+            np.subtract(ul, split.A_fixed.dot(lb[fixed_idx]), out=bounds[:, k:])
         else:
             bounds[:, k:] = ul
-        x_free, lam, iterations = _daqp(split.H, data[1].take(free), split.A_free, bounds,
-                                        split.sense, iter_limit)
+        x_free, lam, iterations = _daqp(split.H, reduced[1], split.A_free, bounds, split.sense,
+                                        iter_limit)
         if not len(fixed_idx):
             return x_free, lam, iterations, None
         x = lb.copy()
@@ -176,7 +178,8 @@ def _daqp(H, f, A, bounds, sense, iter_limit: int):
     ``(x, duals (bounds, then rows), iterations)``. DAQP reads the arrays' buffers as they
     are: each must be C-contiguous (a strided view is silently misread)."""
     bupper, blower = bounds[0], bounds[1]
-    sense = np.where(blower == bupper, _EQUALITY, sense)
+    sense = sense.copy()
+    sense[blower == bupper] = _EQUALITY
     x, _fval, flag, info = daqp.solve(H, f, A, bupper, blower, sense, iter_limit=iter_limit)
     if flag < 1:
         raise MarketClearingError(f"DAQP failed: {_EXIT.get(flag, flag)} (exit flag {flag})")

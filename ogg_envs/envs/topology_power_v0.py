@@ -211,6 +211,7 @@ class raw_env(MarketEnv):
     overrides = {"flexible_share": "consumers.flexible_share"}
     default_policies = {"substation": FlatOffer, "supplier": TruthfulBidder,
                         "consumer": TruthfulBidder}
+    _hourly = (None, None)  # the hour's truth and the observation entries taken from it
 
     def __init__(self, scenario="topology_power", learners="supplier", market_rounds: int = 3,
                  horizon: int | None = None, flexible_share: float | None = None,
@@ -347,27 +348,42 @@ class raw_env(MarketEnv):
 
     # ------------------------------------------------------------------ observation
     def observe(self, name: str) -> np.ndarray:
-        p = self.participant[name]
         k = self.index[name]
-        cap = self.price_cap
-        t, lim = p.truth, p.limits
-        if p.side == SUPPLY:
-            sign, c0, c1 = 1.0, t.cost_a, t.cost_a + t.cost_b * lim.q_now
-        else:
-            sign, c0, c1 = -1.0, t.value_max, t.value_min
-        last = self.last_clearing
+        last = self._last_clearing
         if last is None:
             price = qty = avg = 0.0
         else:
-            price = last.participant_prices.item(k)  # (Python floats: cheaper to clip below)
-            qty = last.participant_quantities.item(k)
-            avg = self._avg_price
-        values = (*self.hour_features(), sign, c0 / cap, c1 / cap, lim.q_now / lim.q_max,
-                  price / cap, qty / lim.q_max, avg / cap, float(self.congested_on_path(name)))
-        # Clipped to [-1, 1] in Python, before the float32 rounding (the same numbers as
-        # np.clip after it: rounding is monotone); most values need no clip.
-        return np.array([v if -1.0 <= v <= 1.0 else clip_unit(v) for v in values],
-                        dtype=np.float32)
+            cap, q_max = self.price_cap, self.participant[name].limits.q_max
+            price = last.participant_prices.item(k) / cap
+            qty = last.participant_quantities.item(k) / q_max
+            avg = self._avg_price / cap
+            # Clipped to [-1, 1] in Python, before the float32 rounding (the same numbers as
+            # np.clip after it: rounding is monotone); most values need no clip.
+            price = price if -1.0 <= price <= 1.0 else clip_unit(price)
+            qty = qty if -1.0 <= qty <= 1.0 else clip_unit(qty)
+            avg = avg if -1.0 <= avg <= 1.0 else clip_unit(avg)
+        # (the hour features and the congestion flag are within [-1, 1] by construction)
+        return np.array((*self.hour_features(), *self._hourly_entries(k), price, qty, avg,
+                         float(self.congested_on_path(name))), dtype=np.float32)
+
+    def _hourly_entries(self, k: int) -> tuple[float, float, float, float]:
+        """Participant ``k``'s observation entries 4-7 this hour (clipped like the others): +1
+        supplier / -1 consumer, its true curve at zero and at full quantity (/ price_cap)
+        and its quantity limit (/ its largest), from the hour's ``truth``; kept for the hour
+        (``truth`` is a new dict every hour)."""
+        truth, kept = self._hourly
+        if truth is not self.truth:
+            truth, kept = self._hourly = (self.truth, {})
+        entries = kept.get(k)
+        if entries is None:
+            a, q_now, cap = truth["a"].item(k), truth["q_now"].item(k), self.price_cap
+            if truth["is_supply"].item(k):
+                sign, c0, c1 = 1.0, a, a + truth["b"].item(k) * q_now
+            else:
+                sign, c0, c1 = -1.0, truth["vmax"].item(k), truth["vmin"].item(k)
+            values = (sign, c0 / cap, c1 / cap, q_now / self.participants[k].limits.q_max)
+            entries = kept[k] = tuple(v if -1.0 <= v <= 1.0 else clip_unit(v) for v in values)
+        return entries
 
     # ------------------------------------------------------------------ rendering
     def render_text(self) -> str:

@@ -220,9 +220,7 @@ class Bid:
               q_limit: float = math.inf) -> Bid:
         """This bid, if valid (module docstring); else ``InvalidBidError`` naming ``who`` and
         what is wrong."""
-        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), self.numbers()):
-            if not math.isfinite(v):
-                raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
+        _check_finite(who, self.numbers())
         prices_ok, quantities_ok = _within(self.as_array()[None], (price_floor, 0.0),
                                            (price_cap, q_limit + Q_TOLERANCE))[0].tolist()
         if not prices_ok:
@@ -271,9 +269,7 @@ def _repaired(who: str, numbers, price_cap: float, price_floor: float,
               q_limit: float) -> tuple[tuple[float, float, float, float], list[str]]:
     """``Bid.repair`` on the four numbers ``(p_max, p_min, q_max, q_min)`` (no ``Bid``
     objects: ``CurveBidRule.repair`` runs it for every invalid row of a round)."""
-    for label, v in zip(("p_max", "p_min", "q_max", "q_min"), numbers):
-        if not math.isfinite(v):
-            raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite numbers")
+    _check_finite(who, numbers)
     fixes = []
     p_hi, p_lo, q_hi, q_lo = numbers
     if p_hi < p_lo:
@@ -282,11 +278,28 @@ def _repaired(who: str, numbers, price_cap: float, price_floor: float,
     if q_hi < q_lo:
         q_hi, q_lo = q_lo, q_hi
         fixes.append("q_max < q_min: swapped")
-    clipped = (min(max(p_hi, price_floor), price_cap), min(max(p_lo, price_floor), price_cap),
-               min(max(q_hi, 0.0), q_limit), min(max(q_lo, 0.0), q_limit))
+    clipped = (_clip(p_hi, price_floor, price_cap), _clip(p_lo, price_floor, price_cap),
+               _clip(q_hi, 0.0, q_limit), _clip(q_lo, 0.0, q_limit))
     if clipped != (p_hi, p_lo, q_hi, q_lo):
         fixes.append("clipped into the price band / quantity limit")
     return clipped, fixes
+
+
+def _check_finite(who: str, numbers) -> None:
+    """``InvalidBidError`` naming ``who`` and the first of a bid's four numbers that is NaN
+    or infinite."""
+    if not all(map(math.isfinite, numbers)):
+        for label, v in zip(("p_max", "p_min", "q_max", "q_min"), numbers):
+            if not math.isfinite(v):
+                raise InvalidBidError(f"{who}: bid {label} is {v!r}; bids must be finite "
+                                      "numbers")
+
+
+def _clip(v: float, low: float, high: float) -> float:
+    """``min(max(v, low), high)``, the same number (signed zeros too) without the builtins'
+    cost."""
+    v = low if low > v else v
+    return high if high < v else v
 
 
 class CurveBidRule:

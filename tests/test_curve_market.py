@@ -747,3 +747,26 @@ def test_dense_qp_reused_or_copied_solves_like_a_fresh_one():
             x, y = other.solve_diagonal(data.copy(), ul)
             fx, fy = daqp_qp.DenseQP(A).solve_diagonal(data.copy(), ul)
             assert x.tobytes() == fx.tobytes() and y.tobytes() == fy.tobytes()
+
+
+def test_results_hold_what_their_init_would_hold():
+    """``CurveMarket._result`` builds its result without ``__init__``
+    (``ClearingResult._of_fields``): the same fields, values and order as
+    ``ClearingResult(**fields)`` would hold, and every field that is not ``Deferred`` is given
+    (a field added to ``Clearing`` must be added there too), spilled, shed or neither."""
+    import dataclasses
+    import inspect
+
+    deferred = {f.name for f in dataclasses.fields(ClearingResult)
+                if isinstance(inspect.getattr_static(ClearingResult, f.name, None),
+                               api.Deferred)}
+    plain = [f.name for f in dataclasses.fields(ClearingResult) if f.name not in deferred]
+    m = CurveMarket(line_topology(limit=150.0), PARTS, price_cap=20.0)
+    for bids in (BIDS, dict(BIDS, s1=Bid(8.0, 2.0, 900.0, 900.0)),
+                 dict(BIDS, s1=Bid(8.0, 2.0, 0.0, 0.0), s2=Bid(12.0, 5.0, 0.0, 0.0))):
+        res = m.clear(bids)
+        held = dict(res.__dict__)
+        assert list(held) == plain
+        rebuilt = ClearingResult(**held)
+        assert list(rebuilt.__dict__) == plain
+        assert all(rebuilt.__dict__[k] is v for k, v in held.items())

@@ -217,6 +217,24 @@ def test_observations_are_the_documented_numbers():
     assert congested  # the path-congestion entry was exercised
 
 
+def test_hourly_observation_entries_kept_are_a_first_looks():
+    """``observe`` keeps each participant's hourly entries (side, true curve, quantity limit)
+    for the hour: round after round, hour after hour and across episodes (new costs, new
+    loads) every observation is bit for bit the one of a first look at the hour."""
+    env = topology_power_v0.parallel_env(
+        learners="supplier", horizon=4,
+        scenario={"suppliers": {"cost_noise": 0.3}, "consumers": {"load_noise": 0.2}})
+    raw = env.unwrapped
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        while env.agents:
+            kept = {name: raw.observe(name) for name in raw.names}
+            raw._hourly = (None, None)  # forget them: a first look
+            for name in raw.names:
+                assert raw.observe(name).tobytes() == kept[name].tobytes(), name
+            env.step({a: env.action_space(a).sample() for a in env.agents})
+
+
 def test_curve_policies_batch_bids_are_their_one_by_one_bids():
     """Every curve policy's ``batch`` returns, row for row, what it returns for each
     participant alone, bit for bit (suppliers, the substation, flexible and inflexible

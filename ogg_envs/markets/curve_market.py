@@ -420,6 +420,16 @@ class ClearingResult(Clearing):
     solver: str = "daqp"
     _demand_names: frozenset = field(default=frozenset(), repr=False)
 
+    @classmethod
+    def _of_fields(cls, fields: dict) -> ClearingResult:
+        """The result ``cls(**fields)`` is, for ``fields`` naming every field that is not
+        ``Deferred``, in field order (what ``CurveMarket._result`` gives): ``__init__`` would
+        store the same values in the same order and skip the deferred ones, but with a call
+        per field (tested)."""
+        result = cls.__new__(cls)
+        result.__dict__.update(fields)
+        return result
+
     @cached_property
     def prices(self) -> dict[str, float]:
         return dict(zip(self.buses, self.bus_prices.tolist()))
@@ -1114,23 +1124,23 @@ class CurveMarket(Market):
             energy=duals[0], congestion=duals[1],
             prices=prices_bus, unclipped=raw, loss=loss, losses=losses, injections=p,
             losses_kw=losses_kw, slack=slack if cut else None)
-        return ClearingResult(
-            participants=self._names_t,
-            buses=self._buses_t,
-            branches=self._branch_names_t,
-            bus_prices=prices_bus,
-            flows=flows,
-            congested=congested,
-            total_shed_kw=total_shed,
-            losses_kw=losses_kw,
-            feasible=total_shed == 0.0,
-            solver=solver,
-            participant_prices=price_p,
-            participant_quantities=served,
-            bids=arr,
-            _demand_names=self._demand_names,
-            _accounts=accounts,
-        )
+        return ClearingResult._of_fields({  # (every field, in the order __init__ sets them)
+            "participants": self._names_t,
+            "participant_prices": price_p,
+            "participant_quantities": served,
+            "congested": congested,
+            "total_shed_kw": total_shed,
+            "losses_kw": losses_kw,
+            "feasible": total_shed == 0.0,
+            "solver": solver,
+            "bids": arr,
+            "_accounts": accounts,
+            "buses": self._buses_t,
+            "branches": self._branch_names_t,
+            "bus_prices": prices_bus,
+            "flows": flows,
+            "_demand_names": self._demand_names,
+        })
 
     def _firm_of_slack(self, q_min: np.ndarray) -> np.ndarray:
         """The firm kW (``q_min``) of each shed and spill variable's side at its bus (summed

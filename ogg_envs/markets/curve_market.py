@@ -1155,15 +1155,15 @@ class CurveMarket(Market):
         ``_firm_of_slack(q_min)`` where already known."""
         if firm_kw is None:
             firm_kw = self._firm_of_slack(arr[:, 3])
-        served = q.copy()
+        served = q.copy()  # (q >= 0: np.maximum's numbers)
         for j in cut:
             total_firm = firm_kw.item(j)  # its side's firm kW at its bus
             if total_firm > 0:
                 kw = slack.item(j)
                 share = kw if kw < total_firm else total_firm
                 for i in self._slack_members[j]:
-                    served[i] = q.item(i) - share * arr.item(i, 3) / total_firm
-        np.maximum(served, 0.0, out=served)
+                    kw = q.item(i) - share * arr.item(i, 3) / total_firm
+                    served[i] = kw if kw > 0.0 or kw != kw else 0.0  # np.maximum(kw, 0.0)
         return served
 
     def _total_shed(self, slack: np.ndarray, cut: list[int]) -> float:

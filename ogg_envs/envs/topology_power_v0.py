@@ -325,15 +325,16 @@ class raw_env(MarketEnv):
     # ------------------------------------------------------------------ market round
     @cached_property
     def _rows_in_order(self):
-        """``bids (name -> row) -> the rows in participant order`` (a tuple), in one call."""
-        get = operator.itemgetter(*self.names)
-        return get if len(self.names) > 1 else lambda bids: (get(bids),)
+        """``bids (name -> row) -> the rows in participant order``, in one call (a tuple; the
+        row itself where there is one participant)."""
+        return operator.itemgetter(*self.names)
 
     def market_step(self, bids):
         # Every row is decode's (4,) float64 array: their bytes, joined in participant order,
         # are the (n, 4) array (read-only; repair and clear copy what they change or keep).
-        rows = b"".join(self._rows_in_order(bids))
-        arr = np.frombuffer(rows, dtype=float).reshape(len(self.names), 4)
+        n = len(self.names)
+        rows = self._rows_in_order(bids)
+        arr = np.frombuffer(b"".join(rows if n > 1 else (rows,)), dtype=float).reshape(n, 4)
         arr, repairs = self.checked_bids(arr, self.truth["q_now"])
         res = self.market.clear(arr)
         self.set_clearing(res)

@@ -179,16 +179,6 @@ def _terminal_sums(powers: np.ndarray, gather: np.ndarray, segments: np.ndarray)
             np.add.reduceat(powers[1::2][gather], segments))
 
 
-def _sum_per_row(values: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
-    """``out[r]`` = the sum of the complex ``values`` whose ``rows`` is ``r``, added in order
-    from 0 (``np.add.at`` on zeros, bit for bit: ``bincount`` sums real and imaginary parts in
-    the same order, at a tenth of ``add.at``'s cost)."""
-    out = np.empty(size, dtype=complex)
-    out.real = np.bincount(rows, values.real, minlength=size)
-    out.imag = np.bincount(rows, values.imag, minlength=size)
-    return out
-
-
 def _finite_nonnegative(values: np.ndarray) -> bool:
     """Whether every value is finite and >= 0 (True for none): two reductions instead of a
     mask per test (a NaN fails ``min() >= 0``)."""
@@ -1624,7 +1614,9 @@ class OpenDSSGrid:
             kw, kvar = result.line_flows_kw, result.line_flows_kvar
             s = signs * (np.array([kw[e] for e in elements], dtype=float)
                          + 1j * np.array([kvar[e] for e in elements], dtype=float))
-        return _sum_per_row(s, rows, len(names))
+        out = np.zeros(len(names), dtype=complex)
+        np.add.at(out, rows, s)
+        return out
 
     def _element_sign(self, element: str, parent: str) -> float:
         """+1 if ``element``'s first terminal is on ``parent`` (the source side), else -1."""

@@ -124,3 +124,76 @@ def test_trade_check_without_implicated_trades_reports_as_the_loop_did():
         assert len(none.infeasible) == 0 and none.pf is none.pf_agreed
     finally:
         g.close()
+
+
+def _path_outcome_by_hand(u, pf, report) -> dict[str, tuple]:
+    """``path_loading`` and ``cost`` per agent as the grid step defines them: ``max`` and
+    ``sum`` over the limited branches of its path, in its path set's order, plus the voltage
+    excess at its bus."""
+    at = {n: k for k, n in enumerate(report.branches)}
+    loading = report.loading.tolist()
+    excess = np.maximum(report.loading - 1.0, 0.0).tolist()
+    low, high = u.grid.voltage_band
+    viol = report.voltage_violations
+    out = {}
+    for agent in u.agents:
+        on = [at[b] for b in u.paths[agent] if b in at]
+        worst = max(map(loading.__getitem__, on)) if on else 0.0
+        if not pf.converged:
+            cost = 1.0
+        else:
+            cost = sum(map(excess.__getitem__, on)) if on else 0
+            bus = u.participant[agent].bus
+            if bus in viol:
+                cost += max(low - viol[bus], viol[bus] - high, 0.0)
+        out[agent] = (worst, cost)
+    return out
+
+
+def _used_env():
+    import ogg_envs
+
+    env = ogg_envs.make("opengridgym/topology-power-v0", parallel=True)
+    u = env.unwrapped
+    env.reset(seed=3)
+    while u.last_grid_report is None:
+        env.step({a: env.action_space(a).sample() for a in env.agents})
+    return u
+
+
+def _same_number(a, b) -> bool:
+    return type(a) is type(b) and (a == b or (a != a and b != b))
+
+
+def test_path_loading_and_cost_follow_the_limited_branches_when_they_change():
+    u = _used_env()
+    pf = u.last_power_flow
+    limits = np.asarray(u.market.limits_kw, dtype=float)
+    finite = np.flatnonzero(np.isfinite(limits))
+    others = np.where(np.arange(len(limits)) % 2 == 0, np.inf, limits)
+    over = limits.copy()
+    over[finite[:4]] = 1e-3  # overloaded: costs above 0
+    for case in (limits, others, over, limits):  # each change rebuilds the plan of the paths
+        u.market.set_limits(case)
+        infos = u._grid_step(pf)
+        expected = _path_outcome_by_hand(u, pf, u.last_grid_report)
+        for agent in u.agents:
+            assert _same_number(infos[agent]["path_loading"], expected[agent][0])
+            assert _same_number(infos[agent]["cost"], expected[agent][1])
+    u.market.set_limits(limits)
+
+
+def test_path_loading_of_a_failed_power_flow_is_what_max_gives():
+    u = _used_env()
+    limits = np.asarray(u.market.limits_kw, dtype=float)
+    finite = np.flatnonzero(np.isfinite(limits))
+    zero = limits.copy()
+    zero[finite[::2]] = 0.0  # loading 0.0 there, NaN elsewhere: max keeps whichever is first
+    u.market.set_limits(zero)
+    failed = u.grid._failed_result("made up")
+    infos = u._grid_step(failed)
+    expected = _path_outcome_by_hand(u, failed, u.last_grid_report)
+    for agent in u.agents:
+        assert _same_number(infos[agent]["path_loading"], expected[agent][0])
+        assert infos[agent]["cost"] == 1.0
+    u.market.set_limits(limits)

@@ -179,6 +179,21 @@ def _terminal_sums(powers: np.ndarray, gather: np.ndarray, segments: np.ndarray)
             np.add.reduceat(powers[1::2][gather], segments))
 
 
+def _finite_nonnegative(values: np.ndarray) -> bool:
+    """Whether every value is finite and >= 0 (True for none): two reductions instead of a
+    mask per test (a NaN fails ``min() >= 0``)."""
+    return not values.size or (values.min() >= 0 and values.max() < math.inf)
+
+
+def _raise_first_bad(values: np.ndarray, label) -> None:
+    """``ValueError`` for the first value that is not finite or is negative, named by
+    ``label(k)`` (nothing if there is none)."""
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{label(k)}: kW must be finite and >= 0, got {values[k]!r}")
+
+
 def _check_finite(name: str, value: float, *, nonnegative: bool = False) -> float:
     value = float(value)
     if not math.isfinite(value):
@@ -891,11 +906,8 @@ class OpenDSSGrid:
         kw = np.asarray(kw, dtype=float)
         if kw.shape != self.base_load_kw.shape:
             raise ValueError(f"expected {self.base_load_kw.shape[0]} load values, got {kw.shape}")
-        bad = ~np.isfinite(kw) | (kw < 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"load {self.load_names[i]}: kW must be finite and >= 0, "
-                             f"got {kw[i]!r}")
+        if not _finite_nonnegative(kw):
+            _raise_first_bad(kw, lambda i: f"load {self.load_names[i]}")
         if kvar is None:
             kvar = kw * self._load_kvar_ratio()
         else:
@@ -996,6 +1008,7 @@ class OpenDSSGrid:
                               dtype=np.int64)
         self._apply_cache = dict(topology=self.topology, load_share=load_share,
                                  load_pos=load_pos, has_load=has_load,
+                                 no_load=(~has_load).astype(float),
                                  bus_load_kw=bus_load, kvar_ratio=kvar_ratio, gen_rows=gen_rows,
                                  added_rows=added_rows)
         return self._apply_cache
@@ -1023,14 +1036,19 @@ class OpenDSSGrid:
         if x.shape != m["has_load"].shape:
             raise ValueError(f"consumption_kw: expected {m['has_load'].shape[0]} values (one "
                              f"per topology bus), got shape {x.shape}")
-        bad = ~np.isfinite(x) | (x < 0) | ((x != 0) & ~m["has_load"])
-        if bad.any():
-            j = int(np.flatnonzero(bad)[0])
-            bus = self.topology.buses[j]
-            if m["has_load"][j] or not np.isfinite(x[j]) or x[j] < 0:
-                raise ValueError(f"bus {bus}: consumption must be finite and >= 0, got {x[j]!r}")
-            raise ValueError(f"bus {bus} has no load, so its consumption must be 0 (got "
-                             f"{x[j]!r}); buses with loads: {', '.join(sorted(self.loads_at_bus))}")
+        # (the full check only when the quick one fails: at a bus without loads, a finite
+        # value >= 0 adds to the dot product exactly when it is not 0)
+        if not (_finite_nonnegative(x) and x.dot(m["no_load"]) == 0.0):
+            bad = ~np.isfinite(x) | (x < 0) | ((x != 0) & ~m["has_load"])
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                bus = self.topology.buses[j]
+                if m["has_load"][j] or not np.isfinite(x[j]) or x[j] < 0:
+                    raise ValueError(f"bus {bus}: consumption must be finite and >= 0, got "
+                                     f"{x[j]!r}")
+                raise ValueError(f"bus {bus} has no load, so its consumption must be 0 (got "
+                                 f"{x[j]!r}); buses with loads: "
+                                 f"{', '.join(sorted(self.loads_at_bus))}")
         rows = vals = None
         if generation_kw is not None:
             if isinstance(generation_kw, dict):
@@ -1045,11 +1063,8 @@ class OpenDSSGrid:
                                      f"added generator: {self.added_generators}), got shape "
                                      f"{vals.shape}")
                 labels = self.added_generators
-            bad = ~np.isfinite(vals) | (vals < 0)
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"generator {labels[k]}: kW must be finite and >= 0, "
-                                 f"got {vals[k]!r}")
+            if not _finite_nonnegative(vals):
+                _raise_first_bad(vals, lambda k: f"generator {labels[k]}")
         kw = np.multiply(m["load_share"], x[m["load_pos"]], out=self._load_kw)
         np.multiply(kw, m["kvar_ratio"], out=self._load_kvar)
         if rows is not None:
@@ -1159,14 +1174,16 @@ class OpenDSSGrid:
         ``set_generator_kw``'s checks (finite, >= 0)."""
         kw = np.asarray(kw, dtype=float)
         rows = slice(None) if names is None else self._generator_rows(names)
-        target = self._gen_kw[rows]
-        if kw.shape != target.shape:
-            raise ValueError(f"expected {target.shape[0]} generator values, got {kw.shape}")
-        bad = ~np.isfinite(kw) if names is None else ~(np.isfinite(kw) & (kw >= 0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            if names is None:
+        size = len(self._gen_kw) if names is None else len(rows)
+        if kw.shape != (size,):
+            raise ValueError(f"expected {size} generator values, got {kw.shape}")
+        if names is None:
+            bad = ~np.isfinite(kw)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"generator {self.generator_names[i]}: kW must be finite")
+        elif not _finite_nonnegative(kw):
+            i = int(np.flatnonzero(~(np.isfinite(kw) & (kw >= 0)))[0])
             self.set_generator_kw(names[i], kw[i])  # raises set_generator_kw's error
         self._gen_kw[rows] = kw
 
@@ -1423,8 +1440,9 @@ class OpenDSSGrid:
             judged, names, judged_bus, runs = vmag, nodes, self._judged_node, self._node_runs
             buses = self._node_bus
         out = (((judged < low - tol) | (judged > high + tol)) & judged_bus).nonzero()[0]
-        at, violations = out.tolist(), judged[out].tolist()
-        over = ((pct > 100.0) & self._is_line_branch).nonzero()[0]
+        at = out.tolist()
+        violations = judged[out].tolist() if at else []
+        over = ((pct > 100.0) & self._is_line_branch).nonzero()[0].tolist()
         flows = []  # (kW, kvar) per branch, summed over terminal 1's phases when first used
 
         def branch_flows() -> tuple[np.ndarray, np.ndarray]:
@@ -1444,7 +1462,8 @@ class OpenDSSGrid:
             substation_kw=-float(total[0]), substation_kvar=-float(total[1]), message="",
             _delta=self.delta,
             voltage_violations=dict(zip([names[k] for k in at], violations)),
-            thermal_overloads=dict(zip([branches[k] for k in over.tolist()], pct[over].tolist())),
+            thermal_overloads=dict(zip([branches[k] for k in over], pct[over].tolist()))
+            if over else {},
             _lazy={"build": {
                 "voltages_pu": lambda: dict(zip(nodes, vmag.tolist())),
                 "voltages_ll_pu": lambda: dict(zip(ll_names, (

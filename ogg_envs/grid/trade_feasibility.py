@@ -162,14 +162,19 @@ class TradeFeasibility:
         inject = np.asarray(inject_kw, dtype=float).copy()
         energy = np.asarray(energy, dtype=float).copy()
         pf = pf_agreed = self.solve(background_kw, withdraw_kw, inject)
+        implicated = self.implicated(pf, producers, consumers, energy) if max_rounds > 0 else {}
+        if not implicated:  # the usual hour: no trade to check (the loop below would find none)
+            none = np.zeros(0, dtype=np.intp)
+            return FeasibilityReport(pf, pf, none, none.copy(), np.zeros(n), {})
         infeasible = np.zeros(m, dtype=bool)
         curtailed = np.zeros(m, dtype=bool)
         spilled = np.zeros(n)
         reasons: dict[int, list[str]] = {}
-        for _ in range(max_rounds):
-            implicated = self.implicated(pf, producers, consumers, energy)
-            if not implicated:
-                break
+        for round_ in range(max_rounds):
+            if round_:  # (the first round's were found above)
+                implicated = self.implicated(pf, producers, consumers, energy)
+                if not implicated:
+                    break
             cand = np.zeros(m, dtype=bool)
             cand[list(implicated)] = True
             cut = np.minimum(np.bincount(producers[cand], energy[cand], minlength=n), inject)

@@ -677,3 +677,27 @@ def test_inputs_found_valid_are_checked_again_when_they_change():
     used = m.clear(above, hour)
     for key in ("participant_quantities", "dlmp", "shed_kw", "curtailed_kw", "flows_kw"):
         assert getattr(used, key).tobytes() == getattr(fresh, key).tobytes(), key
+
+
+def test_observations_carry_the_hour_features_of_every_step_to_the_last():
+    """The hour's fixed observation entries are made once per grid step (``_hour_columns``),
+    and the hour features' hour part is kept across rounds: every step's observations still
+    hold ``hour_features()`` of that step, the episode's last too (its grid step ``t`` moves
+    on to the horizon without a new hour), and the next episode's first ones."""
+    env = dlmp_v0.parallel_env(horizon=3, market_rounds=2)
+    raw = env.unwrapped
+    for seed in (0, 1):
+        obs, _ = env.reset(seed=seed)
+        while True:
+            features = np.float32(np.clip(raw.hour_features(), -1.0, 1.0))
+            h = raw.hour_of(raw.t)
+            assert raw.hour_features() == (math.sin(2 * math.pi * h / 24),
+                                           math.cos(2 * math.pi * h / 24),
+                                           min(raw.t / raw.horizon, 1.0),
+                                           raw.round / raw.market_rounds)
+            for row in obs.values():
+                assert row[:4].tobytes() == features.tobytes()
+            if not env.agents:
+                break
+            obs = env.step({a: env.action_space(a).sample() for a in env.agents})[0]
+        assert raw.t == raw.horizon

@@ -472,15 +472,17 @@ class raw_env(MarketEnv):
             self._obs = self._observe_all()
         return self._obs
 
-    _obs_hour = None  # (t, _hour_columns' array)
+    _obs_hour = None  # (what _hour_columns' array was made of, the array)
 
     def _hour_columns(self) -> np.ndarray:
         """The observation entries that stay fixed for the hour (all but the round's, 3, and
-        the clearing's, 9 to 15), unclipped, as rows in participant order: made once per grid
-        step ``t`` (after the episode's last one too, where the hour features move on but
-        this hour's data stay)."""
+        the clearing's, 9 to 15), unclipped, as rows in participant order: made again only
+        when the grid step ``t`` (after the episode's last one too, where the hour features
+        move on), the source LMP, the price cap, the capacities or the costs change."""
+        key = (self.t, self.lmp_now, self.price_cap, self.capacity_kw.tobytes(),
+               self._cost_a.tobytes(), self._cost_b.tobytes())
         kept = self._obs_hour
-        if kept is not None and kept[0] == self.t:
+        if kept is not None and kept[0] == key:
             return kept[1]
         cap = self.price_cap
         obs = np.empty((len(self.names), OBS_SIZE))
@@ -490,7 +492,7 @@ class raw_env(MarketEnv):
         obs[:, 6] = (self._cost_a + self._cost_b * self.capacity_kw) / cap
         obs[:, 7] = self.capacity_kw / self._q_max
         obs[:, 8] = self.lmp_now / cap
-        self._obs_hour = (self.t, obs)
+        self._obs_hour = (key, obs)
         return obs
 
     def _observe_all(self) -> np.ndarray:

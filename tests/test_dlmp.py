@@ -703,20 +703,26 @@ def test_observations_carry_the_hour_features_of_every_step_to_the_last():
         assert raw.t == raw.horizon
 
 
-def test_the_hour_columns_follow_capacities_and_costs_changed_in_place():
-    """The hour's fixed observation entries are kept by what they are made of, bytes and
-    all: capacities or costs changed in place show in the next observations."""
+def test_the_hour_columns_follow_capacities_and_costs_changed_mid_hour():
+    """The hour's fixed observation entries are kept by what they are made of: capacities
+    changed in place or new cost arrays show in the next observations, each on its own."""
     env = dlmp_v0.parallel_env(market_rounds=3)
     env.reset(seed=2)
     env.step({a: np.full(3, 6.0, dtype=np.float32) for a in env.agents})
     cap = env.price_cap
+
+    def check():
+        env._obs = None
+        obs = env.observe_all()
+        for k in range(3):
+            a, b, q = env._cost_a[k], env._cost_b[k], env.capacity_kw[k]
+            expected = np.float32(np.clip([a / cap, (a + b * q) / cap, q / env._q_max[k]],
+                                          -1.0, 1.0))
+            assert obs[k, 5:8].tobytes() == expected.tobytes(), k
+
     env.capacity_kw[0] *= 0.5
-    env._cost_a[1] *= 2.0
-    env._cost_b[2] *= 3.0
-    env._obs = None
-    obs = env.observe_all()
-    for k in range(3):
-        expected = np.float32(np.clip(
-            [env._cost_a[k] / cap, (env._cost_a[k] + env._cost_b[k] * env.capacity_kw[k]) / cap,
-             env.capacity_kw[k] / env._q_max[k]], -1.0, 1.0))
-        assert obs[k, 5:8].tobytes() == expected.tobytes(), k
+    check()
+    env._cost_a = env._cost_a * np.where(np.arange(len(env._cost_a)) == 1, 2.0, 1.0)
+    check()
+    env._cost_b = env._cost_b * np.where(np.arange(len(env._cost_b)) == 2, 3.0, 1.0)
+    check()

@@ -472,18 +472,20 @@ class raw_env(MarketEnv):
             self._obs = self._observe_all()
         return self._obs
 
-    _obs_hour = None  # (what _hour_columns' array was made of, the array)
+    _obs_hour = None  # (what _hour_columns' array was made of: key, costs; the array)
 
     def _hour_columns(self) -> np.ndarray:
         """The observation entries that stay fixed for the hour (all but the round's, 3, and
         the clearing's, 9 to 15), unclipped, as rows in participant order: made again only
         when the grid step ``t`` (after the episode's last one too, where the hour features
-        move on), the source LMP, the price cap, the capacities or the costs change."""
-        key = (self.t, self.lmp_now, self.price_cap, self.capacity_kw.tobytes(),
-               self._cost_a.tobytes(), self._cost_b.tobytes())
+        move on), the source LMP, the price cap or the capacities (by value) or the cost
+        arrays (by identity: an episode draws new ones) change."""
+        key = (self.t, self.lmp_now, self.price_cap, self.capacity_kw.tobytes())
+        costs = (self._cost_a, self._cost_b)
         kept = self._obs_hour
-        if kept is not None and kept[0] == key:
-            return kept[1]
+        if kept is not None and kept[0] == key and kept[1][0] is costs[0] and \
+                kept[1][1] is costs[1]:
+            return kept[2]
         cap = self.price_cap
         obs = np.empty((len(self.names), OBS_SIZE))
         obs[:, 0:4] = self.hour_features()
@@ -492,7 +494,7 @@ class raw_env(MarketEnv):
         obs[:, 6] = (self._cost_a + self._cost_b * self.capacity_kw) / cap
         obs[:, 7] = self.capacity_kw / self._q_max
         obs[:, 8] = self.lmp_now / cap
-        self._obs_hour = (key, obs)
+        self._obs_hour = (key, costs, obs)
         return obs
 
     def _observe_all(self) -> np.ndarray:

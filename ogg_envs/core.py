@@ -29,9 +29,12 @@ only what makes it itself, in these hooks (PettingZoo's MPE ``SimpleEnv`` is the
 and optionally ``rounds_of(scenario)`` (market rounds when the scenario decides),
 ``bid_limits()`` (this hour's largest valid bid quantity per participant), ``bid_rule()`` (whose
 repair applies), ``decode_rows(names, actions)`` (``decode`` of a scripted policy's ``batch``:
-several participants' bids at once), ``dispatch(clearing)`` (what goes to the feeder),
+several participants' bids at once), ``decode_round(agents, actions)`` (``decode`` of a
+parallel step's actions at once), ``dispatch(clearing)`` (what goes to the feeder),
 ``grid_step()``, ``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and
-``render_map(ax)``.
+``render_map(ax)``; and the class attribute ``infos_hold_grid_step`` (True where
+``market_step``'s infos already end with ``"grid_step": False``, which the core adds
+otherwise).
 
 Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``
 (and ``env.participant[name]``), ``env.scenario``, ``env.profiles``, and the read-only
@@ -281,8 +284,8 @@ class MarketEnv(ParallelEnv):
 
     Class attributes an environment sets: ``Scenario`` (its scenario schema),
     ``default_scenario`` (bundled name), ``overrides`` (constructor argument -> dotted scenario
-    key), ``default_policies`` (group -> policy factory for non-learning participants) and
-    ``default_learners``.
+    key), ``default_policies`` (group -> policy factory for non-learning participants),
+    ``default_learners`` and ``infos_hold_grid_step``.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "is_parallelizable": True}
@@ -291,6 +294,8 @@ class MarketEnv(ParallelEnv):
     overrides: dict[str, str] = {}
     default_policies: dict[str, Any] = {}
     default_learners: Any = ()
+    # True: market_step's infos already end with "grid_step": False (the core adds it else)
+    infos_hold_grid_step: bool = False
 
     def __init__(self, *, scenario=None, feeder=None, learners=None,
                  policies: dict | None = None, market_rounds: int | None = 1,
@@ -576,8 +581,8 @@ class MarketEnv(ParallelEnv):
         if not (everyone and actions.keys() == self._obs_spaces.keys()):
             self._check_agents(actions)
         # Decode everything before any state changes: a bad action loses nothing.
-        decode = self.decode_checked if self._strict else self.decode  # ("raise": judged)
-        bids = dict(zip(agents, map(decode, agents, map(actions.__getitem__, agents))))
+        bids = dict(zip(agents, self._decode_all(agents, list(map(actions.__getitem__,
+                                                                  agents)))))
         rewards, infos = self.run_round(bids)
         end = self.done
         observations = self.observations()
@@ -595,6 +600,16 @@ class MarketEnv(ParallelEnv):
         if self.render_mode == "human":
             self.render()
         return observations, rewards, terminations, truncations, infos
+
+    def _decode_all(self, agents: list[str], actions: list) -> list:
+        """The agents' bids from their actions (same order): ``decode_round`` at once where
+        the environment can, else ``decode`` agent by agent (with ``invalid_bids="raise"``
+        ``decode_checked``, which judges each bid), whose errors name the agent."""
+        if not self._strict:
+            bids = self.decode_round(agents, actions)
+            if bids is not None:
+                return bids
+        return list(map(self.decode_checked if self._strict else self.decode, agents, actions))
 
     def _check_agents(self, actions: dict) -> None:
         """``ValueError`` for an action of an unknown agent or an agent without one."""
@@ -638,8 +653,9 @@ class MarketEnv(ParallelEnv):
         self._update_policies(bids, rewards)
         self.round += 1
         self.cycles += 1
-        for a in self.agents:
-            infos[a]["grid_step"] = False
+        if not self.infos_hold_grid_step:
+            for a in self.agents:
+                infos[a]["grid_step"] = False
         if final:
             grid_infos = self._grid_step(pf, iterations or 0)
             rewards = np.array(rewards, dtype=float)
@@ -895,12 +911,17 @@ class MarketEnv(ParallelEnv):
     def hour_features(self) -> tuple[float, float, float, float]:
         """``sin`` and ``cos`` of the hour of day, episode progress and the round within the
         hour: the first four observation entries of every environment."""
-        if self._features is None or self._features[0] != self.round:
-            h = self.hour_of(self.t)
-            self._features = (self.round, (
-                math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24),
-                min(self.t / self.horizon, 1.0), self.round / self.market_rounds))
-        return self._features[1]
+        kept = self._features  # ((t, round), features), the hour's part reused every round
+        if kept is None or kept[0] != (self.t, self.round):
+            if kept is not None and kept[0][0] == self.t:
+                hour = kept[1][:3]
+            else:
+                h = self.hour_of(self.t)
+                hour = (math.sin(2 * math.pi * h / 24), math.cos(2 * math.pi * h / 24),
+                        min(self.t / self.horizon, 1.0))
+            kept = self._features = ((self.t, self.round),
+                                     (*hour, self.round / self.market_rounds))
+        return kept[1]
 
     # ------------------------------------------------------------------ grid step
     def dispatch(self, clearing) -> tuple[np.ndarray, dict[str, float]]:
@@ -1204,6 +1225,14 @@ class MarketEnv(ParallelEnv):
     def decode(self, agent: str, action):
         """Turn an action into a bid; ``ValueError`` naming the agent if it is unusable."""
         raise NotImplementedError
+
+    def decode_round(self, agents: list[str], actions: list) -> list | None:
+        """``decode`` of a parallel step's actions at once (``actions[k]`` is ``agents[k]``'s):
+        every bid exactly what ``decode`` makes of it, or None where this environment cannot
+        or will not decode them at once (the default; anything ``decode`` would refuse): the
+        core then decodes agent by agent, and ``decode``'s error names the agent. Not asked
+        with ``invalid_bids="raise"`` (every bid is judged one by one then)."""
+        return None
 
     def market_step(self, bids: dict[str, Any]) -> tuple[np.ndarray, dict[str, dict]]:
         """Clear the round (``set_clearing``); rewards of every participant (participant

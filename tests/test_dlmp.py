@@ -677,3 +677,52 @@ def test_inputs_found_valid_are_checked_again_when_they_change():
     used = m.clear(above, hour)
     for key in ("participant_quantities", "dlmp", "shed_kw", "curtailed_kw", "flows_kw"):
         assert getattr(used, key).tobytes() == getattr(fresh, key).tobytes(), key
+
+
+def test_observations_carry_the_hour_features_of_every_step_to_the_last():
+    """The hour's fixed observation entries are made once per grid step (``_hour_columns``),
+    and the hour features' hour part is kept across rounds: every step's observations still
+    hold ``hour_features()`` of that step, the episode's last too (its grid step ``t`` moves
+    on to the horizon without a new hour), and the next episode's first ones."""
+    env = dlmp_v0.parallel_env(horizon=3, market_rounds=2)
+    raw = env.unwrapped
+    for seed in (0, 1):
+        obs, _ = env.reset(seed=seed)
+        while True:
+            features = np.float32(np.clip(raw.hour_features(), -1.0, 1.0))
+            h = raw.hour_of(raw.t)
+            assert raw.hour_features() == (math.sin(2 * math.pi * h / 24),
+                                           math.cos(2 * math.pi * h / 24),
+                                           min(raw.t / raw.horizon, 1.0),
+                                           raw.round / raw.market_rounds)
+            for row in obs.values():
+                assert row[:4].tobytes() == features.tobytes()
+            if not env.agents:
+                break
+            obs = env.step({a: env.action_space(a).sample() for a in env.agents})[0]
+        assert raw.t == raw.horizon
+
+
+def test_the_hour_columns_follow_capacities_and_costs_changed_mid_hour():
+    """The hour's fixed observation entries are kept by what they are made of: capacities
+    changed in place or new cost arrays show in the next observations, each on its own."""
+    env = dlmp_v0.parallel_env(market_rounds=3)
+    env.reset(seed=2)
+    env.step({a: np.full(3, 6.0, dtype=np.float32) for a in env.agents})
+    cap = env.price_cap
+
+    def check():
+        env._obs = None
+        obs = env.observe_all()
+        for k in range(3):
+            a, b, q = env._cost_a[k], env._cost_b[k], env.capacity_kw[k]
+            expected = np.float32(np.clip([a / cap, (a + b * q) / cap, q / env._q_max[k]],
+                                          -1.0, 1.0))
+            assert obs[k, 5:8].tobytes() == expected.tobytes(), k
+
+    env.capacity_kw[0] *= 0.5
+    check()
+    env._cost_a = env._cost_a * np.where(np.arange(len(env._cost_a)) == 1, 2.0, 1.0)
+    check()
+    env._cost_b = env._cost_b * np.where(np.arange(len(env._cost_b)) == 2, 3.0, 1.0)
+    check()

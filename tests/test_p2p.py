@@ -721,3 +721,55 @@ def test_bandit_history_is_read_only_and_set_as_if_played(make):
                                 ([1, 0, 0, 0], [0.0, 3.0, 0.0, 0.0], "never played")]:
         with pytest.raises(ValueError, match=match):
             warm.set_history(counts, sums)
+
+
+def test_a_step_decodes_its_arms_at_once_as_decode_does_and_names_a_bad_one():
+    """``decode_round`` (a parallel step's actions at once) gives exactly ``decode``'s ints for
+    Python and NumPy int64 arms in range, and None for anything else, where ``decode`` then
+    accepts (other integer types, 0-d arrays) or names the agent (floats, bools, out of
+    range) before anything changes. Other integer types step exactly like int arms."""
+    raw = p2p_v0.raw_env()
+    raw.reset(seed=0)
+    agents = raw.agents
+    arms = [k % raw.n_arms for k in range(len(agents))]
+    for kind in (int, np.int64):
+        given = [kind(a) for a in arms]
+        decoded = raw.decode_round(agents, given)
+        assert decoded == [raw.decode(a, x) for a, x in zip(agents, given)]
+        assert all(type(d) is int for d in decoded)
+    for odd in (np.int32(1), np.array(1), True, 1.0, raw.n_arms, -1):
+        assert raw.decode_round(agents, [*arms[:-1], odd]) is None, odd
+    assert raw.decode_round([], []) == []
+    twins = [p2p_v0.parallel_env() for _ in range(2)]
+    for env in twins:
+        env.reset(seed=4)
+    for step in range(15):
+        out = [env.step({a: kind(a_) for a, a_ in zip(env.agents, arms)})
+               for env, kind in zip(twins, (int, np.int32))]
+        assert repr(out[0]) == repr(out[1]), step
+        arms = arms[1:] + arms[:1]
+    env = twins[0]
+    for bad in (2.0, True, raw.n_arms, -1, "1"):
+        acts = {a: np.int64(0) for a in env.agents}
+        acts[env.agents[5]] = bad
+        cycles = env.unwrapped.cycles
+        with pytest.raises(ValueError, match=env.agents[5]):
+            env.step(acts)
+        assert env.unwrapped.cycles == cycles
+
+
+def test_round_infos_end_with_grid_step_as_the_core_would_add_it():
+    """P2P's round infos are born with ``"grid_step"`` (``infos_hold_grid_step``): the last
+    key, False, until the round that ends a grid step (True, in the same place)."""
+    env = p2p_v0.parallel_env()
+    env.reset(seed=1)
+    rounds = env.unwrapped.market_rounds
+    for step in range(2 * rounds):
+        _, _, _, _, infos = env.step({a: 3 for a in env.agents})
+        final = (step + 1) % rounds == 0
+        for info in infos.values():
+            assert info["grid_step"] is final
+            if not final:
+                assert list(info)[-1] == "grid_step"
+            else:
+                assert list(info).index("grid_step") == 7  # where the round's infos had it

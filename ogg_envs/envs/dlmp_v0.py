@@ -241,6 +241,7 @@ class raw_env(MarketEnv):
     Scenario = DLMPScenario
     default_scenario = "dlmp"
     default_policies = {"generator": TruthfulBidder, "dr": TruthfulBidder}
+    infos_hold_grid_step = True  # (market_step's infos)
 
     def __init__(self, scenario="dlmp", learners=GROUPS, market_rounds: int = 3,
                  horizon: int | None = None, policies: dict | None = None,
@@ -391,7 +392,7 @@ class raw_env(MarketEnv):
             if p.group == DR:
                 p.limits.q_now = p.state["share"] * self.demand_kw[self._bus[k]]
         self.capacity_kw = np.array([p.limits.q_now for p in self.participants])
-        self._obs = None
+        self._obs = self._obs_hour = None
         if self.formulation == "lindistflow":
             self._hold_regulators()
 
@@ -427,11 +428,13 @@ class raw_env(MarketEnv):
         congestion = res.congestion[self._bus].tolist()
         voltage = res.voltage[self._bus].tolist() if self.formulation == "lindistflow" \
             else None
+        index = self.index
         for agent, info in infos.items():
             info["energy_price"] = res.energy
-            info["congestion_price"] = congestion[self.index[agent]]
+            info["congestion_price"] = congestion[index[agent]]
             if voltage is not None:
-                info["voltage_price"] = voltage[self.index[agent]]
+                info["voltage_price"] = voltage[index[agent]]
+            info["grid_step"] = False
         return self.per_round(profit), infos
 
     def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:
@@ -469,8 +472,20 @@ class raw_env(MarketEnv):
             self._obs = self._observe_all()
         return self._obs
 
-    def _observe_all(self) -> np.ndarray:
-        """Every participant's observation (rows in participant order); see the docstring."""
+    _obs_hour = None  # (what _hour_columns' array was made of: key, costs; the array)
+
+    def _hour_columns(self) -> np.ndarray:
+        """The observation entries that stay fixed for the hour (all but the round's, 3, and
+        the clearing's, 9 to 15), unclipped, as rows in participant order: made again only
+        when the grid step ``t`` (after the episode's last one too, where the hour features
+        move on), the source LMP, the price cap or the capacities (by value) or the cost
+        arrays (by identity: an episode draws new ones) change."""
+        key = (self.t, self.lmp_now, self.price_cap, self.capacity_kw.tobytes())
+        costs = (self._cost_a, self._cost_b)
+        kept = self._obs_hour
+        if kept is not None and kept[0] == key and kept[1][0] is costs[0] and \
+                kept[1][1] is costs[1]:
+            return kept[2]
         cap = self.price_cap
         obs = np.empty((len(self.names), OBS_SIZE))
         obs[:, 0:4] = self.hour_features()
@@ -479,6 +494,14 @@ class raw_env(MarketEnv):
         obs[:, 6] = (self._cost_a + self._cost_b * self.capacity_kw) / cap
         obs[:, 7] = self.capacity_kw / self._q_max
         obs[:, 8] = self.lmp_now / cap
+        self._obs_hour = (key, costs, obs)
+        return obs
+
+    def _observe_all(self) -> np.ndarray:
+        """Every participant's observation (rows in participant order); see the docstring."""
+        cap = self.price_cap
+        obs = self._hour_columns().copy()
+        obs[:, 3] = self.round / self.market_rounds  # (hour_features' round entry)
         res = self.last_clearing
         if res is None:
             obs[:, 9:16] = 0.0

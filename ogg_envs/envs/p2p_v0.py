@@ -142,6 +142,7 @@ from ogg_envs.policies import bandits
 from ogg_envs.scenario import Scenario, ScenarioError, per_item, profile_column
 
 OBS_SIZE = 12
+_ARM_TYPES = {int, np.int64}  # the arm types decode_round takes (decode: any integer)
 MODES = ("homogeneous", "multi_period")
 
 
@@ -231,6 +232,7 @@ class raw_env(MarketEnv):
                 "is_parallelizable": True}
     Scenario = P2PScenario
     default_scenario = "p2p"
+    infos_hold_grid_step = True  # (market_step's infos)
     overrides = {k: f"market.{k}" for k in (
         "mode", "negotiation_steps", "periods", "arms", "retail_price", "c_service", "c_lose",
         "fixed_kwh", "matching", "curtail_infeasible")}
@@ -440,6 +442,16 @@ class raw_env(MarketEnv):
             raise ValueError(f"{agent}: action {a} is outside the arms [0, {self.n_arms})")
         return a
 
+    def decode_round(self, agents: list[str], actions: list) -> list[int] | None:
+        """``decode`` of a step's actions at once where every one is a Python or NumPy int64
+        arm index in range (sampled or policy actions); None otherwise."""
+        if not set(map(type, actions)) <= _ARM_TYPES:
+            return None
+        arms = list(map(int, actions))
+        if arms and not (min(arms) >= 0 and max(arms) < self.n_arms):
+            return None
+        return arms
+
     def is_bidding(self, participant: Participant) -> bool:
         return self._matched_list[self.index[participant.name]]
 
@@ -458,14 +470,11 @@ class raw_env(MarketEnv):
         # One info dict per agent, from plain lists and the rows prepared with the pairs.
         bid, b_p = mk.bids.tolist(), mk.producer_bid.tolist()
         traded, qty = mk.traded.tolist(), (mk.tranche_of * mk.traded).tolist()
-        infos = {}
-        for agent, k, role, matched, partner, fallback in self._agent_rows:
-            ok = traded[k]
-            infos[agent] = {
-                "role": role, "matched": matched, "partner": partner,
-                "bid": bid[k] if matched else None, "success": ok,
-                "price": b_p[k] if ok else fallback, "quantity": qty[k],
-            }
+        infos = {agent: {"role": role, "matched": matched, "partner": partner,
+                         "bid": bid[k] if matched else None, "success": traded[k],
+                         "price": b_p[k] if traded[k] else fallback, "quantity": qty[k],
+                         "grid_step": False}
+                 for agent, k, role, matched, partner, fallback in self._agent_rows}
         self._obs_key = None
         return clearing.rewards, infos
 

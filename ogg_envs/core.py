@@ -1037,32 +1037,11 @@ class MarketEnv(ParallelEnv):
     def _path_positions(self, names: tuple) -> dict[str, list[int]]:
         """Per participant, where the branches of its path sit in ``names`` (a grid report's
         limited branches), in the order of its path's set (the order the cost sums in)."""
-        return self._path_plan(names)[1]
-
-    def _path_plan(self, names: tuple) -> tuple:
-        """``(names, positions, with_path, gather, starts)``: ``_path_positions``, and for one
-        reduction over every path at once the participants with a limited branch on their path,
-        their positions one participant after another and where each one's begin. Computed
-        when the limited branches change, not every hour."""
         if self._on_path is None or self._on_path[0] != names:
             at = {n: k for k, n in enumerate(names)}
-            positions = {a: [at[b] for b in path if b in at] for a, path in self.paths.items()}
-            with_path = [a for a, on in positions.items() if on]
-            sizes = [len(positions[a]) for a in with_path]
-            self._on_path = (names, positions, with_path,
-                             np.array([k for a in with_path for k in positions[a]], dtype=np.intp),
-                             np.cumsum([0] + sizes[:-1], dtype=np.intp))
-        return self._on_path
-
-    def _worst_on_paths(self, names: tuple, loading: np.ndarray) -> dict[str, float]:
-        """Per participant with a limited branch on its path, the largest of their
-        ``loading``: ``max`` over its path's positions, in one reduction for every path (NaN
-        where one is NaN; ``max`` over them depends on their order, so the caller takes
-        ``max`` itself there)."""
-        _names, _positions, with_path, gather, starts = self._path_plan(names)
-        if not with_path:
-            return {}
-        return dict(zip(with_path, np.maximum.reduceat(loading[gather], starts).tolist()))
+            self._on_path = (names, {a: [at[b] for b in path if b in at]
+                                     for a, path in self.paths.items()})
+        return self._on_path[1]
 
     def _grid_step(self, pf=None, iterations: int = 0) -> dict[str, dict]:
         if pf is None:
@@ -1079,9 +1058,6 @@ class MarketEnv(ParallelEnv):
                 - set(report.branches)
         loading = report.loading.tolist()
         excess = np.maximum(report.loading - 1.0, 0.0).tolist()  # each branch's share of a cost
-        # (without any excess, a path's sum is 0 + 0.0 + ...: the float 0.0)
-        any_excess = any(excess)
-        worst_on = self._worst_on_paths(report.branches, report.loading)
         low, high = self.grid.voltage_band
         voltages = pf.bus_voltages() if self.observe_ac else {}
         extra = self.grid_step_infos(pf)
@@ -1089,15 +1065,11 @@ class MarketEnv(ParallelEnv):
         for agent in self.agents:
             bus = self.participant[agent].bus
             on = on_path[agent]  # often empty (P2P): then no list to build
-            worst = worst_on[agent] if on else 0.0
-            if worst != worst:  # NaN on the path: what max gives in the path's order
-                worst = max(map(loading.__getitem__, on))
+            worst = max(map(loading.__getitem__, on)) if on else 0.0
             if not pf.converged:
                 cost = 1.0
-            elif not on:
-                cost = 0  # sum of none: the int 0
             else:
-                cost = sum(map(excess.__getitem__, on)) if any_excess else 0.0
+                cost = sum(map(excess.__getitem__, on)) if on else 0  # sum of none: the int 0
                 if bus in bus_viol:
                     cost += max(low - bus_viol[bus], bus_viol[bus] - high, 0.0)
             infos[agent] = {

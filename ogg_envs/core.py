@@ -32,9 +32,7 @@ repair applies), ``decode_rows(names, actions)`` (``decode`` of a scripted polic
 several participants' bids at once), ``decode_round(agents, actions)`` (``decode`` of a
 parallel step's actions at once), ``dispatch(clearing)`` (what goes to the feeder),
 ``grid_step()``, ``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and
-``render_map(ax)``; and the class attribute ``infos_hold_grid_step`` (True where
-``market_step``'s infos already end with ``"grid_step": False``, which the core adds
-otherwise).
+``render_map(ax)``.
 
 Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``
 (and ``env.participant[name]``), ``env.scenario``, ``env.profiles``, and the read-only
@@ -225,6 +223,9 @@ def real_rows(actions, count: int, shape: tuple | None) -> list[np.ndarray] | No
     shape ``(count, *shape)``; ``shape=None``: rows of any one shape): float rows, views of one
     new array, each equal to what ``real_action`` returns for it; None where any row would
     fail ``real_action`` (ask it row by row then: its error names the agent)."""
+    if not isinstance(actions, np.ndarray) and any(
+            isinstance(row, np.ndarray) and row.dtype.kind not in "iuf" for row in actions):
+        return None  # (a boolean row among float rows would pass as numbers once stacked)
     try:
         a = np.asarray(actions)
     except (TypeError, ValueError):  # ragged rows
@@ -284,8 +285,8 @@ class MarketEnv(ParallelEnv):
 
     Class attributes an environment sets: ``Scenario`` (its scenario schema),
     ``default_scenario`` (bundled name), ``overrides`` (constructor argument -> dotted scenario
-    key), ``default_policies`` (group -> policy factory for non-learning participants),
-    ``default_learners`` and ``infos_hold_grid_step``.
+    key), ``default_policies`` (group -> policy factory for non-learning participants) and
+    ``default_learners``.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "is_parallelizable": True}
@@ -294,8 +295,6 @@ class MarketEnv(ParallelEnv):
     overrides: dict[str, str] = {}
     default_policies: dict[str, Any] = {}
     default_learners: Any = ()
-    # True: market_step's infos already end with "grid_step": False (the core adds it else)
-    infos_hold_grid_step: bool = False
 
     def __init__(self, *, scenario=None, feeder=None, learners=None,
                  policies: dict | None = None, market_rounds: int | None = 1,
@@ -653,9 +652,8 @@ class MarketEnv(ParallelEnv):
         self._update_policies(bids, rewards)
         self.round += 1
         self.cycles += 1
-        if not self.infos_hold_grid_step:
-            for a in self.agents:
-                infos[a]["grid_step"] = False
+        for a in self.agents:
+            infos[a]["grid_step"] = False
         if final:
             grid_infos = self._grid_step(pf, iterations or 0)
             rewards = np.array(rewards, dtype=float)

@@ -759,8 +759,8 @@ def test_a_step_decodes_its_arms_at_once_as_decode_does_and_names_a_bad_one():
 
 
 def test_round_infos_end_with_grid_step_as_the_core_would_add_it():
-    """P2P's round infos are born with ``"grid_step"`` (``infos_hold_grid_step``): the last
-    key, False, until the round that ends a grid step (True, in the same place)."""
+    """Every round's infos end with ``"grid_step"``: False, until the round that ends a grid
+    step (True, where the round's infos had it)."""
     env = p2p_v0.parallel_env()
     env.reset(seed=1)
     rounds = env.unwrapped.market_rounds

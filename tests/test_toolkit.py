@@ -334,7 +334,8 @@ def test_real_rows_are_real_action_row_by_row_or_nothing():
                 assert row.tobytes() == real_action("x_0", np.asarray(one), (2,), "p").tobytes()
     bad = [np.array([[1.0, np.nan], [1.0, 2.0]]), np.array([[1.0, 2.0], [np.inf, 2.0]]),
            np.array([[True, False], [True, True]]), [[1.0, 2.0], [1.0]], [["a", "b"], ["c", "d"]],
-           np.zeros((3, 2)), np.zeros((2, 3))]
+           np.zeros((3, 2)), np.zeros((2, 3)),
+           [np.array([True, False]), np.array([1.0, 2.0])]]  # real_action refuses the first
     for given in bad:
         assert real_rows(given, 2, (2,)) is None, given
     assert real_rows(np.zeros((2, 3)), 2, None) is not None  # any one shape, when not given

@@ -241,7 +241,6 @@ class raw_env(MarketEnv):
     Scenario = DLMPScenario
     default_scenario = "dlmp"
     default_policies = {"generator": TruthfulBidder, "dr": TruthfulBidder}
-    infos_hold_grid_step = True  # (market_step's infos)
 
     def __init__(self, scenario="dlmp", learners=GROUPS, market_rounds: int = 3,
                  horizon: int | None = None, policies: dict | None = None,
@@ -434,7 +433,6 @@ class raw_env(MarketEnv):
             info["congestion_price"] = congestion[index[agent]]
             if voltage is not None:
                 info["voltage_price"] = voltage[index[agent]]
-            info["grid_step"] = False
         return self.per_round(profit), infos
 
     def true_profits(self, prices: np.ndarray, quantities: np.ndarray) -> np.ndarray:

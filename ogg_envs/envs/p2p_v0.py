@@ -232,7 +232,6 @@ class raw_env(MarketEnv):
                 "is_parallelizable": True}
     Scenario = P2PScenario
     default_scenario = "p2p"
-    infos_hold_grid_step = True  # (market_step's infos)
     overrides = {k: f"market.{k}" for k in (
         "mode", "negotiation_steps", "periods", "arms", "retail_price", "c_service", "c_lose",
         "fixed_kwh", "matching", "curtail_infeasible")}
@@ -472,8 +471,7 @@ class raw_env(MarketEnv):
         traded, qty = mk.traded.tolist(), (mk.tranche_of * mk.traded).tolist()
         infos = {agent: {"role": role, "matched": matched, "partner": partner,
                          "bid": bid[k] if matched else None, "success": traded[k],
-                         "price": b_p[k] if traded[k] else fallback, "quantity": qty[k],
-                         "grid_step": False}
+                         "price": b_p[k] if traded[k] else fallback, "quantity": qty[k]}
                  for agent, k, role, matched, partner, fallback in self._agent_rows}
         self._obs_key = None
         return clearing.rewards, infos

@@ -59,10 +59,11 @@ render_mode=None, **ac_options)``
 Twelve float32 numbers, all in [-1, 1]: ``sin`` and ``cos`` of the hour, episode progress,
 round within the hour, +1 supplier / -1 consumer, the agent's private true curve (marginal
 cost or value at zero and at full quantity, / price_cap), its quantity limit this hour
-(/ its largest) — these three as the hour's ``truth`` holds them, the numbers its rewards use,
-taken at the hour's start — then the last clearing: price at its bus (/ price_cap), its quantity (/ its
-largest), the average price over the participants' buses (/ price_cap), and whether a branch
-on its path to the substation was congested (0/1). No agent sees another's private data. With
+(/ its largest) — these three as the hour's ``truth`` holds them, the numbers its rewards
+use, taken at the hour's start — then the last clearing: price at its bus (/ price_cap), its
+quantity (/ its largest), the average price over the participants' buses (/ price_cap), and
+whether a branch on its path to the substation was congested (0/1). No agent sees another's
+private data. With
 ``observe_ac=True`` (an option of every environment, ``ogg_envs.core``) two more entries (14):
 the AC outcome of the last grid step, its bus's voltage and the loading of the most loaded
 market-limited branch on its path.

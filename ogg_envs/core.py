@@ -28,11 +28,10 @@ only what makes it itself, in these hooks (PettingZoo's MPE ``SimpleEnv`` is the
 
 and optionally ``rounds_of(scenario)`` (market rounds when the scenario decides),
 ``bid_limits()`` (this hour's largest valid bid quantity per participant), ``bid_rule()`` (whose
-repair applies), ``decode_rows(names, actions)`` (``decode`` of a scripted policy's ``batch``:
-several participants' bids at once), ``decode_round(agents, actions)`` (``decode`` of a
-parallel step's actions at once), ``dispatch(clearing)`` (what goes to the feeder),
-``grid_step()``, ``grid_step_infos(pf)``, ``reset_info(name)``, ``render_text()`` and
-``render_map(ax)``.
+repair applies), ``decode_rows(names, actions)`` (``decode`` of several participants' actions
+at once: a parallel step's, a scripted policy's ``batch``), ``dispatch(clearing)`` (what goes
+to the feeder), ``grid_step()``, ``grid_step_infos(pf)``, ``reset_info(name)``,
+``render_text()`` and ``render_map(ax)``.
 
 Everything is public (the paper's Fig. 4): ``env.grid``, ``env.market``, ``env.participants``
 (and ``env.participant[name]``), ``env.scenario``, ``env.profiles``, and the read-only
@@ -601,11 +600,11 @@ class MarketEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def _decode_all(self, agents: list[str], actions: list) -> list:
-        """The agents' bids from their actions (same order): ``decode_round`` at once where
+        """The agents' bids from their actions (same order): ``decode_rows`` at once where
         the environment can, else ``decode`` agent by agent (with ``invalid_bids="raise"``
         ``decode_checked``, which judges each bid), whose errors name the agent."""
         if not self._strict:
-            bids = self.decode_round(agents, actions)
+            bids = self.decode_rows(agents, actions)
             if bids is not None:
                 return bids
         return list(map(self.decode_checked if self._strict else self.decode, agents, actions))
@@ -814,9 +813,12 @@ class MarketEnv(ParallelEnv):
         return {p.name: asked[p.name] for p in self._static if p.name in asked}
 
     def decode_rows(self, names: list[str], actions) -> list | None:
-        """Several participants' actions at once (row k for ``names[k]``), each exactly what
-        ``decode`` makes of it, or None where this environment cannot or will not decode them
-        at once (the default): the caller then decodes row by row."""
+        """Several participants' actions at once (row k for ``names[k]``; a parallel step's
+        actions as a list, a scripted policy's ``batch``), each exactly what ``decode`` makes of
+        it, or None where this environment cannot or will not decode them at once (the
+        default; anything ``decode`` would refuse): the caller then decodes row by row, and
+        ``decode``'s error names the participant. Not asked with ``invalid_bids="raise"``
+        (every bid is judged one by one then)."""
         return None
 
     def _ask(self, p: Participant, observation, info: dict):
@@ -1195,14 +1197,6 @@ class MarketEnv(ParallelEnv):
     def decode(self, agent: str, action):
         """Turn an action into a bid; ``ValueError`` naming the agent if it is unusable."""
         raise NotImplementedError
-
-    def decode_round(self, agents: list[str], actions: list) -> list | None:
-        """``decode`` of a parallel step's actions at once (``actions[k]`` is ``agents[k]``'s):
-        every bid exactly what ``decode`` makes of it, or None where this environment cannot
-        or will not decode them at once (the default; anything ``decode`` would refuse): the
-        core then decodes agent by agent, and ``decode``'s error names the agent. Not asked
-        with ``invalid_bids="raise"`` (every bid is judged one by one then)."""
-        return None
 
     def market_step(self, bids: dict[str, Any]) -> tuple[np.ndarray, dict[str, dict]]:
         """Clear the round (``set_clearing``); rewards of every participant (participant

@@ -724,7 +724,7 @@ def test_bandit_history_is_read_only_and_set_as_if_played(make):
 
 
 def test_a_step_decodes_its_arms_at_once_as_decode_does_and_names_a_bad_one():
-    """``decode_round`` (a parallel step's actions at once) gives exactly ``decode``'s ints for
+    """``decode_rows`` (a parallel step's actions at once) gives exactly ``decode``'s ints for
     Python and NumPy int64 arms in range, and None for anything else, where ``decode`` then
     accepts (other integer types, 0-d arrays) or names the agent (floats, bools, out of
     range) before anything changes. Other integer types step exactly like int arms."""
@@ -734,12 +734,12 @@ def test_a_step_decodes_its_arms_at_once_as_decode_does_and_names_a_bad_one():
     arms = [k % raw.n_arms for k in range(len(agents))]
     for kind in (int, np.int64):
         given = [kind(a) for a in arms]
-        decoded = raw.decode_round(agents, given)
+        decoded = raw.decode_rows(agents, given)
         assert decoded == [raw.decode(a, x) for a, x in zip(agents, given)]
         assert all(type(d) is int for d in decoded)
     for odd in (np.int32(1), np.array(1), True, 1.0, raw.n_arms, -1):
-        assert raw.decode_round(agents, [*arms[:-1], odd]) is None, odd
-    assert raw.decode_round([], []) == []
+        assert raw.decode_rows(agents, [*arms[:-1], odd]) is None, odd
+    assert raw.decode_rows([], []) == []
     twins = [p2p_v0.parallel_env() for _ in range(2)]
     for env in twins:
         env.reset(seed=4)

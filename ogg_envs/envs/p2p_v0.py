@@ -142,7 +142,7 @@ from ogg_envs.policies import bandits
 from ogg_envs.scenario import Scenario, ScenarioError, per_item, profile_column
 
 OBS_SIZE = 12
-_ARM_TYPES = {int, np.int64}  # the arm types decode_round takes (decode: any integer)
+_ARM_TYPES = {int, np.int64}  # the arm types decode_rows takes (decode: any integer)
 MODES = ("homogeneous", "multi_period")
 
 
@@ -441,9 +441,9 @@ class raw_env(MarketEnv):
             raise ValueError(f"{agent}: action {a} is outside the arms [0, {self.n_arms})")
         return a
 
-    def decode_round(self, agents: list[str], actions: list) -> list[int] | None:
-        """``decode`` of a step's actions at once where every one is a Python or NumPy int64
-        arm index in range (sampled or policy actions); None otherwise."""
+    def decode_rows(self, names: list[str], actions) -> list[int] | None:
+        """``decode`` of several prosumers' actions at once where every one is a Python or
+        NumPy int64 arm index in range (sampled or policy actions); None otherwise."""
         if not set(map(type, actions)) <= _ARM_TYPES:
             return None
         arms = list(map(int, actions))

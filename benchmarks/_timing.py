@@ -36,6 +36,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -188,72 +189,104 @@ class _TimedClear:
         return result
 
 
-def run_env(env, act, seconds: float, warmup_steps: int = 30, seed: int = 0) -> dict:
-    """Step the parallel ``env`` with ``act(env, agent, observation)`` actions (episodes with
-    a new seed each) for about ``seconds`` of env time. Returns steps/s over the time spent in
-    ``reset`` and ``step``, agent steps/s, and the clear times of the run."""
-    market = env.market
-    clock = SolverClock()
-    timed = _TimedClear(market.clear, clock)
-    market.clear = timed  # an instance attribute shadows the method; removed below
-    try:
-        obs, _ = env.reset(seed=seed)
-        for _ in range(warmup_steps):
-            if not env.agents:
-                obs, _ = env.reset()
-            obs = env.step({a: act(env, a, obs[a]) for a in env.agents})[0]
-        timed.times.clear()
-        timed.solver_times.clear()
-        timed.cached, timed.total = 0, 0.0
-        solve_s0 = env.grid.solve_seconds
-        steps, agent_steps, env_time, episode = 0, 0, 0.0, seed
-        with clock:
-            while env_time < seconds:
-                episode += 1
+class EnvRun:
+    """Steps the parallel ``env`` with ``act(env, agent, observation)`` actions, in slices
+    (``run``) that other runs' slices can be interleaved with, so that a machine that speeds up
+    or slows down for a few seconds moves every kind of action alike; ``summary``: steps/s over
+    the time spent in ``reset`` and ``step``, agent steps/s, and the clear times, over all the
+    slices."""
+
+    def __init__(self, env, act, seed: int = 0, warmup_steps: int = 30):
+        self.env, self.act, self.episode = env, act, seed
+        self.clock = SolverClock()
+        self.timed = _TimedClear(env.market.clear, self.clock)
+        self.steps = self.agent_steps = 0
+        self.env_time = self.solve_s = 0.0
+        with self._clear_timed():
+            obs, _ = env.reset(seed=seed)
+            for _ in range(warmup_steps):
+                if not env.agents:
+                    obs, _ = env.reset()
+                obs = env.step({a: act(env, a, obs[a]) for a in env.agents})[0]
+        self.timed.times.clear()
+        self.timed.solver_times.clear()
+        self.timed.cached, self.timed.total = 0, 0.0
+
+    @contextmanager
+    def _clear_timed(self):
+        market = self.env.market
+        market.clear = self.timed  # an instance attribute shadows the method; removed below
+        try:
+            yield
+        finally:
+            del market.clear
+
+    def run(self, seconds: float) -> None:
+        """About ``seconds`` more of env time, in whole new episodes (each with a new seed)
+        but the last, which the slice's end cuts short."""
+        env, act = self.env, self.act
+        solve_s0, spent = env.grid.solve_seconds, 0.0
+        with self._clear_timed(), self.clock:
+            while spent < seconds:
+                self.episode += 1
                 t0 = time.perf_counter()
-                obs, _ = env.reset(seed=episode)
-                env_time += time.perf_counter() - t0
-                while env.agents and env_time < seconds:
+                obs, _ = env.reset(seed=self.episode)
+                spent += time.perf_counter() - t0
+                while env.agents and spent < seconds:
                     actions = {a: act(env, a, obs[a]) for a in env.agents}
                     t0 = time.perf_counter()
                     obs = env.step(actions)[0]
-                    env_time += time.perf_counter() - t0
-                    steps += 1
-                    agent_steps += len(actions)
-        solve_s = env.grid.solve_seconds - solve_s0  # OpenDSS, resets' solves included
-    finally:
-        del market.clear
-    clear = percentiles_ms(timed.times)
-    solver = percentiles_ms(timed.solver_times)
-    solved = len(timed.times)
-    per_step = {"clear": 1e3 * timed.total / steps, "opendss": 1e3 * solve_s / steps,
-                "solver": 1e3 * clock.seconds / steps}  # (solver: part of the clearings)
-    per_step["rest"] = 1e3 * env_time / steps - per_step["clear"] - per_step["opendss"]
-    return {"steps_per_s": steps / env_time, "agent_steps_per_s": agent_steps / env_time,
-            "steps": steps, "clear_ms_p50": clear["p50"], "clear_ms_p99": clear["p99"],
-            "solver_ms_p50": solver["p50"], "clears": solved,
-            "cached_share": timed.cached / max(solved + timed.cached, 1), "step_ms": per_step}
+                    spent += time.perf_counter() - t0
+                    self.steps += 1
+                    self.agent_steps += len(actions)
+        self.env_time += spent
+        self.solve_s += env.grid.solve_seconds - solve_s0  # OpenDSS, resets' solves included
+
+    def summary(self) -> dict:
+        timed, steps = self.timed, self.steps
+        clear = percentiles_ms(timed.times)
+        solver = percentiles_ms(timed.solver_times)
+        solved = len(timed.times)
+        per_step = {"clear": 1e3 * timed.total / steps, "opendss": 1e3 * self.solve_s / steps,
+                    "solver": 1e3 * self.clock.seconds / steps}  # (solver: part of the clearings)
+        per_step["rest"] = 1e3 * self.env_time / steps - per_step["clear"] - per_step["opendss"]
+        return {"steps_per_s": steps / self.env_time,
+                "agent_steps_per_s": self.agent_steps / self.env_time,
+                "steps": steps, "clear_ms_p50": clear["p50"], "clear_ms_p99": clear["p99"],
+                "solver_ms_p50": solver["p50"], "clears": solved,
+                "cached_share": timed.cached / max(solved + timed.cached, 1),
+                "step_ms": per_step}
+
+
+def run_env(env, act, seconds: float, warmup_steps: int = 30, seed: int = 0) -> dict:
+    """``EnvRun``'s figures for one slice of about ``seconds`` of env time."""
+    run = EnvRun(env, act, seed, warmup_steps)
+    run.run(seconds)
+    return run.summary()
 
 
 def env_benchmark(env_id: str, tied, quick: bool, make_kwargs: dict | None = None,
                   kinds=ACTION_KINDS, goal_steps_per_s: float | None = None) -> dict:
     """The three action kinds on ``ogg_envs.make(env_id, parallel=True, **make_kwargs)`` (the
-    default scenario), each run interleaved with floor measurements on the env's grid; every
+    default scenario), run in turns (``slices`` of each, so that the ratios between kinds do
+    not depend on which seconds each ran in) with floor measurements between them; every
     figure with its ratio to the floor (``x_floor``). ``tied(env, agent, observation)`` makes
     the tied bid; ``goal_steps_per_s``: the random-action throughput the environment aims at
     (recorded with the result; ``print_env_table`` sets the step's parts against it)."""
-    seconds, floor_n = (0.6, 300) if quick else (4.0, 2000)
+    seconds, slices, floor_n = (0.6, 2, 300) if quick else (4.0, 8, 2000)
     acts = {"random": random_actions, "structured": structured_actions(env_id), "tied": tied}
     absorb_solver_banner()  # HiGHS's banner would land in the table
     env = ogg_envs.make(env_id, parallel=True, **(make_kwargs or {}))
+    runs = {kind: EnvRun(env, acts[kind]) for kind in kinds}
     floor: list[float] = []
-    rows = {}
-    for kind in kinds:
-        env.reset(seed=0)
-        floor += floor_times(env.grid, floor_n // (len(kinds) + 1))
-        rows[kind] = run_env(env, acts[kind], seconds)
-    floor += floor_times(env.grid, floor_n // (len(kinds) + 1))
+    for _ in range(slices):  # kinds in turns, the floor between them
+        for kind in kinds:
+            env.reset(seed=0)
+            floor += floor_times(env.grid, floor_n // (slices * len(kinds) + 1))
+            runs[kind].run(seconds / slices)
+    floor += floor_times(env.grid, floor_n // (slices * len(kinds) + 1))
     floor_ms = 1e3 * float(np.median(floor))
+    rows = {kind: run.summary() for kind, run in runs.items()}
     for row in rows.values():
         row["x_floor"] = {"clear_p50": row["clear_ms_p50"] / floor_ms,
                           "clear_p99": row["clear_ms_p99"] / floor_ms,
@@ -300,6 +333,40 @@ def print_env_table(result: dict) -> None:
               f"{budget['goal_step_ms']:.3f} ms a step: {engines} take "
               f"{budget['engines_ms']:.3f} ms of it ({budget['engines_share']:.0%}); the rest of "
               f"the step took {budget['python_ms']:.3f} ms {left}")
+    checks = goal_checks(result)
+    if checks:
+        print("goals (issue #12), this run: " + "; ".join(
+            f"{goal}: {got}, {'met' if met else 'NOT met'}" for goal, got, met in checks))
+
+
+def goal_checks(result: dict) -> list[tuple[str, str, bool]]:
+    """The env benchmark's goals (issue #12) against this run, as ``(goal, measured, met)``:
+    the random-action throughput (``goal_steps_per_s``) and the benchmark's other ``goals``
+    (``clear_ms_p50``, ``clear_ms_p99``: the clearing of random bids; ``random_over_structured``:
+    random-action over structured throughput; ``step_x_floor``: a random-action step over the
+    floor)."""
+    r, s = result["actions"].get("random"), result["actions"].get("structured")
+    if r is None:
+        return []
+    goals = dict(result.get("goals", {}))
+    checks = []
+    if result.get("goal_steps_per_s"):
+        goal = result["goal_steps_per_s"]
+        checks.append((f"random actions >= {goal:,.0f} steps/s", f"{r['steps_per_s']:,.0f}",
+                       r["steps_per_s"] >= goal))
+    for key, what in (("clear_ms_p50", "p50"), ("clear_ms_p99", "p99")):
+        if key in goals:
+            checks.append((f"random bids' clear {what} <= {goals[key]:g} ms",
+                           f"{r[key]:.3f} ms", r[key] <= goals[key]))
+    if "random_over_structured" in goals and s is not None:
+        ratio = r["steps_per_s"] / s["steps_per_s"]
+        checks.append((f"random / structured steps/s >= {goals['random_over_structured']:g}",
+                       f"{ratio:.2f}", ratio >= goals["random_over_structured"]))
+    if "step_x_floor" in goals:
+        x = r["x_floor"]["step"]
+        checks.append((f"random-action step <= {goals['step_x_floor']:g}x the floor",
+                       f"{x:.1f}x", x <= goals["step_x_floor"]))
+    return checks
 
 
 def goal_budget(result: dict) -> dict | None:

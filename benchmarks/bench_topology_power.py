@@ -22,6 +22,10 @@ from ogg_envs.policies.curve import MarkupBidder
 
 ENV_ID = "opengridgym/topology-power-v0"
 GOAL_STEPS_PER_S = 1_500  # random-action parallel steps/s the project aims at (issue #12)
+# and on random bids (issue #12): the clearing's p50 and p99 (ms), random-action throughput at
+# least 0.6x the structured one, a random-action step within 4x the floor
+GOALS = {"clear_ms_p50": 0.15, "clear_ms_p99": 0.5, "random_over_structured": 0.6,
+         "step_x_floor": 4.0}
 
 
 def tied(env, agent, observation):
@@ -78,6 +82,7 @@ def dense_solver_ms(n: int) -> dict[str, dict]:
 def main(argv=None) -> dict:
     args = benchmark_parser(__doc__.splitlines()[0]).parse_args(argv)
     result = env_benchmark(ENV_ID, tied, args.quick, goal_steps_per_s=GOAL_STEPS_PER_S)
+    result["goals"] = GOALS
     print_env_table(result)
     result["aec_agent_turns_per_s"] = aec_turns_per_s(0.5 if args.quick else 3.0)
     print(f"AEC agent turns/s (markup bids): {result['aec_agent_turns_per_s']:,.0f}")

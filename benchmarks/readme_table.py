@@ -7,10 +7,10 @@ The input is the file ``opengridgym bench --json`` writes (every benchmark's num
 benchmark's own ``--json`` file (several may be given). Prints the grid table, the environments'
 table (clear time and env steps/s per action kind, each with its ratio to the floor: one bare
 ``grid.run_power_flow()`` of the same feeder, measured in the same run, and where a step's time
-goes), each environment's random-action step against its throughput goal and, when
-present, the instruction counts (``--only instructions``), the scale table and
-docs/scale-out.md's tables (``--only vec``, ``--only rllib``); then the machine the numbers
-come from.
+goes), each environment's goals against the run (``goals_table``) and its random-action
+step against its throughput goal and, when present, the instruction counts (``--only
+instructions``), the scale table and docs/scale-out.md's tables (``--only vec``, ``--only
+rllib``); then the machine the numbers come from.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _timing import goal_budget
+from _timing import goal_budget, goal_checks
 
 ENVS = (("topology_power", "topology-power"), ("p2p", "p2p"), ("dlmp", "dlmp"))
 
@@ -108,6 +108,16 @@ def budget_table(records: dict[str, dict]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def goals_table(records: dict[str, dict]) -> list[str]:
+    """Every environment's goals (issue #12, ``goal_checks``) against this run."""
+    lines = ["| environment | goal | this run | met |", "|---|---|---:|---|"]
+    for key, label in ENVS:
+        if key in records:
+            lines += [f"| {label} | {goal} | {got} | {'yes' if met else '**no**'} |"
+                      for goal, got, met in goal_checks(records[key]["result"])]
+    return lines if len(lines) > 2 else []
+
+
 def scale_table(rows: list[dict]) -> list[str]:
     lines = ["| feeder | nodes | participants | OpenDSS re-solve | grid step | new hour: solve "
              "/ grid step | reset | clearing | parallel env step |",
@@ -183,7 +193,7 @@ def tables(records: dict[str, dict]) -> str:
         parts.append("\n".join(grid_table(records["grid"]["result"])))
     if any(key in records for key, _ in ENVS):
         parts += ["\n".join(env_table(records)), extras_line(records),
-                  "\n".join(budget_table(records))]
+                  "\n".join(goals_table(records)), "\n".join(budget_table(records))]
     if "instructions" in records:
         parts.append("\n".join(instructions_table(records["instructions"]["result"])))
     if "scale" in records:

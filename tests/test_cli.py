@@ -258,6 +258,19 @@ def test_env_benchmark_times_solved_clears_apart_from_the_markets_cache(monkeypa
     assert 0 < split["solver"] < split["clear"]
     assert 0 < rand["solver_ms_p50"] < rand["clear_ms_p50"]
     assert daqp.solve is _DAQP_SOLVE
+    # env_benchmark runs the kinds in turns: slices of two runs on the one env, each run's
+    # figures its own slices' (the structured one still hits the cache 2 times in 3)
+    runs = {"structured": timing.EnvRun(env, timing.structured_actions(env_id), warmup_steps=0),
+            "random": timing.EnvRun(env, timing.random_actions, warmup_steps=0)}
+    for _ in range(2):
+        for run in runs.values():
+            steps = run.steps
+            run.run(0.1)
+            assert run.steps > steps
+    structured, rand = runs["structured"].summary(), runs["random"].summary()
+    assert rand["cached_share"] == 0 and rand["clears"] == rand["steps"]
+    assert abs(structured["cached_share"] - 2 / 3) < 0.1
+    assert "clear" not in vars(env.market) and daqp.solve is _DAQP_SOLVE
     # tied bids: every learner the same offer (bench_topology_power.tied), a valid bid
     env.reset(seed=0)
     monkeypatch.setitem(sys.modules, "_timing", timing)  # what `import _timing` finds
@@ -309,6 +322,30 @@ def test_goal_budget_sets_the_engines_against_the_goals_step(monkeypatch):
     assert timing.goal_budget({"goal_steps_per_s": None, "actions": {"random": row}}) is None
     table = _load_benchmark_module("readme_table").budget_table({"dlmp": {"result": result}})
     assert table[-1] == "| dlmp | 2,000 steps/s | 0.500 ms | 0.300 ms (60%) | 0.700 ms | 0.20 ms |"
+
+
+def test_goal_checks_judge_each_goal_on_its_own_figure(monkeypatch):
+    """Issue #12's goals against a run: throughput, the clearing's p50 and p99, random over
+    structured throughput and the step over the floor, each met or not by its own number (a
+    figure on either side of its goal), and the README's goals table says which."""
+    timing = _load_benchmark_module("_timing")
+    monkeypatch.setitem(sys.modules, "_timing", timing)
+    random = {"steps_per_s": 1800.0, "clear_ms_p50": 0.16, "clear_ms_p99": 0.3,
+              "x_floor": {"step": 3.5}}
+    result = {"goal_steps_per_s": 1500, "actions": {"random": random,
+                                                    "structured": {"steps_per_s": 3200.0}},
+              "goals": {"clear_ms_p50": 0.15, "clear_ms_p99": 0.5,
+                        "random_over_structured": 0.6, "step_x_floor": 4.0}}
+    checks = timing.goal_checks(result)
+    assert [met for _, _, met in checks] == [True, False, True, False, True]
+    assert checks[1] == ("random bids' clear p50 <= 0.15 ms", "0.160 ms", False)
+    assert checks[3] == ("random / structured steps/s >= 0.6", "0.56", False)
+    assert timing.goal_checks({"actions": {"random": random}}) == []  # no goals: none judged
+    table = _load_benchmark_module("readme_table").goals_table(
+        {"topology_power": {"result": result}})
+    assert table[2] == "| topology-power | random actions >= 1,500 steps/s | 1,800 | yes |"
+    assert table[3] == "| topology-power | random bids' clear p50 <= 0.15 ms | 0.160 ms | **no** |"
+    assert len(table) == 2 + len(checks)
 
 
 def test_instruction_counts_are_split_by_where_they_ran(capsys, monkeypatch):

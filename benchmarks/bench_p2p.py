@@ -5,7 +5,9 @@ step, one OpenDSS power flow per grid step), for random arms, structured actions
 registered ``markup`` baseline: the reservation price shaded by 30 %) and tied actions (every
 prosumer the highest arm), as ``_timing.env_benchmark`` describes: clear p50/p99 (one
 negotiation step), env steps/s and their ratio to one bare ``grid.run_power_flow()``. Also the
-AEC agent turns/s with random arms.
+AEC agent turns/s with random arms, and how a random-arm step's time splits between the
+negotiation steps that end an hour (the grid step: the trade check's power flow, settlement,
+the next hour's matching) and the others.
 Run: ``python benchmarks/bench_p2p.py [--quick] [--json PATH]`` (or ``opengridgym bench --only
 p2p``).
 """
@@ -49,12 +51,38 @@ def aec_turns_per_s(seconds: float) -> float:
     return turns / (time.perf_counter() - start)
 
 
+def hour_split(seconds: float) -> dict:
+    """Median and total time of the parallel steps that end an hour (the grid step runs in
+    them) and of the other negotiation steps, random arms drawn beforehand."""
+    env = p2p_v0.parallel_env()
+    arms = np.random.default_rng(1).integers(0, 8, 1 << 16).tolist()
+    mask = len(arms) - 1
+    times: dict[str, list[float]] = {"ending an hour": [], "the others": []}
+    k, seed, spent = 0, 0, 0.0
+    while spent < seconds:
+        seed += 1
+        env.reset(seed=seed)
+        while env.agents:
+            actions = {a: arms[(k + i) & mask] for i, a in enumerate(env.agents)}
+            k += len(actions)
+            t0 = time.perf_counter()
+            env.step(actions)
+            dt = time.perf_counter() - t0
+            spent += dt
+            times["ending an hour" if env.round == 0 else "the others"].append(dt)
+    return {kind: {"steps": len(t), "ms_p50": 1e3 * float(np.median(t)),
+                   "share": sum(t) / spent} for kind, t in times.items()}
+
+
 def main(argv=None) -> dict:
     args = benchmark_parser(__doc__.splitlines()[0]).parse_args(argv)
     result = env_benchmark(ENV_ID, tied, args.quick, goal_steps_per_s=GOAL_STEPS_PER_S)
     print_env_table(result)
     result["aec_agent_turns_per_s"] = aec_turns_per_s(0.5 if args.quick else 3.0)
     print(f"AEC agent turns/s (random arms): {result['aec_agent_turns_per_s']:,.0f}")
+    result["hour_split"] = split = hour_split(0.5 if args.quick else 3.0)
+    print("random-arm steps, median ms (share of the time): " + "; ".join(
+        f"{kind} {v['ms_p50']:.3f} ({v['share']:.0%})" for kind, v in split.items()))
     write_json(args.json, "p2p", result)
     return result
 

@@ -169,6 +169,11 @@ def extras_line(records: dict[str, dict]) -> str:
         result = records.get(key, {}).get("result", {})
         if "aec_agent_turns_per_s" in result:
             extras.append(f"{label} AEC agent turns/s {result['aec_agent_turns_per_s']:,.0f}")
+    split = records.get("p2p", {}).get("result", {}).get("hour_split")
+    if split:
+        end, rest = split["ending an hour"], split["the others"]
+        extras.append(f"p2p random-arm steps that end an hour {end['ms_p50']:.2f} ms median "
+                      f"({end['share']:.0%} of the time), the others {rest['ms_p50']:.3f} ms")
     if "dlmp" in records:
         ref = records["dlmp"]["result"]["reference_clear_ms"]
         extras.append("dlmp clear on random offers, merit order / HiGHS direct / CVXPY "

@@ -324,6 +324,16 @@ def test_goal_budget_sets_the_engines_against_the_goals_step(monkeypatch):
     assert table[-1] == "| dlmp | 2,000 steps/s | 0.500 ms | 0.300 ms (60%) | 0.700 ms | 0.20 ms |"
 
 
+def test_p2p_benchmark_splits_the_steps_that_end_an_hour_from_the_others(monkeypatch):
+    """Ten negotiation steps make an hour: one step in ten runs the grid step; the two kinds'
+    shares are of one total."""
+    monkeypatch.setitem(sys.modules, "_timing", _load_benchmark_module("_timing"))
+    split = _load_benchmark_module("bench_p2p").hour_split(0.2)
+    end, rest = split["ending an hour"], split["the others"]
+    assert end["steps"] > 0 and abs(rest["steps"] - 9 * end["steps"]) <= 9
+    assert abs(end["share"] + rest["share"] - 1.0) < 1e-9 and end["ms_p50"] > 0
+
+
 def test_goal_checks_judge_each_goal_on_its_own_figure(monkeypatch):
     """Issue #12's goals against a run: throughput, the clearing's p50 and p99, random over
     structured throughput and the step over the floor, each met or not by its own number (a

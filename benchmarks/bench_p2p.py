@@ -14,6 +14,7 @@ p2p``).
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -30,13 +31,18 @@ def tied(env, agent, observation):
     return env.action_space(agent).n - 1
 
 
+def random_arms(env, seed: int):
+    """Uniformly random arm indices of ``env``'s arms, drawn beforehand as Python ints and
+    handed out in a cycle, so that the sampler is not timed."""
+    n_arms = env.unwrapped.n_arms
+    return itertools.cycle(np.random.default_rng(seed).integers(0, n_arms, 1 << 16).tolist())
+
+
 def aec_turns_per_s(seconds: float) -> float:
-    """AEC agent turns/s; arms drawn beforehand (as Python ints), so the sampler is not
-    timed."""
+    """AEC agent turns/s with random arms (``random_arms``)."""
     env = p2p_v0.env()
-    arms = np.random.default_rng(0).integers(0, 8, 1 << 16).tolist()
-    mask = len(arms) - 1
-    k, turns, seed, start = 0, 0, 0, time.perf_counter()
+    arms = random_arms(env, 0)
+    turns, seed, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         seed += 1
         env.reset(seed=seed)
@@ -45,8 +51,7 @@ def aec_turns_per_s(seconds: float) -> float:
             if term or trunc:
                 env.step(None)
                 continue
-            env.step(arms[k & mask])
-            k += 1
+            env.step(next(arms))
             turns += 1
     return turns / (time.perf_counter() - start)
 
@@ -55,16 +60,14 @@ def hour_split(seconds: float) -> dict:
     """Median and total time of the parallel steps that end an hour (the grid step runs in
     them) and of the other negotiation steps, random arms drawn beforehand."""
     env = p2p_v0.parallel_env()
-    arms = np.random.default_rng(1).integers(0, 8, 1 << 16).tolist()
-    mask = len(arms) - 1
+    arms = random_arms(env, 1)
     times: dict[str, list[float]] = {"ending an hour": [], "the others": []}
-    k, seed, spent = 0, 0, 0.0
+    seed, spent = 0, 0.0
     while spent < seconds:
         seed += 1
         env.reset(seed=seed)
         while env.agents:
-            actions = {a: arms[(k + i) & mask] for i, a in enumerate(env.agents)}
-            k += len(actions)
+            actions = {a: next(arms) for a in env.agents}
             t0 = time.perf_counter()
             env.step(actions)
             dt = time.perf_counter() - t0
